@@ -1,0 +1,88 @@
+"""Training throughput of one architecture on this device: eager fp32 vs the trainer's fast path.
+
+Every variant runs the real training step (on-device batch gather, crop + flip, forward, backward,
+SGD) over the same data; only the execution mode differs. Timed with a device sync around many
+steps after a warm-up; the fast path's capture time is reported separately.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .data.loader import DeviceLoader, channel_stats
+from .data.sources import Split
+from .models.registry import build
+from .train.optim import make_sgd
+from .train.step import StepRunner
+
+VARIANTS = {  # name: (bf16 autocast, channels_last, cuda graph, cudnn.benchmark); the first is the reference
+    "eager fp32": (False, False, False, True),
+    "eager fp32, cudnn.benchmark off": (False, False, False, False),
+    "eager bf16 channels_last": (True, True, False, True),
+    "cuda graph fp32": (False, False, True, True),
+    "cuda graph fp32 channels_last": (False, True, True, True),
+    "cuda graph bf16": (True, False, True, True),
+    "cuda graph bf16 channels_last": (True, True, True, True),  # the trainer's fast path
+}
+
+
+def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: int = 0) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=g),
+                 torch.randint(0, classes, (n,), generator=g))
+
+
+def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10,
+          steps: int = 100, warmup: int = 10, variants=None) -> list[dict]:
+    mean, std = channel_stats(split.images[:5000])
+    results = []
+    for name, (amp, cl, graph, autotune) in VARIANTS.items():
+        if variants and name not in variants:
+            continue
+        if device.type != "cuda" and (amp or cl or graph or not autotune):
+            continue
+        torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
+        torch.manual_seed(0)
+        model = build(arch, num_classes).to(device)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        lr = torch.tensor(0.01, device=device) if graph else 0.01
+        opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
+        loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=cl)
+        runner = StepRunner(model, opt, loader, amp=amp, graph=graph)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        loader.start_epoch(0)
+        t0 = time.perf_counter()
+        runner.run()  # includes the capture for the graph variant
+        sync()
+        first = time.perf_counter() - t0
+        loader.start_epoch(1)
+        for _ in range(min(warmup, loader.steps)):
+            runner.run()
+        sync()
+        done, t0 = 0, time.perf_counter()
+        while done < steps:
+            loader.start_epoch(100 + done)  # start_epoch is cheap and keeps the step index in range
+            n = min(steps - done, loader.steps)
+            for _ in range(n):
+                runner.run()
+            done += n
+        sync()
+        sec = time.perf_counter() - t0
+        results.append({"variant": name, "img_per_s": steps * batch_size / sec, "ms_per_step": 1e3 * sec / steps,
+                        "capture_s": runner.capture_seconds if graph else None, "first_step_s": first})
+    base = results[0]["img_per_s"] if results else 1.0
+    for r in results:
+        r["speedup"] = r["img_per_s"] / base
+    return results
+
+
+def format_results(arch: str, batch_size: int, device: str, results: list[dict]) -> str:
+    lines = [f"{arch}  batch {batch_size}  on {device}",
+             f"{'variant':<32}{'img/s':>10}{'ms/step':>10}{'speedup':>9}{'capture s':>11}"]
+    for r in results:
+        cap = f"{r['capture_s']:.3f}" if r["capture_s"] is not None else "-"
+        lines.append(f"{r['variant']:<32}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{r['speedup']:>8.2f}x{cap:>11}")
+    return "\n".join(lines)

@@ -1,0 +1,168 @@
+"""Command line: `resgrow train` and `resgrow bench`.
+
+Every problem a user can fix is reported as one line on stderr with a non-zero exit
+(2: bad input; 3: training diverged), and nothing in an existing run directory is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DivergedError, ResgrowError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + error
+        raise ResgrowError(message)
+
+
+def _floats(text: str) -> tuple:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="resgrow", description="Train residual networks faster by changing their size while they learn.")
+    p.add_argument("--version", action="version", version=f"resgrow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (fixed size or with a growth method)")
+    t.add_argument("--arch", required=True, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final architecture")
+    t.add_argument("--data", required=True, help="cifar10 | cifar100 | path to an ImageFolder directory or zip (train/<class>/*, test/<class>/*)")
+    t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
+    t.add_argument("--method", default="baseline", help="training method (default: baseline, the fixed-size net)")
+    t.add_argument("--epochs", type=int, default=160)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--nesterov", action="store_true")
+    t.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=5e-4)
+    t.add_argument("--schedule", default="cosine", help="constant | step | cosine | cosine_restarts (default cosine)")
+    t.add_argument("--eta-min", type=float, default=0.0, help="lowest lr of the cosine schedules")
+    t.add_argument("--warmup", type=float, default=0.0, help="epochs of linear lr warm-up")
+    t.add_argument("--milestones", type=_floats, default=(), help="step schedule: epochs, e.g. 80,120 (default 50%%,75%%)")
+    t.add_argument("--gamma", type=float, default=0.1, help="step schedule: lr factor at each milestone")
+    t.add_argument("--restarts", type=_floats, default=(), help="cosine_restarts: epochs, e.g. 60,110")
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    t.add_argument("--val-size", type=int, default=0, help="images carved out of train as a validation split")
+    t.add_argument("--eval-every", type=int, default=1)
+    t.add_argument("--checkpoint-every", type=int, default=1)
+    t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (its stored settings win)")
+    t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
+    t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
+    t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
+    t.add_argument("--no-channels-last", action="store_true")
+    t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
+    t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
+    t.add_argument("--quiet", action="store_true", help="no progress output (CI)")
+
+    b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path")
+    b.add_argument("--arch", default="resnet56")
+    b.add_argument("--batch-size", type=int, default=128)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--steps", type=int, default=200)
+    b.add_argument("--data", default=None, help="real data (ImageFolder dir/zip, cifar10); default: random images of CIFAR size")
+    b.add_argument("--data-dir", default="data")
+    b.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return p
+
+
+def _train(a) -> int:
+    import torch
+
+    from .data.sources import load_dataset
+    from .methods import build_method
+    from .models.registry import build, spec_for
+    from .train.checkpoint import load_checkpoint
+    from .train.schedules import SCHEDULES
+    from .train.trainer import CHECKPOINT, TrainConfig, Trainer
+
+    method = build_method(a.method)
+    if a.schedule not in SCHEDULES:
+        raise ResgrowError(f"unknown schedule {a.schedule!r}; known: {', '.join(SCHEDULES)}")
+    spec_for(a.arch)  # unknown arch: fail before loading data
+    out = Path(a.out)
+    if a.resume:
+        if not (out / CHECKPOINT).is_file():
+            raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}")
+        stored = load_checkpoint(out / CHECKPOINT)  # refuses a corrupt or tampered file up front
+        cfg = TrainConfig.from_dict(stored["config"])
+        cfg.device, cfg.quiet = a.device, a.quiet
+        info = stored.get("run_info", {})
+        if info.get("data") not in (None, a.data):
+            raise ResgrowError(f"checkpoint in {out} was trained on data {info['data']!r}, not {a.data!r}")
+    else:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise ResgrowError(f"run directory {out} already exists and is not empty; pass --resume to continue it or choose another --out")
+        cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
+                          weight_decay=a.weight_decay, schedule=a.schedule, eta_min=a.eta_min, warmup=a.warmup,
+                          milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,
+                          augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
+                          device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
+                          seed=a.seed, quiet=a.quiet)
+    data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=a.val_size if not a.resume else
+                        (stored.get("run_info", {}).get("val_size", 0)), seed=cfg.seed, progress=not a.quiet)
+    torch.manual_seed(cfg.seed)
+    model = build(a.arch, data.num_classes)
+    info = {"arch": a.arch, "data": a.data, "val_size": a.val_size, "command": " ".join(["resgrow"] + sys.argv[1:])}
+    if a.resume:
+        info = stored.get("run_info", info)
+    trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
+    if not cfg.quiet:
+        print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
+              f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}", file=sys.stderr)
+    rows = trainer.fit(until=a.stop_after)
+    last = rows[-1] if rows else {}
+    if "test_acc" in last:
+        print(f"final epoch {last['epoch']}: test accuracy {last['test_acc']:.2%}, training time {last['train_seconds']:.1f}s; run in {out}")
+    return 0
+
+
+def _bench(a) -> int:
+    from .bench import bench, format_results, synthetic_split
+    from .data.sources import load_dataset
+    from .models.registry import spec_for
+    from .train.trainer import resolve_device
+
+    spec_for(a.arch)
+    device = resolve_device(a.device)
+    if a.data:
+        ds = load_dataset(a.data, root=a.data_dir)
+        split, classes, src = ds.train, ds.num_classes, ds.name
+    else:
+        split, classes, src = synthetic_split(), 10, "random uint8 images"
+    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps)
+    name = __import__("torch").cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(format_results(a.arch, a.batch_size, f"{name} ({src})", results))
+    if a.json:
+        Path(a.json).write_text(json.dumps({"arch": a.arch, "batch_size": a.batch_size, "device": name, "data": src,
+                                            "results": results}, indent=2) + "\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        a = build_parser().parse_args(argv)
+        return _train(a) if a.command == "train" else _bench(a)
+    except DivergedError as e:
+        print(f"resgrow: error: {e}", file=sys.stderr)
+        return 3
+    except ResgrowError as e:
+        print(f"resgrow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resgrow: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

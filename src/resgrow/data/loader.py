@@ -1,0 +1,111 @@
+"""The whole dataset on the training device, augmented there, batched by a seeded permutation.
+
+Every random choice of an epoch (order, crop offsets, flips) is drawn on the host from a generator
+seeded by (seed, epoch) and copied to the device once per epoch. A training step then only gathers
+from device buffers, so it needs no host work and can live inside a CUDA graph; and a resumed run
+sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ResgrowError
+from .sources import Split
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (in [0, 1] units) of uint8 NHWC images."""
+    x = images.reshape(-1, images.shape[-1]).double() / 255.0
+    return x.mean(0).tolist(), x.std(0).tolist()
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+class _Normalize:
+    def __init__(self, mean, std, device, channels_last):
+        c = len(mean)
+        self.mean = torch.tensor(mean, device=device).mul(255).view(1, c, 1, 1)
+        self.inv_std = torch.tensor(std, device=device).mul(255).reciprocal().view(1, c, 1, 1)
+        self.channels_last = channels_last
+
+    def __call__(self, nhwc: torch.Tensor) -> torch.Tensor:
+        x = nhwc.permute(0, 3, 1, 2)  # an NCHW view with channels_last strides: no copy
+        if not self.channels_last:
+            x = x.contiguous()
+        return (x.float() - self.mean) * self.inv_std
+
+
+class DeviceLoader:
+    """Training batches: random crop (zero padding `pad`) + horizontal flip + normalisation, on the device.
+
+    `start_epoch(e)` draws the epoch's randomness; then `next_batch()` returns (x, y) for the next
+    step without any host synchronisation. `steps` batches per epoch; the remainder is dropped.
+    """
+
+    def __init__(self, split: Split, batch_size: int, device: torch.device | str, mean, std, *,
+                 augment: bool = True, pad: int = 4, flip: bool = True, seed: int = 0, channels_last: bool = False):
+        n, h, w, _ = split.images.shape
+        if batch_size < 1 or batch_size > n:
+            raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images ({n})")
+        self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
+        self.pad, self.flip = (pad if augment else 0), (flip and augment)
+        self.n, self.h, self.w = n, h, w
+        self.steps = n // batch_size
+        images = split.images
+        if self.pad:
+            images = F.pad(images, (0, 0, self.pad, self.pad, self.pad, self.pad))  # zeros around H and W
+        self.images = images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.normalize = _Normalize(mean, std, self.device, channels_last)
+        m = self.steps * batch_size
+        self.order = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=self.device)
+        self.offsets = torch.zeros(self.steps, batch_size, 2, dtype=torch.int64, device=self.device)
+        self.flips = torch.zeros(self.steps, batch_size, 1, dtype=torch.bool, device=self.device)
+        self.step = torch.zeros(1, dtype=torch.int64, device=self.device)
+        self.rows = torch.arange(h, device=self.device)
+        self.cols = torch.arange(w, device=self.device)
+        self._m = m
+
+    def start_epoch(self, epoch: int) -> None:
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
+        m = self._m
+        order = torch.randperm(self.n, generator=g)[:m]
+        offsets = torch.randint(0, 2 * self.pad + 1, (m, 2), generator=g)
+        flips = torch.rand(m, generator=g) < 0.5 if self.flip else torch.zeros(m, dtype=torch.bool)
+        # In place: a captured graph keeps reading these same buffers.
+        self.order.copy_(order.view_as(self.order))
+        self.offsets.copy_(offsets.view_as(self.offsets))
+        self.flips.copy_(flips.view_as(self.flips))
+        self.step.zero_()
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self.step
+        idx = self.order.index_select(0, i).squeeze(0)
+        off = self.offsets.index_select(0, i).squeeze(0)
+        flip = self.flips.index_select(0, i).squeeze(0)
+        rows = off[:, :1] + self.rows  # B x H
+        cols = off[:, 1:] + torch.where(flip, self.w - 1 - self.cols, self.cols)  # B x W, flipped where asked
+        x = self.images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # one gather: crop + flip
+        self.step.add_(1)
+        return self.normalize(x), self.labels[idx]
+
+
+class EvalLoader:
+    """Fixed-order, unaugmented batches of a split kept on the device."""
+
+    def __init__(self, split: Split, batch_size: int, device, mean, std, channels_last: bool = False):
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.normalize = _Normalize(mean, std, device, channels_last)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self):
+        for i in range(0, len(self.labels), self.batch_size):
+            yield self.normalize(self.images[i:i + self.batch_size]), self.labels[i:i + self.batch_size]

@@ -1,0 +1,236 @@
+"""Datasets to uint8 tensors: CIFAR-10/100 (python format) and ImageFolder trees (directory or zip).
+
+Images come back as uint8 NHWC tensors (the layout PIL decodes to, and the one the device loader
+gathers from), labels as int64. Decoded ImageFolder data is cached as an .npz in a cache directory
+($RESGROW_CACHE, default ~/.cache/resgrow; never beside the data, which may be shared) so the
+second run starts in about a second. The cache key is the source's path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ResgrowError
+
+CACHE_VERSION = 1
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".webp", ".tif", ".tiff"}
+LAYOUT_HINT = "expected train/<class>/<image> and test/<class>/<image> (ImageFolder layout)"
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8, N x H x W x C
+    labels: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split
+    val: Split | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def summary(self) -> str:
+        n, h, w, c = self.train.images.shape
+        val = f", {len(self.val)} val" if self.val is not None else ""
+        return f"{self.name}: {n} train{val}, {len(self.test)} test, {h}x{w}x{c}, {self.num_classes} classes"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RESGROW_CACHE", Path.home() / ".cache" / "resgrow"))
+
+
+def load_dataset(source: str | os.PathLike, root: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None, val_size: int = 0, seed: int = 0,
+                 progress: bool = False) -> Dataset:
+    """`source` is "cifar10", "cifar100", or a path to an ImageFolder directory or zip.
+
+    `root` is where the CIFAR python-format folders live (default ./data). `val_size` images are
+    carved out of train (seeded) as a validation split.
+    """
+    name = str(source)
+    if name.lower() in ("cifar10", "cifar100"):
+        ds = load_cifar(name.lower(), Path(root or "data"))
+    else:
+        path = Path(name)
+        if not path.exists():
+            raise ResgrowError(f"data path {name!r} does not exist (use cifar10, cifar100, an ImageFolder directory or a zip)")
+        ds = _cached_imagefolder(path, Path(cache_dir) if cache_dir else None, progress)
+    if val_size:
+        ds = with_validation(ds, val_size, seed)
+    return ds
+
+
+def with_validation(ds: Dataset, n: int, seed: int) -> Dataset:
+    """Move `n` seeded-random training images into a validation split."""
+    if not 0 < n < len(ds.train):
+        raise ResgrowError(f"validation size {n} must be between 1 and {len(ds.train) - 1}")
+    perm = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(seed))
+    tr, va = perm[n:].sort().values, perm[:n].sort().values
+    t = ds.train
+    return Dataset(ds.name, ds.classes, Split(t.images[tr], t.labels[tr]), ds.test, Split(t.images[va], t.labels[va]))
+
+
+# ---------------------------------------------------------------- CIFAR (python pickle batches)
+
+_CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                b"labels", "batches.meta", b"label_names"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels", "meta", b"fine_label_names"),
+}
+
+
+def load_cifar(name: str, root: Path) -> Dataset:
+    folder, train_files, test_files, label_key, meta_file, names_key = _CIFAR[name]
+    base = root / folder
+    if not base.is_dir():
+        _try_download(name, root)
+    missing = [f for f in train_files + test_files + [meta_file] if not (base / f).is_file()]
+    if missing:
+        raise ResgrowError(f"{name} not found: expected the python-format folder {base} with "
+                           f"{', '.join(train_files + test_files)} and {meta_file} (missing: {', '.join(missing)}); "
+                           "download it from the dataset site, or install torchvision and go online, "
+                           "or pass an ImageFolder directory/zip as --data")
+
+    def read(files):
+        xs, ys = [], []
+        for f in files:
+            # The official CIFAR format is pickled numpy; it is only ever read from the user's own data folder.
+            with open(base / f, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            ys.extend(d[label_key])
+        return Split(torch.from_numpy(np.ascontiguousarray(np.concatenate(xs))), torch.tensor(ys, dtype=torch.int64))
+
+    with open(base / meta_file, "rb") as fh:
+        classes = [c.decode() for c in pickle.load(fh, encoding="bytes")[names_key]]
+    return Dataset(name, classes, read(train_files), read(test_files))
+
+
+def _try_download(name: str, root: Path) -> None:
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        return
+    try:
+        (tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100)(str(root), train=True, download=True)
+    except Exception:  # offline or blocked: the caller reports the missing layout
+        pass
+
+
+# ---------------------------------------------------------------- ImageFolder (directory or zip)
+
+def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool) -> Dataset:
+    st = path.stat()
+    key = hashlib.blake2b(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode(), digest_size=6).hexdigest()
+    cache = (cache_dir or default_cache_dir()) / f"{path.name}.{key}.npz"
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                classes = [str(s) for s in z["classes"]]
+                return Dataset(path.stem, classes, Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
+                               Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # a damaged cache is rebuilt from the source below
+    ds = read_imagefolder(path, progress)
+    try:  # the cache only saves time: failing to write it is not an error
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, classes=np.array(ds.classes), train_x=ds.train.images.numpy(), train_y=ds.train.labels.numpy(),
+                 test_x=ds.test.images.numpy(), test_y=ds.test.labels.numpy())
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return ds
+
+
+def read_imagefolder(path: Path, progress: bool = False) -> Dataset:
+    """Decode every image of an ImageFolder tree (directory or zip) into uint8 tensors."""
+    if path.is_dir():
+        files = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}
+        reader = lambda key: files[key].read_bytes()  # noqa: E731
+        names, source = list(files), None
+    else:
+        try:
+            source = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ResgrowError(f"{path} is neither a directory nor a readable zip file ({e})") from None
+        names = [i.filename for i in source.infolist() if not i.is_dir()]
+        reader = source.read
+    try:
+        split_files = _layout(names, path)
+        classes = sorted({c for c, _ in split_files["train"]})
+        extra = sorted({c for c, _ in split_files["test"]} - set(classes))
+        if extra:
+            raise ResgrowError(f"{path}: test classes {extra} do not appear in train; {LAYOUT_HINT}")
+        blobs = {split: [(classes.index(c), f, reader(f)) for c, f in sorted(items)] for split, items in split_files.items()}
+    finally:
+        if source is not None:
+            source.close()
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        splits = {s: _decode_split(path, b, pool, progress) for s, b in blobs.items()}
+    shapes = {tuple(s.images.shape[1:]) for s in splits.values()}
+    if len(shapes) != 1:
+        raise ResgrowError(f"{path}: train and test images differ in size {sorted(shapes)}")
+    return Dataset(path.stem, classes, splits["train"], splits["test"])
+
+
+def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them."""
+    names = [n for n in names if not any(p.startswith(".") or p == "__MACOSX" for p in n.split("/"))]
+    for prefix_len in (0, 1):
+        out: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
+        for n in names:
+            parts = n.split("/")
+            if len(parts) == prefix_len + 3 and parts[prefix_len] in out:
+                out[parts[prefix_len]].append((parts[prefix_len + 1], n))
+        if out["train"] and out["test"]:
+            return out
+    raise ResgrowError(f"{path}: no train/ and test/ class folders found; {LAYOUT_HINT}")
+
+
+def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadPoolExecutor, progress: bool) -> Split:
+    from PIL import Image, UnidentifiedImageError
+
+    def decode(item):
+        _, fname, data = item
+        if Path(fname).suffix.lower() not in IMAGE_SUFFIXES:
+            raise ResgrowError(f"{path}: {fname} is not an image file ({LAYOUT_HINT})")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ResgrowError(f"{path}: cannot decode {fname} ({e})") from None
+
+    it = pool.map(decode, blobs, chunksize=256)
+    if progress:
+        try:
+            from tqdm import tqdm
+            it = tqdm(it, total=len(blobs), desc=f"decoding {path.name}", unit="img", leave=False)
+        except ImportError:
+            pass
+    arrays = list(it)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ResgrowError(f"{path}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))}, ...); resize them to one size first")
+    images = torch.from_numpy(np.stack(arrays))
+    labels = torch.tensor([label for label, _, _ in blobs], dtype=torch.int64)
+    return Split(images, labels)

@@ -1,0 +1,26 @@
+"""Cost accounting: FLOPs per image of an architecture, counted by torch.utils.flop_counter."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..models.resnet import ResNet
+from ..models.spec import ArchSpec
+
+
+@lru_cache(maxsize=256)
+def flops_per_image(spec: ArchSpec, image_size: int = 32) -> int:
+    """Forward FLOPs for one image (a multiply-add counts 2), on the meta device: no memory, no compute."""
+    with torch.device("meta"):
+        model = ResNet(spec)
+        x = torch.empty(1, spec.in_channels, image_size, image_size)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+def param_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

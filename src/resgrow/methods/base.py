@@ -1,0 +1,60 @@
+"""The interface between a growth method and the trainer.
+
+A method decides *when* and *how* the model changes. The trainer calls its hooks; a hook may
+return a `Change` (a new model plus a map from its parameters to the old ones). The trainer then
+carries the optimizer state along that map, keeps the schedule position, re-captures the CUDA
+graph and re-wraps DDP. A method never touches the optimizer, the graph or the wrapper itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..train.optim import ParamMap
+    from ..train.trainer import RunContext
+
+
+@dataclass
+class Change:
+    model: nn.Module
+    param_map: "ParamMap"
+    event: str  # e.g. "grew 3-3-3 -> 6-6-6 (score 1.43)"; goes into the log and the progress output
+    details: dict = field(default_factory=dict)
+
+
+class Method:
+    """Base class: every hook does nothing, so the model never changes (the fixed-size baseline)."""
+
+    name = "baseline"
+    step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
+
+    def on_run_start(self, ctx: "RunContext") -> Change | None:
+        """Called once before the first epoch of a fresh run (not on resume). May set schedule restarts."""
+        return None
+
+    def on_epoch_end(self, ctx: "RunContext") -> Change | None:
+        """Called after each epoch's training and evaluation; ctx.row holds that epoch's metrics."""
+        return None
+
+    def on_step(self, ctx: "RunContext") -> Change | None:
+        return None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> str:
+        return self.name
+
+
+class Baseline(Method):
+    """Method card: the fixed-size reference. Trains `--arch` as given with the chosen schedule;
+    every growth method's speed and accuracy are reported as ratios against it."""
+
+    name = "baseline"

@@ -1,0 +1,138 @@
+"""Residual blocks with an explicit step size h: x_{k+1} = shortcut(x_k) + h * F(x_k).
+
+Each block keeps the numbers it was built from (in/out/inner width, stride, h, shortcut type)
+so that the model's ArchSpec can be read back from the modules and `grow/` can copy blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """He et al. option A: subsample by the stride and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.extra, self.stride = cout - cin, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+
+
+def make_shortcut(kind: str, cin: int, cout: int, stride: int, norm: bool) -> nn.Module:
+    """Identity when shapes match; otherwise option A (pad) or B (1x1 projection, + BN if `norm`)."""
+    if cin == cout and stride == 1:
+        return nn.Identity()
+    if kind == "A":
+        if cout < cin:
+            raise ValueError(f"shortcut A cannot reduce channels ({cin} -> {cout}); use shortcut B")
+        return PadShortcut(cin, cout, stride)
+    layers = [conv1x1(cin, cout, stride)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Common bookkeeping; subclasses define `branch(x)` and how the shortcut sees the input."""
+
+    kind = ""
+
+    def __init__(self, cin: int, cout: int, stride: int, h: float, shortcut: str, mid: int) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch, self.mid_ch = cin, cout, mid
+        self.stride, self.h, self.shortcut_kind = stride, float(h), shortcut
+
+    def scale(self, r: torch.Tensor) -> torch.Tensor:
+        return r if self.h == 1.0 else r * self.h
+
+    def extra_repr(self) -> str:
+        return f"h={self.h:g}"
+
+
+class BasicBlock(ResidualBlock):
+    """Post-activation basic block (He et al. 2016a): relu(shortcut(x) + h * bn(conv(relu(bn(conv(x))))))."""
+
+    kind = "basic"
+
+    def __init__(self, cin, cout, stride=1, h=1.0, shortcut="A", mid=None):
+        mid = mid or cout
+        super().__init__(cin, cout, stride, h, shortcut, mid)
+        self.conv1, self.bn1 = conv3x3(cin, mid, stride), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = conv3x3(mid, cout), nn.BatchNorm2d(cout)
+        self.shortcut = make_shortcut(shortcut, cin, cout, stride, norm=True)
+
+    def forward(self, x):
+        r = F.relu(self.bn1(self.conv1(x)))
+        r = self.bn2(self.conv2(r))
+        return F.relu(self.shortcut(x) + self.scale(r))
+
+
+class PreActBlock(ResidualBlock):
+    """Pre-activation block (He et al. 2016b), as used by Chang et al. and wide ResNets:
+    shortcut(x) + h * conv(relu(bn(conv(relu(bn(x)))))). A projection shortcut sees the
+    pre-activated input, as in the reference implementation."""
+
+    kind = "preact"
+
+    def __init__(self, cin, cout, stride=1, h=1.0, shortcut="A", mid=None):
+        mid = mid or cout
+        super().__init__(cin, cout, stride, h, shortcut, mid)
+        self.bn1, self.conv1 = nn.BatchNorm2d(cin), conv3x3(cin, mid, stride)
+        self.bn2, self.conv2 = nn.BatchNorm2d(mid), conv3x3(mid, cout)
+        self.shortcut = make_shortcut(shortcut, cin, cout, stride, norm=False)
+
+    def forward(self, x):
+        o = F.relu(self.bn1(x))
+        sc = self.shortcut(o) if isinstance(self.shortcut, nn.Sequential) else self.shortcut(x)
+        r = self.conv2(F.relu(self.bn2(self.conv1(o))))
+        return sc + self.scale(r)
+
+
+class Bottleneck(ResidualBlock):
+    """Post-activation bottleneck (1x1 -> 3x3 (strided) -> 1x1), the ResNet-50 block."""
+
+    kind = "bottleneck"
+
+    def __init__(self, cin, cout, stride=1, h=1.0, shortcut="B", mid=None):
+        mid = mid or cout // 4
+        super().__init__(cin, cout, stride, h, shortcut, mid)
+        self.conv1, self.bn1 = conv1x1(cin, mid), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = conv3x3(mid, mid, stride), nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = conv1x1(mid, cout), nn.BatchNorm2d(cout)
+        self.shortcut = make_shortcut(shortcut, cin, cout, stride, norm=True)
+
+    def forward(self, x):
+        r = F.relu(self.bn1(self.conv1(x)))
+        r = F.relu(self.bn2(self.conv2(r)))
+        r = self.bn3(self.conv3(r))
+        return F.relu(self.shortcut(x) + self.scale(r))
+
+
+BLOCKS: dict[str, type[ResidualBlock]] = {b.kind: b for b in (BasicBlock, PreActBlock, Bottleneck)}
+
+
+class Stage(nn.Module):
+    """An ordered list of residual blocks; the first may downsample."""
+
+    def __init__(self, blocks: list[ResidualBlock]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x

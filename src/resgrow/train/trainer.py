@@ -1,0 +1,362 @@
+"""The trainer: epochs of captured steps, evaluation, logs, checkpoints, and the size-change protocol.
+
+Wall-clock accounting: `train_seconds` counts training steps, CUDA-graph captures and size
+changes; evaluation, logging and checkpoint writes are excluded.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.loader import DeviceLoader, EvalLoader, channel_stats
+from ..data.sources import Dataset
+from ..errors import DivergedError, ResgrowError
+from ..measure.flops import flops_per_image, param_count
+from ..methods.base import Baseline, Change, Method
+from ..models.resnet import ResNet, spec_of
+from ..models.spec import ArchSpec
+from ..report.metrics import MetricsLog
+from .checkpoint import load_checkpoint, save_checkpoint
+from .optim import carry_state, make_sgd
+from .progress import Progress
+from .schedules import Schedule
+from .step import StepRunner, evaluate
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 160
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    eta_min: float = 0.0
+    warmup: float = 0.0  # epochs of linear warm-up
+    milestones: tuple = ()  # step schedule; default 50% and 75% of the run
+    gamma: float = 0.1
+    restarts: tuple = ()  # cosine_restarts: epochs at which the cosine restarts
+    label_smoothing: float = 0.0
+    augment: bool = True
+    eval_every: int = 1
+    eval_batch_size: int = 1000
+    checkpoint_every: int = 1
+    device: str = "auto"  # auto | cuda | cpu | cuda:N
+    amp: bool = True  # bf16 autocast (CUDA only)
+    channels_last: bool = True  # (CUDA only)
+    graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
+    seed: int = 0
+    quiet: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"], d["restarts"] = list(self.milestones), list(self.restarts)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ResgrowError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ResgrowError(f"device {name!r} requested but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ResgrowError(f"device {name!r} is not supported; use cpu or cuda")
+    return dev
+
+
+@dataclass
+class RunContext:
+    """What a method sees at a hook. It may read anything and call `schedule.add_restart`."""
+
+    model: nn.Module
+    epoch: int  # epochs completed
+    epochs: int
+    step: int  # global step count
+    steps_per_epoch: int
+    schedule: Schedule
+    train_seconds: float
+    row: dict = field(default_factory=dict)  # this epoch's metrics (on_epoch_end)
+    history: list = field(default_factory=list)
+
+
+class Trainer:
+    """Train `model` on `data` with `config`; `method` may change the model's size at its hooks.
+
+    With `out`, the run directory gets run.json, metrics.jsonl/csv and checkpoint.pt; an existing
+    non-empty directory is refused unless `resume=True`, which continues from its checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig | None = None,
+                 method: Method | None = None, out: str | Path | None = None, resume: bool = False,
+                 run_info: dict | None = None):
+        self.cfg = config or TrainConfig()
+        self.data, self.method = data, method or Baseline()
+        self.out = Path(out) if out else None
+        self.run_info = dict(run_info or {})
+        self.device = resolve_device(self.cfg.device)
+        cuda = self.device.type == "cuda"
+        self.amp = self.cfg.amp and cuda
+        self.channels_last = self.cfg.channels_last and cuda
+        self.use_graphs = self.cfg.graphs and cuda
+        self._check_run_dir(resume)
+        self.resume = resume
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
+        self.mean, self.std = channel_stats(data.train.images)
+        self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
+                                   augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last)
+        ev = lambda s: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std, self.channels_last)  # noqa: E731
+        self.test_loader = ev(data.test)
+        self.val_loader = ev(data.val) if data.val is not None else None
+        self.schedule = Schedule(self.cfg.schedule, self.cfg.lr, self.cfg.epochs, eta_min=self.cfg.eta_min,
+                                 warmup=self.cfg.warmup, milestones=self.cfg.milestones, gamma=self.cfg.gamma,
+                                 restarts=self.cfg.restarts)
+        # One lr tensor for the whole run: a captured optimizer step reads it in place.
+        self.lr = torch.tensor(self.schedule(0.0), device=self.device) if self.use_graphs else self.schedule(0.0)
+        self.requested_spec = spec_of(model)
+        self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
+        self.history: list[dict] = []
+        self._pending_events: list[str] = []
+        self.log = MetricsLog(self.out) if self.out else None
+        self._install(model)
+
+    # ------------------------------------------------------------------ setup and the size-change protocol
+
+    def _check_run_dir(self, resume: bool) -> None:
+        if self.out is None:
+            if resume:
+                raise ResgrowError("resume needs a run directory")
+            return
+        if self.out.exists() and not self.out.is_dir():
+            raise ResgrowError(f"run directory {self.out} exists and is not a directory")
+        if resume:
+            if not (self.out / CHECKPOINT).is_file():
+                raise ResgrowError(f"cannot resume: {self.out} has no {CHECKPOINT}")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise ResgrowError(f"run directory {self.out} already exists and is not empty; "
+                               "pass --resume to continue it or choose another --out")
+
+    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None) -> dict | None:
+        """Make `model` the one being trained: device, layout, optimizer (state carried), step runner."""
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs)
+        carried = None
+        if old is not None:
+            carried = carry_state(old[0], old[1], model, opt, param_map)
+        self.model, self.optimizer = model, opt
+        self.wrapped = self._wrap(model)
+        self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
+                                 label_smoothing=self.cfg.label_smoothing)
+        return carried
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the step runs. Multi-GPU training will wrap DDP here, re-created at every size change."""
+        return model
+
+    def apply_change(self, change: Change) -> dict:
+        """Switch to `change.model`: carry momentum along `change.param_map`, keep the schedule
+        position, drop the old CUDA graph (the next step captures a new one). Returns what each
+        new parameter's state came from, and under "_seconds" the time it took (booked as training)."""
+        if not isinstance(change.model, ResNet):
+            raise ResgrowError(f"a size change must hand over a resgrow ResNet, not {type(change.model).__name__}")
+        t0 = time.perf_counter()
+        old = (self.model, self.optimizer)
+        self.runner.graph = None
+        carried = self._install(change.model, old, change.param_map)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        self.train_seconds += seconds
+        self._pending_events.append(change.event)
+        return dict(carried, _seconds=seconds)
+
+    def _ctx(self, row: dict | None = None) -> RunContext:
+        return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
+                          self.schedule, self.train_seconds, row or {}, self.history)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "epoch": self.epoch, "global_step": self.global_step, "train_seconds": self.train_seconds,
+            "spec": spec_of(self.model).to_dict(), "requested_spec": self.requested_spec.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
+            "schedule": self.schedule.state_dict(),
+            "method": {"name": self.method.name, "state": self.method.state_dict()},
+            "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
+        }
+
+    def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
+        try:
+            spec, requested = ArchSpec.from_dict(ck["spec"]), ArchSpec.from_dict(ck["requested_spec"])
+            if requested != self.requested_spec:
+                raise ResgrowError(f"{source} was trained for {ck.get('run_info', {}).get('arch', 'another arch')} "
+                                   f"({requested.block}, blocks {requested.blocks_str()}, widths {requested.widths_str()}), "
+                                   f"not the requested {self.requested_spec.block}, blocks {self.requested_spec.blocks_str()}, "
+                                   f"widths {self.requested_spec.widths_str()}")
+            if ck["method"]["name"] != self.method.name:
+                raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
+            model = ResNet(spec)
+            model.load_state_dict(ck["model"])
+            self._install(model)
+            for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
+                self.optimizer.state[p]["momentum_buffer"].copy_(m)
+            self.schedule.load_state_dict(ck["schedule"])
+            self.method.load_state_dict(ck["method"]["state"])
+            self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
+            torch.set_rng_state(ck["rng"]["cpu"])
+            if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        except ResgrowError:
+            raise
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ResgrowError(f"{source} does not match its own architecture or is incomplete ({first})") from None
+
+    def _save(self) -> None:
+        if self.out is not None:
+            save_checkpoint(self.state_dict(), self.out / CHECKPOINT)
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, until: int | None = None) -> list[dict]:
+        """Train to `config.epochs` (or stop after epoch `until`, resumable). Returns the log rows."""
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+        if self.resume:
+            self.load_state_dict(load_checkpoint(self.out / CHECKPOINT), f"checkpoint {self.out / CHECKPOINT}")
+            self.log.truncate(self.epoch)
+            self.history = self.log.rows()
+            self.resume = False
+            self._say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
+        elif self.epoch == 0 and self.global_step == 0:
+            self._write_run_info()
+            change = self.method.on_run_start(self._ctx())
+            if change is not None:
+                self.apply_change(change)
+        stop = min(until or self.cfg.epochs, self.cfg.epochs)
+        while self.epoch < stop:
+            self._train_epoch()
+        return self.history
+
+    def _train_epoch(self) -> None:
+        cfg, steps, e = self.cfg, self.loader.steps, self.epoch
+        self.loader.start_epoch(e)
+        self.runner.reset_metrics()
+        bar = Progress(steps, f"epoch {e + 1}/{cfg.epochs}", enabled=not cfg.quiet)
+        captures_before = self.runner.capture_seconds
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        for i in range(steps):
+            lr = self.schedule(e + i / steps)
+            if self.use_graphs:
+                self.lr.fill_(lr)
+            else:
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+            self.runner.run()
+            self.global_step += 1
+            bar.update()
+            if self.method.step_interval and self.global_step % self.method.step_interval == 0:
+                change = self.method.on_step(self._ctx())
+                if change is not None:
+                    t0 += self.apply_change(change)["_seconds"]  # apply_change books its own time
+        train_loss, train_acc = self.runner.read_metrics(steps)  # syncs
+        seconds = time.perf_counter() - t0
+        bar.close()
+        self.train_seconds += seconds
+        self.epoch = e + 1
+
+        row = {"epoch": self.epoch, "train_seconds": round(self.train_seconds, 3), "epoch_seconds": round(seconds, 3),
+               "capture_seconds": round(self.runner.capture_seconds - captures_before, 3),
+               "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
+               "img_per_s": round(steps * cfg.batch_size / seconds, 1)}
+        if not math.isfinite(train_loss):
+            row["events"] = self._pending_events + ["diverged"]
+            self._write_row(row)
+            last = self.epoch - 1
+            where = (f"last good checkpoint {self.out / CHECKPOINT} (epoch {last})" if self.out and last > 0
+                     and (self.out / CHECKPOINT).is_file() else "no checkpoint was written before it")
+            raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch}; stopped; {where}. "
+                                "Try a lower --lr or a warm-up.")
+        if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+            row["test_loss"], row["test_acc"] = evaluate(self.model, self.test_loader, self.amp)
+            if self.val_loader is not None:
+                row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
+        spec = spec_of(self.model)
+        row.update(self._size_fields(spec))
+        change = self.method.on_epoch_end(self._ctx(row))
+        if change is not None and self.epoch < cfg.epochs:
+            self.apply_change(change)
+            row.update({f"after_{k}": v for k, v in self._size_fields(spec_of(self.model)).items()})
+            row["train_seconds"] = round(self.train_seconds, 3)
+        row["events"] = self._pending_events
+        self._pending_events = []
+        self._write_row(row)
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+            self._save()
+
+    def _size_fields(self, spec: ArchSpec) -> dict:
+        h, w = self.loader.h, self.loader.w
+        return {"params": param_count(self.model), "flops": flops_per_image(spec, h) if h == w else None,
+                "blocks": spec.blocks_str(), "widths": spec.widths_str(), "spec": spec.to_dict()}
+
+    def _write_row(self, row: dict) -> None:
+        self.history.append(row)
+        if self.log is not None:
+            self.log.append(row)
+        if not self.cfg.quiet:
+            self._say(format_row(row, self.cfg.epochs))
+
+    def _write_run_info(self) -> None:
+        if self.out is None:
+            return
+        import json
+        import platform
+
+        info = dict(self.run_info, config=self.cfg.to_dict(), spec=self.requested_spec.to_dict(), method=self.method.describe(),
+                    dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
+                    gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                    fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs})
+        (self.out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def _say(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def format_row(r: dict, epochs: int) -> str:
+    test = f"  test {r['test_acc']:.2%}" if "test_acc" in r else ""
+    val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
+    ev = f"  [{'; '.join(r['events'])}]" if r.get("events") else ""
+    return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
+            f"  {r['img_per_s']:,.0f} img/s  {r['train_seconds']:.1f}s  {r.get('blocks', '?')} x {r.get('widths', '?')}"
+            f"  {r.get('params', 0) / 1e6:.2f}M{ev}")

@@ -1,0 +1,50 @@
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+# CLI runs inside tests must not write decoded-data caches into the user's home.
+os.environ.setdefault("RESGROW_CACHE", tempfile.mkdtemp(prefix="resgrow-test-cache-"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+from resgrow.data import load_dataset  # noqa: E402
+from resgrow.models import ArchSpec  # noqa: E402
+
+# A ResNet-8 with narrow stages: the same code paths as resnet20, a fraction of the CPU time.
+TINY = ArchSpec("basic", (1, 1, 1), (8, 16, 32), stem_width=8)
+
+
+@pytest.fixture(scope="session")
+def mini_zip() -> Path:
+    folder = os.environ.get("RESGROW_TEST_DATA")
+    if not folder:
+        pytest.skip("RESGROW_TEST_DATA is unset; point it at the folder with cifar10-jpeg-mini.zip (../shared/data)")
+    path = Path(folder) / "cifar10-jpeg-mini.zip"
+    assert path.is_file(), f"RESGROW_TEST_DATA is set but {path} does not exist"
+    return path
+
+
+@pytest.fixture(scope="session")
+def mini(mini_zip, tmp_path_factory):
+    return load_dataset(mini_zip, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def small_zip(mini_zip, tmp_path_factory) -> Path:
+    """40 train and 10 test images per class from the mini zip: for CLI runs that only need to work."""
+    import zipfile
+
+    out = tmp_path_factory.mktemp("small") / "small.zip"
+    with zipfile.ZipFile(mini_zip) as src, zipfile.ZipFile(out, "w") as dst:
+        kept: dict = {}
+        for name in sorted(src.namelist()):
+            parts = name.split("/")
+            if len(parts) != 3 or not parts[2]:
+                continue
+            key = (parts[0], parts[1])
+            if kept.get(key, 0) < (40 if parts[0] == "train" else 10):
+                kept[key] = kept.get(key, 0) + 1
+                dst.writestr(name, src.read(name))
+    return out

@@ -1,0 +1,144 @@
+"""Every bad input gets one line on stderr and a non-zero exit, and nothing is overwritten."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from resgrow.cli import main
+from resgrow.train import CHECKPOINT, load_checkpoint
+
+ARCH = "cifar_resnet8"  # the smallest registry net: 1-1-1 blocks
+
+
+def run(capsys, *args):
+    rc = main(list(args))
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def train_args(data, out, *extra):
+    return ["train", "--arch", ARCH, "--data", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "50",
+            "--device", "cpu", "--quiet", *extra]
+
+
+def one_line_error(rc, err, *words):
+    assert rc != 0
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resgrow: error:"), err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--arch", "resnet57"], ["unknown arch 'resnet57'"]),
+    (["--method", "magic"], ["unknown method 'magic'"]),
+    (["--schedule", "linear"], ["unknown schedule 'linear'"]),
+    (["--epochs", "ten"], ["--epochs", "invalid int"]),
+])
+def test_bad_options(capsys, small_zip, tmp_path, args, words):
+    argv = train_args(small_zip, tmp_path / "r") + args  # argparse: the last occurrence wins
+    one_line_error(*run(capsys, *argv), *words)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_dataset_and_missing_path(capsys, tmp_path):
+    one_line_error(*run(capsys, *train_args("imagenet22k", tmp_path / "r")), "'imagenet22k' does not exist", "cifar10")
+    one_line_error(*run(capsys, *train_args(tmp_path / "nope.zip", tmp_path / "r")), "does not exist")
+
+
+def test_bad_zips(capsys, tmp_path):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("train/a/0.jpg", b"garbage")
+        z.writestr("test/a/0.jpg", b"garbage")
+    one_line_error(*run(capsys, *train_args(bad, tmp_path / "r")), "cannot decode train/a/0.jpg")
+    flat = tmp_path / "flat.zip"
+    with zipfile.ZipFile(flat, "w") as z:
+        z.writestr("0.jpg", b"x")
+    one_line_error(*run(capsys, *train_args(flat, tmp_path / "r")), "no train/ and test/ class folders")
+
+
+def test_run_dir_resume_and_checkpoint_errors(capsys, small_zip, tmp_path):
+    out = tmp_path / "r"
+    assert main(train_args(small_zip, out, "--stop-after", "1")) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    one_line_error(*run(capsys, *train_args(small_zip, out)), "already exists and is not empty", "--resume")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+
+    one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "empty", "--resume")), "has no checkpoint.pt")
+    one_line_error(*run(capsys, *train_args(small_zip, out, "--resume", "--arch", "resnet20")), "trained for cifar_resnet8")
+
+    ck = out / CHECKPOINT
+    good = ck.read_bytes()
+    ck.write_bytes(good[: len(good) // 3])
+    one_line_error(*run(capsys, *train_args(small_zip, out, "--resume")), "unreadable")
+    data = bytearray(good)
+    weight = load_checkpoint_bytes(good)["model"]["stem.0.weight"]
+    i = data.find(weight.numpy().tobytes()[:64])
+    assert i > 0
+    data[i + 3] ^= 0x01
+    ck.write_bytes(bytes(data))
+    one_line_error(*run(capsys, *train_args(small_zip, out, "--resume")), "corrupt or was modified")
+    ck.write_bytes(good)
+    assert main(train_args(small_zip, out, "--resume")) == 0
+    assert load_checkpoint(ck)["epoch"] == 2
+
+
+def load_checkpoint_bytes(b: bytes):
+    import io
+    return torch.load(io.BytesIO(b), weights_only=True)
+
+
+def test_diverging_run_exits_cleanly(capsys, small_zip, tmp_path):
+    rc, err = run(capsys, *train_args(small_zip, tmp_path / "r", "--lr", "1e30"))
+    one_line_error(rc, err, "training loss became", "stopped")
+    assert rc == 3
+
+
+def test_cli_train_and_bench_output(capsys, small_zip, tmp_path):
+    assert main(train_args(small_zip, tmp_path / "r")) == 0
+    out = capsys.readouterr().out
+    assert "final epoch 2: test accuracy" in out
+    assert main(["bench", "--arch", ARCH, "--batch-size", "32", "--steps", "4", "--device", "cpu", "--json", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "eager fp32" in out and "img/s" in out and (tmp_path / "b.json").is_file()
+
+
+def _env():
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_killed_run_resumes_to_the_same_weights(small_zip, tmp_path):
+    """SIGKILL a real training process mid-run, resume it, and compare with an uninterrupted run."""
+    args = lambda out: [sys.executable, "-m", "resgrow"] + train_args(small_zip, out)[:-1] + ["--epochs", "4", "--quiet"]  # noqa: E731
+    subprocess.run(args(tmp_path / "full"), check=True, env=_env(), capture_output=True)
+    victim = subprocess.Popen(args(tmp_path / "part"), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "part" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and victim.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    assert victim.poll() is None, "the run finished before it could be killed; make it longer"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["epoch"] in (1, 2, 3)
+    subprocess.run(args(tmp_path / "part") + ["--resume"], check=True, env=_env(), capture_output=True)
+    a = load_checkpoint(tmp_path / "full" / CHECKPOINT)
+    b = load_checkpoint(tmp_path / "part" / CHECKPOINT)
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 4

@@ -1,0 +1,173 @@
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import resgrow.data.sources as sources
+from resgrow.data import DeviceLoader, EvalLoader, channel_stats, load_dataset
+from resgrow.errors import ResgrowError
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_mini_zip_counts_labels_and_class_order(mini):
+    assert mini.classes == CLASSES
+    assert mini.train.images.shape == (2000, 32, 32, 3) and mini.train.images.dtype == torch.uint8
+    assert mini.test.images.shape == (500, 32, 32, 3)
+    assert torch.bincount(mini.train.labels).tolist() == [200] * 10
+    assert torch.bincount(mini.test.labels).tolist() == [50] * 10
+
+
+def test_decoded_pixels_match_the_jpeg(mini_zip, mini):
+    with zipfile.ZipFile(mini_zip) as z:
+        name = sorted(n for n in z.namelist() if n.startswith("train/cat/"))[0]
+        expected = np.asarray(Image.open(io.BytesIO(z.read(name))).convert("RGB"))
+    first_cat = int((mini.train.labels == CLASSES.index("cat")).nonzero()[0])
+    assert np.array_equal(mini.train.images[first_cat].numpy(), expected)
+
+
+def test_cache_is_reused(mini_zip, tmp_path, monkeypatch):
+    load_dataset(mini_zip, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(sources, "read_imagefolder", boom)
+    again = load_dataset(mini_zip, cache_dir=tmp_path)
+    assert len(again.train) == 2000 and again.classes == CLASSES
+
+
+def test_validation_split(mini_zip, tmp_path):
+    ds = load_dataset(mini_zip, cache_dir=tmp_path, val_size=300, seed=1)
+    assert len(ds.train) == 1700 and len(ds.val) == 300
+    rows = lambda s: {bytes(x.numpy().tobytes()) for x in s.images}  # noqa: E731
+    assert not rows(ds.train) & rows(ds.val)
+
+
+def _loader(mini, **kw):
+    mean, std = channel_stats(mini.train.images)
+    return DeviceLoader(mini.train, 64, "cpu", mean, std, **kw)
+
+
+def test_augmentation_is_a_seeded_crop_and_flip(mini):
+    loader = _loader(mini, seed=3)
+    loader.start_epoch(0)
+    x, y = loader.next_batch()
+    assert x.shape == (64, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (64,)
+    # Recompute every image by hand from the epoch's order, offsets and flips.
+    idx, off, flip = loader.order[0], loader.offsets[0], loader.flips[0, :, 0]
+    padded = torch.nn.functional.pad(mini.train.images[idx].permute(0, 3, 1, 2).float(), (4, 4, 4, 4))
+    for k in range(64):
+        dy, dx = off[k].tolist()
+        crop = padded[k, :, dy:dy + 32, dx:dx + 32]
+        if flip[k]:
+            crop = crop.flip(-1)
+        manual = (crop - loader.normalize.mean[0]) * loader.normalize.inv_std[0]
+        torch.testing.assert_close(x[k], manual)
+    assert torch.equal(y, mini.train.labels[idx])
+    assert 0 < flip.sum() < 64 and off.min() >= 0 and off.max() <= 8 and len(set(off.flatten().tolist())) > 3
+
+    same = _loader(mini, seed=3)
+    same.start_epoch(0)
+    torch.testing.assert_close(same.next_batch()[0], x)
+    same.start_epoch(1)
+    assert not torch.equal(same.next_batch()[0], x)
+    other = _loader(mini, seed=4)
+    other.start_epoch(0)
+    assert not torch.equal(other.next_batch()[0], x)
+
+
+def test_epoch_covers_every_image_once_and_drops_the_remainder(mini):
+    loader = _loader(mini, augment=False)
+    loader.start_epoch(0)
+    assert loader.steps == 2000 // 64
+    seen = torch.cat([loader.order[i] for i in range(loader.steps)])
+    assert len(set(seen.tolist())) == loader.steps * 64
+    x, _ = loader.next_batch()
+    assert torch.equal(loader.step, torch.tensor([1]))
+
+
+def test_eval_loader_is_normalised(mini):
+    mean, std = channel_stats(mini.train.images)
+    xs = torch.cat([x for x, _ in EvalLoader(mini.train, 512, "cpu", mean, std)])
+    assert xs.shape == (2000, 3, 32, 32)
+    assert xs.mean(dim=(0, 2, 3)).abs().max() < 1e-3 and (xs.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
+
+
+def _jpeg(color=(255, 0, 0), size=32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _zip(path, files):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_small_zip_and_directory(tmp_path):
+    files = {"ds/train/a/0.jpg": _jpeg(), "ds/train/b/0.jpg": _jpeg((0, 255, 0)), "ds/test/a/0.jpg": _jpeg(),
+             "ds/test/b/1.jpg": _jpeg((0, 0, 255)), "__MACOSX/._junk": b"x", "ds/README.txt": b"not in a class folder"}
+    ds = load_dataset(_zip(tmp_path / "d.zip", files), cache_dir=tmp_path / "c")
+    assert ds.classes == ["a", "b"] and ds.train.labels.tolist() == [0, 1] and len(ds.test) == 2
+    for name, data in files.items():
+        if name.startswith("ds/"):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes(data)
+    ds2 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
+    assert torch.equal(ds2.train.images, ds.train.images)
+
+
+@pytest.mark.parametrize("bad_name,bad_data,match", [
+    ("train/a/1.jpg", b"\xff\xd8 this is not a jpeg", "cannot decode train/a/1.jpg"),
+    ("train/a/notes.txt", b"hello", "train/a/notes.txt is not an image"),
+])
+def test_corrupt_or_non_image_file_in_zip(tmp_path, bad_name, bad_data, match):
+    z = _zip(tmp_path / "bad.zip", {"train/a/0.jpg": _jpeg(), bad_name: bad_data, "test/a/0.jpg": _jpeg()})
+    with pytest.raises(ResgrowError, match=match):
+        load_dataset(z, cache_dir=tmp_path)
+
+
+def test_zip_without_layout(tmp_path):
+    z = _zip(tmp_path / "flat.zip", {"images/0.jpg": _jpeg(), "images/1.jpg": _jpeg()})
+    with pytest.raises(ResgrowError, match=r"train/<class>/<image> and test/<class>/<image>"):
+        load_dataset(z, cache_dir=tmp_path)
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"this is not a zip archive")
+    with pytest.raises(ResgrowError, match="neither a directory nor a readable zip"):
+        load_dataset(junk, cache_dir=tmp_path)
+
+
+def test_mixed_image_sizes_are_refused(tmp_path):
+    z = _zip(tmp_path / "m.zip", {"train/a/0.jpg": _jpeg(size=32), "train/a/1.jpg": _jpeg(size=24), "test/a/0.jpg": _jpeg()})
+    with pytest.raises(ResgrowError, match="differ in size"):
+        load_dataset(z, cache_dir=tmp_path)
+
+
+def test_cifar_python_format(tmp_path):
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 3)]:
+        with open(base / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}, f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, f)
+    ds = load_dataset("cifar10", root=tmp_path)
+    assert ds.train.images.shape == (20, 32, 32, 3) and len(ds.test) == 3 and ds.classes == CLASSES
+    raw = pickle.load(open(base / "data_batch_1", "rb"))[b"data"][0]
+    assert np.array_equal(ds.train.images[0].numpy(), raw.reshape(3, 32, 32).transpose(1, 2, 0))
+
+
+def test_missing_cifar_names_the_expected_layout(tmp_path):
+    with pytest.raises(ResgrowError, match="cifar-100-python"):
+        load_dataset("cifar100", root=tmp_path)
+    with pytest.raises(ResgrowError, match="does not exist"):
+        load_dataset(tmp_path / "nope.zip")

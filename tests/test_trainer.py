@@ -1,0 +1,194 @@
+import copy
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from resgrow.errors import DivergedError, ResgrowError
+from resgrow.methods import Change, Method
+from resgrow.models import ArchSpec, ResNet
+from resgrow.train import CHECKPOINT, Schedule, TrainConfig, Trainer, load_checkpoint, save_checkpoint
+
+from conftest import TINY
+
+
+def cfg(**kw):
+    base = dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return ResNet(TINY)
+
+
+def test_short_real_run_beats_chance(mini, tmp_path):
+    rows = Trainer(tiny(), mini, cfg(epochs=6), out=tmp_path / "run").fit()
+    assert rows[-1]["test_acc"] > 0.25, rows[-1]  # chance is 0.10 on 500 balanced test images
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.3
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == list(range(1, 7))
+    assert {"train_seconds", "test_acc", "lr", "params", "flops", "blocks", "widths", "events", "spec"} <= set(logged[0])
+    assert logged[0]["blocks"] == "1-1-1" and logged[0]["params"] == sum(p.numel() for p in ResNet(TINY).parameters())
+    assert logged[-1]["train_seconds"] > logged[0]["train_seconds"] > 0
+    csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("epoch,train_seconds,train_loss") and len(csv_lines) == 7
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert ArchSpec.from_dict(run["spec"]) == TINY
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_equals_uninterrupted(mini, tmp_path):
+    full = Trainer(tiny(), mini, cfg(), out=tmp_path / "full")
+    full.fit()
+    part = Trainer(tiny(), mini, cfg(), out=tmp_path / "part")
+    part.fit(until=1)  # the process "dies" here; only the directory survives
+    del part
+    torch.manual_seed(1234)  # a fresh process would not share the global RNG state either
+    resumed = Trainer(tiny(seed=99), mini, cfg(), out=tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+class Deepen1(Method):
+    """Test-only size change after epoch 1: stage 0 gets a second block copied from its first."""
+
+    name = "test-deepen"
+
+    def on_epoch_end(self, ctx):
+        if ctx.epoch != 1:
+            return None
+        old = ctx.model
+        spec = old.spec
+        new = ResNet(spec.replace(blocks=(2,) + spec.blocks[1:]))
+        sd = {k: v for k, v in old.state_dict().items()}
+        sd.update({k.replace("stages.0.blocks.0.", "stages.0.blocks.1."): v for k, v in sd.items() if k.startswith("stages.0.blocks.0.")})
+        new.load_state_dict(sd)
+        pmap = {n: n for n, _ in old.named_parameters()}
+        pmap.update({n.replace("blocks.0.", "blocks.1."): (n, lambda t: 2 * t)
+                     for n, _ in old.named_parameters() if n.startswith("stages.0.blocks.0.conv")})
+        return Change(new, pmap, "grew 1-1-1 -> 2-1-1")
+
+
+def test_size_change_carries_momentum(mini, tmp_path):
+    trainer = Trainer(tiny(), mini, cfg(epochs=1), method=Deepen1(), out=tmp_path / "r")
+    trainer.fit()
+    old_mom = {n: trainer.optimizer.state[p]["momentum_buffer"].clone() for n, p in trainer.model.named_parameters()}
+    assert all(v.abs().sum() > 0 for v in old_mom.values())
+    change = Deepen1().on_epoch_end(trainer._ctx())
+    got = trainer.apply_change(change)
+    new_mom = {n: trainer.optimizer.state[p]["momentum_buffer"] for n, p in trainer.model.named_parameters()}
+    for n, v in old_mom.items():  # unchanged parameters keep their momentum
+        assert torch.equal(new_mom[n], v), n
+    assert torch.equal(new_mom["stages.0.blocks.1.conv1.weight"], 2 * old_mom["stages.0.blocks.0.conv1.weight"])
+    assert torch.equal(new_mom["stages.0.blocks.1.bn1.weight"], torch.zeros_like(new_mom["stages.0.blocks.1.bn1.weight"]))
+    assert got["stages.0.blocks.1.bn1.weight"] == "zeros" and got["stages.0.blocks.1.conv2.weight"] == "stages.0.blocks.0.conv2.weight"
+    assert trainer.model.spec.blocks == (2, 1, 1)
+    assert set(trainer.optimizer.state) == set(trainer.model.parameters())
+
+
+def test_growth_inside_a_run_is_logged_and_resumable(mini, tmp_path):
+    full = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "full")
+    rows = full.fit()
+    assert rows[0]["events"] == ["grew 1-1-1 -> 2-1-1"] and rows[0]["after_blocks"] == "2-1-1"
+    assert rows[1]["blocks"] == "2-1-1" and rows[1]["params"] > rows[0]["params"]
+    part = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "part")
+    part.fit(until=1)  # checkpoint taken right after the growth
+    assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["spec"]["blocks"] == [2, 1, 1]
+    resumed = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(mini, tmp_path):
+    trainer = Trainer(tiny(), mini, cfg(epochs=4), out=tmp_path / "r")
+    trainer.fit(until=2)
+    trainer.schedule.lr = 1e12  # blows up in epoch 3
+    with pytest.raises(DivergedError, match=r"epoch 3.*last good checkpoint .*epoch 2"):
+        trainer.fit()
+    ck = load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    assert ck["epoch"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 3 and "diverged" in last["events"] and not math.isfinite(last["train_loss"])
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED_BY_CHECKPOINT",))
+
+
+def test_malicious_checkpoint_is_not_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": Boom()}, tmp_path / "evil.pt")
+    with pytest.raises(ResgrowError, match="refusing checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "PWNED_BY_CHECKPOINT").exists()
+
+
+def test_tampered_and_truncated_checkpoints_are_refused(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"w": torch.arange(4096, dtype=torch.float32), "epoch": 3}, path)
+    assert load_checkpoint(path)["epoch"] == 3
+    data = bytearray(path.read_bytes())
+    i = data.find(torch.arange(4096, dtype=torch.float32)[1000:1002].numpy().tobytes())
+    assert i > 0
+    data[i] ^= 0x40
+    (tmp_path / "t.pt").write_bytes(bytes(data))
+    with pytest.raises(ResgrowError, match="modified"):
+        load_checkpoint(tmp_path / "t.pt")
+    (tmp_path / "s.pt").write_bytes(path.read_bytes()[: len(data) // 2])
+    with pytest.raises(ResgrowError, match="unreadable"):
+        load_checkpoint(tmp_path / "s.pt")
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
+
+
+def test_run_directory_is_never_overwritten(mini, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(ResgrowError, match="not empty"):
+        Trainer(tiny(), mini, cfg(), out=out)
+    assert (out / "precious.txt").read_text() == "keep me"
+    with pytest.raises(ResgrowError, match="no checkpoint.pt"):
+        Trainer(tiny(), mini, cfg(), out=out, resume=True)
+
+
+def test_checkpoint_for_another_arch_is_refused(mini, tmp_path):
+    Trainer(tiny(), mini, cfg(), out=tmp_path / "r").fit(until=1)
+    other = ResNet(TINY.replace(widths=(8, 16, 16)))
+    with pytest.raises(ResgrowError, match="trained for"):
+        Trainer(other, mini, cfg(), out=tmp_path / "r", resume=True).fit()
+
+
+def test_schedules():
+    cos = Schedule("cosine", 0.1, 100, eta_min=0.001)
+    assert cos(0) == pytest.approx(0.1) and cos(50) == pytest.approx(0.0505) and cos(99.999) == pytest.approx(0.001, abs=1e-6)
+    step = Schedule("step", 0.1, 100)
+    assert [step(t) for t in (0, 49.9, 50, 75)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    rs = Schedule("cosine_restarts", 0.5, 160, eta_min=0.001, restarts=(60, 110))
+    assert rs(59.999) == pytest.approx(0.001, abs=1e-4) and rs(60) == pytest.approx(0.5) and rs(85) == pytest.approx(0.2505)
+    grown = Schedule("cosine", 0.5, 100)
+    grown.add_restart(40)  # a method restarts the cosine: back to the peak, annealing to the end
+    assert grown(40) == pytest.approx(0.5) and grown(70) == pytest.approx(0.25)
+    again = Schedule("cosine", 0.5, 100)
+    again.load_state_dict(copy.deepcopy(grown.state_dict()))
+    assert again(70) == grown(70)
+    warm = Schedule("cosine", 0.1, 100, warmup=5)
+    assert warm(2.5) == pytest.approx(0.5 * Schedule("cosine", 0.1, 100)(2.5))
+    assert warm(0) < 1e-8 and warm(5) == pytest.approx(Schedule("cosine", 0.1, 100)(5))
+    with pytest.raises(ResgrowError):
+        Schedule("step", 0.1, 100).add_restart(10)
+    with pytest.raises(ResgrowError, match="unknown schedule"):
+        Schedule("linear", 0.1, 10)

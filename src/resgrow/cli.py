@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
     t.add_argument("--quiet", action="store_true", help="no progress output (CI)")
+    g = t.add_argument_group("growth methods (multilevel, lipgrow)")
+    g.add_argument("--start-blocks", default=None, help="blocks per stage to start from, e.g. 3-3-3 (default: final / 4)")
+    g.add_argument("--grow-at", type=_floats, default=None, help="multilevel: growth epochs, e.g. 60,110 (default 60,110 of 160, scaled)")
+    g.add_argument("--lip-threshold", type=float, default=None, help="lipgrow: grow when smoothed score / L0 exceeds this (default 1.4)")
+    g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
+    g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get (default 30 of 164, scaled)")
 
     b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path")
     b.add_argument("--arch", default="resnet56")
@@ -86,7 +92,8 @@ def _train(a) -> int:
     from .train.schedules import SCHEDULES
     from .train.trainer import CHECKPOINT, TrainConfig, Trainer
 
-    method = build_method(a.method)
+    method = build_method(a.method, start_blocks=a.start_blocks, grow_at=a.grow_at, lip_threshold=a.lip_threshold,
+                          lip_window=a.lip_window, reserve=a.reserve)
     if a.schedule not in SCHEDULES:
         raise ResgrowError(f"unknown schedule {a.schedule!r}; known: {', '.join(SCHEDULES)}")
     spec_for(a.arch)  # unknown arch: fail before loading data

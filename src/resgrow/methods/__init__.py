@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ..errors import ResgrowError
 from .base import Baseline, Change, Method
+from .lipgrow import LipGrow
+from .multilevel import Multilevel
 
-METHODS: dict[str, type[Method]] = {"baseline": Baseline}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow)}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -14,9 +16,16 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def build_method(name: str, **options) -> Method:
+    """Build a method by name; options left at None are dropped, others must apply to the method."""
     if name not in METHODS:
         raise ResgrowError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**options)
+    cls = METHODS[name]
+    given = {k: v for k, v in options.items() if v is not None}
+    wrong = sorted(set(given) - set(getattr(cls, "options", ())))
+    if wrong:
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        raise ResgrowError(f"{flags} does not apply to method {name!r}")
+    return cls(**given)
 
 
-__all__ = ["Method", "Change", "Baseline", "METHODS", "register_method", "build_method"]
+__all__ = ["Method", "Change", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "build_method"]

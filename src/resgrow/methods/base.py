@@ -30,6 +30,7 @@ class Method:
     """Base class: every hook does nothing, so the model never changes (the fixed-size baseline)."""
 
     name = "baseline"
+    options: tuple = ()  # keyword options the CLI may pass (e.g. "start_blocks")
     step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
 
     def on_run_start(self, ctx: "RunContext") -> Change | None:
@@ -37,7 +38,8 @@ class Method:
         return None
 
     def on_epoch_end(self, ctx: "RunContext") -> Change | None:
-        """Called after each epoch's training and evaluation; ctx.row holds that epoch's metrics."""
+        """Called after each epoch's training and evaluation. ctx.row holds that epoch's metrics; a
+        method may add fields to it (they go into metrics.jsonl). Its time counts as training time."""
         return None
 
     def on_step(self, ctx: "RunContext") -> Change | None:

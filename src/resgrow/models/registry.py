@@ -41,7 +41,7 @@ def imagenet_resnet(blocks: tuple[int, ...], bottleneck: bool, num_classes: int 
                     shortcut="B", stem="imagenet", stem_width=64)
 
 
-for _d in (20, 32, 44, 56, 74, 110, 1202):
+for _d in (20, 32, 38, 44, 56, 74, 110, 146, 1202):
     register(f"resnet{_d}", lambda c, d=_d: cifar_resnet(d, c))
 for _d in (20, 32, 44, 56, 74, 110):
     register(f"preact_resnet{_d}", lambda c, d=_d: cifar_resnet(d, c, preact=True))

@@ -314,7 +314,12 @@ class Trainer:
                 row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
         spec = spec_of(self.model)
         row.update(self._size_fields(spec))
+        t0 = time.perf_counter()
         change = self.method.on_epoch_end(self._ctx(row))
+        sync()
+        row["method_seconds"] = round(time.perf_counter() - t0, 4)  # a method's decisions cost training time
+        self.train_seconds += row["method_seconds"]
+        row["train_seconds"] = round(self.train_seconds, 3)
         if change is not None and self.epoch < cfg.epochs:
             self.apply_change(change)
             row.update({f"after_{k}": v for k, v in self._size_fields(spec_of(self.model)).items()})

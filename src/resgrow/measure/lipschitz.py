@@ -1,0 +1,107 @@
+"""Lipschitz upper bounds of residual blocks, as LipGrow (Dong et al. 2020) uses them.
+
+Block bound = h * product of the bounds of the layers of its residual branch:
+- conv: the spectral norm of the real operator (with its stride and padding, on the feature-map
+  size the layer sees), by power iteration with conv2d and its adjoint conv_transpose2d,
+  warm-started from the previous call's vector so that a few iterations per epoch suffice;
+- BatchNorm (eval form): max_c |gamma_c| / sqrt(running_var_c + eps);
+- ReLU: 1.
+Model score = mean of the block bounds.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.resnet import ResNet
+
+
+def _adjoint_padding(size: int, out: int, conv: nn.Conv2d, dim: int) -> int:
+    k, s, p = conv.kernel_size[dim], conv.stride[dim], conv.padding[dim]
+    return size - ((out - 1) * s - 2 * p + k)
+
+
+def conv_operator_norm(conv: nn.Conv2d, size: tuple[int, int], iters: int = 20, u: torch.Tensor | None = None,
+                       ) -> tuple[float, torch.Tensor]:
+    """Largest singular value of `conv` as a linear map on cin x H x W inputs. Returns (sigma, u),
+    where u is the vector to warm-start the next call with."""
+    w = conv.weight.detach().float()
+    h, wd = size
+    if u is None or u.shape != (1, w.shape[1], h, wd) or u.device != w.device:
+        u = torch.randn(1, w.shape[1], h, wd, device=w.device)
+    kw = dict(stride=conv.stride, padding=conv.padding)
+    u = u / u.norm()
+    for _ in range(max(1, iters)):  # u <- A^T A u, normalised
+        v = F.conv2d(u, w, **kw)
+        op = (_adjoint_padding(h, v.shape[2], conv, 0), _adjoint_padding(wd, v.shape[3], conv, 1))
+        u = F.conv_transpose2d(v, w, output_padding=op, **kw)
+        u = u / u.norm().clamp_min(1e-30)
+    sigma = F.conv2d(u, w, **kw).norm()  # |A u| for unit u: converges to the largest singular value from below
+    return float(sigma), u
+
+
+def bn_bound(bn: nn.BatchNorm2d) -> float:
+    return float((bn.weight.detach().abs() / (bn.running_var + bn.eps).sqrt()).max())
+
+
+def _branch_layers(block) -> list[nn.Module]:
+    """The layers of the residual branch in order (BN of a pre-activation block comes first)."""
+    if block.kind == "basic":
+        return [block.conv1, block.bn1, block.conv2, block.bn2]
+    if block.kind == "preact":
+        return [block.bn1, block.conv1, block.bn2, block.conv2]
+    return [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3, block.bn3]
+
+
+def block_input_sizes(model: ResNet, image_size: int) -> list[int]:
+    """Spatial size of the input of every block, in forward order (square images)."""
+    size = image_size
+    if model._stem_kind == "imagenet":  # 7x7 conv with stride 2, then a 3x3 max-pool with stride 2
+        size = -(-(-(-size // 2)) // 2)
+    out = []
+    for _, _, block in model.iter_blocks():
+        out.append(size)
+        size = -(-size // block.stride)
+    return out
+
+
+class LipschitzMeter:
+    """Per-block Lipschitz bounds with warm-started power iterations (state kept between calls)."""
+
+    def __init__(self, image_size: int = 32, iters: int = 2, cold_iters: int = 100):
+        self.image_size, self.iters, self.cold_iters = image_size, iters, cold_iters
+        self.vectors: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def block_bounds(self, model: ResNet) -> list[float]:
+        sizes = block_input_sizes(model, self.image_size)
+        bounds = []
+        for (s, b, block), size in zip(model.iter_blocks(), sizes):
+            bound, cur = block.h, size
+            for i, layer in enumerate(_branch_layers(block)):
+                if isinstance(layer, nn.Conv2d):
+                    key = f"stages.{s}.blocks.{b}.{i}"
+                    warm = self.vectors.get(key)
+                    warm = warm.to(layer.weight.device) if warm is not None else None
+                    fits = warm is not None and warm.shape[2:] == (cur, cur) and warm.shape[1] == layer.in_channels
+                    sigma, u = conv_operator_norm(layer, (cur, cur), self.iters if fits else self.cold_iters,
+                                                  warm if fits else None)
+                    self.vectors[key] = u
+                    bound *= sigma
+                    cur = -(-cur // layer.stride[0])
+                else:
+                    bound *= bn_bound(layer)
+            bounds.append(bound)
+        return bounds
+
+    def score(self, model: ResNet) -> float:
+        bounds = self.block_bounds(model)
+        return sum(bounds) / len(bounds)
+
+    def state_dict(self) -> dict:
+        return {k: v.detach().cpu() for k, v in self.vectors.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.vectors = dict(state)

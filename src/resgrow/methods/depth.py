@@ -1,0 +1,82 @@
+"""What the depth-growth methods share: the start model, the number of doublings, one grow."""
+
+from __future__ import annotations
+
+from ..errors import ResgrowError
+from ..grow.depth import deepen
+from ..models.resnet import ResNet
+from .base import Change, Method
+
+
+def parse_blocks(text: str | tuple) -> tuple[int, ...]:
+    if isinstance(text, (tuple, list)):
+        return tuple(int(b) for b in text)
+    try:
+        blocks = tuple(int(b) for b in str(text).replace(",", "-").split("-"))
+    except ValueError:
+        raise ResgrowError(f"blocks per stage must look like 3-3-3, not {text!r}") from None
+    if not blocks or min(blocks) < 1:
+        raise ResgrowError(f"blocks per stage must be positive, not {text!r}")
+    return blocks
+
+
+def doublings(start: tuple[int, ...], final: tuple[int, ...]) -> int:
+    """k such that final = start * 2^k in every stage."""
+    if len(start) != len(final):
+        raise ResgrowError(f"start blocks {'-'.join(map(str, start))} and final blocks {'-'.join(map(str, final))} "
+                           "have different numbers of stages")
+    for k in range(0, 12):
+        if all(s * 2**k == f for s, f in zip(start, final)):
+            return k
+    raise ResgrowError(f"cannot reach {'-'.join(map(str, final))} from {'-'.join(map(str, start))} by doubling every stage; "
+                       "choose --start-blocks so that every stage doubles the same number of times (e.g. 3-3-3 for 12-12-12)")
+
+
+def default_start(final: tuple[int, ...]) -> tuple[int, ...]:
+    """Two doublings when the final depth allows it (12-12-12 -> 3-3-3), else one."""
+    for k in (2, 1):
+        if all(f % 2**k == 0 for f in final):
+            return tuple(f // 2**k for f in final)
+    raise ResgrowError(f"final blocks {'-'.join(map(str, final))} cannot be reached by doubling; pick an arch with "
+                       "even blocks per stage (resnet38, resnet74, resnet146, ...) or give --start-blocks")
+
+
+class DepthGrowth(Method):
+    """Start with `start_blocks` per stage and double every stage `k` times up to the final arch."""
+
+    mode = "interpolate"
+
+    def __init__(self, start_blocks=None):
+        self.start_blocks = parse_blocks(start_blocks) if start_blocks is not None else None
+        self.k = None  # doublings, known at run start
+        self.grows: list[dict] = []
+
+    def on_run_start(self, ctx):
+        final = ctx.model.spec
+        if ctx.schedule.kind not in ("cosine", "cosine_restarts"):
+            raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
+        self.start_blocks = self.start_blocks or default_start(final.blocks)
+        self.k = doublings(self.start_blocks, final.blocks)
+        if self.k == 0:
+            raise ResgrowError(f"start blocks equal the final blocks {final.blocks_str()}: nothing to grow")
+        start = ResNet(final.replace(blocks=self.start_blocks))
+        self.final_blocks = final.blocks
+        return Change(start.to(next(ctx.model.parameters()).device), {}, f"start {start.spec.blocks_str()} (final {final.blocks_str()})")
+
+    def grow(self, ctx, why: str) -> Change:
+        old = ctx.model.spec.blocks_str()
+        new, pmap = deepen(ctx.model, self.mode)
+        self.grows.append({"epoch": ctx.epoch, "train_seconds": round(ctx.train_seconds, 3), "from": old,
+                           "to": new.spec.blocks_str(), "why": why})
+        return Change(new, pmap, f"grew {old} -> {new.spec.blocks_str()} ({why})")
+
+    @property
+    def grows_left(self) -> int:
+        return (self.k or 0) - len(self.grows)
+
+    def state_dict(self) -> dict:
+        return {"start_blocks": list(self.start_blocks or ()), "k": self.k, "grows": self.grows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.start_blocks = tuple(state["start_blocks"]) or None
+        self.k, self.grows = state["k"], list(state["grows"])

@@ -1,0 +1,60 @@
+"""Method card: multilevel (Chang, Meng, Haber, Tung, Begert, "Multi-level residual networks from
+dynamical systems view", ICLR 2018).
+
+What it does: trains a shallow ResNet, and at fixed epochs interpolates it to twice the depth:
+a copy of every block is inserted after it and h is halved (1 -> 0.5 -> 0.25), so the deeper net
+starts as a finer discretisation of the same ODE. The learning rate is a cosine restarted at every
+interpolation (one cycle per level).
+
+Defaults: 3 cycles over 160 epochs, interpolations at epochs 60 and 110, scaled to --epochs
+(first cycle 37.5% of the run, the rest split evenly); start blocks = final / 4 (3-3-3 for
+resnet74). The paper uses lr 0.5 -> 0.001 at batch 100 (--lr 0.5 --eta-min 0.001).
+Options: --start-blocks, --grow-at EPOCHS.
+When it helps: long schedules where the shallow early cycles save time; Chang et al. report about
+41% less time at equal accuracy on CIFAR-10/100 and STL-10.
+"""
+
+from __future__ import annotations
+
+from ..errors import ResgrowError
+from .depth import DepthGrowth
+
+
+class Multilevel(DepthGrowth):
+    name = "multilevel"
+    mode = "interpolate"
+    options = ("start_blocks", "grow_at")
+
+    def __init__(self, start_blocks=None, grow_at=None):
+        super().__init__(start_blocks)
+        self.grow_at = sorted(int(round(e)) for e in grow_at) if grow_at else None
+
+    def on_run_start(self, ctx):
+        change = super().on_run_start(ctx)
+        if self.grow_at is None:
+            first = 0.375  # 60 of 160 epochs
+            self.grow_at = [round(ctx.epochs * (first + (1 - first) * j / self.k)) for j in range(self.k)]
+        if len(self.grow_at) != self.k:
+            raise ResgrowError(f"--grow-at gives {len(self.grow_at)} epochs but {self.k} doublings are needed "
+                               f"({'-'.join(map(str, self.start_blocks))} -> {'-'.join(map(str, self.final_blocks))})")
+        if len(set(self.grow_at)) != self.k or not all(0 < e < ctx.epochs for e in self.grow_at):
+            raise ResgrowError(f"growth epochs {self.grow_at} must be distinct and inside (0, {ctx.epochs})")
+        for e in self.grow_at:
+            ctx.schedule.add_restart(e)
+        return change
+
+    def on_epoch_end(self, ctx):
+        if self.grows_left and ctx.epoch in self.grow_at:
+            return self.grow(ctx, f"epoch {ctx.epoch}")
+        return None
+
+    def describe(self) -> str:
+        start = "-".join(map(str, self.start_blocks)) if self.start_blocks else "final/4"
+        return f"multilevel(start {start}, grow at {self.grow_at or 'default'})"
+
+    def state_dict(self) -> dict:
+        return dict(super().state_dict(), grow_at=self.grow_at)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.grow_at = state["grow_at"]

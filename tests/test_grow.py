@@ -1,0 +1,224 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from resgrow.errors import ResgrowError
+from resgrow.grow import deepen
+from resgrow.measure import param_count
+from resgrow.measure.lipschitz import LipschitzMeter, bn_bound, conv_operator_norm
+from resgrow.methods import Change, LipGrow, Multilevel, build_method
+from resgrow.methods.depth import default_start, doublings, parse_blocks
+from resgrow.models import ArchSpec, ResNet, build, spec_for
+from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
+
+from conftest import TINY
+
+
+def randomize_bn(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.1
+            m.running_mean = torch.randn(m.running_mean.shape, generator=g) * 0.1
+            m.running_var = torch.rand(m.running_var.shape, generator=g) + 0.5
+    return model
+
+
+@pytest.mark.parametrize("name,size", [("resnet20", 32), ("preact_resnet20", 32), ("wrn16_4", 32), ("resnet18", 32),
+                                       ("cifar_resnet8", 32)])
+def test_identity_deepening_preserves_outputs(name, size):
+    torch.manual_seed(0)
+    model = randomize_bn(build(name)).eval()
+    x = torch.randn(4, 3, size, size)
+    deeper, _ = deepen(model, "identity")
+    assert deeper.spec.blocks == tuple(2 * b for b in model.spec.blocks)
+    assert (deeper(x) - model(x)).abs().max() <= 1e-5
+    twice, _ = deepen(deeper, "identity", stages=[1])
+    assert (twice(x) - model(x)).abs().max() <= 1e-5
+    assert twice.spec.blocks[1] == 4 * model.spec.blocks[1] and twice.spec.blocks[0] == 2 * model.spec.blocks[0]
+
+
+@pytest.mark.parametrize("mode", ["interpolate", "duplicate"])
+def test_interpolate_and_duplicate_double_blocks_and_halve_h(mode):
+    torch.manual_seed(0)
+    model = randomize_bn(build("resnet20"))
+    deeper, pmap = deepen(model, mode)
+    assert deeper.spec.blocks == (6, 6, 6)
+    assert deeper.spec.h == ((0.5,) * 6,) * 3
+    assert param_count(deeper) == param_count(build("resnet38"))
+    assert param_count(deepen(deeper, mode)[0]) == param_count(build("resnet74"))
+    old = model.state_dict()
+    new = deeper.state_dict()
+    # stage 0 keeps its shape everywhere: block 2i and 2i+1 are both copies of old block i (weights and BN stats)
+    for i in range(3):
+        for j in (2 * i, 2 * i + 1):
+            for key in ("conv1.weight", "bn1.weight", "bn2.running_mean", "bn2.running_var"):
+                assert torch.equal(new[f"stages.0.blocks.{j}.{key}"], old[f"stages.0.blocks.{i}.{key}"])
+    # stage 1 starts with a downsampling block: it is kept once, its partner copies the next block
+    assert torch.equal(new["stages.1.blocks.0.conv1.weight"], old["stages.1.blocks.0.conv1.weight"])
+    assert torch.equal(new["stages.1.blocks.1.conv1.weight"], old["stages.1.blocks.1.conv1.weight"])
+    assert pmap["stages.1.blocks.1.conv2.weight"] == "stages.1.blocks.1.conv2.weight"
+    assert pmap["stages.1.blocks.5.bn2.bias"] == "stages.1.blocks.2.bn2.bias"
+    assert torch.equal(new["head.2.weight"], old["head.2.weight"])
+    assert set(pmap) == {n for n, _ in deeper.named_parameters()}  # every parameter has a source here
+
+
+def test_one_block_stage_gets_a_zero_branch_partner():
+    torch.manual_seed(0)
+    model = randomize_bn(ResNet(TINY)).eval()  # 1-1-1: stages 1 and 2 hold only a downsampling block
+    deeper, pmap = deepen(model, "interpolate")
+    assert deeper.spec.blocks == (2, 2, 2)
+    assert torch.equal(deeper.stages[1].blocks[1].bn2.weight, torch.zeros(16))
+    assert "stages.1.blocks.1.bn2.weight" not in pmap and "stages.1.blocks.1.conv1.weight" not in pmap
+    assert pmap["stages.0.blocks.1.conv1.weight"] == "stages.0.blocks.0.conv1.weight"
+
+
+def test_deepen_errors():
+    with pytest.raises(ResgrowError, match="only resgrow ResNets"):
+        deepen(nn.Sequential(nn.Conv2d(3, 3, 3)))
+    with pytest.raises(ResgrowError, match="unknown deepening mode"):
+        deepen(build("resnet20"), "stack")
+    with pytest.raises(ResgrowError, match="out of range"):
+        deepen(build("resnet20"), stages=[3])
+    model = build("resnet20")
+    model.stages[0].blocks[1] = nn.Identity()
+    with pytest.raises(ResgrowError, match="resgrow residual blocks"):
+        deepen(model)
+
+
+def test_momentum_of_a_copy_equals_its_source(mini):
+    torch.manual_seed(0)
+    trainer = Trainer(ResNet(TINY), mini, TrainConfig(epochs=1, batch_size=100, device="cpu", quiet=True))
+    trainer.fit()
+    before = {n: trainer.optimizer.state[p]["momentum_buffer"].clone() for n, p in trainer.model.named_parameters()}
+    deeper, pmap = deepen(trainer.model, "interpolate")
+    trainer.apply_change(Change(deeper, pmap, "grew"))
+    after = {n: trainer.optimizer.state[p]["momentum_buffer"] for n, p in trainer.model.named_parameters()}
+    for key in ("conv1.weight", "bn1.weight", "conv2.weight", "bn2.bias"):
+        assert torch.equal(after[f"stages.0.blocks.1.{key}"], before[f"stages.0.blocks.0.{key}"])
+        assert torch.equal(after[f"stages.0.blocks.0.{key}"], before[f"stages.0.blocks.0.{key}"])
+    assert before["stages.0.blocks.0.conv1.weight"].abs().sum() > 0
+    assert torch.equal(after["stages.1.blocks.1.conv1.weight"], torch.zeros_like(after["stages.1.blocks.1.conv1.weight"]))
+
+
+def explicit_norm(conv, size):
+    n = conv.in_channels * size * size
+    cols = [nn.functional.conv2d(e.view(1, conv.in_channels, size, size), conv.weight, stride=conv.stride,
+                                 padding=conv.padding).flatten() for e in torch.eye(n)]
+    return torch.linalg.matrix_norm(torch.stack(cols, 1).double(), 2).item()
+
+
+@pytest.mark.parametrize("cin,cout,k,stride,pad,size", [(3, 4, 3, 1, 1, 6), (4, 6, 3, 2, 1, 7), (3, 5, 1, 2, 0, 6),
+                                                        (2, 3, 3, 2, 1, 8), (4, 4, 3, 1, 0, 5)])
+def test_power_iteration_matches_the_exact_singular_value(cin, cout, k, stride, pad, size):
+    torch.manual_seed(cin * 100 + size)
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False)
+    exact = explicit_norm(conv, size)
+    est, u = conv_operator_norm(conv, (size, size), iters=200)
+    assert abs(est - exact) / exact < 0.01
+    warm, _ = conv_operator_norm(conv, (size, size), iters=1, u=u)  # warm start: one iteration is enough
+    assert abs(warm - exact) / exact < 0.01
+
+
+def test_block_bounds_are_products_times_h():
+    torch.manual_seed(0)
+    model = randomize_bn(ResNet(TINY)).eval()
+    meter = LipschitzMeter(32, iters=2, cold_iters=300)
+    b = model.stages[0].blocks[0]
+    c1, _ = conv_operator_norm(b.conv1, (32, 32), 600)
+    c2, _ = conv_operator_norm(b.conv2, (32, 32), 600)
+    expected = c1 * bn_bound(b.bn1) * c2 * bn_bound(b.bn2)
+    bounds = meter.block_bounds(model)
+    assert len(bounds) == 3 and bounds[0] == pytest.approx(expected, rel=0.01)
+    b.h = 0.5  # warm-started now: 2 iterations keep the estimate
+    assert meter.block_bounds(model)[0] == pytest.approx(0.5 * expected, rel=0.01)
+    assert bn_bound(b.bn1) == pytest.approx(float((b.bn1.weight.detach().abs() / (b.bn1.running_var + b.bn1.eps).sqrt()).max()))
+
+
+def scripted(lg, scores, epochs, start=1):
+    """Drive LipGrow's rule with a score sequence; return the epochs at which it grows."""
+    grown = []
+    for epoch, s in enumerate(scores, start=start):
+        grow, _, _ = lg.decide(epoch, epochs, s)
+        if grow:
+            grown.append(epoch)
+            lg.grows.append({"epoch": epoch})
+            lg.scores, lg.l0 = [], None
+    return grown
+
+
+def test_lipgrow_trigger_follows_the_rule():
+    lg = LipGrow(lip_threshold=1.4, lip_window=3, reserve=5)
+    lg.k = 2
+    # L0 = mean(1,1,1) = 1 at epoch 3; epoch 4: (1+1+1.5)/3 = 1.17; epoch 5: (1+1.5+2)/3 = 1.5 > 1.4 -> grow
+    scores = [1, 1, 1, 1.5, 2.0] + [1.0] * 35
+    assert scripted(lg, scores, 40) == [5, 35]  # the second never triggers: forced at 40 - reserve
+
+
+def test_lipgrow_just_below_threshold_does_not_trigger():
+    lg = LipGrow(lip_threshold=1.4, lip_window=2, reserve=5)
+    lg.k = 1
+    assert scripted(lg, [1.0, 1.0, 1.39, 1.39, 1.39], 40) == []
+    assert scripted(lg, [1.8], 40, start=6) == [6]  # (1.39 + 1.8) / 2 = 1.595 > 1.4
+
+
+def test_lipgrow_forced_grows_leave_the_reserve():
+    lg = LipGrow(lip_threshold=1.4, lip_window=3, reserve=5)
+    lg.k = 2
+    grown = scripted(lg, [1.0] * 40, 40)
+    assert grown == [31, 35]  # 40 - 5 - (window + 1) and 40 - 5
+    assert 40 - grown[-1] == 5
+
+
+def test_method_options_and_blocks():
+    assert parse_blocks("3-3-3") == (3, 3, 3) and doublings((3, 3, 3), (12, 12, 12)) == 2
+    assert default_start((12, 12, 12)) == (3, 3, 3) and default_start((6, 6, 6)) == (3, 3, 3)
+    with pytest.raises(ResgrowError, match="doubling"):
+        doublings((3, 3, 3), (9, 9, 9))
+    with pytest.raises(ResgrowError, match="--grow-at does not apply to method 'lipgrow'"):
+        build_method("lipgrow", grow_at=(10,))
+    assert isinstance(build_method("multilevel", start_blocks="1-1-1", grow_at=None), Multilevel)
+
+
+FINAL = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
+
+
+def _run(mini, method, out, epochs=3, until=None, resume=False):
+    torch.manual_seed(0)
+    t = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=epochs, batch_size=100, device="cpu", quiet=True),
+                method=method, out=out, resume=resume)
+    t.fit(until=until)
+    return t
+
+
+@pytest.mark.parametrize("make", [lambda: Multilevel(), lambda: LipGrow(lip_window=1, reserve=1)], ids=["multilevel", "lipgrow"])
+def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, make):
+    full = _run(mini, make(), tmp_path / "full")
+    assert full.model.spec.blocks == (2, 2, 2) and full.model.spec.h == ((0.5, 0.5),) * 3
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    events = [e for r in rows for e in r["events"]]
+    assert events[0].startswith("start 1-1-1") and any(e.startswith("grew 1-1-1 -> 2-2-2") for e in events)
+    grow_epoch = next(r["epoch"] for r in rows if any(e.startswith("grew") for e in r["events"]))
+    assert rows[0]["blocks"] == "1-1-1" and rows[-1]["blocks"] == "2-2-2"
+    assert full.schedule.restarts == [float(grow_epoch)]  # the cosine restarts at the growth
+
+    _run(mini, make(), tmp_path / "part", until=grow_epoch)  # stopped right after the growth
+    assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["spec"]["blocks"] == [2, 2, 2]
+    resumed = _run(mini, make(), tmp_path / "part", resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.schedule.restarts == full.schedule.restarts
+
+
+def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
+    _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r")
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
+
+
+def test_spec_of_grown_model_builds_the_same_model():
+    grown, _ = deepen(build("resnet20"), "interpolate")
+    assert grown.spec == spec_for("resnet38").replace(h=((0.5,) * 6,) * 3)

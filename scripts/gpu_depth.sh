@@ -2,17 +2,21 @@
 # Issue 3: baseline resnet74 (cosine and cosine with the multilevel restarts), multilevel and lipgrow
 # (both 3-3-3 -> 12-12-12), one after another, same data pipeline, optimizer and epochs.
 # Usage: bash scripts/gpu_depth.sh OUTDIR EPOCHS SEED [LIP_WINDOW]
+# Environment: ARCH, START, DATA override the defaults; RUNS picks a subset of
+# "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seed=${3:-0}; win=${4:-10}; mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
-common="--arch resnet74 --data .data/cifar10-jpeg.zip --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet"
+arch=${ARCH:-resnet74}; start=${START:-3-3-3}; data=${DATA:-.data/cifar10-jpeg.zip}
+common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet"
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
 run() { name=$1; shift; python3 -m resgrow train $common --out "$out/$name" "$@" 2>&1 | tail -2; rm -f "$out/$name/checkpoint.pt"; }
-run baseline_r74_s$seed --schedule cosine
-run baseline_restarts_r74_s$seed --schedule cosine_restarts --restarts "$restarts"
-run multilevel_r74_s$seed --method multilevel --start-blocks 3-3-3
-run lipgrow_r74_s$seed --method lipgrow --start-blocks 3-3-3 --lip-window "$win"
+runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
+[[ $runs == *" baseline "* ]] && run baseline_r74_s$seed --schedule cosine
+[[ $runs == *" restarts "* ]] && run baseline_restarts_r74_s$seed --schedule cosine_restarts --restarts "$restarts"
+[[ $runs == *" multilevel "* ]] && run multilevel_r74_s$seed --method multilevel --start-blocks $start
+[[ $runs == *" lipgrow "* ]] && run lipgrow_r74_s$seed --method lipgrow --start-blocks $start --lip-window "$win"
 python3 scripts/summarize.py "$out"/*_s$seed | tee "$out/summary_s$seed.md"

@@ -222,3 +222,29 @@ def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
 def test_spec_of_grown_model_builds_the_same_model():
     grown, _ = deepen(build("resnet20"), "interpolate")
     assert grown.spec == spec_for("resnet38").replace(h=((0.5,) * 6,) * 3)
+
+
+def test_a_users_own_model_can_be_deepened():
+    torch.manual_seed(0)
+    spec = ArchSpec("bottleneck", (1, 2), (64, 128), h=((1.0,), (0.7, 0.3)), stem_width=32, shortcut="B", num_classes=5)
+    model = randomize_bn(ResNet(spec)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    same, _ = deepen(model, "identity")
+    assert same.spec.blocks == (2, 4) and (same(x) - model(x)).abs().max() <= 1e-5
+    halved, _ = deepen(model, "interpolate", stages=[1])
+    # stage 1: the downsampling block (h 0.7) is kept, its partner copies the next block (h 0.3)
+    assert halved.spec.h == ((1.0,), (0.35, 0.15, 0.15, 0.15))
+
+
+def test_cli_growth_run(tmp_path, small_zip):
+    from resgrow.cli import main
+
+    out = tmp_path / "ml"
+    argv = ["train", "--arch", "cifar_resnet14", "--data", str(small_zip), "--out", str(out), "--epochs", "3",
+            "--batch-size", "50", "--device", "cpu", "--quiet", "--method", "multilevel", "--start-blocks", "1-1-1",
+            "--grow-at", "2"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"] and "grew 1-1-1 -> 2-2-2 (epoch 2)" in rows[1]["events"]
+    assert json.loads((out / "run.json").read_text())["method"].startswith("multilevel(start 1-1-1")
+    assert main(argv[:6] + [str(tmp_path / "bad")] + argv[7:] + ["--grow-at", "1,2"]) == 2  # 2 epochs for 1 doubling

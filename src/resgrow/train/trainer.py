@@ -139,6 +139,8 @@ class Trainer:
         self.history: list[dict] = []
         self._pending_events: list[str] = []
         self.log = MetricsLog(self.out) if self.out else None
+        self.runner: StepRunner | None = None
+        self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self._install(model)
 
     # ------------------------------------------------------------------ setup and the size-change protocol
@@ -168,10 +170,17 @@ class Trainer:
         if old is not None:
             carried = carry_state(old[0], old[1], model, opt, param_map)
         self.model, self.optimizer = model, opt
+        if getattr(self, "runner", None) is not None:
+            self._capture_seconds_done += self.runner.capture_seconds
         self.wrapped = self._wrap(model)
         self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
                                  label_smoothing=self.cfg.label_smoothing)
         return carried
+
+    @property
+    def capture_seconds(self) -> float:
+        """All CUDA-graph capture time of this run so far (part of train_seconds)."""
+        return self._capture_seconds_done + self.runner.capture_seconds
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         """The module the step runs. Multi-GPU training will wrap DDP here, re-created at every size change."""
@@ -272,7 +281,7 @@ class Trainer:
         self.loader.start_epoch(e)
         self.runner.reset_metrics()
         bar = Progress(steps, f"epoch {e + 1}/{cfg.epochs}", enabled=not cfg.quiet)
-        captures_before = self.runner.capture_seconds
+        captures_before = self.capture_seconds
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
@@ -297,7 +306,7 @@ class Trainer:
         self.epoch = e + 1
 
         row = {"epoch": self.epoch, "train_seconds": round(self.train_seconds, 3), "epoch_seconds": round(seconds, 3),
-               "capture_seconds": round(self.runner.capture_seconds - captures_before, 3),
+               "capture_seconds": round(self.capture_seconds - captures_before, 3),
                "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
                "img_per_s": round(steps * cfg.batch_size / seconds, 1)}
         if not math.isfinite(train_loss):

@@ -1,7 +1,8 @@
 """A per-epoch progress bar (tqdm, when installed and writing to a terminal); silent otherwise.
 
-The bar only counts steps: showing the running loss would need a host sync per step. The loss,
-accuracy, img/s and model size appear in the line printed at the end of every epoch.
+It shows img/s live, and the lr, the model size and the previous epoch's loss in its label. The
+running loss of the current epoch would need a host sync per step. The full line (loss, accuracy,
+test accuracy, img/s, size) is printed at the end of every epoch.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ import sys
 
 
 class Progress:
-    def __init__(self, total: int, desc: str, enabled: bool = True):
-        self.bar = None
+    def __init__(self, steps: int, batch_size: int, desc: str, enabled: bool = True):
+        self.bar, self.batch_size = None, batch_size
         if enabled and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=total, desc=desc, unit="step", leave=False, mininterval=0.5)
+            self.bar = tqdm(total=steps * batch_size, desc=desc, unit="img", unit_scale=True, leave=False, mininterval=0.5)
 
-    def update(self, n: int = 1) -> None:
+    def update(self) -> None:
         if self.bar is not None:
-            self.bar.update(n)
+            self.bar.update(self.batch_size)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -280,7 +280,9 @@ class Trainer:
         cfg, steps, e = self.cfg, self.loader.steps, self.epoch
         self.loader.start_epoch(e)
         self.runner.reset_metrics()
-        bar = Progress(steps, f"epoch {e + 1}/{cfg.epochs}", enabled=not cfg.quiet)
+        prev = f" loss {self.history[-1]['train_loss']:.3f}" if self.history else ""
+        bar = Progress(steps, cfg.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
+                       f"{spec_of(self.model).blocks_str()}{prev}", enabled=not cfg.quiet)
         captures_before = self.capture_seconds
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()

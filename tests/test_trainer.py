@@ -192,3 +192,29 @@ def test_schedules():
         Schedule("step", 0.1, 100).add_restart(10)
     with pytest.raises(ResgrowError, match="unknown schedule"):
         Schedule("linear", 0.1, 10)
+
+
+def test_compiled_blocks_train_like_eager_and_survive_growth(mini, tmp_path):
+    """Plumbing of --compile blocks, with dynamo's eager backend (no codegen): same numbers, same names."""
+    from resgrow.grow import deepen
+
+    plain = Trainer(tiny(), mini, cfg(epochs=2))
+    plain.fit(until=1)
+    compiled = Trainer(tiny(), mini, cfg(epochs=2, compile="blocks", compile_backend="eager"), out=tmp_path / "c")
+    compiled.fit(until=1)
+    a, b = plain.model.state_dict(), compiled.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    deeper, pmap = deepen(compiled.model, "interpolate")
+    compiled.apply_change(Change(deeper, pmap, "grew"))
+    assert all(getattr(blk, "_compiled_call_impl", None) is not None for _, _, blk in compiled.model.iter_blocks())
+    compiled.fit()
+    assert compiled.history[-1]["blocks"] == "2-2-2" and math.isfinite(compiled.history[-1]["train_loss"])
+    assert load_checkpoint(tmp_path / "c" / CHECKPOINT)["epoch"] == 2
+
+
+def test_unknown_compile_mode():
+    from resgrow.train.compile import apply_compile
+
+    with pytest.raises(ResgrowError, match="unknown compile mode"):
+        apply_compile(tiny(), "everything")

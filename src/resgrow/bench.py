@@ -14,6 +14,7 @@ import torch
 from .data.loader import DeviceLoader, channel_stats
 from .data.sources import Split
 from .models.registry import build
+from .train.compile import apply_compile
 from .train.optim import make_sgd
 from .train.step import StepRunner
 
@@ -26,6 +27,7 @@ VARIANTS = {  # name: (bf16 autocast, channels_last, cuda graph, cudnn.benchmark
     "cuda graph bf16": (True, False, True, True),
     "cuda graph bf16 channels_last": (True, True, True, True),  # the trainer's fast path
 }
+COMPILED = "cuda graph bf16 channels_last + compiled blocks"
 
 
 def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: int = 0) -> Split:
@@ -35,10 +37,14 @@ def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: in
 
 
 def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10,
-          steps: int = 100, warmup: int = 10, variants=None) -> list[dict]:
+          steps: int = 100, warmup: int = 10, variants=None, compile_blocks: bool = False,
+          compile_backend: str = "inductor") -> list[dict]:
     mean, std = channel_stats(split.images[:5000])
     results = []
-    for name, (amp, cl, graph, autotune) in VARIANTS.items():
+    table = dict(VARIANTS)
+    if compile_blocks:
+        table[COMPILED] = (True, True, True, True)
+    for name, (amp, cl, graph, autotune) in table.items():
         if variants and name not in variants:
             continue
         if device.type != "cuda" and (amp or cl or graph or not autotune):
@@ -48,6 +54,8 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
         model = build(arch, num_classes).to(device)
         if cl:
             model = model.to(memory_format=torch.channels_last)
+        if name == COMPILED:
+            apply_compile(model, "blocks", compile_backend)
         lr = torch.tensor(0.01, device=device) if graph else 0.01
         opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
         loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=cl)

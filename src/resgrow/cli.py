@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
     t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
     t.add_argument("--no-channels-last", action="store_true")
+    t.add_argument("--compile", default="none", help="none | blocks | model: torch.compile inside the captured step "
+                   "(experimental; blocks = each residual block, compiled once per distinct block shape and h)")
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
     t.add_argument("--quiet", action="store_true", help="no progress output (CI)")
@@ -79,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", default=None, help="real data (ImageFolder dir/zip, cifar10); default: random images of CIFAR size")
     b.add_argument("--data-dir", default="data")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
+    b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile blocks); compile time is reported")
     return p
 
 
@@ -97,6 +100,9 @@ def _train(a) -> int:
     if a.schedule not in SCHEDULES:
         raise ResgrowError(f"unknown schedule {a.schedule!r}; known: {', '.join(SCHEDULES)}")
     spec_for(a.arch)  # unknown arch: fail before loading data
+    from .train.compile import COMPILE_MODES
+    if a.compile not in COMPILE_MODES:
+        raise ResgrowError(f"unknown compile mode {a.compile!r}; known: {', '.join(COMPILE_MODES)}")
     out = Path(a.out)
     if a.resume:
         if not (out / CHECKPOINT).is_file():
@@ -115,7 +121,7 @@ def _train(a) -> int:
                           milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,
                           augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
-                          seed=a.seed, quiet=a.quiet)
+                          compile=a.compile, seed=a.seed, quiet=a.quiet)
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=a.val_size if not a.resume else
                         (stored.get("run_info", {}).get("val_size", 0)), seed=cfg.seed, progress=not a.quiet)
     torch.manual_seed(cfg.seed)
@@ -147,7 +153,7 @@ def _bench(a) -> int:
         split, classes, src = ds.train, ds.num_classes, ds.name
     else:
         split, classes, src = synthetic_split(), 10, "random uint8 images"
-    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps)
+    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile)
     name = __import__("torch").cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(format_results(a.arch, a.batch_size, f"{name} ({src})", results))
     if a.json:

@@ -24,6 +24,7 @@ from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
 from ..report.metrics import MetricsLog
 from .checkpoint import load_checkpoint, save_checkpoint
+from .compile import apply_compile
 from .optim import carry_state, make_sgd
 from .progress import Progress
 from .schedules import Schedule
@@ -55,6 +56,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # (CUDA only)
     graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
+    compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
+    compile_backend: str = "inductor"
     seed: int = 0
     quiet: bool = False
 
@@ -165,6 +168,7 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train()
+        apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
         opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs)
         carried = None
         if old is not None:
@@ -362,7 +366,8 @@ class Trainer:
         info = dict(self.run_info, config=self.cfg.to_dict(), spec=self.requested_spec.to_dict(), method=self.method.describe(),
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
-                    fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs})
+                    fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
+                               "compile": self.cfg.compile})
         (self.out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
     def _say(self, msg: str) -> None:

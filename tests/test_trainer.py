@@ -218,3 +218,32 @@ def test_unknown_compile_mode():
 
     with pytest.raises(ResgrowError, match="unknown compile mode"):
         apply_compile(tiny(), "everything")
+
+
+def test_validation_split_and_eval_every(mini):
+    from resgrow.data import with_validation
+
+    data = with_validation(mini, 200, seed=0)
+    rows = Trainer(tiny(), data, cfg(epochs=3, eval_every=2)).fit()
+    assert "test_acc" not in rows[0] and "val_acc" not in rows[0]
+    assert {"test_acc", "val_acc", "val_loss"} <= set(rows[1]) and "test_acc" in rows[2]  # the last epoch is always evaluated
+    assert 0.0 <= rows[2]["val_acc"] <= 1.0
+
+
+def test_bf16_autocast_step_runs_on_cpu(mini):
+    """The autocast branch of the step (used with graphs on CUDA) also runs eagerly on CPU."""
+    from resgrow.data import DeviceLoader, channel_stats
+    from resgrow.train import StepRunner, make_sgd
+
+    model = tiny()
+    opt = make_sgd(model, 0.05, 0.9, 5e-4, False, fused=False)
+    mean, std = channel_stats(mini.train.images)
+    loader = DeviceLoader(mini.train, 100, "cpu", mean, std)
+    runner = StepRunner(model, opt, loader, amp=True)
+    loader.start_epoch(0)
+    before = model.stem[0].weight.detach().clone()
+    for _ in range(3):
+        runner.run()
+    loss, acc = runner.read_metrics(3)
+    assert math.isfinite(loss) and 0 <= acc <= 1
+    assert model.stem[0].weight.dtype == torch.float32 and not torch.equal(model.stem[0].weight, before)

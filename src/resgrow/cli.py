@@ -92,21 +92,19 @@ def _train(a) -> int:
     from .methods import build_method
     from .models.registry import build, spec_for
     from .train.checkpoint import load_checkpoint
-    from .train.schedules import SCHEDULES
-    from .train.trainer import CHECKPOINT, TrainConfig, Trainer
+    from .train.compile import check_compile
+    from .train.schedules import check_schedule
+    from .train.trainer import CHECKPOINT, TrainConfig, Trainer, check_run_dir
 
     method = build_method(a.method, start_blocks=a.start_blocks, grow_at=a.grow_at, lip_threshold=a.lip_threshold,
                           lip_window=a.lip_window, reserve=a.reserve)
-    if a.schedule not in SCHEDULES:
-        raise ResgrowError(f"unknown schedule {a.schedule!r}; known: {', '.join(SCHEDULES)}")
-    spec_for(a.arch)  # unknown arch: fail before loading data
-    from .train.compile import COMPILE_MODES
-    if a.compile not in COMPILE_MODES:
-        raise ResgrowError(f"unknown compile mode {a.compile!r}; known: {', '.join(COMPILE_MODES)}")
+    # Bad input fails here, before any data is loaded.
+    check_schedule(a.schedule)
+    check_compile(a.compile)
+    spec_for(a.arch)
     out = Path(a.out)
+    check_run_dir(out, a.resume)
     if a.resume:
-        if not (out / CHECKPOINT).is_file():
-            raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}")
         stored = load_checkpoint(out / CHECKPOINT)  # refuses a corrupt or tampered file up front
         cfg = TrainConfig.from_dict(stored["config"])
         cfg.device, cfg.quiet = a.device, a.quiet
@@ -114,8 +112,6 @@ def _train(a) -> int:
         if info.get("data") not in (None, a.data):
             raise ResgrowError(f"checkpoint in {out} was trained on data {info['data']!r}, not {a.data!r}")
     else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ResgrowError(f"run directory {out} already exists and is not empty; pass --resume to continue it or choose another --out")
         cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
                           weight_decay=a.weight_decay, schedule=a.schedule, eta_min=a.eta_min, warmup=a.warmup,
                           milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,

@@ -8,7 +8,7 @@ graph and re-wraps DDP. A method never touches the optimizer, the graph or the w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -23,7 +23,6 @@ class Change:
     model: nn.Module
     param_map: "ParamMap"
     event: str  # e.g. "grew 3-3-3 -> 6-6-6 (score 1.43)"; goes into the log and the progress output
-    details: dict = field(default_factory=dict)
 
 
 class Method:

@@ -1,11 +1,11 @@
 """The trainer and what it is built from: schedules, SGD state carrying, the (captured) step, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .optim import ParamMap, carry_state, identity_map, make_sgd
+from .optim import ParamMap, carry_state, make_sgd
 from .schedules import SCHEDULES, Schedule
 from .step import StepRunner, evaluate
 from .trainer import CHECKPOINT, RunContext, TrainConfig, Trainer, resolve_device
 
 __all__ = ["Trainer", "TrainConfig", "RunContext", "Schedule", "SCHEDULES", "StepRunner", "evaluate",
-           "make_sgd", "carry_state", "identity_map", "ParamMap", "save_checkpoint", "load_checkpoint",
+           "make_sgd", "carry_state", "ParamMap", "save_checkpoint", "load_checkpoint",
            "CHECKPOINT", "resolve_device"]

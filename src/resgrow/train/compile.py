@@ -21,12 +21,16 @@ from ..models.resnet import ResNet
 COMPILE_MODES = ("none", "blocks", "model")
 
 
-def apply_compile(model: ResNet, how: str, backend: str = "inductor") -> None:
-    """Compile in place (nn.Module.compile keeps parameter names, so checkpoints do not change)."""
-    if how == "none":
-        return
+def check_compile(how: str) -> None:
     if how not in COMPILE_MODES:
         raise ResgrowError(f"unknown compile mode {how!r}; known: {', '.join(COMPILE_MODES)}")
+
+
+def apply_compile(model: ResNet, how: str, backend: str = "inductor") -> None:
+    """Compile in place (nn.Module.compile keeps parameter names, so checkpoints do not change)."""
+    check_compile(how)
+    if how == "none":
+        return
     # Each distinct h value (1, 0.5, 0.25, ...) and block shape is one more compiled variant.
     cfg = torch._dynamo.config
     cfg.cache_size_limit = max(cfg.cache_size_limit, 64)

@@ -26,10 +26,6 @@ def make_sgd(model: nn.Module, lr, momentum: float, weight_decay: float, nestero
     return opt
 
 
-def identity_map(model: nn.Module) -> ParamMap:
-    return {n: n for n, _ in model.named_parameters()}
-
-
 def carry_state(old_model: nn.Module, old_opt: torch.optim.Optimizer, new_model: nn.Module,
                 new_opt: torch.optim.Optimizer, param_map: ParamMap) -> dict[str, str]:
     """Give each new parameter the momentum of the old one it maps to (zeros if unmapped).

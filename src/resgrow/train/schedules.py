@@ -10,6 +10,11 @@ from ..errors import ResgrowError
 SCHEDULES = ("constant", "step", "cosine", "cosine_restarts")
 
 
+def check_schedule(kind: str) -> None:
+    if kind not in SCHEDULES:
+        raise ResgrowError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}")
+
+
 class Schedule:
     """lr(t) for t in [0, epochs), t = epoch + step / steps_per_epoch.
 
@@ -20,8 +25,7 @@ class Schedule:
 
     def __init__(self, kind: str, lr: float, epochs: int, *, eta_min: float = 0.0, warmup: float = 0.0,
                  milestones=(), gamma: float = 0.1, restarts=()):
-        if kind not in SCHEDULES:
-            raise ResgrowError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}")
+        check_schedule(kind)
         if epochs < 1 or lr <= 0:
             raise ResgrowError(f"need epochs >= 1 and lr > 0 (got epochs={epochs}, lr={lr})")
         self.kind, self.lr, self.epochs = kind, lr, epochs

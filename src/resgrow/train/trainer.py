@@ -87,6 +87,22 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def check_run_dir(out: Path | None, resume: bool) -> None:
+    """A run directory is never overwritten: it must be new or empty, unless resuming from its checkpoint."""
+    if out is None:
+        if resume:
+            raise ResgrowError("resume needs a run directory")
+        return
+    if out.exists() and not out.is_dir():
+        raise ResgrowError(f"run directory {out} exists and is not a directory")
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}")
+    elif out.exists() and any(out.iterdir()):
+        raise ResgrowError(f"run directory {out} already exists and is not empty; "
+                           "pass --resume to continue it or choose another --out")
+
+
 @dataclass
 class RunContext:
     """What a method sees at a hook. It may read anything and call `schedule.add_restart`."""
@@ -121,7 +137,7 @@ class Trainer:
         self.amp = self.cfg.amp and cuda
         self.channels_last = self.cfg.channels_last and cuda
         self.use_graphs = self.cfg.graphs and cuda
-        self._check_run_dir(resume)
+        check_run_dir(self.out, resume)
         self.resume = resume
         if cuda:
             torch.backends.cudnn.benchmark = True
@@ -147,20 +163,6 @@ class Trainer:
         self._install(model)
 
     # ------------------------------------------------------------------ setup and the size-change protocol
-
-    def _check_run_dir(self, resume: bool) -> None:
-        if self.out is None:
-            if resume:
-                raise ResgrowError("resume needs a run directory")
-            return
-        if self.out.exists() and not self.out.is_dir():
-            raise ResgrowError(f"run directory {self.out} exists and is not a directory")
-        if resume:
-            if not (self.out / CHECKPOINT).is_file():
-                raise ResgrowError(f"cannot resume: {self.out} has no {CHECKPOINT}")
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise ResgrowError(f"run directory {self.out} already exists and is not empty; "
-                               "pass --resume to continue it or choose another --out")
 
     def _install(self, model: nn.Module, old: tuple | None = None, param_map=None) -> dict | None:
         """Make `model` the one being trained: device, layout, optimizer (state carried), step runner."""

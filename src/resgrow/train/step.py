@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.loader import DeviceLoader
+from ..errors import ResgrowError
 
 
 class StepRunner:
@@ -59,6 +60,14 @@ class StepRunner:
 
     def capture(self) -> None:
         """Warm up on a side stream, undo the warm-up's effects, then capture one step."""
+        try:
+            self._capture()
+        except RuntimeError as e:  # e.g. an older torch whose fused SGD cannot take a tensor lr
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ResgrowError(f"CUDA graph capture of the training step failed ({first}); "
+                               "rerun with --no-graphs (TrainConfig(graphs=False))") from None
+
+    def _capture(self) -> None:
         t0 = time.perf_counter()
         state = self._state_tensors()
         saved = [t.clone() for t in state]

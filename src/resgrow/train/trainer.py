@@ -176,7 +176,7 @@ class Trainer:
         if old is not None:
             carried = carry_state(old[0], old[1], model, opt, param_map)
         self.model, self.optimizer = model, opt
-        if getattr(self, "runner", None) is not None:
+        if self.runner is not None:
             self._capture_seconds_done += self.runner.capture_seconds
         self.wrapped = self._wrap(model)
         self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
@@ -195,19 +195,16 @@ class Trainer:
     def apply_change(self, change: Change) -> dict:
         """Switch to `change.model`: carry momentum along `change.param_map`, keep the schedule
         position, drop the old CUDA graph (the next step captures a new one). Returns what each
-        new parameter's state came from, and under "_seconds" the time it took (booked as training)."""
+        new parameter's state came from. Its time is booked as training time."""
         if not isinstance(change.model, ResNet):
             raise ResgrowError(f"a size change must hand over a resgrow ResNet, not {type(change.model).__name__}")
         t0 = time.perf_counter()
-        old = (self.model, self.optimizer)
-        self.runner.graph = None
-        carried = self._install(change.model, old, change.param_map)
+        carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        self.train_seconds += seconds
+        self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(change.event)
-        return dict(carried, _seconds=seconds)
+        return carried
 
     def _ctx(self, row: dict | None = None) -> RunContext:
         return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
@@ -306,7 +303,9 @@ class Trainer:
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:
                 change = self.method.on_step(self._ctx())
                 if change is not None:
-                    t0 += self.apply_change(change)["_seconds"]  # apply_change books its own time
+                    t_change = time.perf_counter()
+                    self.apply_change(change)
+                    t0 += time.perf_counter() - t_change  # apply_change books its own time
         train_loss, train_acc = self.runner.read_metrics(steps)  # syncs
         seconds = time.perf_counter() - t0
         bar.close()
@@ -336,11 +335,10 @@ class Trainer:
         sync()
         row["method_seconds"] = round(time.perf_counter() - t0, 4)  # a method's decisions cost training time
         self.train_seconds += row["method_seconds"]
-        row["train_seconds"] = round(self.train_seconds, 3)
         if change is not None and self.epoch < cfg.epochs:
             self.apply_change(change)
             row.update({f"after_{k}": v for k, v in self._size_fields(spec_of(self.model)).items()})
-            row["train_seconds"] = round(self.train_seconds, 3)
+        row["train_seconds"] = round(self.train_seconds, 3)  # with the method's time and the size change
         row["events"] = self._pending_events
         self._pending_events = []
         self._write_row(row)

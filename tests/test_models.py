@@ -86,3 +86,24 @@ def test_flops_per_image():
     # ResNet-20: about 41M multiply-adds (He et al. 2016), i.e. about 82M FLOPs.
     assert abs(flops_per_image(spec_for("resnet20")) - 82e6) / 82e6 < 0.03
     assert flops_per_image(spec_for("resnet56")) > 3 * flops_per_image(spec_for("resnet20"))
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm_without_counter_matches_torch(momentum):
+    from resgrow.models.layers import BatchNorm2d
+
+    torch.manual_seed(0)
+    ours, ref = BatchNorm2d(4, momentum=momentum), torch.nn.BatchNorm2d(4, momentum=momentum)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 2), ref.bias.uniform_(-1, 1)
+    ours.load_state_dict(ref.state_dict())
+    for _ in range(3):
+        x = torch.randn(8, 4, 5, 5) * 3 + 1
+        assert torch.equal(ours(x), ref(x))
+    ours.eval(), ref.eval()
+    assert torch.equal(ours(x), ref(x))
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    for k in ("running_mean", "running_var"):
+        assert torch.equal(ours.state_dict()[k], ref.state_dict()[k])
+    # the counter only moves where torch needs it (momentum=None: cumulative average)
+    assert int(ours.num_batches_tracked) == (3 if momentum is None else 0)

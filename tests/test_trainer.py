@@ -247,3 +247,73 @@ def test_bf16_autocast_step_runs_on_cpu(mini):
     loss, acc = runner.read_metrics(3)
     assert math.isfinite(loss) and 0 <= acc <= 1
     assert model.stem[0].weight.dtype == torch.float32 and not torch.equal(model.stem[0].weight, before)
+
+
+def _run_steps(mini, steps, channels_last=False, prepare=None, **kw):
+    """`steps` eager bf16-autocast steps of the tiny net from seed 0; returns the model and its runner."""
+    from resgrow.data import DeviceLoader, channel_stats
+    from resgrow.train import StepRunner, make_sgd
+
+    model = tiny()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if prepare:
+        prepare(model)
+    opt = make_sgd(model, 0.05, 0.9, 5e-4, False, fused=False)
+    mean, std = channel_stats(mini.train.images)
+    loader = DeviceLoader(mini.train, 50, "cpu", mean, std, channels_last=channels_last)
+    runner = StepRunner(model, opt, loader, amp=True, **kw)
+    loader.start_epoch(0)
+    for _ in range(steps):
+        runner.run()
+    return model, runner
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_weight_copies_match_autocast_bit_for_bit(mini, channels_last):
+    ref, r_ref = _run_steps(mini, 4, channels_last)
+    new, r_new = _run_steps(mini, 4, channels_last, bf16_weights=True)
+    assert r_new.lowp is not None and len(r_new.lowp.params) == 9  # 7 convs + the linear weight and bias
+    for (name, a), b in zip(ref.state_dict().items(), new.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert r_ref.read_metrics(4) == r_new.read_metrics(4)
+    assert all(p.grad is None for p in new.parameters())  # eager steps still end with zero_grad(set_to_none)
+
+
+def test_bf16_weight_copies_remove_the_per_layer_casts(mini):
+    """Counted at the aten level: autocast casts each conv/linear weight forward and back; the copies do not."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for flag in (False, True):
+        _, runner = _run_steps(mini, 1, bf16_weights=flag)
+        with Count() as c:
+            runner.run()
+        counts[flag] = c.ops
+    assert counts[False]["_to_copy"] >= 2 * 9  # each of the 9 weights, forward and backward
+    assert counts[True]["_to_copy"] <= counts[False]["_to_copy"] - 2 * 9
+    assert counts[True]["_foreach_copy_"] == 2
+    assert counts[True]["add_"] == counts[False]["add_"]  # and no BN counter updates in either
+    assert counts[False]["add_"] < 7  # TINY has 7 BNs; their counters are not updated
+
+
+def test_bf16_weight_copies_with_compiled_blocks(mini):
+    """functional_call hands dynamo fresh bf16 leaves at each capture; the numbers must not change."""
+    from resgrow.train.compile import apply_compile
+
+    ref, _ = _run_steps(mini, 3, bf16_weights=True)
+    model, _ = _run_steps(mini, 3, prepare=lambda m: apply_compile(m, "blocks", "eager"), bf16_weights=True)
+    assert all(getattr(b, "_compiled_call_impl", None) is not None for _, _, b in model.iter_blocks())
+    for (name, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name

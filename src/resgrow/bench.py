@@ -18,16 +18,18 @@ from .train.compile import apply_compile
 from .train.optim import make_sgd
 from .train.step import StepRunner
 
-VARIANTS = {  # name: (bf16 autocast, channels_last, cuda graph, cudnn.benchmark); the first is the reference
-    "eager fp32": (False, False, False, True),
-    "eager fp32, cudnn.benchmark off": (False, False, False, False),
-    "eager bf16 channels_last": (True, True, False, True),
-    "cuda graph fp32": (False, False, True, True),
-    "cuda graph fp32 channels_last": (False, True, True, True),
-    "cuda graph bf16": (True, False, True, True),
-    "cuda graph bf16 channels_last": (True, True, True, True),  # the trainer's fast path
+# name: (bf16 autocast, channels_last, cuda graph, cudnn.benchmark, bf16 weight copies); the first is the reference
+VARIANTS = {
+    "eager fp32": (False, False, False, True, False),
+    "eager fp32, cudnn.benchmark off": (False, False, False, False, False),
+    "eager bf16 channels_last": (True, True, False, True, False),
+    "cuda graph fp32": (False, False, True, True, False),
+    "cuda graph fp32 channels_last": (False, True, True, True, False),
+    "cuda graph bf16": (True, False, True, True, False),
+    "cuda graph bf16 channels_last": (True, True, True, True, False),  # the trainer's default fast path
+    "cuda graph bf16 channels_last + bf16 weight copies": (True, True, True, True, True),  # --bf16-weights
 }
-COMPILED = "cuda graph bf16 channels_last + compiled blocks"
+COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
 
 
 def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: int = 0) -> Split:
@@ -43,8 +45,8 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
     results = []
     table = dict(VARIANTS)
     if compile_blocks:
-        table[COMPILED] = (True, True, True, True)
-    for name, (amp, cl, graph, autotune) in table.items():
+        table.update({k + COMPILED: v for k, v in VARIANTS.items() if k.startswith("cuda graph bf16 channels_last")})
+    for name, (amp, cl, graph, autotune, bf16w) in table.items():
         if variants and name not in variants:
             continue
         if device.type != "cuda" and (amp or cl or graph or not autotune):
@@ -54,12 +56,12 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
         model = build(arch, num_classes).to(device)
         if cl:
             model = model.to(memory_format=torch.channels_last)
-        if name == COMPILED:
+        if name.endswith(COMPILED):
             apply_compile(model, "blocks", compile_backend)
         lr = torch.tensor(0.01, device=device) if graph else 0.01
         opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
         loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=cl)
-        runner = StepRunner(model, opt, loader, amp=amp, graph=graph)
+        runner = StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16w)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         loader.start_epoch(0)
         t0 = time.perf_counter()
@@ -89,8 +91,8 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
 
 def format_results(arch: str, batch_size: int, device: str, results: list[dict]) -> str:
     lines = [f"{arch}  batch {batch_size}  on {device}",
-             f"{'variant':<32}{'img/s':>10}{'ms/step':>10}{'speedup':>9}{'capture s':>11}"]
+             f"{'variant':<68}{'img/s':>10}{'ms/step':>10}{'speedup':>9}{'capture s':>11}"]
     for r in results:
         cap = f"{r['capture_s']:.3f}" if r["capture_s"] is not None else "-"
-        lines.append(f"{r['variant']:<32}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{r['speedup']:>8.2f}x{cap:>11}")
+        lines.append(f"{r['variant']:<68}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{r['speedup']:>8.2f}x{cap:>11}")
     return "\n".join(lines)

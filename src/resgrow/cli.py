@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
     t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
     t.add_argument("--no-channels-last", action="store_true")
+    t.add_argument("--bf16-weights", action="store_true", help="make the bf16 weights with one multi-tensor copy per step "
+                   "instead of autocast's per-layer casts (same numbers, fewer kernels; CUDA with bf16 only)")
     t.add_argument("--compile", default="none", help="none | blocks | model: torch.compile inside the captured step "
                    "(experimental; blocks = each residual block, compiled once per distinct block shape and h)")
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
@@ -117,7 +119,7 @@ def _train(a) -> int:
                           milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,
                           augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
-                          compile=a.compile, seed=a.seed, quiet=a.quiet)
+                          bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet)
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=a.val_size if not a.resume else
                         (stored.get("run_info", {}).get("val_size", 0)), seed=cfg.seed, progress=not a.quiet)
     torch.manual_seed(cfg.seed)
@@ -128,7 +130,8 @@ def _train(a) -> int:
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
     if not cfg.quiet:
         print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
-              f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}", file=sys.stderr)
+              f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}"
+              f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
     rows = trainer.fit(until=a.stop_after)
     last = rows[-1] if rows else {}
     if "test_acc" in last:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import ResgrowError
-from .layers import BLOCKS, ResidualBlock, Stage
+from .layers import BLOCKS, BatchNorm2d, ResidualBlock, Stage
 from .spec import ArchSpec
 
 
@@ -20,7 +20,7 @@ class ResNet(nn.Module):
         else:
             layers = [nn.Conv2d(spec.in_channels, sw, 7, stride=2, padding=3, bias=False)]
         if not preact:  # a pre-activation net normalises at the start of the first block instead
-            layers += [nn.BatchNorm2d(sw), nn.ReLU(inplace=True)]
+            layers += [BatchNorm2d(sw), nn.ReLU(inplace=True)]
         if spec.stem == "imagenet":
             layers.append(nn.MaxPool2d(3, stride=2, padding=1))
         self.stem = nn.Sequential(*layers)
@@ -36,7 +36,7 @@ class ResNet(nn.Module):
             stages.append(Stage(blocks))
         self.stages = nn.ModuleList(stages)
 
-        head = [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)] if preact else []
+        head = [BatchNorm2d(cin), nn.ReLU(inplace=True)] if preact else []
         self.head = nn.Sequential(*head, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, spec.num_classes))
         self._stem_kind, self._num_classes = spec.stem, spec.num_classes
         init_weights(self)

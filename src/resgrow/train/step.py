@@ -17,13 +17,16 @@ from torch import nn
 
 from ..data.loader import DeviceLoader
 from ..errors import ResgrowError
+from .bf16_weights import Bf16Weights
 
 
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
-                 amp: bool = False, graph: bool = False, label_smoothing: float = 0.0):
+                 amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False):
         self.model, self.optimizer, self.loader = model, optimizer, loader
         self.amp, self.use_graph, self.label_smoothing = amp, graph, label_smoothing
+        # Only meaningful under autocast: it replaces autocast's per-layer weight casts.
+        self.lowp = Bf16Weights(model) if (bf16_weights and amp) else None
         dev = loader.device
         self.loss_sum = torch.zeros((), device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -39,9 +42,15 @@ class StepRunner:
     def _step(self) -> None:
         x, y = self.loader.next_batch()
         with self._autocast():
-            out = self.model(x)
+            if self.lowp is None:
+                out = self.model(x)
+            else:
+                out, leaves = self.lowp.forward(x)
             loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
-        loss.backward()
+        if self.lowp is None:
+            loss.backward()
+        else:
+            self.lowp.backward(loss, leaves)
         self.optimizer.step()
         if self.graph is None and not self._capturing:
             self.optimizer.zero_grad(set_to_none=True)

@@ -56,6 +56,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast (CUDA only)
     channels_last: bool = True  # (CUDA only)
     graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
+    bf16_weights: bool = False  # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts
     compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
     compile_backend: str = "inductor"
     seed: int = 0
@@ -180,7 +181,7 @@ class Trainer:
             self._capture_seconds_done += self.runner.capture_seconds
         self.wrapped = self._wrap(model)
         self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
-                                 label_smoothing=self.cfg.label_smoothing)
+                                 label_smoothing=self.cfg.label_smoothing, bf16_weights=self.cfg.bf16_weights)
         return carried
 
     @property
@@ -367,6 +368,7 @@ class Trainer:
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
+                               "bf16_weights": self.cfg.bf16_weights and self.amp,
                                "compile": self.cfg.compile})
         (self.out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 

@@ -41,6 +41,7 @@ def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: in
 def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10,
           steps: int = 100, warmup: int = 10, variants=None, compile_blocks: bool = False,
           compile_backend: str = "inductor") -> list[dict]:
+    """Time each variant; one that fails (e.g. compile on an unsupported setup) is reported, not fatal."""
     mean, std = channel_stats(split.images[:5000])
     results = []
     table = dict(VARIANTS)
@@ -51,48 +52,65 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
             continue
         if device.type != "cuda" and (amp or cl or graph or not autotune):
             continue
-        torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
-        torch.manual_seed(0)
-        model = build(arch, num_classes).to(device)
-        if cl:
-            model = model.to(memory_format=torch.channels_last)
-        if name.endswith(COMPILED):
-            apply_compile(model, "blocks", compile_backend)
-        lr = torch.tensor(0.01, device=device) if graph else 0.01
-        opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
-        loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=cl)
-        runner = StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16w)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        loader.start_epoch(0)
-        t0 = time.perf_counter()
-        runner.run()  # includes the capture for the graph variant
-        sync()
-        first = time.perf_counter() - t0
-        loader.start_epoch(1)
-        for _ in range(min(warmup, loader.steps)):
-            runner.run()
-        sync()
-        done, t0 = 0, time.perf_counter()
-        while done < steps:
-            loader.start_epoch(100 + done)  # start_epoch is cheap and keeps the step index in range
-            n = min(steps - done, loader.steps)
-            for _ in range(n):
-                runner.run()
-            done += n
-        sync()
-        sec = time.perf_counter() - t0
-        results.append({"variant": name, "img_per_s": steps * batch_size / sec, "ms_per_step": 1e3 * sec / steps,
-                        "capture_s": runner.capture_seconds if graph else None, "first_step_s": first})
-    base = results[0]["img_per_s"] if results else 1.0
+        try:
+            r = _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph,
+                              autotune, bf16w, compile_backend if name.endswith(COMPILED) else None)
+        except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' numbers
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            r = {"img_per_s": None, "ms_per_step": None, "capture_s": None, "first_step_s": None,
+                 "error": f"{type(e).__name__}: {msg}"}
+        results.append({"variant": name, **r})
+    ok = [r for r in results if r["img_per_s"]]
+    base = ok[0]["img_per_s"] if ok and ok[0] is results[0] else None
     for r in results:
-        r["speedup"] = r["img_per_s"] / base
+        r["speedup"] = r["img_per_s"] / base if (base and r["img_per_s"]) else None
     return results
+
+
+def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph, autotune,
+                  bf16w, compile_backend) -> dict:
+    torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
+    torch.manual_seed(0)
+    model = build(arch, num_classes).to(device)
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    if compile_backend:
+        apply_compile(model, "blocks", compile_backend)
+    lr = torch.tensor(0.01, device=device) if graph else 0.01
+    opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
+    loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=cl)
+    runner = StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16w)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    loader.start_epoch(0)
+    t0 = time.perf_counter()
+    runner.run()  # includes the capture (and compilation) for the graph variants
+    sync()
+    first = time.perf_counter() - t0
+    loader.start_epoch(1)
+    for _ in range(min(warmup, loader.steps)):
+        runner.run()
+    sync()
+    done, t0 = 0, time.perf_counter()
+    while done < steps:
+        loader.start_epoch(100 + done)  # start_epoch is cheap and keeps the step index in range
+        n = min(steps - done, loader.steps)
+        for _ in range(n):
+            runner.run()
+        done += n
+    sync()
+    sec = time.perf_counter() - t0
+    return {"img_per_s": steps * batch_size / sec, "ms_per_step": 1e3 * sec / steps,
+            "capture_s": runner.capture_seconds if graph else None, "first_step_s": first}
 
 
 def format_results(arch: str, batch_size: int, device: str, results: list[dict]) -> str:
     lines = [f"{arch}  batch {batch_size}  on {device}",
              f"{'variant':<68}{'img/s':>10}{'ms/step':>10}{'speedup':>9}{'capture s':>11}"]
     for r in results:
+        if r.get("error"):
+            lines.append(f"{r['variant']:<68}  failed: {r['error']}")
+            continue
         cap = f"{r['capture_s']:.3f}" if r["capture_s"] is not None else "-"
-        lines.append(f"{r['variant']:<68}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{r['speedup']:>8.2f}x{cap:>11}")
+        speed = f"{r['speedup']:>8.2f}x" if r["speedup"] else f"{'-':>9}"
+        lines.append(f"{r['variant']:<68}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{speed}{cap:>11}")
     return "\n".join(lines)

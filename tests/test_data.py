@@ -123,6 +123,10 @@ def test_small_zip_and_directory(tmp_path):
             (tmp_path / name).write_bytes(data)
     ds2 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
     assert torch.equal(ds2.train.images, ds.train.images)
+    # an image added deep inside the directory must not be hidden by the cache
+    (tmp_path / "ds/train/b/2.jpg").write_bytes(_jpeg((0, 0, 255)))
+    ds3 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
+    assert ds3.train.labels.tolist() == [0, 1, 1]
 
 
 @pytest.mark.parametrize("bad_name,bad_data,match", [

@@ -3,7 +3,8 @@
 Images come back as uint8 NHWC tensors (the layout PIL decodes to, and the one the device loader
 gathers from), labels as int64. Decoded ImageFolder data is cached as an .npz in a cache directory
 ($RESGROW_CACHE, default ~/.cache/resgrow; never beside the data, which may be shared) so the
-second run starts in about a second. The cache key is the source's path, size and mtime.
+second run starts in about a second. The cache key is the source's path, size and mtime; for a
+directory, the relative path, size and mtime of every file in it.
 """
 
 from __future__ import annotations
@@ -138,9 +139,22 @@ def _try_download(name: str, root: Path) -> None:
 
 # ---------------------------------------------------------------- ImageFolder (directory or zip)
 
+def _fingerprint(path: Path) -> str:
+    """Size and mtime of a file, or of every file under a directory (an edit anywhere in it counts)."""
+    if not path.is_dir():
+        st = path.stat()
+        return f"{st.st_size}|{st.st_mtime_ns}"
+    h = hashlib.blake2b(digest_size=16)
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(root, name))
+            h.update(f"{os.path.relpath(os.path.join(root, name), path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool) -> Dataset:
-    st = path.stat()
-    key = hashlib.blake2b(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{CACHE_VERSION}".encode(), digest_size=6).hexdigest()
+    key = hashlib.blake2b(f"{path.resolve()}|{_fingerprint(path)}|{CACHE_VERSION}".encode(), digest_size=6).hexdigest()
     cache = (cache_dir or default_cache_dir()) / f"{path.name}.{key}.npz"
     if cache.is_file():
         try:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 2, pending: does --bf16-weights and/or --compile blocks take resnet56 at batch 128 to 4.5x?
-# One device command (about 6 min, most of it inductor compiling resnet56's blocks twice).
+# One device command (about 7 min, most of it inductor compiling resnet56's blocks twice).
 # Every bench run includes the trainer's default fast path, so the ratio is measured in the same process.
 # Usage: bash scripts/gpu_speed.sh OUTDIR
 set -uo pipefail
@@ -13,4 +13,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
   for arch in resnet20 resnet110; do
     python3 -m resgrow bench --arch $arch --batch-size 128 --steps 200 --data .data/cifar10-jpeg.zip --json "$out/bench_${arch}_b128.json"
   done
+  # where the step time goes: kernel count and kernel time vs the graph replay time
+  python3 scripts/profile_step.py --arch resnet56 --batch-size 128
+  python3 scripts/profile_step.py --arch resnet56 --batch-size 128 --bf16-weights
 } 2>&1 | tee "$out/speed.log"

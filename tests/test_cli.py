@@ -40,6 +40,7 @@ def one_line_error(rc, err, *words):
     (["--arch", "resnet57"], ["unknown arch 'resnet57'"]),
     (["--method", "magic"], ["unknown method 'magic'"]),
     (["--schedule", "linear"], ["unknown schedule 'linear'"]),
+    (["--no-amp", "--bf16-weights"], ["--bf16-weights", "need bf16 autocast"]),
     (["--epochs", "ten"], ["--epochs", "invalid int"]),
 ])
 def test_bad_options(capsys, small_zip, tmp_path, args, words):

@@ -138,6 +138,9 @@ class Trainer:
         self.amp = self.cfg.amp and cuda
         self.channels_last = self.cfg.channels_last and cuda
         self.use_graphs = self.cfg.graphs and cuda
+        if self.cfg.bf16_weights and not self.cfg.amp:
+            raise ResgrowError("bf16 weight copies (--bf16-weights) stand in for autocast's casts, so they need bf16 "
+                               "autocast: drop --no-amp or --bf16-weights")
         check_run_dir(self.out, resume)
         self.resume = resume
         if cuda:

@@ -19,4 +19,4 @@ runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" restarts "* ]] && run baseline_restarts_r74_s$seed --schedule cosine_restarts --restarts "$restarts"
 [[ $runs == *" multilevel "* ]] && run multilevel_r74_s$seed --method multilevel --start-blocks $start
 [[ $runs == *" lipgrow "* ]] && run lipgrow_r74_s$seed --method lipgrow --start-blocks $start --lip-window "$win"
-python3 scripts/summarize.py "$out"/*_s$seed | tee "$out/summary_s$seed.md"
+python3 -m resgrow compare "$out"/*_s$seed | tee "$out/summary_s$seed.md"

@@ -1,4 +1,4 @@
-"""Command line: `resgrow train` and `resgrow bench`.
+"""Command line: `resgrow train`, `resgrow bench` and `resgrow compare`.
 
 Every problem a user can fix is reported as one line on stderr with a non-zero exit
 (2: bad input; 3: training diverged), and nothing in an existing run directory is overwritten.
@@ -84,7 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default="data")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
     b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile blocks); compile time is reported")
+    c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to accuracy)")
+    c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
+    c.add_argument("--gap", type=float, default=0.3,
+                   help="time to accuracy: target = the first run's final accuracy minus this many points (default 0.3)")
     return p
+
+
+def _compare(a) -> int:
+    from .report.compare import compare_table, load_run
+
+    print(compare_table([load_run(d) for d in a.runs], a.gap))
+    return 0
 
 
 def _train(a) -> int:
@@ -164,7 +175,7 @@ def _bench(a) -> int:
 def main(argv=None) -> int:
     try:
         a = build_parser().parse_args(argv)
-        return _train(a) if a.command == "train" else _bench(a)
+        return {"train": _train, "bench": _bench, "compare": _compare}[a.command](a)
     except DivergedError as e:
         print(f"resgrow: error: {e}", file=sys.stderr)
         return 3

@@ -1,5 +1,6 @@
 """Logs and reports of runs."""
 
+from .compare import RunSummary, compare_table, load_run
 from .metrics import CSV_COLUMNS, MetricsLog
 
-__all__ = ["MetricsLog", "CSV_COLUMNS"]
+__all__ = ["MetricsLog", "CSV_COLUMNS", "RunSummary", "compare_table", "load_run"]

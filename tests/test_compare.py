@@ -1,0 +1,41 @@
+import json
+
+from resgrow.cli import main
+from resgrow.report import compare_table, load_run
+
+
+def _run(path, rows):
+    path.mkdir()
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _rows(accs, secs, flops, events=None):
+    return [{"epoch": e, "test_acc": a, "train_seconds": s, "flops": f, "events": (events or {}).get(e, [])}
+            for e, (a, s, f) in enumerate(zip(accs, secs, flops), 1)]
+
+
+def test_compare_ratios_flops_and_time_to_accuracy(tmp_path):
+    base = _run(tmp_path / "base", _rows([0.5, 0.8, 0.9], [10, 20, 30], [4, 4, 4]))
+    grown = _run(tmp_path / "grown", _rows([0.6, 0.898, 0.896], [3, 6, 15], [1, 1, 4],
+                                           {2: ["grew 1-1-1 -> 2-2-2 (epoch 2)"]}))
+    runs = [load_run(base), load_run(grown)]
+    assert runs[1].time_to(0.897) == (6, 2)  # the first crossing, not the best epoch
+    assert runs[1].time_to(0.95) is None
+    table = compare_table(runs, gap=0.3)  # target 89.70%
+    lines = table.splitlines()
+    assert "time to 89.70%" in lines[0]
+    assert lines[2].startswith("| base | 3 | 90.00% | +0.00 | 30.0 | 1.00x | 1.00x | 30.0 (3) |")
+    assert lines[3].startswith("| grown | 3 | 89.60% | -0.40 | 15.0 | 0.50x | 0.50x | 6.0 (2) | grew 1-1-1 -> 2-2-2 (epoch 2) @ep2 |")
+
+
+def test_compare_cli_and_bad_input(capsys, tmp_path):
+    base = _run(tmp_path / "base", _rows([0.5, 0.9], [10, 20], [4, 4]))
+    assert main(["compare", str(base), str(base)]) == 0
+    assert "| base | 2 | 90.00% |" in capsys.readouterr().out
+    assert main(["compare", str(base), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a run directory" in err[0]
+    unfinished = _run(tmp_path / "unfinished", [{"epoch": 1, "train_seconds": 1.0, "flops": 1}])
+    assert main(["compare", str(unfinished)]) == 2
+    assert "no evaluated final epoch" in capsys.readouterr().err

@@ -317,3 +317,30 @@ def test_bf16_weight_copies_with_compiled_blocks(mini):
     assert all(getattr(b, "_compiled_call_impl", None) is not None for _, _, b in model.iter_blocks())
     for (name, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_tensorboard_scalars_follow_resume(mini, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb_run"
+    c = cfg(epochs=4, tensorboard=True, checkpoint_every=2)
+    Trainer(tiny(), mini, c, out=out).fit(until=3)  # epoch 3 is logged, but the checkpoint is from epoch 2
+    Trainer(tiny(), mini, c, out=out, resume=True).fit()  # trains epoch 3 again
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    test = acc.Scalars("test_acc")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # a resumed run does not repeat epochs in TensorBoard; values and walltime (= training seconds) match the log
+    assert [e.step for e in test] == [1, 2, 3, 4]
+    assert [round(e.value, 5) for e in test] == [round(r["test_acc"], 5) for r in rows]
+    assert [round(e.wall_time, 3) for e in test] == [r["train_seconds"] for r in rows]
+
+
+def test_tensorboard_missing_is_one_clear_error(mini, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # import fails as if not installed
+    with pytest.raises(ResgrowError, match=r"pip install 'resgrow\[tensorboard\]'"):
+        Trainer(tiny(), mini, cfg(tensorboard=True), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -1,4 +1,5 @@
-"""Per-epoch logs of a run: metrics.jsonl (every field) and metrics.csv (the main columns)."""
+"""Per-epoch logs of a run: metrics.jsonl (every field), metrics.csv (the main columns) and, optionally,
+TensorBoard scalars in tb/ (`pip install resgrow[tensorboard]`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,34 @@ CSV_COLUMNS = ["epoch", "train_seconds", "train_loss", "train_acc", "test_loss",
                "lr", "params", "flops", "blocks", "widths", "img_per_s", "events"]
 
 
+TB_SCALARS = ["train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr", "img_per_s",
+              "train_seconds", "params", "flops"]
+
+
+def check_tensorboard() -> None:
+    from ..errors import ResgrowError
+
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise ResgrowError("--tensorboard needs the tensorboard package: pip install 'resgrow[tensorboard]'") from None
+
+
 class MetricsLog:
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, tensorboard: bool = False):
         self.jsonl = Path(out_dir) / "metrics.jsonl"
         self.csv = Path(out_dir) / "metrics.csv"
+        self.tb_dir = Path(out_dir) / "tb" if tensorboard else None
+        self._tb = None
+
+    def _writer(self, purge_step: int | None = None):
+        if self.tb_dir is not None and self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step: a resumed run drops the events of the epochs it trains again
+            self._tb = SummaryWriter(str(self.tb_dir), purge_step=purge_step)
+        return self._tb
 
     def rows(self) -> list[dict]:
         if not self.jsonl.is_file():
@@ -23,6 +48,7 @@ class MetricsLog:
     def truncate(self, last_epoch: int) -> None:
         """Drop rows after `last_epoch`: a run resumed from that checkpoint writes them again."""
         keep = [r for r in self.rows() if r["epoch"] <= last_epoch]
+        self._writer(purge_step=last_epoch + 1)
         self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in keep))
         with open(self.csv, "w", newline="") as f:
             w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
@@ -39,6 +65,21 @@ class MetricsLog:
             if new:
                 w.writeheader()
             w.writerow(_flat(row))
+        tb = self._writer()
+        if tb is not None:
+            # x = epoch; the walltime is the run's training clock, so TensorBoard's "relative"
+            # axis shows accuracy against training seconds (what growth methods save).
+            for k in TB_SCALARS:
+                if isinstance(row.get(k), (int, float)):
+                    tb.add_scalar(k, row[k], row["epoch"], walltime=row["train_seconds"])
+            for e in row.get("events", []):
+                tb.add_text("events", e, row["epoch"], walltime=row["train_seconds"])
+            tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
 
 def _flat(row: dict) -> dict:

@@ -22,7 +22,7 @@ from ..measure.flops import flops_per_image, param_count
 from ..methods.base import Baseline, Change, Method
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
-from ..report.metrics import MetricsLog
+from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .optim import carry_state, make_sgd
@@ -59,6 +59,7 @@ class TrainConfig:
     bf16_weights: bool = False  # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts
     compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
     compile_backend: str = "inductor"
+    tensorboard: bool = False  # also log per-epoch scalars to <out>/tb (needs the tensorboard package)
     seed: int = 0
     quiet: bool = False
 
@@ -141,6 +142,10 @@ class Trainer:
         if self.cfg.bf16_weights and not self.cfg.amp:
             raise ResgrowError("bf16 weight copies (--bf16-weights) stand in for autocast's casts, so they need bf16 "
                                "autocast: drop --no-amp or --bf16-weights")
+        if self.cfg.tensorboard:
+            if self.out is None:
+                raise ResgrowError("TensorBoard logging needs a run directory (out=...)")
+            check_tensorboard()
         check_run_dir(self.out, resume)
         self.resume = resume
         if cuda:
@@ -161,7 +166,7 @@ class Trainer:
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
         self.history: list[dict] = []
         self._pending_events: list[str] = []
-        self.log = MetricsLog(self.out) if self.out else None
+        self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard) if self.out else None
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self._install(model)
@@ -279,8 +284,12 @@ class Trainer:
             if change is not None:
                 self.apply_change(change)
         stop = min(until or self.cfg.epochs, self.cfg.epochs)
-        while self.epoch < stop:
-            self._train_epoch()
+        try:
+            while self.epoch < stop:
+                self._train_epoch()
+        finally:
+            if self.log is not None:
+                self.log.close()
         return self.history
 
     def _train_epoch(self) -> None:

@@ -1,4 +1,7 @@
 import json
+import sys
+
+import pytest
 
 from resgrow.cli import main
 from resgrow.report import compare_table, load_run
@@ -39,3 +42,15 @@ def test_compare_cli_and_bad_input(capsys, tmp_path):
     unfinished = _run(tmp_path / "unfinished", [{"epoch": 1, "train_seconds": 1.0, "flops": 1}])
     assert main(["compare", str(unfinished)]) == 2
     assert "no evaluated final epoch" in capsys.readouterr().err
+
+
+def test_compare_plot(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    base = _run(tmp_path / "base", _rows([0.5, 0.9], [10, 20], [4, 4]))
+    grown = _run(tmp_path / "grown", _rows([0.6, 0.89], [3, 8], [1, 4], {1: ["grew 1-1-1 -> 2-2-2 (epoch 1)"]}))
+    png = tmp_path / "plots" / "acc.png"
+    assert main(["compare", str(base), str(grown), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["compare", str(base), "--plot", str(tmp_path / "x.png")]) == 2
+    assert "pip install 'resgrow[plot]'" in capsys.readouterr().err

@@ -89,13 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
     c.add_argument("--gap", type=float, default=0.3,
                    help="time to accuracy: target = the first run's final accuracy minus this many points (default 0.3)")
+    c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs to this image "
+                   "(pip install 'resgrow[plot]')")
     return p
 
 
 def _compare(a) -> int:
-    from .report.compare import compare_table, load_run
+    from .report.compare import compare_table, load_run, plot_runs
 
-    print(compare_table([load_run(d) for d in a.runs], a.gap))
+    runs = [load_run(d) for d in a.runs]
+    print(compare_table(runs, a.gap))
+    if a.plot:
+        plot_runs(runs, a.plot, a.gap)
+        print(f"plot: {a.plot}", file=sys.stderr)
     return 0
 
 

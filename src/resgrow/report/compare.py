@@ -74,3 +74,41 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
             f"| {f'{tta[0]:.1f} ({tta[1]})' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
             f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} |")
     return "\n".join(lines)
+
+
+def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> None:
+    """Test accuracy against training seconds (left) and against epochs (right); growths marked.
+
+    The dashed line is the time-to-accuracy target: the first run's final accuracy minus `gap` points.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ResgrowError("--plot needs matplotlib: pip install 'resgrow[plot]'") from None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for r in runs:
+        pts = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log if x.get("test_acc") is not None]
+        grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log
+                if x.get("test_acc") is not None and any(e.startswith("grew") for e in x.get("events", []))]
+        for ax, i in zip(axes, (0, 1)):
+            line, = ax.plot([p[i] for p in pts], [p[2] for p in pts], label=r.name, lw=1.2)
+            if grew:
+                ax.plot([g[i] for g in grew], [g[2] for g in grew], "o", color=line.get_color(), ms=5)
+    target = 100 * runs[0].test_acc - gap
+    for ax, xlabel in zip(axes, ("training seconds", "epoch")):
+        ax.axhline(target, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    finals = [100 * r.test_acc for r in runs]
+    axes[0].set_ylim(min(finals) - 12, max(finals) + 1.5)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"dots: growth; dashed: {runs[0].name} final - {gap:g} points ({target:.2f}%)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -4,6 +4,7 @@ TensorBoard scalars in tb/ (`pip install resgrow[tensorboard]`)."""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 from pathlib import Path
 
@@ -19,8 +20,8 @@ def check_tensorboard() -> None:
     from ..errors import ResgrowError
 
     try:
-        import tensorboard  # noqa: F401
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        for name in ("tensorboard", "torch.utils.tensorboard"):
+            importlib.import_module(name)
     except ImportError:
         raise ResgrowError("--tensorboard needs the tensorboard package: pip install 'resgrow[tensorboard]'") from None
 

@@ -344,3 +344,23 @@ def test_tensorboard_missing_is_one_clear_error(mini, tmp_path, monkeypatch):
     with pytest.raises(ResgrowError, match=r"pip install 'resgrow\[tensorboard\]'"):
         Trainer(tiny(), mini, cfg(tensorboard=True), out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_deterministic_mode_sets_the_process_flags(mini, monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        t = Trainer(tiny(), mini, cfg(epochs=1, deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rows = t.fit()
+        assert math.isfinite(rows[-1]["train_loss"])
+        assert not [w for w in caught if "deterministic" in str(w.message)]  # every op of the step has one
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
     t.add_argument("--quiet", action="store_true", help="no progress output (CI)")
+    t.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels: the same seed gives the same "
+                   "numbers on the same GPU and software (slower; not for timing)")
     t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars to OUT/tb (pip install 'resgrow[tensorboard]')")
     g = t.add_argument_group("growth methods (multilevel, lipgrow)")
     g.add_argument("--start-blocks", default=None, help="blocks per stage to start from, e.g. 3-3-3 (default: final / 4)")
@@ -138,7 +140,7 @@ def _train(a) -> int:
                           augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet,
-                          tensorboard=a.tensorboard)
+                          tensorboard=a.tensorboard, deterministic=a.deterministic)
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=a.val_size if not a.resume else
                         (stored.get("run_info", {}).get("val_size", 0)), seed=cfg.seed, progress=not a.quiet)
     torch.manual_seed(cfg.seed)

@@ -7,6 +7,7 @@ changes; evaluation, logging and checkpoint writes are excluded.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -59,6 +60,7 @@ class TrainConfig:
     bf16_weights: bool = False  # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts
     compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
     compile_backend: str = "inductor"
+    deterministic: bool = False  # same seed, same numbers on the GPU too (slower: no cuDNN autotuning)
     tensorboard: bool = False  # also log per-epoch scalars to <out>/tb (needs the tensorboard package)
     seed: int = 0
     quiet: bool = False
@@ -87,6 +89,22 @@ def resolve_device(name: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ResgrowError(f"device {name!r} is not supported; use cpu or cuda")
     return dev
+
+
+def make_deterministic() -> None:
+    """Deterministic kernels for this process: a run repeats bit for bit on the same GPU and software.
+
+    cuDNN without autotuning and with deterministic algorithms only; cuBLAS with a fixed workspace
+    (the variable only takes effect if set before cuBLAS starts, which the CLI guarantees); torch
+    warns about any op that has no deterministic CUDA version instead of failing the run. Memory
+    from torch.empty is not NaN-filled: that would add kernels, and resgrow never reads it unset.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if hasattr(torch.utils, "deterministic"):
+        torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def check_run_dir(out: Path | None, resume: bool) -> None:
@@ -148,7 +166,9 @@ class Trainer:
             check_tensorboard()
         check_run_dir(self.out, resume)
         self.resume = resume
-        if cuda:
+        if self.cfg.deterministic:
+            make_deterministic()
+        elif cuda:
             torch.backends.cudnn.benchmark = True
 
         self.mean, self.std = channel_stats(data.train.images)

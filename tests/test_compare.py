@@ -54,3 +54,14 @@ def test_compare_plot(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["compare", str(base), "--plot", str(tmp_path / "x.png")]) == 2
     assert "pip install 'resgrow[plot]'" in capsys.readouterr().err
+
+
+def test_seed_groups_average_over_seeds(capsys, tmp_path):
+    b0 = _run(tmp_path / "base_s0", _rows([0.5, 0.90], [10, 20], [4, 4]))
+    b1 = _run(tmp_path / "base_s1", _rows([0.5, 0.92], [10, 24], [4, 4]))
+    g0 = _run(tmp_path / "grow_s0", _rows([0.5, 0.89], [5, 10], [1, 4], {1: ["grew 1-1-1 -> 2-2-2 (epoch 1)"]}))
+    g1 = _run(tmp_path / "grow_s1", _rows([0.5, 0.91], [5, 12], [1, 4]))
+    assert main(["compare", "--seeds", *map(str, (b0, b1, g0, g1))]) == 0
+    lines = capsys.readouterr().out.strip().split("\n\n")[1].splitlines()
+    assert lines[2] == "| base | 2 | 91.00% (90.00%, 92.00%) | +0.00 | 22.0 | 1.00x | 1.00x | -; - |"
+    assert lines[3] == "| grow | 2 | 90.00% (89.00%, 91.00%) | -1.00 | 11.0 | 0.50x | 0.62x | 1; - |"

@@ -91,16 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
     c.add_argument("--gap", type=float, default=0.3,
                    help="time to accuracy: target = the first run's final accuracy minus this many points (default 0.3)")
+    c.add_argument("--seeds", action="store_true", help="also one row per group of runs that differ only in a trailing "
+                   "_s<seed> (e.g. multilevel_r74_s0, multilevel_r74_s1): mean accuracy and time over the seeds")
     c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs to this image "
                    "(pip install 'resgrow[plot]')")
     return p
 
 
 def _compare(a) -> int:
-    from .report.compare import compare_table, load_run, plot_runs
+    from .report.compare import compare_table, load_run, plot_runs, seeds_table
 
     runs = [load_run(d) for d in a.runs]
     print(compare_table(runs, a.gap))
+    if a.seeds:
+        print()
+        print(seeds_table(runs))
     if a.plot:
         plot_runs(runs, a.plot, a.gap)
         print(f"plot: {a.plot}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Logs and reports of runs."""
 
-from .compare import RunSummary, compare_table, load_run, plot_runs
+from .compare import RunSummary, compare_table, load_run, plot_runs, seeds_table
 from .metrics import CSV_COLUMNS, MetricsLog
 
-__all__ = ["MetricsLog", "CSV_COLUMNS", "RunSummary", "compare_table", "load_run", "plot_runs"]
+__all__ = ["MetricsLog", "CSV_COLUMNS", "RunSummary", "compare_table", "load_run", "plot_runs", "seeds_table"]

@@ -11,7 +11,9 @@ first crossing of a target fixed by the baseline.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from statistics import mean
 from pathlib import Path
 
 from ..errors import ResgrowError
@@ -112,3 +114,31 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def seed_groups(runs: list[RunSummary]) -> dict[str, list[RunSummary]]:
+    """Group runs whose directory names differ only in a trailing `_s<seed>`, in first-seen order."""
+    groups: dict[str, list[RunSummary]] = {}
+    for r in runs:
+        groups.setdefault(re.sub(r"_s\d+$", "", r.name), []).append(r)
+    return groups
+
+
+def seeds_table(runs: list[RunSummary]) -> str:
+    """One row per group of seeds: mean and spread of accuracy and time, ratios of the means to the first group."""
+    groups = seed_groups(runs)
+    base = next(iter(groups.values()))
+    b_acc, b_sec = mean(r.test_acc for r in base), mean(r.train_seconds for r in base)
+    b_flops = mean(r.flops for r in base)
+    lines = ["| runs | seeds | final test acc, mean (each seed) | vs first (points) | training s, mean | time vs first "
+             "| training FLOPs vs first | growth epochs per seed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, rs in groups.items():
+        acc, sec = mean(r.test_acc for r in rs), mean(r.train_seconds for r in rs)
+        each = ", ".join(f"{r.test_acc:.2%}" for r in rs)
+        grows = "; ".join(",".join(str(x["epoch"]) for x in r.log if any(e.startswith("grew") for e in x.get("events", [])))
+                          or "-" for r in rs)
+        flops = f"{mean(r.flops for r in rs) / b_flops:.2f}x" if b_flops else "-"
+        lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | {sec:.1f} "
+                     f"| {sec / b_sec:.2f}x | {flops} | {grows} |")
+    return "\n".join(lines)

@@ -154,6 +154,26 @@ def test_tampered_and_truncated_checkpoints_are_refused(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
 
 
+def test_a_failed_checkpoint_write_keeps_the_previous_one(mini, tmp_path, monkeypatch):
+    import errno
+
+    import resgrow.train.checkpoint as ck
+
+    out = tmp_path / "r"
+    t = Trainer(tiny(), mini, cfg(epochs=2), out=out)
+    t.fit(until=1)
+    good = (out / CHECKPOINT).read_bytes()
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", disk_full)
+    with pytest.raises(ResgrowError, match=r"No space left on device\); the previous checkpoint, if any, is intact"):
+        t.fit()
+    assert (out / CHECKPOINT).read_bytes() == good and load_checkpoint(out / CHECKPOINT)["epoch"] == 1
+    assert not list(out.glob(".*tmp*"))
+
+
 def test_run_directory_is_never_overwritten(mini, tmp_path):
     out = tmp_path / "r"
     out.mkdir()

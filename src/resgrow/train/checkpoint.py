@@ -44,7 +44,10 @@ def digest(obj) -> str:
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it: a crash leaves the old one."""
+    """Write to a temporary file beside `path`, fsync, then rename over it: a crash leaves the old one.
+
+    A failed write (disk full, quota, permissions) is one ResgrowError; the previous checkpoint stays.
+    """
     path = Path(path)
     payload = dict(obj, format=FORMAT)
     payload[DIGEST_KEY] = digest(payload)
@@ -55,9 +58,26 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # make the rename itself survive a power cut
+    except OSError as e:
+        raise ResgrowError(f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint, if any, "
+                           "is intact: fix the cause and continue with --resume") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -384,3 +384,11 @@ def test_deterministic_mode_sets_the_process_flags(mini, monkeypatch):
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
+
+
+def test_an_unwritable_log_is_one_clear_error(tmp_path):
+    from resgrow.report import MetricsLog
+
+    (tmp_path / "metrics.jsonl").mkdir()  # anything that makes the append fail with an OSError
+    with pytest.raises(ResgrowError, match="could not write the log .* continue with --resume"):
+        MetricsLog(tmp_path).append({"epoch": 1, "train_seconds": 1.0})

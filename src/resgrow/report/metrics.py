@@ -8,6 +8,8 @@ import importlib
 import json
 from pathlib import Path
 
+from ..errors import ResgrowError
+
 CSV_COLUMNS = ["epoch", "train_seconds", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
                "lr", "params", "flops", "blocks", "widths", "img_per_s", "events"]
 
@@ -17,8 +19,6 @@ TB_SCALARS = ["train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "v
 
 
 def check_tensorboard() -> None:
-    from ..errors import ResgrowError
-
     try:
         for name in ("tensorboard", "torch.utils.tensorboard"):
             importlib.import_module(name)
@@ -58,14 +58,18 @@ class MetricsLog:
                 w.writerow(_flat(r))
 
     def append(self, row: dict) -> None:
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        new = not self.csv.is_file()
-        with open(self.csv, "a", newline="") as f:
-            w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(_flat(row))
+        try:
+            with open(self.jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            new = not self.csv.is_file()
+            with open(self.csv, "a", newline="") as f:
+                w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(_flat(row))
+        except OSError as e:
+            raise ResgrowError(f"could not write the log in {self.jsonl.parent} ({e.strerror or e}); the last "
+                               "checkpoint is intact: fix the cause and continue with --resume") from None
         tb = self._writer()
         if tb is not None:
             # x = epoch; the walltime is the run's training clock, so TensorBoard's "relative"

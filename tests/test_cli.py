@@ -143,3 +143,10 @@ def test_killed_run_resumes_to_the_same_weights(small_zip, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     rows = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
+
+
+def test_an_unwritable_run_directory_is_one_line(capsys, small_zip, tmp_path):
+    parent = tmp_path / "base"
+    parent.mkdir()
+    (parent / "runs").write_text("a file where the run's parent folder should be")
+    one_line_error(*run(capsys, *train_args(small_zip, parent / "runs" / "r")), "runs")

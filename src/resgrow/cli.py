@@ -197,6 +197,9 @@ def main(argv=None) -> int:
     except ResgrowError as e:
         print(f"resgrow: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system said no (permissions, full disk, ...): one line, not a traceback
+        print(f"resgrow: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("resgrow: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
         return 130

@@ -2,7 +2,8 @@
 # Issue 3: baseline resnet74 (cosine and cosine with the multilevel restarts), multilevel and lipgrow
 # (both 3-3-3 -> 12-12-12), one after another, same data pipeline, optimizer and epochs.
 # Usage: bash scripts/gpu_depth.sh OUTDIR EPOCHS SEED [LIP_WINDOW]
-# Environment: ARCH, START, DATA override the defaults; RUNS picks a subset of
+# Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
+# EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seed=${3:-0}; win=${4:-10}; mkdir -p "$out"
@@ -10,7 +11,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 arch=${ARCH:-resnet74}; start=${START:-3-3-3}; data=${DATA:-.data/cifar10-jpeg.zip}
-common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet"
+common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet ${EXTRA:-}"
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
 run() { name=$1; shift; python3 -m resgrow train $common --out "$out/$name" "$@" 2>&1 | tail -2; rm -f "$out/$name/checkpoint.pt"; }

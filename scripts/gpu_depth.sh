@@ -11,13 +11,14 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 arch=${ARCH:-resnet74}; start=${START:-3-3-3}; data=${DATA:-.data/cifar10-jpeg.zip}
+tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74: run dirs like multilevel_r74_s0
 common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet ${EXTRA:-}"
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
 run() { name=$1; shift; python3 -m resgrow train $common --out "$out/$name" "$@" 2>&1 | tail -2; rm -f "$out/$name/checkpoint.pt"; }
 runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
-[[ $runs == *" baseline "* ]] && run baseline_r74_s$seed --schedule cosine
-[[ $runs == *" restarts "* ]] && run baseline_restarts_r74_s$seed --schedule cosine_restarts --restarts "$restarts"
-[[ $runs == *" multilevel "* ]] && run multilevel_r74_s$seed --method multilevel --start-blocks $start
-[[ $runs == *" lipgrow "* ]] && run lipgrow_r74_s$seed --method lipgrow --start-blocks $start --lip-window "$win"
+[[ $runs == *" baseline "* ]] && run baseline_${tag}_s$seed --schedule cosine
+[[ $runs == *" restarts "* ]] && run baseline_restarts_${tag}_s$seed --schedule cosine_restarts --restarts "$restarts"
+[[ $runs == *" multilevel "* ]] && run multilevel_${tag}_s$seed --method multilevel --start-blocks $start
+[[ $runs == *" lipgrow "* ]] && run lipgrow_${tag}_s$seed --method lipgrow --start-blocks $start --lip-window "$win"
 python3 -m resgrow compare "$out"/*_s$seed | tee "$out/summary_s$seed.md"

@@ -51,14 +51,6 @@ class BatchNorm2d(nn.BatchNorm2d):
                             self.momentum, self.eps)
 
 
-class GlobalAvgPool(nn.Module):
-    """Mean over H and W. Same numbers as AdaptiveAvgPool2d(1), but its backward is deterministic on
-    CUDA (adaptive_avg_pool2d's backward uses atomics, which --deterministic cannot allow)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3), keepdim=True)
-
-
 def make_shortcut(kind: str, cin: int, cout: int, stride: int, norm: bool) -> nn.Module:
     """Identity when shapes match; otherwise option A (pad) or B (1x1 projection, + BN if `norm`)."""
     if cin == cout and stride == 1:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import ResgrowError
-from .layers import BLOCKS, BatchNorm2d, GlobalAvgPool, ResidualBlock, Stage
+from .layers import BLOCKS, BatchNorm2d, ResidualBlock, Stage
 from .spec import ArchSpec
 
 
@@ -37,7 +37,7 @@ class ResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
 
         head = [BatchNorm2d(cin), nn.ReLU(inplace=True)] if preact else []
-        self.head = nn.Sequential(*head, GlobalAvgPool(), nn.Flatten(), nn.Linear(cin, spec.num_classes))
+        self.head = nn.Sequential(*head, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, spec.num_classes))
         self._stem_kind, self._num_classes = spec.stem, spec.num_classes
         init_weights(self)
 

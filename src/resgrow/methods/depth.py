@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ResgrowError
 from ..grow.depth import deepen
 from ..models.resnet import ResNet
+from ..models.spec import dashed
 from .base import Change, Method
 
 
@@ -23,12 +24,12 @@ def parse_blocks(text: str | tuple) -> tuple[int, ...]:
 def doublings(start: tuple[int, ...], final: tuple[int, ...]) -> int:
     """k such that final = start * 2^k in every stage."""
     if len(start) != len(final):
-        raise ResgrowError(f"start blocks {'-'.join(map(str, start))} and final blocks {'-'.join(map(str, final))} "
+        raise ResgrowError(f"start blocks {dashed(start)} and final blocks {dashed(final)} "
                            "have different numbers of stages")
     for k in range(0, 12):
         if all(s * 2**k == f for s, f in zip(start, final)):
             return k
-    raise ResgrowError(f"cannot reach {'-'.join(map(str, final))} from {'-'.join(map(str, start))} by doubling every stage; "
+    raise ResgrowError(f"cannot reach {dashed(final)} from {dashed(start)} by doubling every stage; "
                        "choose --start-blocks so that every stage doubles the same number of times (e.g. 3-3-3 for 12-12-12)")
 
 
@@ -37,7 +38,7 @@ def default_start(final: tuple[int, ...]) -> tuple[int, ...]:
     for k in (2, 1):
         if all(f % 2**k == 0 for f in final):
             return tuple(f // 2**k for f in final)
-    raise ResgrowError(f"final blocks {'-'.join(map(str, final))} cannot be reached by doubling; pick an arch with "
+    raise ResgrowError(f"final blocks {dashed(final)} cannot be reached by doubling; pick an arch with "
                        "even blocks per stage (resnet38, resnet74, resnet146, ...) or give --start-blocks")
 
 
@@ -69,6 +70,9 @@ class DepthGrowth(Method):
         self.grows.append({"epoch": ctx.epoch, "train_seconds": round(ctx.train_seconds, 3), "from": old,
                            "to": new.spec.blocks_str(), "why": why})
         return Change(new, pmap, f"grew {old} -> {new.spec.blocks_str()} ({why})")
+
+    def start_str(self) -> str:
+        return dashed(self.start_blocks) if self.start_blocks else "final/4"
 
     @property
     def grows_left(self) -> int:

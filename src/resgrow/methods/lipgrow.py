@@ -93,8 +93,7 @@ class LipGrow(DepthGrowth):
         return super().grow(ctx, why)
 
     def describe(self) -> str:
-        start = "-".join(map(str, self.start_blocks)) if self.start_blocks else "final/4"
-        return f"lipgrow(start {start}, threshold {self.threshold}, window {self.window}, reserve {self.reserve or '30/164 of the run'})"
+        return f"lipgrow(start {self.start_str()}, threshold {self.threshold}, window {self.window}, reserve {self.reserve or '30/164 of the run'})"
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), scores=list(self.scores), l0=self.l0, reserve=self.reserve,

@@ -20,6 +20,7 @@ the growth epochs fix the ratio: the default split cannot go below about 0.59x.
 from __future__ import annotations
 
 from ..errors import ResgrowError
+from ..models.spec import dashed
 from .depth import DepthGrowth
 
 
@@ -39,7 +40,7 @@ class Multilevel(DepthGrowth):
             self.grow_at = [round(ctx.epochs * (first + (1 - first) * j / self.k)) for j in range(self.k)]
         if len(self.grow_at) != self.k:
             raise ResgrowError(f"--grow-at gives {len(self.grow_at)} epochs but {self.k} doublings are needed "
-                               f"({'-'.join(map(str, self.start_blocks))} -> {'-'.join(map(str, self.final_blocks))})")
+                               f"({dashed(self.start_blocks)} -> {dashed(self.final_blocks)})")
         if len(set(self.grow_at)) != self.k or not all(0 < e < ctx.epochs for e in self.grow_at):
             raise ResgrowError(f"growth epochs {self.grow_at} must be distinct and inside (0, {ctx.epochs})")
         for e in self.grow_at:
@@ -52,8 +53,7 @@ class Multilevel(DepthGrowth):
         return None
 
     def describe(self) -> str:
-        start = "-".join(map(str, self.start_blocks)) if self.start_blocks else "final/4"
-        return f"multilevel(start {start}, grow at {self.grow_at or 'default'})"
+        return f"multilevel(start {self.start_str()}, grow at {self.grow_at or 'default'})"
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), grow_at=self.grow_at)

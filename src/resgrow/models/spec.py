@@ -15,6 +15,11 @@ SHORTCUTS = ("A", "B")  # A: parameter-free (stride + zero-pad channels); B: 1x1
 STEMS = ("cifar", "imagenet")
 
 
+def dashed(numbers) -> str:
+    """(3, 3, 3) -> "3-3-3": how blocks per stage and widths are written everywhere."""
+    return "-".join(str(n) for n in numbers)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Stem + stages + head. Stage s has `blocks[s]` blocks, residual-stream width `widths[s]`,
@@ -77,10 +82,10 @@ class ArchSpec:
         return per_block * sum(self.blocks) + 2
 
     def blocks_str(self) -> str:
-        return "-".join(str(b) for b in self.blocks)
+        return dashed(self.blocks)
 
     def widths_str(self) -> str:
-        return "-".join(str(w) for w in self.widths)
+        return dashed(self.widths)
 
     def replace(self, **changes) -> "ArchSpec":
         """A copy with some fields changed. Changing `blocks` without `h` resets h to 1."""

@@ -15,34 +15,20 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from resgrow.bench import synthetic_split
-from resgrow.data.loader import DeviceLoader, channel_stats
-from resgrow.models.registry import build
-from resgrow.train.compile import apply_compile
-from resgrow.train.optim import make_sgd
-from resgrow.train.step import StepRunner
+from resgrow.bench import make_runner, synthetic_split
 
 
 def kernels(prof) -> list:
     return [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
-def runner_for(a, graph: bool) -> StepRunner:
-    torch.manual_seed(0)
-    torch.backends.cudnn.benchmark = True
-    model = build(a.arch).cuda().to(memory_format=torch.channels_last)
-    if a.compile:
-        apply_compile(model, "blocks")
+def runner_for(a, graph: bool):
     split = synthetic_split(50_000)  # 390 steps at batch 128: no epoch restart needed
-    mean, std = channel_stats(split.images)
-    loader = DeviceLoader(split, a.batch_size, torch.device("cuda"), mean, std, channels_last=True)
-    opt = make_sgd(model, torch.tensor(0.01, device="cuda"), 0.9, 5e-4, False, fused=True)
-    r = StepRunner(model, opt, loader, amp=True, graph=graph, bf16_weights=a.bf16_weights)
-    loader.start_epoch(0)
-    return r
+    return make_runner(a.arch, a.batch_size, torch.device("cuda"), split, amp=True, channels_last=True, graph=graph,
+                       bf16_weights=a.bf16_weights, compile_backend="inductor" if a.compile else None)
 
 
-def profile_steps(r: StepRunner, n: int):
+def profile_steps(r, n: int):
     for _ in range(5):
         r.run()
     torch.cuda.synchronize()

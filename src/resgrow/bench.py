@@ -67,21 +67,32 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
     return results
 
 
-def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph, autotune,
-                  bf16w, compile_backend) -> dict:
+def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10, *,
+                amp: bool, channels_last: bool, graph: bool, autotune: bool = True, bf16_weights: bool = False,
+                compile_backend: str | None = None, mean=None, std=None) -> StepRunner:
+    """The trainer's training step for one execution mode, on a fresh model (seed 0), at epoch 0."""
+    if mean is None:
+        mean, std = channel_stats(split.images[:5000])
     torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
     torch.manual_seed(0)
     model = build(arch, num_classes).to(device)
-    if cl:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_backend:
         apply_compile(model, "blocks", compile_backend)
     lr = torch.tensor(0.01, device=device) if graph else 0.01
     opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
-    loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=cl)
-    runner = StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16w)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=channels_last)
     loader.start_epoch(0)
+    return StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16_weights)
+
+
+def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph, autotune,
+                  bf16w, compile_backend) -> dict:
+    runner = make_runner(arch, batch_size, device, split, num_classes, amp=amp, channels_last=cl, graph=graph,
+                         autotune=autotune, bf16_weights=bf16w, compile_backend=compile_backend, mean=mean, std=std)
+    loader = runner.loader
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     runner.run()  # includes the capture (and compilation) for the graph variants
     sync()

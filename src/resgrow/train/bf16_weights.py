@@ -42,20 +42,16 @@ class Bf16Weights:
         return out, leaves
 
     def backward(self, loss: torch.Tensor, leaves: list[torch.Tensor]) -> None:
-        """Set `.grad` of every trainable fp32 parameter, as `loss.backward()` would after zero_grad(set_to_none)."""
+        """Set `.grad` of every trainable fp32 parameter, as `loss.backward()` does after zero_grad(set_to_none)."""
         grads = torch.autograd.grad(loss, leaves + self.rest, allow_unused=True)
         n = len(leaves)
         low = [(p, g) for p, g in zip(self.params, grads[:n]) if g is not None]
         for p, _ in low:
-            if p.grad is None:
+            if p.grad is None:  # fp32 .grad buffers: the cast-back below writes into them in place
                 p.grad = torch.empty_like(p)
-        with torch.no_grad():
-            if low:
+        if low:
+            with torch.no_grad():
                 torch._foreach_copy_([p.grad for p, _ in low], [g for _, g in low])
-            for p, g in zip(self.rest, grads[n:]):
-                if g is None:
-                    continue
-                if p.grad is None:
-                    p.grad = g
-                else:
-                    p.grad.copy_(g)
+        for p, g in zip(self.rest, grads[n:]):
+            if g is not None:
+                p.grad = g

@@ -400,7 +400,7 @@ class Trainer:
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
-                               "bf16_weights": self.cfg.bf16_weights and self.amp,
+                               "bf16_weights": self.runner.lowp is not None,
                                "compile": self.cfg.compile})
         (self.out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 

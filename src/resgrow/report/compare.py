@@ -17,6 +17,7 @@ from statistics import mean
 from pathlib import Path
 
 from ..errors import ResgrowError
+from .metrics import MetricsLog
 
 
 @dataclass
@@ -33,6 +34,11 @@ class RunSummary:
         return [f"{e} @ep{r['epoch']}" for r in self.log for e in r.get("events", []) if e.startswith("grew")]
 
     @property
+    def grow_rows(self) -> list[dict]:
+        """The log rows of the epochs that ended with a growth."""
+        return [r for r in self.log if any(e.startswith("grew") for e in r.get("events", []))]
+
+    @property
     def lip_seconds(self) -> float | None:
         lip = [r["lip_seconds"] for r in self.log if "lip_seconds" in r]
         return sum(lip) / len(lip) if lip else None
@@ -47,11 +53,12 @@ class RunSummary:
 
 def load_run(path: str | Path) -> RunSummary:
     d = Path(path)
-    f = d / "metrics.jsonl"
+    metrics = MetricsLog(d)
+    f = metrics.jsonl
     if not f.is_file():
         raise ResgrowError(f"{d} is not a run directory (no metrics.jsonl)")
     try:
-        log = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        log = metrics.rows()
     except json.JSONDecodeError as e:
         raise ResgrowError(f"{f} is not valid JSON lines ({e})") from None
     if not log or "test_acc" not in log[-1]:
@@ -93,8 +100,7 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for r in runs:
         pts = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log if x.get("test_acc") is not None]
-        grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log
-                if x.get("test_acc") is not None and any(e.startswith("grew") for e in x.get("events", []))]
+        grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.grow_rows if x.get("test_acc") is not None]
         for ax, i in zip(axes, (0, 1)):
             line, = ax.plot([p[i] for p in pts], [p[2] for p in pts], label=r.name, lw=1.2)
             if grew:
@@ -136,8 +142,7 @@ def seeds_table(runs: list[RunSummary]) -> str:
     for name, rs in groups.items():
         acc, sec = mean(r.test_acc for r in rs), mean(r.train_seconds for r in rs)
         each = ", ".join(f"{r.test_acc:.2%}" for r in rs)
-        grows = "; ".join(",".join(str(x["epoch"]) for x in r.log if any(e.startswith("grew") for e in x.get("events", [])))
-                          or "-" for r in rs)
+        grows = "; ".join(",".join(str(x["epoch"]) for x in r.grow_rows) or "-" for r in rs)
         flops = f"{mean(r.flops for r in rs) / b_flops:.2f}x" if b_flops else "-"
         lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | {sec:.1f} "
                      f"| {sec / b_sec:.2f}x | {flops} | {grows} |")

@@ -13,6 +13,7 @@ import torch
 
 from .data.loader import DeviceLoader, channel_stats
 from .data.sources import Split
+from .errors import first_line
 from .models.registry import build
 from .train.compile import apply_compile
 from .train.optim import make_sgd
@@ -56,9 +57,8 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
             r = _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph,
                               autotune, bf16w, compile_backend if name.endswith(COMPILED) else None)
         except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' numbers
-            msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             r = {"img_per_s": None, "ms_per_step": None, "capture_s": None, "first_step_s": None,
-                 "error": f"{type(e).__name__}: {msg}"}
+                 "error": f"{type(e).__name__}: {first_line(e)}"}
         results.append({"variant": name, **r})
     ok = [r for r in results if r["img_per_s"]]
     base = ok[0]["img_per_s"] if ok and ok[0] is results[0] else None

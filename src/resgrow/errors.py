@@ -10,3 +10,9 @@ class ResgrowError(Exception):
 
 class DivergedError(ResgrowError):
     """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type name), to quote inside a one-line error."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__

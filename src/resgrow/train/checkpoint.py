@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ResgrowError
+from ..errors import ResgrowError, first_line
 
 FORMAT = 1
 DIGEST_KEY = "_digest"
@@ -87,8 +87,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ResgrowError(f"refusing checkpoint {path}: it holds objects other than tensors and plain data ({first[:160]})") from None
+        raise ResgrowError(f"refusing checkpoint {path}: it holds objects other than tensors and plain data ({first_line(e, 160)})") from None
     except Exception as e:  # truncated zip, not a torch file, ...
         raise ResgrowError(f"checkpoint {path} is unreadable (truncated or not a resgrow checkpoint: {type(e).__name__})") from None
     if not isinstance(obj, dict) or DIGEST_KEY not in obj:

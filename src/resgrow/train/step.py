@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.loader import DeviceLoader
-from ..errors import ResgrowError
+from ..errors import ResgrowError, first_line
 from .bf16_weights import Bf16Weights
 
 
@@ -72,8 +72,7 @@ class StepRunner:
         try:
             self._capture()
         except RuntimeError as e:  # e.g. an older torch whose fused SGD cannot take a tensor lr
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ResgrowError(f"CUDA graph capture of the training step failed ({first}); "
+            raise ResgrowError(f"CUDA graph capture of the training step failed ({first_line(e)}); "
                                "rerun with --no-graphs (TrainConfig(graphs=False))") from None
 
     def _capture(self) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
-from ..errors import DivergedError, ResgrowError
+from ..errors import DivergedError, ResgrowError, first_line
 from ..measure.flops import flops_per_image, param_count
 from ..methods.base import Baseline, Change, Method
 from ..models.resnet import ResNet, spec_of
@@ -279,8 +279,7 @@ class Trainer:
         except ResgrowError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ResgrowError(f"{source} does not match its own architecture or is incomplete ({first})") from None
+            raise ResgrowError(f"{source} does not match its own architecture or is incomplete ({first_line(e)})") from None
 
     def _save(self) -> None:
         if self.out is not None:

@@ -148,8 +148,9 @@ def _fingerprint(path: Path) -> str:
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for name in sorted(files):
-            st = os.stat(os.path.join(root, name))
-            h.update(f"{os.path.relpath(os.path.join(root, name), path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            f = os.path.join(root, name)
+            st = os.stat(f)
+            h.update(f"{os.path.relpath(f, path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

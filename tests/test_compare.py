@@ -65,3 +65,13 @@ def test_seed_groups_average_over_seeds(capsys, tmp_path):
     lines = capsys.readouterr().out.strip().split("\n\n")[1].splitlines()
     assert lines[2] == "| base | 2 | 91.00% (90.00%, 92.00%) | +0.00 | 22.0 | 1.00x | 1.00x | -; - |"
     assert lines[3] == "| grow | 2 | 90.00% (89.00%, 91.00%) | -1.00 | 11.0 | 0.50x | 0.62x | 1; - |"
+
+
+def test_size_steps_follow_the_model_trained_in_each_epoch(tmp_path):
+    from resgrow.report.compare import size_steps
+
+    grown = _run(tmp_path / "grown", _rows([0.5, 0.6, 0.7], [2, 4, 10], [1e9, 1e9, 4e9],
+                                           {2: ["grew 1-1-1 -> 4-4-4 (epoch 2)"]}))
+    secs, gflops = size_steps(load_run(grown))
+    # epochs 1-2 (0 s to 4 s) trained the 1-GFLOP net, epoch 3 (4 s to 10 s) the grown one
+    assert secs == [0.0, 2, 4, 10] and gflops == [1.0, 1.0, 4.0, 4.0]

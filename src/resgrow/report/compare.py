@@ -86,7 +86,8 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
 
 
 def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> None:
-    """Test accuracy against training seconds (left) and against epochs (right); growths marked.
+    """Test accuracy against training seconds and against epochs, growths marked; and the model's
+    size (GFLOPs per image) against training seconds, which shows where each method spends its time.
 
     The dashed line is the time-to-accuracy target: the first run's final accuracy minus `gap` points.
     """
@@ -97,7 +98,8 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
         import matplotlib.pyplot as plt
     except ImportError:
         raise ResgrowError("--plot needs matplotlib: pip install 'resgrow[plot]'") from None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    axes[1].sharey(axes[0])
     for r in runs:
         pts = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log if x.get("test_acc") is not None]
         grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.grow_rows if x.get("test_acc") is not None]
@@ -105,21 +107,38 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
             line, = ax.plot([p[i] for p in pts], [p[2] for p in pts], label=r.name, lw=1.2)
             if grew:
                 ax.plot([g[i] for g in grew], [g[2] for g in grew], "o", color=line.get_color(), ms=5)
+        secs, gflops = size_steps(r)
+        if secs:
+            axes[2].step(secs, gflops, where="post", color=line.get_color(), lw=1.2)
     target = 100 * runs[0].test_acc - gap
-    for ax, xlabel in zip(axes, ("training seconds", "epoch")):
-        ax.axhline(target, color="grey", ls="--", lw=0.8)
+    for ax, xlabel in zip(axes, ("training seconds", "epoch", "training seconds")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
+    for ax in axes[:2]:
+        ax.axhline(target, color="grey", ls="--", lw=0.8)
     finals = [100 * r.test_acc for r in runs]
     axes[0].set_ylim(min(finals) - 12, max(finals) + 1.5)
     axes[0].set_ylabel("test accuracy (%)")
     axes[1].legend(loc="lower right", fontsize=8)
+    axes[2].set_ylabel("model size (GFLOPs per image, forward)")
+    axes[2].set_ylim(bottom=0)
     fig.suptitle(f"dots: growth; dashed: {runs[0].name} final - {gap:g} points ({target:.2f}%)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def size_steps(r: RunSummary) -> tuple[list[float], list[float]]:
+    """(training seconds, GFLOPs per image) at the start of every epoch and at the end of the run, for a step plot:
+    each row's `flops` is the model trained during that epoch."""
+    rows = [x for x in r.log if x.get("flops")]
+    if not rows:
+        return [], []
+    secs = [0.0] + [x["train_seconds"] for x in rows[:-1]] + [rows[-1]["train_seconds"]]
+    gflops = [x["flops"] / 1e9 for x in rows] + [rows[-1]["flops"] / 1e9]
+    return secs, gflops
 
 
 def seed_groups(runs: list[RunSummary]) -> dict[str, list[RunSummary]]:

@@ -9,6 +9,7 @@ from resgrow.grow import deepen
 from resgrow.measure import param_count
 from resgrow.measure.lipschitz import LipschitzMeter, bn_bound, conv_operator_norm
 from resgrow.methods import Change, LipGrow, Multilevel, build_method
+from resgrow.methods.lipgrow import LipGrowTrigger
 from resgrow.methods.depth import default_start, doublings, parse_blocks
 from resgrow.models import ArchSpec, ResNet, build, spec_for
 from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
@@ -138,39 +139,44 @@ def test_block_bounds_are_products_times_h():
     assert bn_bound(b.bn1) == pytest.approx(float((b.bn1.weight.detach().abs() / (b.bn1.running_var + b.bn1.eps).sqrt()).max()))
 
 
-def scripted(lg, scores, epochs, start=1):
+def scripted(trigger, scores, start=1):
     """Drive LipGrow's rule with a score sequence; return the epochs at which it grows."""
-    grown = []
-    for epoch, s in enumerate(scores, start=start):
-        grow, _, _ = lg.decide(epoch, epochs, s)
-        if grow:
-            grown.append(epoch)
-            lg.grows.append({"epoch": epoch})
-            lg.scores, lg.l0 = [], None
-    return grown
+    return [epoch for epoch, s in enumerate(scores, start=start) if trigger.update(epoch, s)[0]]
 
 
 def test_lipgrow_trigger_follows_the_rule():
-    lg = LipGrow(lip_threshold=1.4, lip_window=3, reserve=5)
-    lg.k = 2
+    t = LipGrowTrigger(grows=2, epochs=40, threshold=1.4, window=3, reserve=5)
     # L0 = mean(1,1,1) = 1 at epoch 3; epoch 4: (1+1+1.5)/3 = 1.17; epoch 5: (1+1.5+2)/3 = 1.5 > 1.4 -> grow
     scores = [1, 1, 1, 1.5, 2.0] + [1.0] * 35
-    assert scripted(lg, scores, 40) == [5, 35]  # the second never triggers: forced at 40 - reserve
+    assert scripted(t, scores) == [5, 35]  # the second never triggers: forced at 40 - reserve
+    assert t.grows_left == 0
 
 
 def test_lipgrow_just_below_threshold_does_not_trigger():
-    lg = LipGrow(lip_threshold=1.4, lip_window=2, reserve=5)
-    lg.k = 1
-    assert scripted(lg, [1.0, 1.0, 1.39, 1.39, 1.39], 40) == []
-    assert scripted(lg, [1.8], 40, start=6) == [6]  # (1.39 + 1.8) / 2 = 1.595 > 1.4
+    t = LipGrowTrigger(grows=1, epochs=40, threshold=1.4, window=2, reserve=5)
+    assert scripted(t, [1.0, 1.0, 1.39, 1.39, 1.39]) == []
+    assert scripted(t, [1.8], start=6) == [6]  # (1.39 + 1.8) / 2 = 1.595 > 1.4
 
 
 def test_lipgrow_forced_grows_leave_the_reserve():
-    lg = LipGrow(lip_threshold=1.4, lip_window=3, reserve=5)
-    lg.k = 2
-    grown = scripted(lg, [1.0] * 40, 40)
+    t = LipGrowTrigger(grows=2, epochs=40, threshold=1.4, window=3, reserve=5)
+    grown = scripted(t, [1.0] * 40)
     assert grown == [31, 35]  # 40 - 5 - (window + 1) and 40 - 5
     assert 40 - grown[-1] == 5
+
+
+def test_lipgrow_trigger_state_round_trips_and_checks_its_options():
+    t = LipGrowTrigger(grows=2, epochs=40, window=3)
+    assert t.reserve == 7  # 30 of 164 epochs, scaled
+    scripted(t, [1.0, 1.2])
+    u = LipGrowTrigger.from_state_dict(t.state_dict())
+    assert u.state_dict() == t.state_dict()
+    assert scripted(u, [1.5], start=3) == scripted(t, [1.5], start=3) == []  # L0 = 1.233 at epoch 3
+    for bad in (dict(grows=0), dict(window=0), dict(threshold=0), dict(reserve=40)):
+        with pytest.raises(ResgrowError, match="LipGrow needs"):
+            LipGrowTrigger(**{"grows": 1, "epochs": 40, **bad})
+    with pytest.raises(ResgrowError, match="--lip-window >= 1"):
+        build_method("lipgrow", lip_window=0)
 
 
 def test_method_options_and_blocks():
@@ -247,4 +253,8 @@ def test_cli_growth_run(tmp_path, small_zip):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"] and "grew 1-1-1 -> 2-2-2 (epoch 2)" in rows[1]["events"]
     assert json.loads((out / "run.json").read_text())["method"].startswith("multilevel(start 1-1-1")
-    assert main(argv[:6] + [str(tmp_path / "bad")] + argv[7:] + ["--grow-at", "1,2"]) == 2  # 2 epochs for 1 doubling
+    assert json.loads((out / "run.json").read_text())["method"] == "multilevel(start 1-1-1, grow at [2])"
+    bad = argv[:6] + [str(tmp_path / "bad")] + argv[7:-1]
+    assert main(bad + ["1,2"]) == 2  # 2 epochs for 1 doubling
+    assert not any((tmp_path / "bad").iterdir())  # nothing written: the corrected command can use the same --out
+    assert main(bad + ["2", "--stop-after", "1"]) == 0

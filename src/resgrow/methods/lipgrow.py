@@ -18,6 +18,8 @@ The paper trains with lr 0.5 -> 0.001, batch 128, wd 1e-4 over 164 epochs.
 Options: --start-blocks, --lip-threshold, --lip-window, --reserve.
 Cost: the score is computed every epoch by warm-started power iterations (2 per conv); its time
 is counted as training time and logged as `lip_seconds`.
+Without the trainer: `LipGrowTrigger` is the rule alone (feed it a score per epoch), for a training
+loop of your own together with `deepen` and `carry_state` (examples/own_loop.py).
 When it helps: when it is unclear at which epochs to grow; Dong et al. report ResNet-74 on
 CIFAR-10 at about half the time of the full-depth net, 0.3 points lower.
 Measured here (BENCHMARKS.md, H100, resnet74, 40-epoch schedule with window 3, one seed):
@@ -28,8 +30,67 @@ from __future__ import annotations
 
 import time
 
+from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
 from .depth import DepthGrowth
+
+
+class LipGrowTrigger:
+    """LipGrow's rule alone: given one model score per epoch, say when to grow. No model, no trainer,
+    so it also serves a training loop of your own (README, "Your own training loop").
+
+    `grows` doublings are to happen in a run of `epochs` epochs. `update(epoch, score)` after each
+    epoch returns (grow?, why, smoothed / L0 or None); on a grow the window and L0 start again.
+    """
+
+    def __init__(self, grows: int, epochs: int, threshold: float = 1.4, window: int = 10, reserve: int | None = None):
+        if reserve is None:
+            reserve = max(1, round(30 * epochs / 164))
+        if grows < 1 or epochs < 1 or window < 1 or threshold <= 0 or not 0 <= reserve < epochs:
+            raise ResgrowError(f"LipGrow needs grows >= 1, window >= 1, threshold > 0 and 0 <= reserve < epochs "
+                               f"(got grows={grows}, window={window}, threshold={threshold}, reserve={reserve}, epochs={epochs})")
+        self.grows_left, self.epochs = int(grows), int(epochs)
+        self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
+        self.scores: list[float] = []  # since the last (re)start
+        self.l0: float | None = None
+
+    def deadline(self) -> int:
+        """The epoch by which the next grow must happen."""
+        return self.epochs - self.reserve - (self.grows_left - 1) * (self.window + 1)
+
+    def _ratio(self, score: float) -> float | None:
+        self.scores.append(float(score))
+        if len(self.scores) < self.window:
+            return None
+        smoothed = sum(self.scores[-self.window:]) / self.window
+        if self.l0 is None:
+            self.l0 = smoothed
+        return smoothed / self.l0
+
+    def update(self, epoch: int, score: float) -> tuple[bool, str, float | None]:
+        """Record the score of the model after `epoch` (1-based) epochs; (grow now?, why, ratio)."""
+        ratio = self._ratio(score)
+        if not self.grows_left:
+            return False, "", ratio
+        if ratio is not None and ratio > self.threshold:
+            why = f"smoothed Lipschitz ratio {ratio:.3f} > {self.threshold}"
+        elif epoch >= self.deadline():
+            why = f"forced at epoch {epoch} to keep {self.reserve} reserve epochs"
+        else:
+            return False, "", ratio
+        self.grows_left -= 1
+        self.scores, self.l0 = [], None  # the score's reference restarts with the new model
+        return True, why, ratio
+
+    def state_dict(self) -> dict:
+        return {"grows_left": self.grows_left, "epochs": self.epochs, "threshold": self.threshold,
+                "window": self.window, "reserve": self.reserve, "scores": list(self.scores), "l0": self.l0}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "LipGrowTrigger":
+        t = cls(max(1, d["grows_left"]), d["epochs"], d["threshold"], d["window"], d["reserve"])
+        t.grows_left, t.scores, t.l0 = d["grows_left"], [float(x) for x in d["scores"]], d["l0"]
+        return t
 
 
 class LipGrow(DepthGrowth):
@@ -40,66 +101,40 @@ class LipGrow(DepthGrowth):
     def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None,
                  image_size: int = 32):
         super().__init__(start_blocks)
+        if lip_window < 1 or lip_threshold <= 0 or (reserve is not None and reserve < 0):
+            raise ResgrowError(f"lipgrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 0 "
+                               f"(got {lip_window}, {lip_threshold}, {reserve})")
         self.threshold, self.window, self.reserve = float(lip_threshold), int(lip_window), reserve
         self.meter = LipschitzMeter(image_size)
-        self.scores: list[float] = []  # since the last (re)start
-        self.l0: float | None = None
+        self.trigger: LipGrowTrigger | None = None  # made at run start, when the epochs and doublings are known
 
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
-        if self.reserve is None:
-            self.reserve = max(1, round(30 * ctx.epochs / 164))
+        self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
+        self.reserve = self.trigger.reserve
         return change
-
-    def deadline(self, epochs: int) -> int:
-        """The epoch by which the next grow must happen."""
-        g_left = self.grows_left
-        return epochs - self.reserve - (g_left - 1) * (self.window + 1)
-
-    def observe(self, score: float) -> float | None:
-        """Record a score; return smoothed / L0 once both exist."""
-        self.scores.append(score)
-        if len(self.scores) < self.window:
-            return None
-        smoothed = sum(self.scores[-self.window:]) / self.window
-        if self.l0 is None:
-            self.l0 = smoothed
-        return smoothed / self.l0
-
-    def decide(self, epoch: int, epochs: int, score: float) -> tuple[bool, str, float | None]:
-        """The trigger rule alone (no model): (grow?, why, ratio). Scripted tests drive this."""
-        ratio = self.observe(score)
-        if not self.grows_left:
-            return False, "", ratio
-        if ratio is not None and ratio > self.threshold:
-            return True, f"smoothed Lipschitz ratio {ratio:.3f} > {self.threshold}", ratio
-        if epoch >= self.deadline(epochs):
-            return True, f"forced at epoch {epoch} to keep {self.reserve} reserve epochs", ratio
-        return False, "", ratio
 
     def on_epoch_end(self, ctx):
         t0 = time.perf_counter()
         score = self.meter.score(ctx.model)  # every bound comes back as a float: the device work is done
         ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
-        grow, why, ratio = self.decide(ctx.epoch, ctx.epochs, score)
+        grow, why, ratio = self.trigger.update(ctx.epoch, score)
         ctx.row["lip_score"], ctx.row["lip_ratio"] = score, ratio
         if not grow or ctx.epoch >= ctx.epochs:
             return None
         ctx.schedule.add_restart(ctx.epoch)
         return self.grow(ctx, why)
 
-    def grow(self, ctx, why):
-        self.scores, self.l0 = [], None  # the score's reference restarts with the new model
-        return super().grow(ctx, why)
-
     def describe(self) -> str:
         return f"lipgrow(start {self.start_str()}, threshold {self.threshold}, window {self.window}, reserve {self.reserve or '30/164 of the run'})"
 
     def state_dict(self) -> dict:
-        return dict(super().state_dict(), scores=list(self.scores), l0=self.l0, reserve=self.reserve,
+        return dict(super().state_dict(), trigger=self.trigger.state_dict() if self.trigger else None,
                     vectors=self.meter.state_dict())
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.scores, self.l0, self.reserve = list(state["scores"]), state["l0"], state["reserve"]
+        self.trigger = LipGrowTrigger.from_state_dict(state["trigger"]) if state["trigger"] else None
+        if self.trigger is not None:
+            self.reserve = self.trigger.reserve
         self.meter.load_state_dict(state["vectors"])

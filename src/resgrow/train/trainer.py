@@ -298,10 +298,12 @@ class Trainer:
             self.resume = False
             self._say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
         elif self.epoch == 0 and self.global_step == 0:
-            self._write_run_info()
+            # Before run.json: a method that rejects its options leaves no file behind, and run.json
+            # records the options it resolved (e.g. the growth epochs scaled to --epochs).
             change = self.method.on_run_start(self._ctx())
             if change is not None:
                 self.apply_change(change)
+            self._write_run_info()
         stop = min(until or self.cfg.epochs, self.cfg.epochs)
         try:
             while self.epoch < stop:

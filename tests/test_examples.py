@@ -1,0 +1,39 @@
+"""The examples in examples/ run as the README shows them (tiny settings)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_own_loop_grows_to_the_final_depth_with_momentum_carried(mini_zip, capsys, monkeypatch):
+    mod = _load("own_loop")
+    carried = []
+    real = mod.carry_state
+    monkeypatch.setattr(mod, "carry_state", lambda *a: carried.append(real(*a)) or carried[-1])
+    model = mod.main(["--data", str(mini_zip), "--arch", "cifar_resnet14", "--start-blocks", "1-1-1", "--epochs", "3",
+                      "--batch-size", "100", "--window", "1", "--reserve", "1", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert model.spec.blocks == (2, 2, 2) and model.spec.h == ((0.5, 0.5),) * 3
+    assert "grew 1-1-1 -> 2-2-2 (forced at epoch 2 to keep 1 reserve epochs)" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert "epoch 3: 2-2-2" in out
+    # momentum follows the copies: stage 0's new block is a copy of its first block; in the one-block
+    # stages 1 and 2 the first block downsamples, so its partner is a zero-branch block with zero momentum
+    assert len(carried) == 1
+    got = carried[0]
+    assert got["stages.0.blocks.1.conv1.weight"] == "stages.0.blocks.0.conv1.weight"
+    assert got["stages.1.blocks.0.conv1.weight"] == "stages.1.blocks.0.conv1.weight"
+    assert {n for n, src in got.items() if src == "zeros"} == {
+        f"stages.{s}.blocks.1.{p}" for s in (1, 2) for p in ("conv1.weight", "bn1.weight", "bn1.bias",
+                                                             "conv2.weight", "bn2.weight", "bn2.bias")}
+    assert all(torch.isfinite(p).all() for p in model.parameters())

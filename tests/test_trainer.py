@@ -392,3 +392,37 @@ def test_an_unwritable_log_is_one_clear_error(tmp_path):
     (tmp_path / "metrics.jsonl").mkdir()  # anything that makes the append fail with an OSError
     with pytest.raises(ResgrowError, match="could not write the log .* continue with --resume"):
         MetricsLog(tmp_path).append({"epoch": 1, "train_seconds": 1.0})
+
+
+@pytest.mark.parametrize("tensor_h", [True, False])
+def test_compiled_blocks_take_h_as_an_input(tensor_h, monkeypatch):
+    """A growth that only halves h reuses the compiled blocks; with h as a Python float it would
+    compile them all again (the control case, which shows the check can fail)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from resgrow.grow import deepen
+    from resgrow.models.layers import ResidualBlock
+    from resgrow.train.compile import apply_compile
+
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) < (2, 5):
+        pytest.skip("torch < 2.5 compiles each module instance separately (inline_inbuilt_nn_modules off)")
+    if not tensor_h:
+        monkeypatch.setattr(ResidualBlock, "use_tensor_h", lambda self: None)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    torch.manual_seed(0)
+    model = tiny()  # 1-1-1: deepening adds blocks of shapes already compiled (stage 0) or zero-branch partners
+    x = torch.randn(4, 3, 16, 16)
+    apply_compile(model, "blocks", counter)
+    model(x).sum().backward()
+    deeper, _ = deepen(model, "identity", stages=[0])  # shapes as before: the new block is like stage 0's first
+    deeper2, _ = deepen(deeper, "interpolate", stages=[0])  # 2 blocks of h 0.5 in stage 0
+    plain = copy.deepcopy(deeper2)
+    apply_compile(deeper2, "blocks", counter)
+    before = counter.frame_count
+    out = deeper2(x)
+    out.sum().backward()
+    assert deeper2.spec.h[0] == (0.5, 0.5, 0.5, 0.5)
+    assert (counter.frame_count == before) == tensor_h
+    torch.testing.assert_close(out, plain(x))
+    torch._dynamo.reset()

@@ -73,14 +73,35 @@ class ResidualBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, h: float, shortcut: str, mid: int) -> None:
         super().__init__()
         self.in_ch, self.out_ch, self.mid_ch = cin, cout, mid
+        self.register_buffer("h_tensor", None, persistent=False)  # see use_tensor_h
         self.stride, self.h, self.shortcut_kind = stride, float(h), shortcut
 
+    @property
+    def h(self) -> float:
+        return self._h
+
+    @h.setter
+    def h(self, value: float) -> None:
+        self._h = float(value)
+        if self.h_tensor is not None:
+            with torch.no_grad():
+                self.h_tensor.fill_(self._h)
+
+    def use_tensor_h(self) -> None:
+        """Read h from a (non-persistent) buffer instead of a Python float. torch.compile bakes a float
+        into the compiled code, so every new h (depth growth halves it) would compile every block
+        again; a tensor is an input, and blocks that differ only in h share one compiled graph."""
+        if self.h_tensor is None:
+            self.h_tensor = torch.tensor(self._h, device=next(self.parameters()).device)
+
     def residual(self, sc: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """sc + h * r; one kernel for any h (add with alpha), not a multiply and an add."""
-        return sc + r if self.h == 1.0 else torch.add(sc, r, alpha=self.h)
+        """sc + h * r; one kernel for any h (add with alpha, or addcmul with a tensor h), not a multiply and an add."""
+        if self.h_tensor is not None:
+            return torch.addcmul(sc, r, self.h_tensor)
+        return sc + r if self._h == 1.0 else torch.add(sc, r, alpha=self._h)
 
     def extra_repr(self) -> str:
-        return f"h={self.h:g}"
+        return f"h={self._h:g}"
 
 
 class BasicBlock(ResidualBlock):

@@ -1,9 +1,11 @@
 """Optional torch.compile of the model, inside the trainer's own CUDA-graph capture.
 
-"blocks" (regional compilation) compiles each residual block's forward. Blocks with the same
-type, shape and h share compiled code, so the compile cost scales with the number of distinct
-blocks, not with depth. A size change compiles only what is new: a new h value (depth growth
-halves h, 1 -> 0.5 -> 0.25) or a block shape not seen before. Inductor fuses each block's BN,
+"blocks" (regional compilation) compiles each residual block's forward. Blocks take h as a tensor
+input (`use_tensor_h`), so on torch >= 2.5 blocks of the same type and shape share compiled code
+whatever their h: the compile cost scales with the number of distinct block shapes, not with
+depth, and a depth growth (new blocks of known shapes, h halved) compiles nothing new (measured
+on CPU with inductor, 2-2-2 -> 4-4-4: 64 s of recompiling with h as a float, 0.09 s now).
+torch 2.4 still compiles every block instance separately. Inductor fuses each block's BN,
 ReLU, residual add and h scaling. That cuts the kernel count, which is what limits small CIFAR nets
 inside a CUDA graph. "model" compiles the whole forward: more fusion, but it recompiles after
 every size change. Compile time is counted as training time (it happens during the first capture).
@@ -36,6 +38,8 @@ def apply_compile(model: ResNet, how: str, backend: str = "inductor") -> None:
     cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
     if hasattr(cfg, "accumulated_cache_size_limit"):
         cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, 512)
+    for _, _, b in model.iter_blocks():
+        b.use_tensor_h()  # h as an input, not a constant: a growth that only halves h compiles nothing new
     targets: list[nn.Module] = [b for _, _, b in model.iter_blocks()] if how == "blocks" else [model]
     for m in targets:
         m.compile(backend=backend)

@@ -95,9 +95,11 @@ class ResidualBlock(nn.Module):
             self.h_tensor = torch.tensor(self._h, device=next(self.parameters()).device)
 
     def residual(self, sc: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """sc + h * r; one kernel for any h (add with alpha, or addcmul with a tensor h), not a multiply and an add."""
+        """sc + h * r; one kernel for a float h (add with alpha), not a multiply and an add."""
         if self.h_tensor is not None:
-            return torch.addcmul(sc, r, self.h_tensor)
+            # Compiled blocks only, where inductor fuses this. Not addcmul: CUDA autocast runs addcmul in
+            # the widest input type, and the fp32 h would turn the bf16 residual stream into fp32.
+            return sc + r * self.h_tensor
         return sc + r if self._h == 1.0 else torch.add(sc, r, alpha=self._h)
 
     def extra_repr(self) -> str:

@@ -31,10 +31,14 @@ from resgrow.train import carry_state
 
 
 def augment(x: torch.Tensor) -> torch.Tensor:
-    """Random crop with 4-pixel zero padding and horizontal flip, one draw per batch (kept short on purpose)."""
-    i, j = torch.randint(0, 9, (2,)).tolist()
-    x = F.pad(x, (4, 4, 4, 4))[:, :, i:i + 32, j:j + 32]
-    return x.flip(3) if torch.rand(()) < 0.5 else x
+    """Per image: random 32x32 crop of the 4-pixel zero-padded image, and a horizontal flip half the time."""
+    n, dev = x.shape[0], x.device
+    i, j = (torch.randint(0, 9, (n, 1, 1), device=dev) for _ in range(2))
+    rows = i + torch.arange(32, device=dev).view(1, 32, 1)
+    cols = j + torch.arange(32, device=dev).view(1, 1, 32)
+    cols = torch.where(torch.rand(n, 1, 1, device=dev) < 0.5, 2 * j + 31 - cols, cols)  # mirrored crop
+    padded = F.pad(x, (4, 4, 4, 4))
+    return padded[torch.arange(n, device=dev).view(n, 1, 1), :, rows, cols].permute(0, 3, 1, 2)  # N x 3 x 32 x 32
 
 
 def sgd(model, lr):

@@ -37,3 +37,21 @@ def test_own_loop_grows_to_the_final_depth_with_momentum_carried(mini_zip, capsy
         f"stages.{s}.blocks.1.{p}" for s in (1, 2) for p in ("conv1.weight", "bn1.weight", "bn1.bias",
                                                              "conv2.weight", "bn2.weight", "bn2.bias")}
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_own_loop_augment_crops_and_flips_each_image():
+    import torch.nn.functional as F
+
+    augment = _load("own_loop").augment
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    y = augment(x)
+    padded = F.pad(x, (4, 4, 4, 4))
+    flipped = 0
+    for k in range(16):
+        crops = [padded[k, :, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        plain = any(torch.equal(y[k], c) for c in crops)
+        mirrored = any(torch.equal(y[k], c.flip(2)) for c in crops)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 0 < flipped < 16  # flips are drawn per image

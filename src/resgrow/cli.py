@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bf16-weights", action="store_true", help="make the bf16 weights with one multi-tensor copy per step "
                    "instead of autocast's per-layer casts (same numbers, fewer kernels; CUDA with bf16 only)")
     t.add_argument("--compile", default="none", help="none | blocks | model: torch.compile inside the captured step "
-                   "(experimental; blocks = each residual block, compiled once per distinct block shape and h)")
+                   "(experimental; blocks = each residual block, compiled once per distinct block shape)")
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
     t.add_argument("--quiet", action="store_true", help="no progress output (CI)")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time to accuracy: target = the first run's final accuracy minus this many points (default 0.3)")
     c.add_argument("--seeds", action="store_true", help="also one row per group of runs that differ only in a trailing "
                    "_s<seed> (e.g. multilevel_r74_s0, multilevel_r74_s1): mean accuracy and time over the seeds")
-    c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs to this image "
+    c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs, and model size against training seconds, to this image "
                    "(pip install 'resgrow[plot]')")
     return p
 

@@ -35,6 +35,12 @@ from ..measure.lipschitz import LipschitzMeter
 from .depth import DepthGrowth
 
 
+def check_options(threshold: float, window: int, reserve: int | None) -> None:
+    if window < 1 or threshold <= 0 or (reserve is not None and reserve < 0):
+        raise ResgrowError(f"LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 0 "
+                           f"(got window={window}, threshold={threshold}, reserve={reserve})")
+
+
 class LipGrowTrigger:
     """LipGrow's rule alone: given one model score per epoch, say when to grow. No model, no trainer,
     so it also serves a training loop of your own (README, "Your own training loop").
@@ -44,11 +50,12 @@ class LipGrowTrigger:
     """
 
     def __init__(self, grows: int, epochs: int, threshold: float = 1.4, window: int = 10, reserve: int | None = None):
+        check_options(threshold, window, reserve)
         if reserve is None:
             reserve = max(1, round(30 * epochs / 164))
-        if grows < 1 or epochs < 1 or window < 1 or threshold <= 0 or not 0 <= reserve < epochs:
-            raise ResgrowError(f"LipGrow needs grows >= 1, window >= 1, threshold > 0 and 0 <= reserve < epochs "
-                               f"(got grows={grows}, window={window}, threshold={threshold}, reserve={reserve}, epochs={epochs})")
+        if grows < 1 or not reserve < epochs:
+            raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs (got grows={grows}, reserve={reserve}, "
+                               f"epochs={epochs})")
         self.grows_left, self.epochs = int(grows), int(epochs)
         self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
         self.scores: list[float] = []  # since the last (re)start
@@ -101,9 +108,7 @@ class LipGrow(DepthGrowth):
     def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None,
                  image_size: int = 32):
         super().__init__(start_blocks)
-        if lip_window < 1 or lip_threshold <= 0 or (reserve is not None and reserve < 0):
-            raise ResgrowError(f"lipgrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 0 "
-                               f"(got {lip_window}, {lip_threshold}, {reserve})")
+        check_options(lip_threshold, lip_window, reserve)
         self.threshold, self.window, self.reserve = float(lip_threshold), int(lip_window), reserve
         self.meter = LipschitzMeter(image_size)
         self.trigger: LipGrowTrigger | None = None  # made at run start, when the epochs and doublings are known
@@ -111,7 +116,6 @@ class LipGrow(DepthGrowth):
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
         self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
-        self.reserve = self.trigger.reserve
         return change
 
     def on_epoch_end(self, ctx):
@@ -126,7 +130,7 @@ class LipGrow(DepthGrowth):
         return self.grow(ctx, why)
 
     def describe(self) -> str:
-        return f"lipgrow(start {self.start_str()}, threshold {self.threshold}, window {self.window}, reserve {self.reserve or '30/164 of the run'})"
+        return f"lipgrow(start {self.start_str()}, threshold {self.threshold}, window {self.window}, reserve {self.trigger.reserve if self.trigger else self.reserve or '30/164 of the run'})"
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), trigger=self.trigger.state_dict() if self.trigger else None,
@@ -135,6 +139,4 @@ class LipGrow(DepthGrowth):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.trigger = LipGrowTrigger.from_state_dict(state["trigger"]) if state["trigger"] else None
-        if self.trigger is not None:
-            self.reserve = self.trigger.reserve
         self.meter.load_state_dict(state["vectors"])

@@ -38,8 +38,9 @@ def apply_compile(model: ResNet, how: str, backend: str = "inductor") -> None:
     cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
     if hasattr(cfg, "accumulated_cache_size_limit"):
         cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, 512)
-    for _, _, b in model.iter_blocks():
+    blocks = [b for _, _, b in model.iter_blocks()]
+    for b in blocks:
         b.use_tensor_h()  # h as an input, not a constant: a growth that only halves h compiles nothing new
-    targets: list[nn.Module] = [b for _, _, b in model.iter_blocks()] if how == "blocks" else [model]
+    targets: list[nn.Module] = blocks if how == "blocks" else [model]
     for m in targets:
         m.compile(backend=backend)

@@ -3,8 +3,8 @@
 "blocks" (regional compilation) compiles each residual block's forward. Blocks take h as a tensor
 input (`use_tensor_h`), so on torch >= 2.5 blocks of the same type and shape share compiled code
 whatever their h: the compile cost scales with the number of distinct block shapes, not with
-depth, and a depth growth (new blocks of known shapes, h halved) compiles nothing new (measured
-on CPU with inductor, 2-2-2 -> 4-4-4: 64 s of recompiling with h as a float, 0.09 s now).
+depth, and a depth growth (new blocks of known shapes, h halved) compiles nothing new (CPU, inductor,
+2-2-2 -> 4-4-4: 64 s of recompiling with h as a float, 0.10 s now; scripts/compile_growth.py, BENCHMARKS.md).
 torch 2.4 still compiles every block instance separately. Inductor fuses each block's BN,
 ReLU, residual add and h scaling. That cuts the kernel count, which is what limits small CIFAR nets
 inside a CUDA graph. "model" compiles the whole forward: more fusion, but it recompiles after

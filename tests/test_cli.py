@@ -113,6 +113,28 @@ def test_cli_train_and_bench_output(capsys, small_zip, tmp_path):
     assert "eager fp32" in out and "img/s" in out and (tmp_path / "b.json").is_file()
 
 
+def test_eval_a_run_and_its_errors(capsys, small_zip, tmp_path):
+    import json
+
+    out = tmp_path / "r"
+    assert main(train_args(small_zip, out)) == 0
+    capsys.readouterr()
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert main(["eval", str(out), "--device", "cpu", "--json", str(tmp_path / "e.json")]) == 0
+    assert f"test accuracy {last['test_acc']:.2%}" in capsys.readouterr().out
+    got = json.loads((tmp_path / "e.json").read_text())
+    assert got["acc"] == last["test_acc"] and got["loss"] == pytest.approx(last["test_loss"], rel=1e-6)
+    assert got["images"] == 100 and got["epoch"] == 2
+
+    one_line_error(*run(capsys, "eval", str(out), "--split", "val"), "no val split", "--val-size")
+    one_line_error(*run(capsys, "eval", str(tmp_path / "nope")), "no run directory or checkpoint")
+    other = tmp_path / "other.zip"  # same images, one class renamed
+    with zipfile.ZipFile(small_zip) as src, zipfile.ZipFile(other, "w") as dst:
+        for name in src.namelist():
+            dst.writestr(name.replace("/airplane/", "/plane/"), src.read(name))
+    one_line_error(*run(capsys, "eval", str(out), "--data", str(other)), "trained on classes [airplane")
+
+
 def _env():
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")

@@ -9,7 +9,8 @@ import torch
 from resgrow.errors import DivergedError, ResgrowError
 from resgrow.methods import Change, Method
 from resgrow.models import ArchSpec, ResNet
-from resgrow.train import CHECKPOINT, Schedule, TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from resgrow.train import (CHECKPOINT, Schedule, TrainConfig, Trainer, evaluate_model, load_checkpoint, load_model,
+                           save_checkpoint)
 
 from conftest import TINY
 
@@ -110,6 +111,20 @@ def test_growth_inside_a_run_is_logged_and_resumable(mini, tmp_path):
     resumed.fit()
     a, b = _weights(full), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_grown_run_reloads_as_its_final_model(mini, tmp_path):
+    trainer = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "r")
+    rows = trainer.fit()
+    model = load_model(tmp_path / "r")
+    assert model.spec.blocks == (2, 1, 1) and not model.training
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in model.state_dict().items())
+    assert model.data_cfg["input_size"] == [3, 32, 32] and model.data_cfg["classes"] == mini.classes
+    assert model.data_cfg["mean"] == list(trainer.mean) and model.run_epoch == len(rows)
+    r = evaluate_model(model, mini)
+    assert r["acc"] == rows[-1]["test_acc"] and r["loss"] == pytest.approx(rows[-1]["test_loss"], rel=1e-6)
+    model.data_cfg = None  # a checkpoint from before data_cfg: the data's own training statistics, as in training
+    assert evaluate_model(model, mini)["acc"] == r["acc"]
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mini, tmp_path):

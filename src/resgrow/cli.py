@@ -1,4 +1,4 @@
-"""Command line: `resgrow train`, `resgrow bench` and `resgrow compare`.
+"""Command line: `resgrow train`, `resgrow eval`, `resgrow bench` and `resgrow compare`.
 
 Every problem a user can fix is reported as one line on stderr with a non-zero exit
 (2: bad input; 3: training diverged), and nothing in an existing run directory is overwritten.
@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default="data")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
     b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile blocks); compile time is reported")
+    e = sub.add_parser("eval", help="evaluate a run's model (its last checkpoint) on a dataset")
+    e.add_argument("run", help="run directory (or a checkpoint file)")
+    e.add_argument("--data", default=None, help="cifar10 | cifar100 | ImageFolder directory or zip (default: the run's own data)")
+    e.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
+    e.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
+    e.add_argument("--split", default="test", choices=["test", "val", "train"],
+                   help="which split (default test; val exists when the run used --val-size)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--json", default=None, help="also write the result to this JSON file")
     c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to accuracy)")
     c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
     c.add_argument("--gap", type=float, default=0.3,
@@ -165,6 +175,40 @@ def _train(a) -> int:
     return 0
 
 
+def _eval(a) -> int:
+    from .data.sources import load_dataset
+    from .models.resnet import spec_of
+    from .train.checkpoint import CHECKPOINT, load_checkpoint
+    from .train.saved import evaluate_model, load_model
+    from .train.trainer import resolve_device
+
+    path = Path(a.run)
+    if not path.exists():
+        raise ResgrowError(f"no run directory or checkpoint at {path}")
+    ck_path = path / CHECKPOINT if path.is_dir() else path
+    ck = load_checkpoint(ck_path)
+    info, cfg = ck.get("run_info", {}), ck.get("config", {})
+    source = a.data or info.get("data")
+    if source is None:
+        raise ResgrowError(f"{ck_path} does not record its data: pass --data")
+    own = source == info.get("data")
+    val_size = info.get("val_size", 0) if own else 0
+    if a.split == "val" and not val_size:
+        raise ResgrowError("there is no val split: the run did not carve one out of train (--val-size)" if own
+                           else "--split val only exists for the run's own data")
+    data = load_dataset(source, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.get("seed", 0))
+    device = resolve_device(a.device)
+    model = load_model(ck_path, device)
+    r = evaluate_model(model, data, a.split, a.batch_size)
+    spec = spec_of(model)
+    print(f"{a.split} accuracy {r['acc']:.2%} (loss {r['loss']:.4f}) on {r['images']} images of {data.name}; "
+          f"model of epoch {ck.get('epoch')}/{cfg.get('epochs', '?')}, blocks {spec.blocks_str()}, widths {spec.widths_str()}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(dict(r, run=str(path), data=str(source), epoch=ck.get("epoch"),
+                                                blocks=spec.blocks_str(), widths=spec.widths_str()), indent=2) + "\n")
+    return 0
+
+
 def _bench(a) -> int:
     from .bench import bench, format_results, synthetic_split
     from .data.sources import load_dataset
@@ -190,7 +234,7 @@ def _bench(a) -> int:
 def main(argv=None) -> int:
     try:
         a = build_parser().parse_args(argv)
-        return {"train": _train, "bench": _bench, "compare": _compare}[a.command](a)
+        return {"train": _train, "bench": _bench, "compare": _compare, "eval": _eval}[a.command](a)
     except DivergedError as e:
         print(f"resgrow: error: {e}", file=sys.stderr)
         return 3

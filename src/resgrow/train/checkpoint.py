@@ -16,6 +16,7 @@ import torch
 from ..errors import ResgrowError, first_line
 
 FORMAT = 1
+CHECKPOINT = "checkpoint.pt"  # its name inside a run directory
 DIGEST_KEY = "_digest"
 
 
@@ -98,3 +99,4 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if obj.get("format") != FORMAT:
         raise ResgrowError(f"checkpoint {path} has format {obj.get('format')}, this resgrow reads {FORMAT}")
     return obj
+

@@ -24,14 +24,12 @@ from ..methods.base import Baseline, Change, Method
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
 from ..report.metrics import MetricsLog, check_tensorboard
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .optim import carry_state, make_sgd
 from .progress import Progress
 from .schedules import Schedule
 from .step import StepRunner, evaluate
-
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -253,7 +251,13 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
+            "data_cfg": self.data_cfg(),
         }
+
+    def data_cfg(self) -> dict:
+        """How the model's inputs are prepared, stored so that the trained model can be used alone."""
+        _, h, w, c = self.data.train.images.shape
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w], "classes": list(self.data.classes)}
 
     def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
         try:

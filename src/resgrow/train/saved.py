@@ -1,0 +1,77 @@
+"""A finished (or interrupted) run's model, on its own: load it, evaluate it on a dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.loader import EvalLoader, channel_stats
+from ..data.sources import Dataset
+from ..errors import ResgrowError, first_line
+from ..models.resnet import ResNet
+from ..models.spec import ArchSpec
+from .checkpoint import CHECKPOINT, load_checkpoint
+from .step import evaluate
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> ResNet:
+    """The model of a run directory (or of a checkpoint file) as of its last checkpoint, in eval mode.
+
+    The architecture comes from the spec stored in the checkpoint, so this works after any growth.
+    `model.data_cfg` (like timm's `pretrained_cfg`) says how inputs were prepared in training:
+    `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`; it is
+    None for checkpoints written before resgrow stored it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    ck = load_checkpoint(path)
+    try:
+        model = ResNet(ArchSpec.from_dict(ck["spec"]))
+        model.load_state_dict(ck["model"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
+    model.data_cfg = ck.get("data_cfg")
+    model.run_epoch = ck.get("epoch")
+    return model.to(device).eval()
+
+
+def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
+                   amp: bool | None = None) -> dict:
+    """Loss and accuracy of `model` on a split of `data`, inputs prepared as in its training.
+
+    Uses `model.data_cfg` when it has one (checking image size and classes against `data`);
+    otherwise normalises with `data`'s own training statistics, as the trainer does. `amp`
+    defaults to bf16 autocast on CUDA, as in training.
+    """
+    part = getattr(data, split, None)
+    if part is None:
+        raise ResgrowError(f"{data.name} has no {split} split")
+    _, h, w, c = part.images.shape
+    cfg = getattr(model, "data_cfg", None)
+    if cfg:
+        if list(cfg["input_size"]) != [c, h, w]:
+            raise ResgrowError(f"the model was trained on {'x'.join(map(str, cfg['input_size']))} images (CxHxW), "
+                               f"{data.name} has {c}x{h}x{w}")
+        if list(cfg["classes"]) != list(data.classes):
+            raise ResgrowError(f"the model was trained on classes {_short(cfg['classes'])}, {data.name} has {_short(data.classes)}")
+        mean, std = cfg["mean"], cfg["std"]
+    else:
+        mean, std = channel_stats(data.train.images)
+    if isinstance(model, ResNet) and model._num_classes != data.num_classes:
+        raise ResgrowError(f"the model has {model._num_classes} outputs, {data.name} has {data.num_classes} classes")
+    device = next(model.parameters()).device
+    amp = device.type == "cuda" if amp is None else amp
+    loader = EvalLoader(part, batch_size, device, mean, std, channels_last=device.type == "cuda")
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss, acc = evaluate(model, loader, amp)
+    return {"split": split, "images": len(part), "loss": loss, "acc": acc}
+
+
+def _short(names) -> str:
+    names = list(names)
+    return "[" + ", ".join(names[:4]) + (f", ... ({len(names)} in all)" if len(names) > 4 else "") + "]"

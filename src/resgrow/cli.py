@@ -7,7 +7,9 @@ Every problem a user can fix is reported as one line on stderr with a non-zero e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -168,11 +170,38 @@ def _train(a) -> int:
         print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
               f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}"
               f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
-    rows = trainer.fit(until=a.stop_after)
+    with _stop_on_sigterm(trainer):
+        rows = trainer.fit(until=a.stop_after)
+    if trainer.stop_requested and trainer.epoch < cfg.epochs:
+        print(f"resgrow: stopped on SIGTERM after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
+              f"(continue with --resume)", file=sys.stderr)
+        return 143
     last = rows[-1] if rows else {}
     if "test_acc" in last:
         print(f"final epoch {last['epoch']}: test accuracy {last['test_acc']:.2%}, training time {last['train_seconds']:.1f}s; run in {out}")
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(trainer):
+    """SIGTERM (a scheduler's preemption or time-limit notice) ends the run after the current epoch,
+    with a checkpoint; a second SIGTERM stops at once, keeping the last checkpoint."""
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        print("resgrow: SIGTERM: stopping after this epoch, with a checkpoint (send it again to stop now)",
+              file=sys.stderr, flush=True)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _eval(a) -> int:

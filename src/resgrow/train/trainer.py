@@ -187,6 +187,7 @@ class Trainer:
         self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard) if self.out else None
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
+        self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
         self._install(model)
 
     # ------------------------------------------------------------------ setup and the size-change protocol
@@ -291,6 +292,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def request_stop(self) -> None:
+        """Stop after the epoch in progress, writing a checkpoint whatever `checkpoint_every` says.
+
+        Safe to call from a signal handler (the CLI does on SIGTERM, e.g. a cluster's preemption
+        notice): it only sets a flag that the loop reads between epochs.
+        """
+        self.stop_requested = True
+
     def fit(self, until: int | None = None) -> list[dict]:
         """Train to `config.epochs` (or stop after epoch `until`, resumable). Returns the log rows."""
         if self.out is not None:
@@ -310,7 +319,7 @@ class Trainer:
             self._write_run_info()
         stop = min(until or self.cfg.epochs, self.cfg.epochs)
         try:
-            while self.epoch < stop:
+            while self.epoch < stop and not self.stop_requested:
                 self._train_epoch()
         finally:
             if self.log is not None:
@@ -380,7 +389,7 @@ class Trainer:
         row["events"] = self._pending_events
         self._pending_events = []
         self._write_row(row)
-        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs or self.stop_requested:
             self._save()
 
     def _size_fields(self, spec: ArchSpec) -> dict:

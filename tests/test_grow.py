@@ -139,6 +139,35 @@ def test_block_bounds_are_products_times_h():
     assert bn_bound(b.bn1) == pytest.approx(float((b.bn1.weight.detach().abs() / (b.bn1.running_var + b.bn1.eps).sqrt()).max()))
 
 
+@pytest.mark.parametrize("arch", ["resnet20", "preact_resnet20", "resnet18", "resnet50"])
+def test_block_input_sizes_follow_the_forward_pass(arch):
+    """The meter's feature-map sizes (H, W) for each block equal what a forward pass feeds the block."""
+    from resgrow.measure.lipschitz import block_input_sizes
+
+    model = build(arch).eval()
+    for size in [(32, 32), (23, 40)]:
+        seen = []
+        hooks = [block.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[2:])))
+                 for _, _, block in model.iter_blocks()]
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *size))
+        for hk in hooks:
+            hk.remove()
+        assert block_input_sizes(model, size) == seen
+
+
+def test_lipgrow_measures_at_the_data_image_size():
+    class Ctx:  # what the trainer hands a method at an epoch end
+        model, epoch, epochs, image_size, row = ResNet(TINY), 1, 10, (24, 40), {}
+
+    lg = LipGrow(start_blocks="1-1-1", lip_window=2)
+    lg.trigger = LipGrowTrigger(1, 10, window=2)
+    lg.on_epoch_end(Ctx)
+    assert tuple(lg.meter.vectors["stages.0.blocks.0.0"].shape[2:]) == (24, 40)
+    assert tuple(lg.meter.vectors["stages.2.blocks.0.0"].shape[2:]) == (12, 20)  # after stage 1's stride 2
+    assert tuple(lg.meter.vectors["stages.2.blocks.0.2"].shape[2:]) == (6, 10)  # conv2, after conv1's stride 2
+
+
 def scripted(trigger, scores, start=1):
     """Drive LipGrow's rule with a score sequence; return the epochs at which it grows."""
     return [epoch for epoch, s in enumerate(scores, start=start) if trigger.update(epoch, s)[0]]

@@ -12,11 +12,13 @@ from ..models.spec import ArchSpec
 
 
 @lru_cache(maxsize=256)
-def flops_per_image(spec: ArchSpec, image_size: int = 32) -> int:
-    """Forward FLOPs for one image (a multiply-add counts 2), on the meta device: no memory, no compute."""
+def flops_per_image(spec: ArchSpec, image_size: int | tuple[int, int] = 32) -> int:
+    """Forward FLOPs for one image of size H or (H, W) (a multiply-add counts 2), on the meta device:
+    no memory, no compute."""
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     with torch.device("meta"):
         model = ResNet(spec)
-        x = torch.empty(1, spec.in_channels, image_size, image_size)
+        x = torch.empty(1, spec.in_channels, h, w)
     with FlopCounterMode(display=False) as counter:
         model(x)
     return int(counter.get_total_flops())

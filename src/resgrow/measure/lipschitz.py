@@ -55,23 +55,32 @@ def _branch_layers(block) -> list[nn.Module]:
     return [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3, block.bn3]
 
 
-def block_input_sizes(model: ResNet, image_size: int) -> list[int]:
-    """Spatial size of the input of every block, in forward order (square images)."""
-    size = image_size
+def _hw(image_size) -> tuple[int, int]:
+    return (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+
+
+def _down(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Output size of a 3x3/padding-1 or 1x1/padding-0 layer (and of the stem's 7x7/3 and pool 3/1) with `stride`."""
+    return (-(-size[0] // stride), -(-size[1] // stride))
+
+
+def block_input_sizes(model: ResNet, image_size) -> list[tuple[int, int]]:
+    """Spatial size (H, W) of the input of every block, in forward order; `image_size` is H or (H, W)."""
+    size = _hw(image_size)
     if model._stem_kind == "imagenet":  # 7x7 conv with stride 2, then a 3x3 max-pool with stride 2
-        size = -(-(-(-size // 2)) // 2)
+        size = _down(_down(size, 2), 2)
     out = []
     for _, _, block in model.iter_blocks():
         out.append(size)
-        size = -(-size // block.stride)
+        size = _down(size, block.stride)
     return out
 
 
 class LipschitzMeter:
     """Per-block Lipschitz bounds with warm-started power iterations (state kept between calls)."""
 
-    def __init__(self, image_size: int = 32, iters: int = 2, cold_iters: int = 100):
-        self.image_size, self.iters, self.cold_iters = image_size, iters, cold_iters
+    def __init__(self, image_size: int | tuple[int, int] = 32, iters: int = 2, cold_iters: int = 100):
+        self.image_size, self.iters, self.cold_iters = image_size, iters, cold_iters  # H or (H, W) of the model's input
         self.vectors: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
@@ -85,12 +94,12 @@ class LipschitzMeter:
                     key = f"stages.{s}.blocks.{b}.{i}"
                     warm = self.vectors.get(key)
                     warm = warm.to(layer.weight.device) if warm is not None else None
-                    fits = warm is not None and warm.shape[2:] == (cur, cur) and warm.shape[1] == layer.in_channels
-                    sigma, u = conv_operator_norm(layer, (cur, cur), self.iters if fits else self.cold_iters,
+                    fits = warm is not None and tuple(warm.shape[2:]) == cur and warm.shape[1] == layer.in_channels
+                    sigma, u = conv_operator_norm(layer, cur, self.iters if fits else self.cold_iters,
                                                   warm if fits else None)
                     self.vectors[key] = u
                     bound *= sigma
-                    cur = -(-cur // layer.stride[0])
+                    cur = _down(cur, layer.stride[0])
                 else:
                     bound *= bn_bound(layer)
             bounds.append(bound)

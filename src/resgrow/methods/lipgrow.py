@@ -105,12 +105,11 @@ class LipGrow(DepthGrowth):
     mode = "duplicate"
     options = ("start_blocks", "lip_threshold", "lip_window", "reserve")
 
-    def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None,
-                 image_size: int = 32):
+    def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None):
         super().__init__(start_blocks)
         check_options(lip_threshold, lip_window, reserve)
         self.threshold, self.window, self.reserve = float(lip_threshold), int(lip_window), reserve
-        self.meter = LipschitzMeter(image_size)
+        self.meter = LipschitzMeter()  # its image size is the run's, set at every epoch end
         self.trigger: LipGrowTrigger | None = None  # made at run start, when the epochs and doublings are known
 
     def on_run_start(self, ctx):
@@ -120,6 +119,7 @@ class LipGrow(DepthGrowth):
 
     def on_epoch_end(self, ctx):
         t0 = time.perf_counter()
+        self.meter.image_size = ctx.image_size  # a conv's operator norm depends on the feature-map size
         score = self.meter.score(ctx.model)  # every bound comes back as a float: the device work is done
         ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
         grow, why, ratio = self.trigger.update(ctx.epoch, score)

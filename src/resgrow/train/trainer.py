@@ -132,6 +132,7 @@ class RunContext:
     steps_per_epoch: int
     schedule: Schedule
     train_seconds: float
+    image_size: tuple  # (H, W) of the training images: what the model sees
     row: dict = field(default_factory=dict)  # this epoch's metrics (on_epoch_end)
     history: list = field(default_factory=list)
 
@@ -236,7 +237,7 @@ class Trainer:
 
     def _ctx(self, row: dict | None = None) -> RunContext:
         return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
-                          self.schedule, self.train_seconds, row or {}, self.history)
+                          self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -394,7 +395,7 @@ class Trainer:
 
     def _size_fields(self, spec: ArchSpec) -> dict:
         h, w = self.loader.h, self.loader.w
-        return {"params": param_count(self.model), "flops": flops_per_image(spec, h) if h == w else None,
+        return {"params": param_count(self.model), "flops": flops_per_image(spec, (h, w)),
                 "blocks": spec.blocks_str(), "widths": spec.widths_str(), "spec": spec.to_dict()}
 
     def _write_row(self, row: dict) -> None:

@@ -135,6 +135,32 @@ def test_eval_a_run_and_its_errors(capsys, small_zip, tmp_path):
     one_line_error(*run(capsys, "eval", str(out), "--data", str(other)), "trained on classes [airplane")
 
 
+def test_image_size_for_mixed_data_carries_to_resume_and_eval(capsys, small_zip, tmp_path):
+    import io
+    import json
+
+    from PIL import Image
+
+    mixed = tmp_path / "mixed.zip"  # every other image enlarged to 40x40: the sizes differ
+    with zipfile.ZipFile(small_zip) as src, zipfile.ZipFile(mixed, "w") as dst:
+        for i, name in enumerate(sorted(src.namelist())):
+            data = src.read(name)
+            if i % 2 and name.endswith(".jpg"):
+                buf = io.BytesIO()
+                Image.open(io.BytesIO(data)).resize((40, 40)).save(buf, "JPEG")
+                data = buf.getvalue()
+            dst.writestr(name, data)
+    out = tmp_path / "r"
+    one_line_error(*run(capsys, *train_args(mixed, out)), "differ in size", "--image-size")
+    assert main(train_args(mixed, out, "--image-size", "24", "--stop-after", "1")) == 0
+    assert main(train_args(mixed, out, "--resume")) == 0  # the stored image size, not the command's (none)
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and json.loads((out / "run.json").read_text())["image_size"] == 24
+    capsys.readouterr()
+    assert main(["eval", str(out), "--device", "cpu"]) == 0
+    assert f"test accuracy {rows[-1]['test_acc']:.2%}" in capsys.readouterr().out
+
+
 def _env():
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[1] / "src")

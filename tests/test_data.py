@@ -151,8 +151,34 @@ def test_zip_without_layout(tmp_path):
 
 def test_mixed_image_sizes_are_refused(tmp_path):
     z = _zip(tmp_path / "m.zip", {"train/a/0.jpg": _jpeg(size=32), "train/a/1.jpg": _jpeg(size=24), "test/a/0.jpg": _jpeg()})
-    with pytest.raises(ResgrowError, match="differ in size"):
+    with pytest.raises(ResgrowError, match=r"differ in size.*--image-size N"):
         load_dataset(z, cache_dir=tmp_path)
+
+
+def _bands_png(w, h) -> bytes:
+    """Red top quarter, green middle half, blue bottom quarter (lossless)."""
+    im = Image.new("RGB", (w, h), (0, 255, 0))
+    im.paste((255, 0, 0), (0, 0, w, h // 4))
+    im.paste((0, 0, 255), (0, h - h // 4, w, h))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_image_size_brings_mixed_sizes_to_one_square(tmp_path):
+    z = _zip(tmp_path / "m.zip", {"train/a/0.png": _bands_png(30, 60), "train/a/1.jpg": _jpeg(size=24),
+                                  "train/b/0.jpg": _jpeg((0, 0, 255), size=50), "test/a/0.jpg": _jpeg(size=16)})
+    ds = load_dataset(z, cache_dir=tmp_path, image_size=16)
+    assert ds.train.images.shape == (3, 16, 16, 3) and ds.test.images.shape == (1, 16, 16, 3)
+    # 30x60 -> 16x32 -> the centre 16 rows: exactly the green band, away from the blended edges
+    inner = ds.train.images[0, 2:14].int()
+    assert (inner[..., 1] > 245).all() and (inner[..., 0] < 10).all() and (inner[..., 2] < 10).all()
+    assert load_dataset(z, cache_dir=tmp_path, image_size=8).train.images.shape[1:3] == (8, 8)  # its own cache entry
+    assert load_dataset(z, cache_dir=tmp_path, image_size=16).train.images.shape[1:3] == (16, 16)
+    with pytest.raises(ResgrowError, match="applies to ImageFolder data only"):
+        load_dataset("cifar10", root=tmp_path, image_size=64)
+    with pytest.raises(ResgrowError, match="positive number of pixels"):
+        load_dataset(z, cache_dir=tmp_path, image_size=0)
 
 
 def test_cifar_python_format(tmp_path):

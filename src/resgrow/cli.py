@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=float, default=0.0)
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     t.add_argument("--val-size", type=int, default=0, help="images carved out of train as a validation split")
+    t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
+                   "(shorter side to N, centre crop); needed when the images differ in size")
     t.add_argument("--eval-every", type=int, default=1)
     t.add_argument("--checkpoint-every", type=int, default=1)
     t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="cifar10 | cifar100 | ImageFolder directory or zip (default: the run's own data)")
     e.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     e.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
+    e.add_argument("--image-size", type=int, default=None, help="bring ImageFolder images to N x N (default: the run's --image-size)")
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="which split (default test; val exists when the run used --val-size)")
     e.add_argument("--device", default="auto")
@@ -158,11 +161,15 @@ def _train(a) -> int:
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet,
                           tensorboard=a.tensorboard, deterministic=a.deterministic)
-    data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=a.val_size if not a.resume else
-                        (stored.get("run_info", {}).get("val_size", 0)), seed=cfg.seed, progress=not a.quiet)
+    stored_info = stored.get("run_info", {}) if a.resume else {}
+    val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
+    image_size = stored_info.get("image_size") if a.resume else a.image_size
+    data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
+                        progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
     model = build(a.arch, data.num_classes)
-    info = {"arch": a.arch, "data": a.data, "val_size": a.val_size, "command": " ".join(["resgrow"] + sys.argv[1:])}
+    info = {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
+            "command": " ".join(["resgrow"] + sys.argv[1:])}
     if a.resume:
         info = stored.get("run_info", info)
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
@@ -225,7 +232,9 @@ def _eval(a) -> int:
     if a.split == "val" and not val_size:
         raise ResgrowError("there is no val split: the run did not carve one out of train (--val-size)" if own
                            else "--split val only exists for the run's own data")
-    data = load_dataset(source, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.get("seed", 0))
+    image_size = a.image_size if a.image_size is not None else info.get("image_size")
+    data = load_dataset(source, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.get("seed", 0),
+                        image_size=image_size)
     device = resolve_device(a.device)
     model = load_model(ck_path, device)
     r = evaluate_model(model, data, a.split, a.batch_size)

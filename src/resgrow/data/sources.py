@@ -61,20 +61,26 @@ def default_cache_dir() -> Path:
 
 def load_dataset(source: str | os.PathLike, root: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, val_size: int = 0, seed: int = 0,
-                 progress: bool = False) -> Dataset:
+                 progress: bool = False, image_size: int | None = None) -> Dataset:
     """`source` is "cifar10", "cifar100", or a path to an ImageFolder directory or zip.
 
     `root` is where the CIFAR python-format folders live (default ./data). `val_size` images are
-    carved out of train (seeded) as a validation split.
+    carved out of train (seeded) as a validation split. `image_size` N brings every image of an
+    ImageFolder to N x N when it is decoded (shorter side to N, then the centre crop), so folders
+    of mixed sizes load; images already N x N are kept as they are.
     """
     name = str(source)
+    if image_size is not None and image_size < 1:
+        raise ResgrowError(f"image size must be a positive number of pixels, not {image_size}")
     if name.lower() in ("cifar10", "cifar100"):
+        if image_size not in (None, 32):
+            raise ResgrowError(f"{name} images are 32x32; an image size ({image_size}) applies to ImageFolder data only")
         ds = load_cifar(name.lower(), Path(root or "data"))
     else:
         path = Path(name)
         if not path.exists():
             raise ResgrowError(f"data path {name!r} does not exist (use cifar10, cifar100, an ImageFolder directory or a zip)")
-        ds = _cached_imagefolder(path, Path(cache_dir) if cache_dir else None, progress)
+        ds = _cached_imagefolder(path, Path(cache_dir) if cache_dir else None, progress, image_size)
     if val_size:
         ds = with_validation(ds, val_size, seed)
     return ds
@@ -154,8 +160,9 @@ def _fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
-def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool) -> Dataset:
-    key = hashlib.blake2b(f"{path.resolve()}|{_fingerprint(path)}|{CACHE_VERSION}".encode(), digest_size=6).hexdigest()
+def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool, image_size: int | None = None) -> Dataset:
+    sized = f"|{image_size}" if image_size else ""
+    key = hashlib.blake2b(f"{path.resolve()}|{_fingerprint(path)}|{CACHE_VERSION}{sized}".encode(), digest_size=6).hexdigest()
     cache = (cache_dir or default_cache_dir()) / f"{path.name}.{key}.npz"
     if cache.is_file():
         try:
@@ -165,7 +172,7 @@ def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool) -> D
                                Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # a damaged cache is rebuilt from the source below
-    ds = read_imagefolder(path, progress)
+    ds = read_imagefolder(path, progress, image_size)
     try:  # the cache only saves time: failing to write it is not an error
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
@@ -177,8 +184,8 @@ def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool) -> D
     return ds
 
 
-def read_imagefolder(path: Path, progress: bool = False) -> Dataset:
-    """Decode every image of an ImageFolder tree (directory or zip) into uint8 tensors."""
+def read_imagefolder(path: Path, progress: bool = False, image_size: int | None = None) -> Dataset:
+    """Decode every image of an ImageFolder tree (directory or zip) into uint8 tensors (N x N with `image_size`)."""
     if path.is_dir():
         files = {p.relative_to(path).as_posix(): p for p in path.rglob("*") if p.is_file()}
         reader = lambda key: files[key].read_bytes()  # noqa: E731
@@ -201,10 +208,11 @@ def read_imagefolder(path: Path, progress: bool = False) -> Dataset:
         if source is not None:
             source.close()
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
-        splits = {s: _decode_split(path, b, pool, progress) for s, b in blobs.items()}
+        splits = {s: _decode_split(path, b, pool, progress, image_size) for s, b in blobs.items()}
     shapes = {tuple(s.images.shape[1:]) for s in splits.values()}
     if len(shapes) != 1:
-        raise ResgrowError(f"{path}: train and test images differ in size {sorted(shapes)}")
+        raise ResgrowError(f"{path}: train and test images differ in size {sorted(shapes)}; pass an image size (--image-size N) "
+                           "to bring them to N x N")
     return Dataset(path.stem, classes, splits["train"], splits["test"])
 
 
@@ -222,7 +230,23 @@ def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
     raise ResgrowError(f"{path}: no train/ and test/ class folders found; {LAYOUT_HINT}")
 
 
-def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadPoolExecutor, progress: bool) -> Split:
+def fit_square(im, size: int):
+    """Shorter side to `size` (bilinear, antialiased), then the centre `size` x `size` crop:
+    torchvision's Resize(size) + CenterCrop(size)."""
+    from PIL import Image
+
+    w, h = im.size
+    if (w, h) == (size, size):
+        return im
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadPoolExecutor, progress: bool,
+                  image_size: int | None = None) -> Split:
     from PIL import Image, UnidentifiedImageError
 
     def decode(item):
@@ -231,7 +255,8 @@ def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadP
             raise ResgrowError(f"{path}: {fname} is not an image file ({LAYOUT_HINT})")
         try:
             with Image.open(io.BytesIO(data)) as im:
-                return np.asarray(im.convert("RGB"))
+                im = im.convert("RGB")
+                return np.asarray(fit_square(im, image_size) if image_size else im)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ResgrowError(f"{path}: cannot decode {fname} ({e})") from None
 
@@ -245,7 +270,7 @@ def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadP
     arrays = list(it)
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ResgrowError(f"{path}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))}, ...); resize them to one size first")
+        raise ResgrowError(f"{path}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))}, ...); pass an image size (--image-size N) to bring them to N x N")
     images = torch.from_numpy(np.stack(arrays))
     labels = torch.tensor([label for label, _, _ in blobs], dtype=torch.int64)
     return Split(images, labels)

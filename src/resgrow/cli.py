@@ -114,13 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compare(a) -> int:
-    from .report.compare import compare_table, load_run, plot_runs, seeds_table
+    from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, seeds_table
 
     runs = [load_run(d) for d in a.runs]
     print(compare_table(runs, a.gap))
     if a.seeds:
         print()
         print(seeds_table(runs))
+    warnings = protocol_warnings(runs)
+    if warnings:
+        print()
+        for w in warnings:
+            print(f"> warning: {w}")
     if a.plot:
         plot_runs(runs, a.plot, a.gap)
         print(f"plot: {a.plot}", file=sys.stderr)

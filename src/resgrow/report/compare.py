@@ -28,6 +28,7 @@ class RunSummary:
     train_seconds: float
     flops: float  # sum over epochs of FLOPs per image
     log: list[dict]
+    info: dict | None = None  # run.json, when the run has one
 
     @property
     def growths(self) -> list[str]:
@@ -64,7 +65,55 @@ def load_run(path: str | Path) -> RunSummary:
     if not log or "test_acc" not in log[-1]:
         raise ResgrowError(f"{f} has no evaluated final epoch yet (is the run finished?)")
     flops = sum(r.get("flops") or 0 for r in log)
-    return RunSummary(d.name, log[-1]["epoch"], log[-1]["test_acc"], log[-1]["train_seconds"], flops, log)
+    try:
+        info = json.loads((d / "run.json").read_text())
+    except (OSError, ValueError):
+        info = None
+    return RunSummary(d.name, log[-1]["epoch"], log[-1]["test_acc"], log[-1]["train_seconds"], flops, log, info)
+
+
+# What must match for a ratio against the first run to mean what it says. The schedule and the
+# method may differ (that is what is compared); a growth method's final arch is the run's --arch.
+_SAME = [
+    ("device", lambda i: i.get("gpu") or i.get("device"), "training seconds compare machines, not methods"),
+    ("torch", lambda i: i.get("torch"), "kernels and speed can change between versions"),
+    ("data", lambda i: i.get("dataset"), "accuracies are not comparable"),
+    ("final arch", lambda i: _arch(i.get("spec")), None),
+    ("epochs", lambda i: i.get("config", {}).get("epochs"), None),
+    ("batch size", lambda i: i.get("config", {}).get("batch_size"), None),
+    ("peak lr", lambda i: i.get("config", {}).get("lr"), None),
+    ("weight decay", lambda i: i.get("config", {}).get("weight_decay"), None),
+    ("augmentation", lambda i: i.get("config", {}).get("augment"), None),
+    ("label smoothing", lambda i: i.get("config", {}).get("label_smoothing"), None),
+    ("fast path", lambda i: _fast(i.get("fast_path")), "speed ratios include the trainer's settings"),
+]
+
+
+def _arch(spec: dict | None) -> str | None:
+    if not spec:
+        return None
+    return f"{spec.get('block')} {'-'.join(map(str, spec.get('blocks', [])))} x {'-'.join(map(str, spec.get('widths', [])))}"
+
+
+def _fast(fp: dict | None) -> str | None:
+    if not fp:
+        return None
+    return ", ".join(k for k, v in sorted(fp.items()) if v and v != "none") or "eager"
+
+
+def protocol_warnings(runs: list[RunSummary]) -> list[str]:
+    """Where a run's setup differs from the first run's (device, data, arch, recipe, fast path):
+    one line per difference, so that a table never silently compares unlike runs."""
+    out = [f"{r.name} has no run.json: its setup is not checked" for r in runs if r.info is None]
+    known = [r for r in runs if r.info is not None]
+    if len(known) < 2:
+        return out
+    for what, get, why in _SAME:
+        values = {r.name: get(r.info) for r in known}
+        if len({repr(v) for v in values.values()}) > 1:
+            each = "; ".join(f"{name} {v}" for name, v in values.items())
+            out.append(f"not the same {what}: {each}" + (f" ({why})" if why else ""))
+    return out
 
 
 def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:

@@ -217,38 +217,13 @@ def _stop_on_sigterm(trainer):
 
 
 def _eval(a) -> int:
-    from .data.sources import load_dataset
-    from .models.resnet import spec_of
-    from .train.checkpoint import CHECKPOINT, load_checkpoint
-    from .train.saved import evaluate_model, load_model
-    from .train.trainer import resolve_device
+    from .train.saved import evaluate_run
 
-    path = Path(a.run)
-    if not path.exists():
-        raise ResgrowError(f"no run directory or checkpoint at {path}")
-    ck_path = path / CHECKPOINT if path.is_dir() else path
-    ck = load_checkpoint(ck_path)
-    info, cfg = ck.get("run_info", {}), ck.get("config", {})
-    source = a.data or info.get("data")
-    if source is None:
-        raise ResgrowError(f"{ck_path} does not record its data: pass --data")
-    own = source == info.get("data")
-    val_size = info.get("val_size", 0) if own else 0
-    if a.split == "val" and not val_size:
-        raise ResgrowError("there is no val split: the run did not carve one out of train (--val-size)" if own
-                           else "--split val only exists for the run's own data")
-    image_size = a.image_size if a.image_size is not None else info.get("image_size")
-    data = load_dataset(source, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.get("seed", 0),
-                        image_size=image_size)
-    device = resolve_device(a.device)
-    model = load_model(ck_path, device)
-    r = evaluate_model(model, data, a.split, a.batch_size)
-    spec = spec_of(model)
-    print(f"{a.split} accuracy {r['acc']:.2%} (loss {r['loss']:.4f}) on {r['images']} images of {data.name}; "
-          f"model of epoch {ck.get('epoch')}/{cfg.get('epochs', '?')}, blocks {spec.blocks_str()}, widths {spec.widths_str()}")
+    r = evaluate_run(a.run, a.data, a.split, a.device, a.data_dir, a.cache_dir, a.image_size, a.batch_size)
+    print(f"{r['split']} accuracy {r['acc']:.2%} (loss {r['loss']:.4f}) on {r['images']} images of {r['dataset']}; "
+          f"model of epoch {r['epoch']}/{r['epochs'] or '?'}, blocks {r['blocks']}, widths {r['widths']}")
     if a.json:
-        Path(a.json).write_text(json.dumps(dict(r, run=str(path), data=str(source), epoch=ck.get("epoch"),
-                                                blocks=spec.blocks_str(), widths=spec.widths_str()), indent=2) + "\n")
+        Path(a.json).write_text(json.dumps(dict(r, run=str(a.run)), indent=2) + "\n")
     return 0
 
 

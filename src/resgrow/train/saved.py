@@ -25,10 +25,18 @@ def load_model(path: str | os.PathLike, device="cpu") -> ResNet:
     `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`; it is
     None for checkpoints written before resgrow stored it.
     """
+    path = _checkpoint_path(path)
+    return _model_of(load_checkpoint(path), path).to(device).eval()
+
+
+def _checkpoint_path(path: str | os.PathLike) -> Path:
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    ck = load_checkpoint(path)
+    if not path.exists():
+        raise ResgrowError(f"no run directory or checkpoint at {path}")
+    return path / CHECKPOINT if path.is_dir() else path
+
+
+def _model_of(ck: dict, path: Path) -> ResNet:
     try:
         model = ResNet(ArchSpec.from_dict(ck["spec"]))
         model.load_state_dict(ck["model"])
@@ -36,7 +44,35 @@ def load_model(path: str | os.PathLike, device="cpu") -> ResNet:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
     model.data_cfg = ck.get("data_cfg")
     model.run_epoch = ck.get("epoch")
-    return model.to(device).eval()
+    return model
+
+
+def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "test", device: str = "auto",
+                 data_dir: str = "data", cache_dir: str | None = None, image_size: int | None = None,
+                 batch_size: int = 1000) -> dict:
+    """Evaluate a run's last checkpoint on `data` (default: the run's own data, with its validation
+    split and image size). Returns the result with the model's epoch, blocks and widths."""
+    from ..data.sources import load_dataset
+    from .trainer import resolve_device
+
+    path = _checkpoint_path(run)
+    ck = load_checkpoint(path)
+    info, cfg = ck.get("run_info", {}), ck.get("config", {})
+    source = data or info.get("data")
+    if source is None:
+        raise ResgrowError(f"{path} does not record its data: pass the data to evaluate on")
+    own = source == info.get("data")
+    val_size = info.get("val_size", 0) if own else 0
+    if split == "val" and not val_size:
+        raise ResgrowError("there is no val split: the run did not carve one out of train (--val-size)" if own
+                           else "the val split only exists for the run's own data")
+    image_size = image_size if image_size is not None else info.get("image_size")
+    ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg.get("seed", 0),
+                      image_size=image_size)
+    model = _model_of(ck, path).to(resolve_device(device)).eval()
+    spec = model.spec
+    return dict(evaluate_model(model, ds, split, batch_size), data=str(source), dataset=ds.name,
+                epoch=ck.get("epoch"), epochs=cfg.get("epochs"), blocks=spec.blocks_str(), widths=spec.widths_str())
 
 
 def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,

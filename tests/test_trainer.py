@@ -200,6 +200,22 @@ def test_run_directory_is_never_overwritten(mini, tmp_path):
         Trainer(tiny(), mini, cfg(), out=out, resume=True)
 
 
+def test_a_run_directory_in_use_is_refused(mini, tmp_path):
+    from resgrow.train.run_lock import RunLock
+
+    out = tmp_path / "r"
+    other = RunLock(out)  # another process training into `out` right now (flock: a second open file conflicts)
+    other.acquire()
+    second = Trainer(tiny(), mini, cfg(epochs=1), out=out)  # both saw an empty directory
+    with pytest.raises(ResgrowError, match=rf"{out} is in use by another resgrow process \(pid {os.getpid()}\)"):
+        second.fit()
+    assert [p.name for p in out.iterdir()] == [".lock"]  # the second wrote nothing
+    other.release()
+    (out / ".lock").write_text("12345\n")  # left by a killed process: nobody holds it
+    Trainer(tiny(), mini, cfg(epochs=1), out=out).fit()
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT, "metrics.csv", "metrics.jsonl", "run.json"]
+
+
 def test_checkpoint_for_another_arch_is_refused(mini, tmp_path):
     Trainer(tiny(), mini, cfg(), out=tmp_path / "r").fit(until=1)
     other = ResNet(TINY.replace(widths=(8, 16, 16)))

@@ -28,6 +28,7 @@ from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .optim import carry_state, make_sgd
 from .progress import Progress
+from .run_lock import LOCK_NAME, RunLock
 from .schedules import Schedule
 from .step import StepRunner, evaluate
 
@@ -116,7 +117,7 @@ def check_run_dir(out: Path | None, resume: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):  # a lock left by a killed process is no run
         raise ResgrowError(f"run directory {out} already exists and is not empty; "
                            "pass --resume to continue it or choose another --out")
 
@@ -186,6 +187,7 @@ class Trainer:
         self.history: list[dict] = []
         self._pending_events: list[str] = []
         self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard) if self.out else None
+        self._lock = RunLock(self.out) if self.out else None  # held while fit() runs
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
@@ -303,15 +305,27 @@ class Trainer:
 
     def fit(self, until: int | None = None) -> list[dict]:
         """Train to `config.epochs` (or stop after epoch `until`, resumable). Returns the log rows."""
-        if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self._lock is not None:
+            self._lock.acquire()  # creates the directory; a second process on it stops here
+        try:
+            return self._fit(until)
+        finally:
+            if self.log is not None:
+                self.log.close()
+            if self._lock is not None:
+                self._lock.release()
+
+    def _fit(self, until: int | None) -> list[dict]:
+        fresh = self.epoch == 0 and self.global_step == 0
+        if self.out is not None and (self.resume or fresh):
+            check_run_dir(self.out, self.resume)  # again, now under the lock: decisive
         if self.resume:
             self.load_state_dict(load_checkpoint(self.out / CHECKPOINT), f"checkpoint {self.out / CHECKPOINT}")
             self.log.truncate(self.epoch)
             self.history = self.log.rows()
             self.resume = False
             self._say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
-        elif self.epoch == 0 and self.global_step == 0:
+        elif fresh:
             # Before run.json: a method that rejects its options leaves no file behind, and run.json
             # records the options it resolved (e.g. the growth epochs scaled to --epochs).
             change = self.method.on_run_start(self._ctx())
@@ -319,12 +333,8 @@ class Trainer:
                 self.apply_change(change)
             self._write_run_info()
         stop = min(until or self.cfg.epochs, self.cfg.epochs)
-        try:
-            while self.epoch < stop and not self.stop_requested:
-                self._train_epoch()
-        finally:
-            if self.log is not None:
-                self.log.close()
+        while self.epoch < stop and not self.stop_requested:
+            self._train_epoch()
         return self.history
 
     def _train_epoch(self) -> None:

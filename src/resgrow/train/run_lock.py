@@ -1,0 +1,56 @@
+"""One training process per run directory.
+
+Two processes started on the same --out (a job submitted twice, say) would both pass the
+"new or empty" check before either writes a file, then interleave their checkpoints and logs.
+An exclusive flock on `<out>/.lock`, taken before the directory is checked and held while
+training, makes the second one stop with one line. The kernel drops the lock when its process
+dies, so a killed run leaves nothing that blocks its --resume.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ResgrowError
+
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    def __init__(self, folder: Path):
+        self.folder, self.path, self.fd = Path(folder), Path(folder) / LOCK_NAME, None
+
+    def acquire(self) -> None:
+        if self.fd is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ResgrowError(f"run directory {self.folder} is in use by another resgrow process (pid {holder}); "
+                               "wait for it to end or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)  # while still locked: nobody can take a lock on a file that is going away
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None

@@ -173,10 +173,8 @@ def _train(a) -> int:
                         progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
     model = build(a.arch, data.num_classes)
-    info = {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
-            "command": " ".join(["resgrow"] + sys.argv[1:])}
-    if a.resume:
-        info = stored.get("run_info", info)
+    info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
+                           "command": " ".join(["resgrow"] + sys.argv[1:])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
     if not cfg.quiet:
         print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "

@@ -11,11 +11,16 @@ from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 
 
+def image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) from H (square) or (H, W)."""
+    return (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
+
+
 @lru_cache(maxsize=256)
 def flops_per_image(spec: ArchSpec, image_size: int | tuple[int, int] = 32) -> int:
     """Forward FLOPs for one image of size H or (H, W) (a multiply-add counts 2), on the meta device:
     no memory, no compute."""
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    h, w = image_hw(image_size)
     with torch.device("meta"):
         model = ResNet(spec)
         x = torch.empty(1, spec.in_channels, h, w)

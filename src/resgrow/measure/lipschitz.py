@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.resnet import ResNet
+from .flops import image_hw
 
 
 def _adjoint_padding(size: int, out: int, conv: nn.Conv2d, dim: int) -> int:
@@ -55,10 +56,6 @@ def _branch_layers(block) -> list[nn.Module]:
     return [block.conv1, block.bn1, block.conv2, block.bn2, block.conv3, block.bn3]
 
 
-def _hw(image_size) -> tuple[int, int]:
-    return (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
-
-
 def _down(size: tuple[int, int], stride: int) -> tuple[int, int]:
     """Output size of a 3x3/padding-1 or 1x1/padding-0 layer (and of the stem's 7x7/3 and pool 3/1) with `stride`."""
     return (-(-size[0] // stride), -(-size[1] // stride))
@@ -66,7 +63,7 @@ def _down(size: tuple[int, int], stride: int) -> tuple[int, int]:
 
 def block_input_sizes(model: ResNet, image_size) -> list[tuple[int, int]]:
     """Spatial size (H, W) of the input of every block, in forward order; `image_size` is H or (H, W)."""
-    size = _hw(image_size)
+    size = image_hw(image_size)
     if model._stem_kind == "imagenet":  # 7x7 conv with stride 2, then a 3x3 max-pool with stride 2
         size = _down(_down(size, 2), 2)
     out = []

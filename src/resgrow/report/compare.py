@@ -17,6 +17,7 @@ from statistics import mean
 from pathlib import Path
 
 from ..errors import ResgrowError
+from ..models.spec import dashed
 from .metrics import MetricsLog
 
 
@@ -92,7 +93,7 @@ _SAME = [
 def _arch(spec: dict | None) -> str | None:
     if not spec:
         return None
-    return f"{spec.get('block')} {'-'.join(map(str, spec.get('blocks', [])))} x {'-'.join(map(str, spec.get('widths', [])))}"
+    return f"{spec.get('block')} {dashed(spec.get('blocks', []))} x {dashed(spec.get('widths', []))}"
 
 
 def _fast(fp: dict | None) -> str | None:

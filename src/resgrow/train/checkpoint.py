@@ -99,4 +99,3 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if obj.get("format") != FORMAT:
         raise ResgrowError(f"checkpoint {path} has format {obj.get('format')}, this resgrow reads {FORMAT}")
     return obj
-

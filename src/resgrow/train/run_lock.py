@@ -50,7 +50,3 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
-
-    @property
-    def held(self) -> bool:
-        return self.fd is not None

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from ..data.loader import EvalLoader, channel_stats
-from ..data.sources import Dataset
+from ..data.sources import Dataset, load_dataset
 from ..errors import ResgrowError, first_line
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .step import evaluate
+from .trainer import resolve_device
 
 
 def load_model(path: str | os.PathLike, device="cpu") -> ResNet:
@@ -23,7 +24,7 @@ def load_model(path: str | os.PathLike, device="cpu") -> ResNet:
     The architecture comes from the spec stored in the checkpoint, so this works after any growth.
     `model.data_cfg` (like timm's `pretrained_cfg`) says how inputs were prepared in training:
     `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`; it is
-    None for checkpoints written before resgrow stored it.
+    None for checkpoints written before resgrow stored it. `model.run_epoch` is the checkpoint's epoch.
     """
     path = _checkpoint_path(path)
     return _model_of(load_checkpoint(path), path).to(device).eval()
@@ -52,9 +53,6 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
                  batch_size: int = 1000) -> dict:
     """Evaluate a run's last checkpoint on `data` (default: the run's own data, with its validation
     split and image size). Returns the result with the model's epoch, blocks and widths."""
-    from ..data.sources import load_dataset
-    from .trainer import resolve_device
-
     path = _checkpoint_path(run)
     ck = load_checkpoint(path)
     info, cfg = ck.get("run_info", {}), ck.get("config", {})

@@ -49,6 +49,23 @@ def test_bad_options(capsys, small_zip, tmp_path, args, words):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("args,words", [
+    (["--arch", "resnet38", "--method", "multilevel", "--schedule", "step"], ["use --schedule cosine"]),
+    (["--arch", "resnet38", "--method", "lipgrow", "--start-blocks", "1-1-1"], ["cannot reach 6-6-6 from 1-1-1"]),
+    (["--arch", "resnet20", "--method", "multilevel"], ["3-3-3 cannot be reached by doubling"]),
+    (["--arch", "resnet38", "--method", "multilevel", "--start-blocks", "6-6-6"], ["nothing to grow"]),
+    (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "1,2"], ["2 epochs but 1 doublings"]),
+    (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "2"], ["inside (0, 2)"]),
+    (["--arch", "resnet38", "--method", "multilevel", "--epochs", "1"], ["1 epochs are too few"]),
+    (["--arch", "resnet38", "--method", "lipgrow", "--reserve", "2"], ["reserve < epochs"]),
+])
+def test_method_errors_come_before_the_data_is_read(capsys, tmp_path, args, words):
+    # the data path does not exist: an error about the method proves nothing was loaded first
+    argv = train_args(tmp_path / "no-such-data.zip", tmp_path / "r") + args
+    one_line_error(*run(capsys, *argv), *words)
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_dataset_and_missing_path(capsys, tmp_path):
     one_line_error(*run(capsys, *train_args("imagenet22k", tmp_path / "r")), "'imagenet22k' does not exist", "cifar10")
     one_line_error(*run(capsys, *train_args(tmp_path / "nope.zip", tmp_path / "r")), "does not exist")

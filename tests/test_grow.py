@@ -285,5 +285,5 @@ def test_cli_growth_run(tmp_path, small_zip):
     assert json.loads((out / "run.json").read_text())["method"] == "multilevel(start 1-1-1, grow at [2])"
     bad = argv[:6] + [str(tmp_path / "bad")] + argv[7:-1]
     assert main(bad + ["1,2"]) == 2  # 2 epochs for 1 doubling
-    assert not any((tmp_path / "bad").iterdir())  # nothing written: the corrected command can use the same --out
+    assert not (tmp_path / "bad").exists()  # refused before data or run dir: the corrected command can use the same --out
     assert main(bad + ["2", "--stop-after", "1"]) == 0

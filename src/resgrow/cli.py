@@ -148,7 +148,9 @@ def _train(a) -> int:
     # Bad input fails here, before any data is loaded.
     check_schedule(a.schedule)
     check_compile(a.compile)
-    spec_for(a.arch)
+    final_spec = spec_for(a.arch)
+    if not a.resume:
+        method.check(final_spec, a.epochs, a.schedule)
     out = Path(a.out)
     check_run_dir(out, a.resume)
     if a.resume:

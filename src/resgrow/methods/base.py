@@ -32,6 +32,10 @@ class Method:
     options: tuple = ()  # keyword options the CLI may pass (e.g. "start_blocks")
     step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
 
+    def check(self, spec, epochs: int, schedule: str) -> None:
+        """Raise ResgrowError if the method cannot train the final architecture `spec` for `epochs`
+        epochs with this schedule kind. Needs no data or model, so the CLI calls it before loading data."""
+
     def on_run_start(self, ctx: "RunContext") -> Change | None:
         """Called once before the first epoch of a fresh run (not on resume). May set schedule restarts."""
         return None

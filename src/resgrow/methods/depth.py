@@ -52,14 +52,22 @@ class DepthGrowth(Method):
         self.k = None  # doublings, known at run start
         self.grows: list[dict] = []
 
+    def plan(self, final_blocks: tuple[int, ...], schedule: str) -> tuple[tuple[int, ...], int]:
+        """(start blocks, doublings) for this final depth; errors for what cannot be grown."""
+        if schedule not in ("cosine", "cosine_restarts"):
+            raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
+        start = self.start_blocks or default_start(final_blocks)
+        k = doublings(start, final_blocks)
+        if k == 0:
+            raise ResgrowError(f"start blocks equal the final blocks {dashed(final_blocks)}: nothing to grow")
+        return start, k
+
+    def check(self, spec, epochs, schedule):
+        self.plan(spec.blocks, schedule)
+
     def on_run_start(self, ctx):
         final = ctx.model.spec
-        if ctx.schedule.kind not in ("cosine", "cosine_restarts"):
-            raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
-        self.start_blocks = self.start_blocks or default_start(final.blocks)
-        self.k = doublings(self.start_blocks, final.blocks)
-        if self.k == 0:
-            raise ResgrowError(f"start blocks equal the final blocks {final.blocks_str()}: nothing to grow")
+        self.start_blocks, self.k = self.plan(final.blocks, ctx.schedule.kind)
         start = ResNet(final.replace(blocks=self.start_blocks))
         self.final_blocks = final.blocks
         return Change(start.to(next(ctx.model.parameters()).device), {}, f"start {start.spec.blocks_str()} (final {final.blocks_str()})")

@@ -112,6 +112,10 @@ class LipGrow(DepthGrowth):
         self.meter = LipschitzMeter()  # its image size is the run's, set at every epoch end
         self.trigger: LipGrowTrigger | None = None  # made at run start, when the epochs and doublings are known
 
+    def check(self, spec, epochs, schedule):
+        _, k = self.plan(spec.blocks, schedule)
+        LipGrowTrigger(k, epochs, self.threshold, self.window, self.reserve)
+
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
         self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)

@@ -33,16 +33,29 @@ class Multilevel(DepthGrowth):
         super().__init__(start_blocks)
         self.grow_at = sorted(int(round(e)) for e in grow_at) if grow_at else None
 
-    def on_run_start(self, ctx):
-        change = super().on_run_start(ctx)
+    def grow_epochs(self, epochs: int, k: int, start=(), final=()) -> list[int]:
+        """The k growth epochs: --grow-at, or the paper's 60 and 110 of 160 scaled to `epochs`."""
         if self.grow_at is None:
             first = 0.375  # 60 of 160 epochs
-            self.grow_at = [round(ctx.epochs * (first + (1 - first) * j / self.k)) for j in range(self.k)]
-        if len(self.grow_at) != self.k:
-            raise ResgrowError(f"--grow-at gives {len(self.grow_at)} epochs but {self.k} doublings are needed "
-                               f"({dashed(self.start_blocks)} -> {dashed(self.final_blocks)})")
-        if len(set(self.grow_at)) != self.k or not all(0 < e < ctx.epochs for e in self.grow_at):
-            raise ResgrowError(f"growth epochs {self.grow_at} must be distinct and inside (0, {ctx.epochs})")
+            at = [round(epochs * (first + (1 - first) * j / k)) for j in range(k)]
+            if len(set(at)) != k or not all(0 < e < epochs for e in at):
+                raise ResgrowError(f"{epochs} epochs are too few for {k} growths at distinct epochs; "
+                                   "train longer or give --grow-at")
+            return at
+        if len(self.grow_at) != k:
+            raise ResgrowError(f"--grow-at gives {len(self.grow_at)} epochs but {k} doublings are needed "
+                               f"({dashed(start)} -> {dashed(final)})")
+        if len(set(self.grow_at)) != k or not all(0 < e < epochs for e in self.grow_at):
+            raise ResgrowError(f"growth epochs {self.grow_at} must be distinct and inside (0, {epochs})")
+        return list(self.grow_at)
+
+    def check(self, spec, epochs, schedule):
+        start, k = self.plan(spec.blocks, schedule)
+        self.grow_epochs(epochs, k, start, spec.blocks)
+
+    def on_run_start(self, ctx):
+        change = super().on_run_start(ctx)
+        self.grow_at = self.grow_epochs(ctx.epochs, self.k, self.start_blocks, self.final_blocks)
         for e in self.grow_at:
             ctx.schedule.add_restart(e)
         return change

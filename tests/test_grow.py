@@ -1,3 +1,4 @@
+import csv
 import json
 
 import pytest
@@ -252,6 +253,10 @@ def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
     _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r")
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
+    with open(tmp_path / "r" / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[-4:] == ["lip_score", "lip_ratio", "lip_seconds", "events"]
+    assert [float(r["lip_score"]) for r in table] == [r["lip_score"] for r in rows]
 
 
 def test_spec_of_grown_model_builds_the_same_model():

@@ -104,6 +104,7 @@ class LipGrow(DepthGrowth):
     name = "lipgrow"
     mode = "duplicate"
     options = ("start_blocks", "lip_threshold", "lip_window", "reserve")
+    log_columns = ("lip_score", "lip_ratio", "lip_seconds")
 
     def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None):
         super().__init__(start_blocks)

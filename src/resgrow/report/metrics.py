@@ -27,7 +27,12 @@ def check_tensorboard() -> None:
 
 
 class MetricsLog:
-    def __init__(self, out_dir: str | Path, tensorboard: bool = False):
+    """`method_columns`: the method's own per-epoch numbers (e.g. LipGrow's lip_score), added to the
+    CSV before `events` and to TensorBoard."""
+
+    def __init__(self, out_dir: str | Path, tensorboard: bool = False, method_columns: tuple = ()):
+        self.columns = CSV_COLUMNS[:-1] + [c for c in method_columns if c not in CSV_COLUMNS] + CSV_COLUMNS[-1:]
+        self.scalars = TB_SCALARS + [c for c in method_columns if c not in TB_SCALARS]
         self.jsonl = Path(out_dir) / "metrics.jsonl"
         self.csv = Path(out_dir) / "metrics.csv"
         self.tb_dir = Path(out_dir) / "tb" if tensorboard else None
@@ -52,7 +57,7 @@ class MetricsLog:
         self._writer(purge_step=last_epoch + 1)
         self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in keep))
         with open(self.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+            w = csv.DictWriter(f, self.columns, extrasaction="ignore")
             w.writeheader()
             for r in keep:
                 w.writerow(_flat(r))
@@ -63,7 +68,7 @@ class MetricsLog:
                 f.write(json.dumps(row) + "\n")
             new = not self.csv.is_file()
             with open(self.csv, "a", newline="") as f:
-                w = csv.DictWriter(f, CSV_COLUMNS, extrasaction="ignore")
+                w = csv.DictWriter(f, self.columns, extrasaction="ignore")
                 if new:
                     w.writeheader()
                 w.writerow(_flat(row))
@@ -74,7 +79,7 @@ class MetricsLog:
         if tb is not None:
             # x = epoch; the walltime is the run's training clock, so TensorBoard's "relative"
             # axis shows accuracy against training seconds (what growth methods save).
-            for k in TB_SCALARS:
+            for k in self.scalars:
                 if isinstance(row.get(k), (int, float)):
                     tb.add_scalar(k, row[k], row["epoch"], walltime=row["train_seconds"])
             for e in row.get("events", []):

@@ -186,7 +186,8 @@ class Trainer:
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
         self.history: list[dict] = []
         self._pending_events: list[str] = []
-        self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard) if self.out else None
+        self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard,
+                              method_columns=getattr(self.method, "log_columns", ())) if self.out else None
         self._lock = RunLock(self.out) if self.out else None  # held while fit() runs
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change

@@ -35,6 +35,7 @@ def test_short_real_run_beats_chance(mini, tmp_path):
     assert {"train_seconds", "test_acc", "lr", "params", "flops", "blocks", "widths", "events", "spec"} <= set(logged[0])
     assert logged[0]["blocks"] == "1-1-1" and logged[0]["params"] == sum(p.numel() for p in ResNet(TINY).parameters())
     assert logged[-1]["train_seconds"] > logged[0]["train_seconds"] > 0
+    assert all(r["eval_seconds"] > 0 for r in logged)  # evaluation is timed, apart from training
     csv_lines = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,train_seconds,train_loss") and len(csv_lines) == 7
     run = json.loads((tmp_path / "run" / "run.json").read_text())

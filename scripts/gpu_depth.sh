@@ -5,6 +5,10 @@
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
 # EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
+# A row longer than one 10-min device command (resnet122 at 160 epochs): RUNDIR=/tmp/runs STOP_AFTER=80
+# in a first command keeps the run and its checkpoint outside $OUT (which each command empties); the same
+# command without STOP_AFTER, sent while that machine is still warm, resumes it to the end. Either way
+# the logs are copied to $OUT/<run>.
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seed=${3:-0}; win=${4:-10}; mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
@@ -15,7 +19,14 @@ tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74:
 common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet ${EXTRA:-}"
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
-run() { name=$1; shift; python3 -m resgrow train $common --out "$out/$name" "$@" 2>&1 | tail -2; rm -f "$out/$name/checkpoint.pt"; }
+rundir=${RUNDIR:-$out}; mkdir -p "$rundir"
+run() {
+  name=$1; shift; d=$rundir/$name
+  [[ -f $d/checkpoint.pt ]] && set -- "$@" --resume  # a run stopped by STOP_AFTER goes on where it stopped
+  python3 -m resgrow train $common --out "$d" "$@" ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
+  [[ $d != "$out/$name" ]] && mkdir -p "$out/$name" && cp "$d"/metrics.jsonl "$d"/metrics.csv "$d"/run.json "$out/$name/"
+  [[ -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"  # 8 files come back from a device command
+}
 runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" baseline "* ]] && run baseline_${tag}_s$seed --schedule cosine
 [[ $runs == *" restarts "* ]] && run baseline_restarts_${tag}_s$seed --schedule cosine_restarts --restarts "$restarts"

@@ -86,7 +86,8 @@ def test_bad_zips(capsys, tmp_path):
 def test_run_dir_resume_and_checkpoint_errors(capsys, small_zip, tmp_path):
     out = tmp_path / "r"
     assert main(train_args(small_zip, out, "--stop-after", "1")) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    assert said.startswith("stopped after epoch 1/2 (--stop-after)") and "continue with --resume" in said, said
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     one_line_error(*run(capsys, *train_args(small_zip, out)), "already exists and is not empty", "--resume")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched

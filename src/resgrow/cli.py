@@ -189,7 +189,11 @@ def _train(a) -> int:
               f"(continue with --resume)", file=sys.stderr)
         return 143
     last = rows[-1] if rows else {}
-    if "test_acc" in last:
+    if trainer.epoch < cfg.epochs:  # --stop-after
+        acc = f"test accuracy {last['test_acc']:.2%}, " if "test_acc" in last else ""
+        print(f"stopped after epoch {trainer.epoch}/{cfg.epochs} (--stop-after): {acc}training time "
+              f"{trainer.train_seconds:.1f}s; continue with --resume --out {out}")
+    elif "test_acc" in last:
         print(f"final epoch {last['epoch']}: test accuracy {last['test_acc']:.2%}, training time {last['train_seconds']:.1f}s; run in {out}")
     return 0
 

@@ -5,10 +5,10 @@
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
 # EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
-# A row longer than one 10-min device command (resnet122 at 160 epochs): RUNDIR=/tmp/runs STOP_AFTER=80
-# in a first command keeps the run and its checkpoint outside $OUT (which each command empties); the same
-# command without STOP_AFTER, sent while that machine is still warm, resumes it to the end. Either way
-# the logs are copied to $OUT/<run>.
+# A row that may outlast one 10-min device command (resnet122 at 160 epochs, or resnet74's baseline on a
+# slow day): RUNDIR=/tmp/runs keeps the run and its checkpoint outside $OUT (which each command empties),
+# and STOP_AFTER=EPOCH or DEADLINE=SECONDS (SIGTERM: the epoch ends with a checkpoint) stops it in time;
+# the same command, sent again while that machine is still warm, resumes it. Logs are copied to $OUT/<run>.
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seed=${3:-0}; win=${4:-10}; mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
@@ -23,9 +23,14 @@ rundir=${RUNDIR:-$out}; mkdir -p "$rundir"
 run() {
   name=$1; shift; d=$rundir/$name
   [[ -f $d/checkpoint.pt ]] && set -- "$@" --resume  # a run stopped by STOP_AFTER goes on where it stopped
-  python3 -m resgrow train $common --out "$d" "$@" ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
+  # DEADLINE=S: SIGTERM after S seconds, so the run ends its epoch with a checkpoint before the command limit
+  ${DEADLINE:+timeout --preserve-status -s TERM $DEADLINE} python3 -m resgrow train $common --out "$d" "$@" \
+    ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
+  rc=${PIPESTATUS[0]}
   [[ $d != "$out/$name" ]] && mkdir -p "$out/$name" && cp "$d"/metrics.jsonl "$d"/metrics.csv "$d"/run.json "$out/$name/"
-  [[ -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"  # 8 files come back from a device command
+  # 8 files come back from a device command: drop the checkpoint of a run that has finished
+  [[ $rc == 0 && -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"
+  [[ $rc == 143 ]] && echo "$name: stopped at DEADLINE=$DEADLINE s; the same command resumes it from $d"
 }
 runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" baseline "* ]] && run baseline_${tag}_s$seed --schedule cosine

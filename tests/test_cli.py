@@ -240,3 +240,24 @@ def test_an_unwritable_run_directory_is_one_line(capsys, small_zip, tmp_path):
     parent.mkdir()
     (parent / "runs").write_text("a file where the run's parent folder should be")
     one_line_error(*run(capsys, *train_args(small_zip, parent / "runs" / "r")), "runs")
+
+
+def test_out_of_gpu_memory_is_one_line_that_keeps_the_checkpoint(capsys, small_zip, tmp_path, monkeypatch):
+    from resgrow.train.trainer import Trainer
+
+    out = tmp_path / "r"
+    assert main(train_args(small_zip, out, "--stop-after", "1")) == 0
+    capsys.readouterr()
+    kept = (out / CHECKPOINT).read_bytes()
+
+    def oom(self, until=None):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total "
+                                          "capacity of 79.19 GiB of which 3.06 MiB is free. Including non-PyTorch ...")
+
+    monkeypatch.setattr(Trainer, "fit", oom)
+    one_line_error(*run(capsys, *train_args(small_zip, out, "--resume")), "Tried to allocate 20.00 MiB.",
+                   "smaller --batch-size", "--resume")
+    assert (out / CHECKPOINT).read_bytes() == kept
+    monkeypatch.setattr(Trainer, "fit", lambda self, until=None: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # other errors are not dressed up as user errors
+        main(train_args(small_zip, out, "--resume"))

@@ -201,3 +201,13 @@ def test_missing_cifar_names_the_expected_layout(tmp_path):
         load_dataset("cifar100", root=tmp_path)
     with pytest.raises(ResgrowError, match="does not exist"):
         load_dataset(tmp_path / "nope.zip")
+
+
+def test_a_dataset_too_big_for_the_gpu_is_one_clear_error(monkeypatch):
+    from resgrow.data import loader
+
+    images = torch.zeros(100, 32, 32, 3, dtype=torch.uint8)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30 + 100 * 3072 - 1, 80 * 2**30))
+    with pytest.raises(ResgrowError, match=r"training images \(0.0 GiB as uint8\) do not fit .* cuda:0 \(1.0 GiB\)"):
+        loader.to_device(images, torch.device("cuda:0"), "training")
+    assert loader.to_device(images, torch.device("cpu"), "training") is images  # no check, no copy on the CPU

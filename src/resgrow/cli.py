@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -265,6 +266,15 @@ def main(argv=None) -> int:
         return 2
     except OSError as e:  # the file system said no (permissions, full disk, ...): one line, not a traceback
         print(f"resgrow: error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError (torch.OutOfMemoryError in 2.5+)
+            raise
+        said = " ".join(str(e).split())
+        short = re.match(r".*?Tried to allocate [\d.]+ \w+\.", said)  # torch's first two sentences
+        said = short.group(0) if short else said[:120]
+        print(f"resgrow: error: {said} Try a smaller --batch-size (or --image-size); the last checkpoint, if any, "
+              "is kept (continue with --resume)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("resgrow: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)

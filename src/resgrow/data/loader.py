@@ -21,6 +21,19 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return x.mean(0).tolist(), x.std(0).tolist()
 
 
+def to_device(images: torch.Tensor, device: torch.device, what: str) -> torch.Tensor:
+    """Move a split's images to the device, or say in one line that they do not fit there."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        need = images.numel() * images.element_size()
+        if need > free - 2**30:  # keep a GiB for the model, its activations and the CUDA graph
+            raise ResgrowError(f"the {what} images ({need / 2**30:.1f} GiB as uint8) do not fit in the free memory of "
+                               f"{device} ({free / 2**30:.1f} GiB): resgrow keeps the whole dataset on the device; "
+                               "use a smaller --image-size or fewer images")
+    return images.to(device)
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
@@ -58,7 +71,7 @@ class DeviceLoader:
         images = split.images
         if self.pad:
             images = F.pad(images, (0, 0, self.pad, self.pad, self.pad, self.pad))  # zeros around H and W
-        self.images = images.to(self.device)
+        self.images = to_device(images, self.device, "training")
         self.labels = split.labels.to(self.device)
         self.normalize = _Normalize(mean, std, self.device, channels_last)
         m = self.steps * batch_size
@@ -97,8 +110,8 @@ class DeviceLoader:
 class EvalLoader:
     """Fixed-order, unaugmented batches of a split kept on the device."""
 
-    def __init__(self, split: Split, batch_size: int, device, mean, std, channels_last: bool = False):
-        self.images = split.images.to(device)
+    def __init__(self, split: Split, batch_size: int, device, mean, std, channels_last: bool = False, what="test"):
+        self.images = to_device(split.images, device, what)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.normalize = _Normalize(mean, std, device, channels_last)

@@ -99,7 +99,7 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
         raise ResgrowError(f"the model has {model._num_classes} outputs, {data.name} has {data.num_classes} classes")
     device = next(model.parameters()).device
     amp = device.type == "cuda" if amp is None else amp
-    loader = EvalLoader(part, batch_size, device, mean, std, channels_last=device.type == "cuda")
+    loader = EvalLoader(part, batch_size, device, mean, std, channels_last=device.type == "cuda", what=split)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     loss, acc = evaluate(model, loader, amp)

@@ -174,9 +174,10 @@ class Trainer:
         self.mean, self.std = channel_stats(data.train.images)
         self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
                                    augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last)
-        ev = lambda s: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std, self.channels_last)  # noqa: E731
-        self.test_loader = ev(data.test)
-        self.val_loader = ev(data.val) if data.val is not None else None
+        ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
+                                        self.channels_last, what)
+        self.test_loader = ev(data.test, "test")
+        self.val_loader = ev(data.val, "validation") if data.val is not None else None
         self.schedule = Schedule(self.cfg.schedule, self.cfg.lr, self.cfg.epochs, eta_min=self.cfg.eta_min,
                                  warmup=self.cfg.warmup, milestones=self.cfg.milestones, gamma=self.cfg.gamma,
                                  restarts=self.cfg.restarts)

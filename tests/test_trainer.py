@@ -63,6 +63,34 @@ def test_resume_equals_uninterrupted(mini, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+def own_model(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+
+
+def test_any_model_trains_at_a_fixed_size_and_resumes(mini, tmp_path):
+    full = Trainer(own_model(), mini, cfg(epochs=2), out=tmp_path / "full")
+    rows = full.fit()
+    conv, linear = 2 * 3 * 16 * 9 * 32 * 32, 2 * 16 * 10  # a multiply-add counts 2
+    assert rows[-1]["model"] == "Sequential" and rows[-1]["flops"] == conv + linear
+    assert rows[-1]["params"] == 3 * 16 * 9 + 2 * 16 + 16 * 10 + 10 and "blocks" not in rows[-1]
+    assert json.loads((tmp_path / "full" / "run.json").read_text())["model_class"] == "Sequential"
+    Trainer(own_model(), mini, cfg(epochs=2), out=tmp_path / "part").fit(until=1)
+    resumed = Trainer(own_model(seed=5), mini, cfg(epochs=2), out=tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    with pytest.raises(ResgrowError, match="holds a Sequential, not the given ResNet"):
+        Trainer(tiny(), mini, cfg(epochs=3), out=tmp_path / "part", resume=True).fit()
+    with pytest.raises(ResgrowError, match="Sequential of your own, which resgrow cannot rebuild"):
+        load_model(tmp_path / "full")
+    from resgrow.methods import LipGrow
+    with pytest.raises(ResgrowError, match="'lipgrow' changes the model's size, which needs a resgrow ResNet"):
+        Trainer(own_model(), mini, cfg(), method=LipGrow())
+
+
 class Deepen1(Method):
     """Test-only size change after epoch 1: stage 0 gets a second block copied from its first."""
 

@@ -29,5 +29,20 @@ def flops_per_image(spec: ArchSpec, image_size: int | tuple[int, int] = 32) -> i
     return int(counter.get_total_flops())
 
 
+def module_flops_per_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Forward FLOPs of any model for one image of size (C, H, W): one forward pass in eval mode
+    without gradients (BN running statistics are left alone), on the model's own device."""
+    p = next(model.parameters(), None)
+    x = torch.zeros(1, *input_size, device=p.device if p is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
 def param_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

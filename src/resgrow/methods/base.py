@@ -30,6 +30,7 @@ class Method:
 
     name = "baseline"
     options: tuple = ()  # keyword options the CLI may pass (e.g. "start_blocks")
+    resizes = False  # True: hands the trainer new models, so it needs a resgrow ResNet to start from
     log_columns: tuple = ()  # per-epoch numbers the method adds to ctx.row that also go into metrics.csv / TensorBoard
     step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
 

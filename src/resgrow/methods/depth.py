@@ -46,6 +46,7 @@ class DepthGrowth(Method):
     """Start with `start_blocks` per stage and double every stage `k` times up to the final arch."""
 
     mode = "interpolate"
+    resizes = True
 
     def __init__(self, start_blocks=None):
         self.start_blocks = parse_blocks(start_blocks) if start_blocks is not None else None

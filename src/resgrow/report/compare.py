@@ -79,7 +79,7 @@ _SAME = [
     ("device", lambda i: i.get("gpu") or i.get("device"), "training seconds compare machines, not methods"),
     ("torch", lambda i: i.get("torch"), "kernels and speed can change between versions"),
     ("data", lambda i: i.get("dataset"), "accuracies are not comparable"),
-    ("final arch", lambda i: _arch(i.get("spec")), None),
+    ("final arch", lambda i: _arch(i.get("spec")) or i.get("model_class"), None),
     ("epochs", lambda i: i.get("config", {}).get("epochs"), None),
     ("batch size", lambda i: i.get("config", {}).get("batch_size"), None),
     ("peak lr", lambda i: i.get("config", {}).get("lr"), None),

@@ -28,7 +28,7 @@ def check_compile(how: str) -> None:
         raise ResgrowError(f"unknown compile mode {how!r}; known: {', '.join(COMPILE_MODES)}")
 
 
-def apply_compile(model: ResNet, how: str, backend: str = "inductor") -> None:
+def apply_compile(model: nn.Module, how: str, backend: str = "inductor") -> None:
     """Compile in place (nn.Module.compile keeps parameter names, so checkpoints do not change)."""
     check_compile(how)
     if how == "none":
@@ -38,7 +38,10 @@ def apply_compile(model: ResNet, how: str, backend: str = "inductor") -> None:
     cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
     if hasattr(cfg, "accumulated_cache_size_limit"):
         cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, 512)
-    blocks = [b for _, _, b in model.iter_blocks()]
+    if how == "blocks" and not isinstance(model, ResNet):
+        raise ResgrowError(f"compile mode 'blocks' compiles resgrow residual blocks; a {type(model).__name__} "
+                           "has none: use compile 'model'")
+    blocks = [b for _, _, b in model.iter_blocks()] if isinstance(model, ResNet) else []
     for b in blocks:
         b.use_tensor_h()  # h as an input, not a constant: a growth that only halves h compiles nothing new
     targets: list[nn.Module] = blocks if how == "blocks" else [model]

@@ -38,6 +38,9 @@ def _checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def _model_of(ck: dict, path: Path) -> ResNet:
+    if "spec" in ck and ck["spec"] is None:
+        raise ResgrowError(f"checkpoint {path} holds a {ck.get('model_class', 'model')} of your own, which resgrow cannot "
+                           "rebuild: build it and load_state_dict(resgrow.train.load_checkpoint(path)['model'])")
     try:
         model = ResNet(ArchSpec.from_dict(ck["spec"]))
         model.load_state_dict(ck["model"])

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
-from ..measure.flops import flops_per_image, param_count
+from ..measure.flops import flops_per_image, module_flops_per_image, param_count
 from ..methods.base import Baseline, Change, Method
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
@@ -106,6 +106,11 @@ def make_deterministic() -> None:
         torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+def arch_of(model: nn.Module) -> ArchSpec | None:
+    """The model's ArchSpec, or None for a model that is not a resgrow ResNet (trained as it is)."""
+    return spec_of(model) if isinstance(model, ResNet) else None
+
+
 def check_run_dir(out: Path | None, resume: bool) -> None:
     """A run directory is never overwritten: it must be new or empty, unless resuming from its checkpoint."""
     if out is None:
@@ -183,7 +188,11 @@ class Trainer:
                                  restarts=self.cfg.restarts)
         # One lr tensor for the whole run: a captured optimizer step reads it in place.
         self.lr = torch.tensor(self.schedule(0.0), device=self.device) if self.use_graphs else self.schedule(0.0)
-        self.requested_spec = spec_of(model)
+        # Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow ResNet.
+        self.requested_spec, self.model_class = arch_of(model), type(model).__name__
+        if self.requested_spec is None and self.method.resizes:
+            raise ResgrowError(f"method {self.method.name!r} changes the model's size, which needs a resgrow ResNet "
+                               f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {self.model_class}")
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
         self.history: list[dict] = []
         self._pending_events: list[str] = []
@@ -203,6 +212,7 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train()
+        self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
         opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs)
         carried = None
@@ -251,7 +261,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "epoch": self.epoch, "global_step": self.global_step, "train_seconds": self.train_seconds,
-            "spec": spec_of(self.model).to_dict(), "requested_spec": self.requested_spec.to_dict(),
+            "spec": _dict(arch_of(self.model)), "requested_spec": _dict(self.requested_spec),
+            "model_class": self.model_class,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
             "schedule": self.schedule.state_dict(),
@@ -267,6 +278,11 @@ class Trainer:
 
     def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
         try:
+            if (ck["spec"] is None) != (self.requested_spec is None) or ck.get("model_class", "ResNet") != self.model_class:
+                raise ResgrowError(f"{source} holds a {ck.get('model_class', 'ResNet')}, not the given {self.model_class}")
+            if ck["spec"] is None:  # a model of the user's own: load into the one given
+                self._load_model_state(self.model, ck)
+                return
             spec, requested = ArchSpec.from_dict(ck["spec"]), ArchSpec.from_dict(ck["requested_spec"])
             if requested != self.requested_spec:
                 raise ResgrowError(f"{source} was trained for {ck.get('run_info', {}).get('arch', 'another arch')} "
@@ -275,21 +291,23 @@ class Trainer:
                                    f"widths {self.requested_spec.widths_str()}")
             if ck["method"]["name"] != self.method.name:
                 raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
-            model = ResNet(spec)
-            model.load_state_dict(ck["model"])
-            self._install(model)
-            for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
-                self.optimizer.state[p]["momentum_buffer"].copy_(m)
-            self.schedule.load_state_dict(ck["schedule"])
-            self.method.load_state_dict(ck["method"]["state"])
-            self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
-            torch.set_rng_state(ck["rng"]["cpu"])
-            if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+            self._load_model_state(ResNet(spec), ck)
         except ResgrowError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise ResgrowError(f"{source} does not match its own architecture or is incomplete ({first_line(e)})") from None
+            raise ResgrowError(f"{source} does not match the model or is incomplete ({first_line(e)})") from None
+
+    def _load_model_state(self, model: nn.Module, ck: dict) -> None:
+        model.load_state_dict(ck["model"])
+        self._install(model)
+        for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
+            self.optimizer.state[p]["momentum_buffer"].copy_(m)
+        self.schedule.load_state_dict(ck["schedule"])
+        self.method.load_state_dict(ck["method"]["state"])
+        self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
+        torch.set_rng_state(ck["rng"]["cpu"])
+        if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
 
     def _save(self) -> None:
         if self.out is not None:
@@ -345,7 +363,7 @@ class Trainer:
         self.runner.reset_metrics()
         prev = f" loss {self.history[-1]['train_loss']:.3f}" if self.history else ""
         bar = Progress(steps, cfg.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
-                       f"{spec_of(self.model).blocks_str()}{prev}", enabled=not cfg.quiet)
+                       f"{self._size.get('blocks', self.model_class)}{prev}", enabled=not cfg.quiet)
         captures_before = self.capture_seconds
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
@@ -390,8 +408,7 @@ class Trainer:
             if self.val_loader is not None:
                 row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
             row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
-        spec = spec_of(self.model)
-        row.update(self._size_fields(spec))
+        row.update(self._size)
         t0 = time.perf_counter()
         change = self.method.on_epoch_end(self._ctx(row))
         sync()
@@ -399,7 +416,7 @@ class Trainer:
         self.train_seconds += row["method_seconds"]
         if change is not None and self.epoch < cfg.epochs:
             self.apply_change(change)
-            row.update({f"after_{k}": v for k, v in self._size_fields(spec_of(self.model)).items()})
+            row.update({f"after_{k}": v for k, v in self._size.items()})
         row["train_seconds"] = round(self.train_seconds, 3)  # with the method's time and the size change
         row["events"] = self._pending_events
         self._pending_events = []
@@ -407,9 +424,13 @@ class Trainer:
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs or self.stop_requested:
             self._save()
 
-    def _size_fields(self, spec: ArchSpec) -> dict:
-        h, w = self.loader.h, self.loader.w
-        return {"params": param_count(self.model), "flops": flops_per_image(spec, (h, w)),
+    def _size_fields(self, model: nn.Module) -> dict:
+        """What the log says about the model's size; for a model of the user's own, its class name."""
+        h, w, c = self.loader.h, self.loader.w, self.data.train.images.shape[-1]
+        spec = arch_of(model)
+        if spec is None:
+            return {"params": param_count(model), "flops": module_flops_per_image(model, (c, h, w)), "model": self.model_class}
+        return {"params": param_count(model), "flops": flops_per_image(spec, (h, w)),
                 "blocks": spec.blocks_str(), "widths": spec.widths_str(), "spec": spec.to_dict()}
 
     def _write_row(self, row: dict) -> None:
@@ -425,7 +446,8 @@ class Trainer:
         import json
         import platform
 
-        info = dict(self.run_info, config=self.cfg.to_dict(), spec=self.requested_spec.to_dict(), method=self.method.describe(),
+        info = dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec), model_class=self.model_class,
+                    method=self.method.describe(),
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
@@ -442,5 +464,13 @@ def format_row(r: dict, epochs: int) -> str:
     val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
     ev = f"  [{'; '.join(r['events'])}]" if r.get("events") else ""
     return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
-            f"  {r['img_per_s']:,.0f} img/s  {r['train_seconds']:.1f}s  {r.get('blocks', '?')} x {r.get('widths', '?')}"
+            f"  {r['img_per_s']:,.0f} img/s  {r['train_seconds']:.1f}s  {_size_str(r)}"
             f"  {r.get('params', 0) / 1e6:.2f}M{ev}")
+
+
+def _size_str(r: dict) -> str:
+    return f"{r['blocks']} x {r['widths']}" if "blocks" in r else r.get("model", "?")
+
+
+def _dict(spec: ArchSpec | None) -> dict | None:
+    return spec.to_dict() if spec is not None else None

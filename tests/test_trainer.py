@@ -91,6 +91,21 @@ def test_any_model_trains_at_a_fixed_size_and_resumes(mini, tmp_path):
         Trainer(own_model(), mini, cfg(), method=LipGrow())
 
 
+def test_resume_refuses_other_data_under_the_same_name(mini, tmp_path):
+    import dataclasses
+
+    Trainer(tiny(), mini, cfg(), out=tmp_path / "r").fit(until=1)
+    renamed = dataclasses.replace(mini, classes=[c.upper() for c in mini.classes])
+    with pytest.raises(ResgrowError, match="trained on data with classes"):
+        Trainer(tiny(), renamed, cfg(), out=tmp_path / "r", resume=True).fit()
+    images = mini.train.images.clone()
+    images[:100] = 255 - images[:100]  # 5% of the images replaced
+    changed = dataclasses.replace(mini, train=dataclasses.replace(mini.train, images=images))
+    with pytest.raises(ResgrowError, match="trained on other images"):
+        Trainer(tiny(), changed, cfg(), out=tmp_path / "r", resume=True).fit()
+    assert Trainer(tiny(), mini, cfg(), out=tmp_path / "r", resume=True).fit()[-1]["epoch"] == 3  # the same data
+
+
 class Deepen1(Method):
     """Test-only size change after epoch 1: stage 0 gets a second block copied from its first."""
 

@@ -280,6 +280,7 @@ class Trainer:
         try:
             if (ck["spec"] is None) != (self.requested_spec is None) or ck.get("model_class", "ResNet") != self.model_class:
                 raise ResgrowError(f"{source} holds a {ck.get('model_class', 'ResNet')}, not the given {self.model_class}")
+            self._check_same_data(ck.get("data_cfg"), source)
             if ck["spec"] is None:  # a model of the user's own: load into the one given
                 self._load_model_state(self.model, ck)
                 return
@@ -296,6 +297,19 @@ class Trainer:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise ResgrowError(f"{source} does not match the model or is incomplete ({first_line(e)})") from None
+
+    def _check_same_data(self, stored: dict | None, source: str) -> None:
+        """A resumed run must see the data it was trained on: same classes, image size and pixel
+        statistics (a file replaced under the same path would otherwise go unnoticed)."""
+        if not stored:  # checkpoints written before resgrow stored data_cfg
+            return
+        now = self.data_cfg()
+        for key, what in (("classes", "classes"), ("input_size", "image size (C, H, W)")):
+            if list(stored[key]) != now[key]:
+                raise ResgrowError(f"{source} was trained on data with {what} {stored[key]}, this data has {now[key]}")
+        if any(abs(a - b) > 1e-6 for a, b in zip(stored["mean"] + stored["std"], now["mean"] + now["std"])):
+            raise ResgrowError(f"{source} was trained on other images: the training set's pixel mean/std differ "
+                               f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} now)")
 
     def _load_model_state(self, model: nn.Module, ck: dict) -> None:
         model.load_state_dict(ck["model"])

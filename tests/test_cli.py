@@ -1,5 +1,6 @@
 """Every bad input gets one line on stderr and a non-zero exit, and nothing is overwritten."""
 
+import json
 import os
 import signal
 import subprocess
@@ -261,3 +262,43 @@ def test_out_of_gpu_memory_is_one_line_that_keeps_the_checkpoint(capsys, small_z
     monkeypatch.setattr(Trainer, "fit", lambda self, until=None: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # other errors are not dressed up as user errors
         main(train_args(small_zip, out, "--resume"))
+
+
+OWN_MODEL = '''
+import torch
+from torch import nn
+
+
+def small_net(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))
+
+
+def not_a_model(num_classes=10):
+    return "nope"
+'''
+
+
+def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, monkeypatch):
+    (tmp_path / "my_nets.py").write_text(OWN_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "r"
+    own = ["--arch", "my_nets:small_net"]
+    assert main(train_args(small_zip, out, *own, "--stop-after", "1")) == 0
+    assert main(train_args(small_zip, out, *own, "--resume")) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["model"] == "Sequential"
+    assert json.loads((out / "run.json").read_text())["arch"] == "my_nets:small_net"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--device", "cpu", *own]) == 0
+    said = capsys.readouterr().out
+    assert f"test accuracy {rows[-1]['test_acc']:.2%}" in said and "epoch 2/2, Sequential" in said, said
+    one_line_error(*run(capsys, "eval", str(out), "--device", "cpu"), "of your own", "--arch")
+
+    for args, words in [(["--arch", "no_such_module_xyz:net"], ["cannot import 'no_such_module_xyz'"]),
+                        (["--arch", "my_nets:missing"], ["has no function 'missing'"]),
+                        (["--arch", "my_nets:small_net", "--method", "lipgrow"], ["needs a resgrow arch"])]:
+        one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", *args)), *words)
+        assert not (tmp_path / "bad").exists()
+    one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", "--arch", "my_nets:not_a_model")),
+                   "returned a str, not a torch.nn.Module")

@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model (fixed size or with a growth method)")
-    t.add_argument("--arch", required=True, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final architecture")
+    t.add_argument("--arch", required=True, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final "
+                   "architecture; or package.module:function for a model of your own (fixed size, called with num_classes=N)")
     t.add_argument("--data", required=True, help="cifar10 | cifar100 | path to an ImageFolder directory or zip (train/<class>/*, test/<class>/*)")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
     t.add_argument("--method", default="baseline", help="training method (default: baseline, the fixed-size net)")
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="which split (default test; val exists when the run used --val-size)")
     e.add_argument("--device", default="auto")
+    e.add_argument("--arch", default=None, help="a run of a model of your own: the package.module:function it was trained with")
     e.add_argument("--batch-size", type=int, default=1000)
     e.add_argument("--json", default=None, help="also write the result to this JSON file")
     c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to accuracy)")
@@ -138,6 +140,7 @@ def _train(a) -> int:
 
     from .data.sources import load_dataset
     from .methods import build_method
+    from .models.custom import build_custom, is_custom, model_factory
     from .models.registry import build, spec_for
     from .train.checkpoint import load_checkpoint
     from .train.compile import check_compile
@@ -149,9 +152,15 @@ def _train(a) -> int:
     # Bad input fails here, before any data is loaded.
     check_schedule(a.schedule)
     check_compile(a.compile)
-    final_spec = spec_for(a.arch)
-    if not a.resume:
-        method.check(final_spec, a.epochs, a.schedule)
+    if is_custom(a.arch):
+        model_factory(a.arch)  # importable, before any data is read
+        if method.resizes:
+            raise ResgrowError(f"method {a.method!r} changes the model's size, which needs a resgrow arch "
+                               f"(resnet56, ...), not a model of your own ({a.arch})")
+    elif not a.resume:
+        method.check(spec_for(a.arch), a.epochs, a.schedule)
+    else:
+        spec_for(a.arch)
     out = Path(a.out)
     check_run_dir(out, a.resume)
     if a.resume:
@@ -175,7 +184,7 @@ def _train(a) -> int:
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
                         progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
-    model = build(a.arch, data.num_classes)
+    model = build_custom(a.arch, data.num_classes) if is_custom(a.arch) else build(a.arch, data.num_classes)
     info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
                            "command": " ".join(["resgrow"] + sys.argv[1:])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
@@ -224,9 +233,10 @@ def _stop_on_sigterm(trainer):
 def _eval(a) -> int:
     from .train.saved import evaluate_run
 
-    r = evaluate_run(a.run, a.data, a.split, a.device, a.data_dir, a.cache_dir, a.image_size, a.batch_size)
+    r = evaluate_run(a.run, a.data, a.split, a.device, a.data_dir, a.cache_dir, a.image_size, a.batch_size, arch=a.arch)
     print(f"{r['split']} accuracy {r['acc']:.2%} (loss {r['loss']:.4f}) on {r['images']} images of {r['dataset']}; "
-          f"model of epoch {r['epoch']}/{r['epochs'] or '?'}, blocks {r['blocks']}, widths {r['widths']}")
+          f"model of epoch {r['epoch']}/{r['epochs'] or '?'}, "
+          + (f"blocks {r['blocks']}, widths {r['widths']}" if "blocks" in r else r["model"]))
     if a.json:
         Path(a.json).write_text(json.dumps(dict(r, run=str(a.run)), indent=2) + "\n")
     return 0

@@ -11,6 +11,7 @@ from torch import nn
 from ..data.loader import EvalLoader, channel_stats
 from ..data.sources import Dataset, load_dataset
 from ..errors import ResgrowError, first_line
+from ..models.custom import build_custom
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from .checkpoint import CHECKPOINT, load_checkpoint
@@ -18,16 +19,18 @@ from .step import evaluate
 from .trainer import resolve_device
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> ResNet:
+def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -> nn.Module:
     """The model of a run directory (or of a checkpoint file) as of its last checkpoint, in eval mode.
 
     The architecture comes from the spec stored in the checkpoint, so this works after any growth.
     `model.data_cfg` (like timm's `pretrained_cfg`) says how inputs were prepared in training:
     `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`; it is
     None for checkpoints written before resgrow stored it. `model.run_epoch` is the checkpoint's epoch.
+    A run of a model of your own needs `arch`, the "package.module:function" it was trained with
+    (a checkpoint never names code to import).
     """
     path = _checkpoint_path(path)
-    return _model_of(load_checkpoint(path), path).to(device).eval()
+    return _model_of(load_checkpoint(path), path, arch).to(device).eval()
 
 
 def _checkpoint_path(path: str | os.PathLike) -> Path:
@@ -37,12 +40,19 @@ def _checkpoint_path(path: str | os.PathLike) -> Path:
     return path / CHECKPOINT if path.is_dir() else path
 
 
-def _model_of(ck: dict, path: Path) -> ResNet:
-    if "spec" in ck and ck["spec"] is None:
+def _model_of(ck: dict, path: Path, arch: str | None = None) -> nn.Module:
+    custom = "spec" in ck and ck["spec"] is None
+    if custom and arch is None:
         raise ResgrowError(f"checkpoint {path} holds a {ck.get('model_class', 'model')} of your own, which resgrow cannot "
-                           "rebuild: build it and load_state_dict(resgrow.train.load_checkpoint(path)['model'])")
+                           "rebuild by itself: pass the package.module:function it was trained with (--arch), or build "
+                           "it and load_state_dict(resgrow.train.load_checkpoint(path)['model'])")
     try:
-        model = ResNet(ArchSpec.from_dict(ck["spec"]))
+        if custom:
+            model = build_custom(arch, len(ck["data_cfg"]["classes"]))
+            if type(model).__name__ != ck.get("model_class"):
+                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a {ck.get('model_class')}")
+        else:
+            model = ResNet(ArchSpec.from_dict(ck["spec"]))
         model.load_state_dict(ck["model"])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
@@ -53,11 +63,12 @@ def _model_of(ck: dict, path: Path) -> ResNet:
 
 def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "test", device: str = "auto",
                  data_dir: str = "data", cache_dir: str | None = None, image_size: int | None = None,
-                 batch_size: int = 1000) -> dict:
+                 batch_size: int = 1000, arch: str | None = None) -> dict:
     """Evaluate a run's last checkpoint on `data` (default: the run's own data, with its validation
     split and image size). Returns the result with the model's epoch, blocks and widths."""
     path = _checkpoint_path(run)
     ck = load_checkpoint(path)
+    model = _model_of(ck, path, arch)  # before the data: a model that cannot be rebuilt fails fast
     info, cfg = ck.get("run_info", {}), ck.get("config", {})
     source = data or info.get("data")
     if source is None:
@@ -70,10 +81,11 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
     image_size = image_size if image_size is not None else info.get("image_size")
     ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg.get("seed", 0),
                       image_size=image_size)
-    model = _model_of(ck, path).to(resolve_device(device)).eval()
-    spec = model.spec
+    model = model.to(resolve_device(device)).eval()
+    size = ({"blocks": model.spec.blocks_str(), "widths": model.spec.widths_str()} if isinstance(model, ResNet)
+            else {"model": type(model).__name__})
     return dict(evaluate_model(model, ds, split, batch_size), data=str(source), dataset=ds.name,
-                epoch=ck.get("epoch"), epochs=cfg.get("epochs"), blocks=spec.blocks_str(), widths=spec.widths_str())
+                epoch=ck.get("epoch"), epochs=cfg.get("epochs"), **size)
 
 
 def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,

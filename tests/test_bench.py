@@ -14,7 +14,7 @@ def test_a_failing_variant_is_reported_not_fatal(monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("no kernel image is available\nmore detail")
 
-    monkeypatch.setattr(bench_mod, "build", broken)
+    monkeypatch.setattr(bench_mod, "build_model", broken)
     res = bench("resnet20", 16, torch.device("cpu"), synthetic_split(64), steps=2, warmup=1)
     assert res[0]["error"] == "RuntimeError: no kernel image is available" and res[0]["speedup"] is None
     assert "failed: RuntimeError: no kernel image is available" in format_results("resnet20", 16, "cpu", res)

@@ -294,6 +294,8 @@ def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, 
     said = capsys.readouterr().out
     assert f"test accuracy {rows[-1]['test_acc']:.2%}" in said and "epoch 2/2, Sequential" in said, said
     one_line_error(*run(capsys, "eval", str(out), "--device", "cpu"), "of your own", "--arch")
+    assert main(["bench", *own, "--batch-size", "16", "--steps", "2", "--device", "cpu"]) == 0
+    assert "eager fp32" in capsys.readouterr().out
 
     for args, words in [(["--arch", "no_such_module_xyz:net"], ["cannot import 'no_such_module_xyz'"]),
                         (["--arch", "my_nets:missing"], ["has no function 'missing'"]),

@@ -14,7 +14,7 @@ import torch
 from .data.loader import DeviceLoader, channel_stats
 from .data.sources import Split
 from .errors import first_line
-from .models.registry import build
+from .models.custom import build_model
 from .train.compile import apply_compile
 from .train.optim import make_sgd
 from .train.step import StepRunner
@@ -75,7 +75,7 @@ def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, 
         mean, std = channel_stats(split.images[:5000])
     torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
     torch.manual_seed(0)
-    model = build(arch, num_classes).to(device)
+    model = build_model(arch, num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_backend:

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get (default 30 of 164, scaled)")
 
     b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path")
-    b.add_argument("--arch", default="resnet56")
+    b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your own")
     b.add_argument("--batch-size", type=int, default=128)
     b.add_argument("--device", default="auto")
     b.add_argument("--steps", type=int, default=200)
@@ -140,8 +140,8 @@ def _train(a) -> int:
 
     from .data.sources import load_dataset
     from .methods import build_method
-    from .models.custom import build_custom, is_custom, model_factory
-    from .models.registry import build, spec_for
+    from .models.custom import build_model, is_custom, model_factory
+    from .models.registry import spec_for
     from .train.checkpoint import load_checkpoint
     from .train.compile import check_compile
     from .train.schedules import check_schedule
@@ -184,7 +184,7 @@ def _train(a) -> int:
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
                         progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
-    model = build_custom(a.arch, data.num_classes) if is_custom(a.arch) else build(a.arch, data.num_classes)
+    model = build_model(a.arch, data.num_classes)
     info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
                            "command": " ".join(["resgrow"] + sys.argv[1:])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
@@ -245,10 +245,11 @@ def _eval(a) -> int:
 def _bench(a) -> int:
     from .bench import bench, format_results, synthetic_split
     from .data.sources import load_dataset
+    from .models.custom import is_custom, model_factory
     from .models.registry import spec_for
     from .train.trainer import resolve_device
 
-    spec_for(a.arch)
+    model_factory(a.arch) if is_custom(a.arch) else spec_for(a.arch)
     device = resolve_device(a.device)
     if a.data:
         ds = load_dataset(a.data, root=a.data_dir)

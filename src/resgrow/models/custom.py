@@ -40,3 +40,10 @@ def build_custom(arch: str, num_classes: int) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ResgrowError(f"--arch {arch!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def build_model(arch: str, num_classes: int) -> nn.Module:
+    """A registry name (resnet56, ...) or package.module:function."""
+    from .registry import build
+
+    return build_custom(arch, num_classes) if is_custom(arch) else build(arch, num_classes)

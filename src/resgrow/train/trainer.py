@@ -281,6 +281,8 @@ class Trainer:
             if (ck["spec"] is None) != (self.requested_spec is None) or ck.get("model_class", "ResNet") != self.model_class:
                 raise ResgrowError(f"{source} holds a {ck.get('model_class', 'ResNet')}, not the given {self.model_class}")
             self._check_same_data(ck.get("data_cfg"), source)
+            if ck["method"]["name"] != self.method.name:
+                raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
             if ck["spec"] is None:  # a model of the user's own: load into the one given
                 self._load_model_state(self.model, ck)
                 return
@@ -290,8 +292,6 @@ class Trainer:
                                    f"({requested.block}, blocks {requested.blocks_str()}, widths {requested.widths_str()}), "
                                    f"not the requested {self.requested_spec.block}, blocks {self.requested_spec.blocks_str()}, "
                                    f"widths {self.requested_spec.widths_str()}")
-            if ck["method"]["name"] != self.method.name:
-                raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
             self._load_model_state(ResNet(spec), ck)
         except ResgrowError:
             raise

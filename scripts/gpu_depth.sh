@@ -5,10 +5,12 @@
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
 # EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
-# A row that may outlast one 10-min device command (resnet122 at 160 epochs, or resnet74's baseline on a
-# slow day): RUNDIR=/tmp/runs keeps the run and its checkpoint outside $OUT (which each command empties),
-# and STOP_AFTER=EPOCH or DEADLINE=SECONDS (SIGTERM: the epoch ends with a checkpoint) stops it in time;
-# the same command, sent again while that machine is still warm, resumes it. Logs are copied to $OUT/<run>.
+# Longer than one 10-min device command (all four rows, or resnet122's 160 epochs): RUNDIR=/tmp/runs
+# keeps the runs and their checkpoints outside $OUT (which each command empties), and DEADLINE=SECONDS
+# (counted from the script's start) ends the row in progress with SIGTERM (its epoch ends with a
+# checkpoint) and starts no row with less than a minute left. Sending the same command again while that
+# machine is still warm skips the finished rows and resumes the stopped one. STOP_AFTER=EPOCH stops
+# every row after that epoch instead. Logs are always copied to $OUT/<run>.
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seed=${3:-0}; win=${4:-10}; mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
@@ -20,17 +22,26 @@ common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
 rundir=${RUNDIR:-$out}; mkdir -p "$rundir"
+finished() { python3 -c "import json,sys; r=open(sys.argv[1]).read().splitlines(); sys.exit(json.loads(r[-1])['epoch'] != $E)" "$1" 2>/dev/null; }
 run() {
   name=$1; shift; d=$rundir/$name
-  [[ -f $d/checkpoint.pt ]] && set -- "$@" --resume  # a run stopped by STOP_AFTER goes on where it stopped
-  # DEADLINE=S: SIGTERM after S seconds, so the run ends its epoch with a checkpoint before the command limit
-  ${DEADLINE:+timeout --preserve-status -s TERM $DEADLINE} python3 -m resgrow train $common --out "$d" "$@" \
-    ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
-  rc=${PIPESTATUS[0]}
+  if [[ $rundir != "$out" && ! -f $d/checkpoint.pt && -f $d/metrics.jsonl ]] && finished "$d/metrics.jsonl"; then
+    echo "$name: finished in an earlier command"
+  else
+    [[ -f $d/checkpoint.pt ]] && set -- "$@" --resume  # a stopped run goes on where it stopped
+    limit=()
+    if [[ -n ${DEADLINE:-} ]]; then
+      left=$((DEADLINE - SECONDS))
+      if ((left < 60)); then echo "$name: not started, ${left}s left of DEADLINE=$DEADLINE: send the same command again"; return; fi
+      limit=(timeout --preserve-status -s TERM "$left")
+    fi
+    "${limit[@]}" python3 -m resgrow train $common --out "$d" "$@" ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
+    rc=${PIPESTATUS[0]}
+    # 8 files come back from a device command: drop the checkpoint of a run that has finished
+    [[ $rc == 0 && -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"
+    [[ $rc == 143 ]] && echo "$name: stopped at DEADLINE=$DEADLINE s; the same command resumes it from $d"
+  fi
   [[ $d != "$out/$name" ]] && mkdir -p "$out/$name" && cp "$d"/metrics.jsonl "$d"/metrics.csv "$d"/run.json "$out/$name/"
-  # 8 files come back from a device command: drop the checkpoint of a run that has finished
-  [[ $rc == 0 && -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"
-  [[ $rc == 143 ]] && echo "$name: stopped at DEADLINE=$DEADLINE s; the same command resumes it from $d"
 }
 runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" baseline "* ]] && run baseline_${tag}_s$seed --schedule cosine

@@ -286,6 +286,7 @@ def test_cli_growth_run(tmp_path, small_zip):
     assert main(argv) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"] and "grew 1-1-1 -> 2-2-2 (epoch 2)" in rows[1]["events"]
+    assert rows[0]["events"] == ["start 1-1-1 (final 2-2-2); grows at epochs 2"]  # the plan, in the first progress line
     assert json.loads((out / "run.json").read_text())["method"].startswith("multilevel(start 1-1-1")
     assert json.loads((out / "run.json").read_text())["method"] == "multilevel(start 1-1-1, grow at [2])"
     bad = argv[:6] + [str(tmp_path / "bad")] + argv[7:-1]

@@ -58,6 +58,7 @@ class Multilevel(DepthGrowth):
         self.grow_at = self.grow_epochs(ctx.epochs, self.k, self.start_blocks, self.final_blocks)
         for e in self.grow_at:
             ctx.schedule.add_restart(e)
+        change.event += f"; grows at epochs {', '.join(map(str, self.grow_at))}"
         return change
 
     def on_epoch_end(self, ctx):

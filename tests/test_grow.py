@@ -253,6 +253,8 @@ def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
     _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r")
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
+    epochs = rows[-1]["epoch"]  # one doubling, reserve 1: the grow is forced after epoch epochs - 1 at the latest
+    assert rows[0]["events"][0].endswith(f"grows when the smoothed ratio > 1.4, at the latest after epochs {epochs - 1}")
     with open(tmp_path / "r" / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[-4:] == ["lip_score", "lip_ratio", "lip_seconds", "events"]

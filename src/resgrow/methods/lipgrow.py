@@ -119,7 +119,10 @@ class LipGrow(DepthGrowth):
 
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
-        self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
+        self.trigger = t = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
+        latest = [t.epochs - t.reserve - (left - 1) * (t.window + 1) for left in range(self.k, 0, -1)]
+        change.event += (f"; grows when the smoothed ratio > {t.threshold}, at the latest after epochs "
+                         f"{', '.join(map(str, latest))}")
         return change
 
     def on_epoch_end(self, ctx):

@@ -276,6 +276,11 @@ def small_net(num_classes=10):
 
 def not_a_model(num_classes=10):
     return "nope"
+
+
+def my_resnet(num_classes=10):  # built from resgrow's blocks: the growth methods can grow it
+    from resgrow.models import ArchSpec, ResNet
+    return ResNet(ArchSpec("basic", (2, 2, 2), (8, 16, 32), num_classes=num_classes, shortcut="A", stem_width=8))
 '''
 
 
@@ -299,8 +304,13 @@ def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, 
 
     for args, words in [(["--arch", "no_such_module_xyz:net"], ["cannot import 'no_such_module_xyz'"]),
                         (["--arch", "my_nets:missing"], ["has no function 'missing'"]),
-                        (["--arch", "my_nets:small_net", "--method", "lipgrow"], ["needs a resgrow arch"])]:
+                        (["--arch", "my_nets:small_net", "--method", "lipgrow"], ["needs a resgrow ResNet", "Sequential"]),
+                        (["--arch", "my_nets:my_resnet", "--method", "multilevel", "--start-blocks", "3-3-3"],
+                         ["cannot reach 2-2-2 from 3-3-3"]),
+                        (["--arch", "my_nets:not_a_model"], ["returned a str, not a torch.nn.Module"])]:
         one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", *args)), *words)
         assert not (tmp_path / "bad").exists()
-    one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", "--arch", "my_nets:not_a_model")),
-                   "returned a str, not a torch.nn.Module")
+    grown = tmp_path / "grown"  # a function returning a resgrow ResNet: the growth methods work on it
+    assert main(train_args(small_zip, grown, "--arch", "my_nets:my_resnet", "--method", "multilevel")) == 0
+    rows = [json.loads(line) for line in (grown / "metrics.jsonl").read_text().splitlines()]
+    assert [r["blocks"] for r in rows] == ["1-1-1", "2-2-2"] and rows[-1]["widths"] == "8-16-32"

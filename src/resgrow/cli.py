@@ -141,6 +141,7 @@ def _train(a) -> int:
     from .data.sources import load_dataset
     from .methods import build_method
     from .models.custom import build_model, is_custom, model_factory
+    from .models.resnet import ResNet
     from .models.registry import spec_for
     from .train.checkpoint import load_checkpoint
     from .train.compile import check_compile
@@ -153,10 +154,7 @@ def _train(a) -> int:
     check_schedule(a.schedule)
     check_compile(a.compile)
     if is_custom(a.arch):
-        model_factory(a.arch)  # importable, before any data is read
-        if method.resizes:
-            raise ResgrowError(f"method {a.method!r} changes the model's size, which needs a resgrow arch "
-                               f"(resnet56, ...), not a model of your own ({a.arch})")
+        model_factory(a.arch)  # importable, before any data is read; growth is checked once it is built
     elif not a.resume:
         method.check(spec_for(a.arch), a.epochs, a.schedule)
     else:
@@ -185,6 +183,12 @@ def _train(a) -> int:
                         progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
     model = build_model(a.arch, data.num_classes)
+    if is_custom(a.arch) and method.resizes and not a.resume:
+        if not isinstance(model, ResNet):
+            raise ResgrowError(f"method {a.method!r} changes the model's size, which needs a resgrow ResNet "
+                               f"(a registry arch, or a function that returns resgrow.models.ResNet), not a "
+                               f"{type(model).__name__} ({a.arch})")
+        method.check(model.spec, cfg.epochs, cfg.schedule)
     info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
                            "command": " ".join(["resgrow"] + sys.argv[1:])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)

@@ -5,12 +5,13 @@
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
 # EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
-# Longer than one 10-min device command (all four rows, or resnet122's 160 epochs): RUNDIR=/tmp/runs
-# keeps the runs and their checkpoints outside $OUT (which each command empties), and DEADLINE=SECONDS
-# (counted from the script's start) ends the row in progress with SIGTERM (its epoch ends with a
-# checkpoint) and starts no row with less than a minute left. Sending the same command again while that
-# machine is still warm skips the finished rows and resumes the stopped one. STOP_AFTER=EPOCH stops
-# every row after that epoch instead. Logs are always copied to $OUT/<run>.
+# Runs live in RUNDIR (default /tmp/resgrow_depth_runs), outside $OUT, which each device command empties
+# and from which at most 8 files come back: only each trained row's metrics.jsonl and run.json are copied
+# to $OUT/<run>. Longer than one 10-min device command (all four rows, or resnet122's 160 epochs):
+# DEADLINE=SECONDS (counted from the script's start) ends the row in progress with SIGTERM (its epoch
+# ends with a checkpoint) and starts no row with less than a minute left; the same command, sent again
+# while that machine is still warm, skips the finished rows and resumes the stopped one. STOP_AFTER=EPOCH
+# stops every row after that epoch instead. A finished row is never trained again: clear RUNDIR to rerun.
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seed=${3:-0}; win=${4:-10}; mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
@@ -21,31 +22,29 @@ tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74:
 common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet ${EXTRA:-}"
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
-rundir=${RUNDIR:-$out}; mkdir -p "$rundir"
+rundir=${RUNDIR:-/tmp/resgrow_depth_runs}; mkdir -p "$rundir"  # outside $OUT: checkpoints stay, only logs go back
 finished() { python3 -c "import json,sys; r=open(sys.argv[1]).read().splitlines(); sys.exit(json.loads(r[-1])['epoch'] != $E)" "$1" 2>/dev/null; }
 run() {
   name=$1; shift; d=$rundir/$name
-  if [[ $rundir != "$out" && ! -f $d/checkpoint.pt && -f $d/metrics.jsonl ]] && finished "$d/metrics.jsonl"; then
-    echo "$name: finished in an earlier command"
-  else
-    [[ -f $d/checkpoint.pt ]] && set -- "$@" --resume  # a stopped run goes on where it stopped
-    limit=()
-    if [[ -n ${DEADLINE:-} ]]; then
-      left=$((DEADLINE - SECONDS))
-      if ((left < 60)); then echo "$name: not started, ${left}s left of DEADLINE=$DEADLINE: send the same command again"; return; fi
-      limit=(timeout --preserve-status -s TERM "$left")
-    fi
-    "${limit[@]}" python3 -m resgrow train $common --out "$d" "$@" ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
-    rc=${PIPESTATUS[0]}
-    # 8 files come back from a device command: drop the checkpoint of a run that has finished
-    [[ $rc == 0 && -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"
-    [[ $rc == 143 ]] && echo "$name: stopped at DEADLINE=$DEADLINE s; the same command resumes it from $d"
+  if [[ ! -f $d/checkpoint.pt && -f $d/metrics.jsonl ]] && finished "$d/metrics.jsonl"; then
+    echo "$name: finished in an earlier command (its logs came back then)"; return
   fi
-  [[ $d != "$out/$name" ]] && mkdir -p "$out/$name" && cp "$d"/metrics.jsonl "$d"/metrics.csv "$d"/run.json "$out/$name/"
+  [[ -f $d/checkpoint.pt ]] && set -- "$@" --resume  # a stopped run goes on where it stopped
+  limit=()
+  if [[ -n ${DEADLINE:-} ]]; then
+    left=$((DEADLINE - SECONDS))
+    if ((left < 60)); then echo "$name: not started, ${left}s left of DEADLINE=$DEADLINE: send the same command again"; return; fi
+    limit=(timeout --preserve-status -s TERM "$left")
+  fi
+  "${limit[@]}" python3 -m resgrow train $common --out "$d" "$@" ${STOP_AFTER:+--stop-after $STOP_AFTER} 2>&1 | tail -2
+  rc=${PIPESTATUS[0]}
+  [[ $rc == 0 && -z ${STOP_AFTER:-} ]] && rm -f "$d/checkpoint.pt"  # finished: nothing to resume
+  [[ $rc == 143 ]] && echo "$name: stopped at DEADLINE=$DEADLINE s; the same command resumes it from $d"
+  mkdir -p "$out/$name" && cp "$d"/metrics.jsonl "$d"/run.json "$out/$name/"
 }
 runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" baseline "* ]] && run baseline_${tag}_s$seed --schedule cosine
 [[ $runs == *" restarts "* ]] && run baseline_restarts_${tag}_s$seed --schedule cosine_restarts --restarts "$restarts"
 [[ $runs == *" multilevel "* ]] && run multilevel_${tag}_s$seed --method multilevel --start-blocks $start
 [[ $runs == *" lipgrow "* ]] && run lipgrow_${tag}_s$seed --method lipgrow --start-blocks $start --lip-window "$win"
-python3 -m resgrow compare "$out"/*_s$seed | tee "$out/summary_s$seed.md"
+python3 -m resgrow compare "$rundir"/*_s$seed | tee "$out/summary_s$seed.md"  # every row so far, this command's or not

@@ -264,36 +264,23 @@ def test_out_of_gpu_memory_is_one_line_that_keeps_the_checkpoint(capsys, small_z
         main(train_args(small_zip, out, "--resume"))
 
 
-OWN_MODEL = '''
-import torch
-from torch import nn
-
-
-def small_net(num_classes=10):
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(8, num_classes))
-
-
+NOT_A_MODEL = """
 def not_a_model(num_classes=10):
     return "nope"
-
-
-def my_resnet(num_classes=10):  # built from resgrow's blocks: the growth methods can grow it
-    from resgrow.models import ArchSpec, ResNet
-    return ResNet(ArchSpec("basic", (2, 2, 2), (8, 16, 32), num_classes=num_classes, shortcut="A", stem_width=8))
-'''
+"""
 
 
 def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, monkeypatch):
-    (tmp_path / "my_nets.py").write_text(OWN_MODEL)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))  # examples/my_nets.py
+    (tmp_path / "broken_nets.py").write_text(NOT_A_MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "r"
-    own = ["--arch", "my_nets:small_net"]
+    own = ["--arch", "my_nets:small_cnn"]
     assert main(train_args(small_zip, out, *own, "--stop-after", "1")) == 0
     assert main(train_args(small_zip, out, *own, "--resume")) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["model"] == "Sequential"
-    assert json.loads((out / "run.json").read_text())["arch"] == "my_nets:small_net"
+    assert json.loads((out / "run.json").read_text())["arch"] == "my_nets:small_cnn"
     capsys.readouterr()
     assert main(["eval", str(out), "--device", "cpu", *own]) == 0
     said = capsys.readouterr().out
@@ -304,13 +291,14 @@ def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, 
 
     for args, words in [(["--arch", "no_such_module_xyz:net"], ["cannot import 'no_such_module_xyz'"]),
                         (["--arch", "my_nets:missing"], ["has no function 'missing'"]),
-                        (["--arch", "my_nets:small_net", "--method", "lipgrow"], ["needs a resgrow ResNet", "Sequential"]),
-                        (["--arch", "my_nets:my_resnet", "--method", "multilevel", "--start-blocks", "3-3-3"],
-                         ["cannot reach 2-2-2 from 3-3-3"]),
-                        (["--arch", "my_nets:not_a_model"], ["returned a str, not a torch.nn.Module"])]:
+                        (["--arch", "my_nets:small_cnn", "--method", "lipgrow"], ["needs a resgrow ResNet", "Sequential"]),
+                        (["--arch", "my_nets:slim_resnet", "--method", "multilevel", "--start-blocks", "3-3-3"],
+                         ["cannot reach 4-4-4 from 3-3-3"]),
+                        (["--arch", "broken_nets:not_a_model"], ["returned a str, not a torch.nn.Module"])]:
         one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", *args)), *words)
         assert not (tmp_path / "bad").exists()
     grown = tmp_path / "grown"  # a function returning a resgrow ResNet: the growth methods work on it
-    assert main(train_args(small_zip, grown, "--arch", "my_nets:my_resnet", "--method", "multilevel")) == 0
+    assert main(train_args(small_zip, grown, "--arch", "my_nets:slim_resnet", "--method", "multilevel",
+                           "--start-blocks", "2-2-2")) == 0
     rows = [json.loads(line) for line in (grown / "metrics.jsonl").read_text().splitlines()]
-    assert [r["blocks"] for r in rows] == ["1-1-1", "2-2-2"] and rows[-1]["widths"] == "8-16-32"
+    assert [r["blocks"] for r in rows] == ["2-2-2", "4-4-4"] and rows[-1]["widths"] == "8-16-32"

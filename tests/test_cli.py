@@ -43,6 +43,8 @@ def one_line_error(rc, err, *words):
     (["--schedule", "linear"], ["unknown schedule 'linear'"]),
     (["--no-amp", "--bf16-weights"], ["--bf16-weights", "need bf16 autocast"]),
     (["--epochs", "ten"], ["--epochs", "invalid int"]),
+    (["--eval-every", "0"], ["eval-every and checkpoint-every must be >= 1"]),
+    (["--eval-batch-size", "0"], ["eval batch size"]),
 ])
 def test_bad_options(capsys, small_zip, tmp_path, args, words):
     argv = train_args(small_zip, tmp_path / "r") + args  # argparse: the last occurrence wins
@@ -255,6 +257,7 @@ def test_out_of_gpu_memory_is_one_line_that_keeps_the_checkpoint(capsys, small_z
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total "
                                           "capacity of 79.19 GiB of which 3.06 MiB is free. Including non-PyTorch ...")
 
+    real_fit = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", oom)
     one_line_error(*run(capsys, *train_args(small_zip, out, "--resume")), "Tried to allocate 20.00 MiB.",
                    "smaller --batch-size", "--resume")
@@ -262,6 +265,9 @@ def test_out_of_gpu_memory_is_one_line_that_keeps_the_checkpoint(capsys, small_z
     monkeypatch.setattr(Trainer, "fit", lambda self, until=None: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # other errors are not dressed up as user errors
         main(train_args(small_zip, out, "--resume"))
+    monkeypatch.setattr(Trainer, "fit", real_fit)
+    assert main(train_args(small_zip, out, "--resume", "--eval-batch-size", "7")) == 0  # the fix the message names
+    assert load_checkpoint(out / CHECKPOINT)["config"]["eval_batch_size"] == 7
 
 
 NOT_A_MODEL = """

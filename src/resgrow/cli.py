@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
                    "(shorter side to N, centre crop); needed when the images differ in size")
     t.add_argument("--eval-every", type=int, default=1)
+    t.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation batch (default 1000; "
+                   "may be changed on --resume: it does not change training)")
     t.add_argument("--checkpoint-every", type=int, default=1)
     t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
     t.add_argument("--seed", type=int, default=0)
@@ -165,6 +167,7 @@ def _train(a) -> int:
         stored = load_checkpoint(out / CHECKPOINT)  # refuses a corrupt or tampered file up front
         cfg = TrainConfig.from_dict(stored["config"])
         cfg.device, cfg.quiet = a.device, a.quiet
+        cfg.eval_batch_size = cfg.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size
         info = stored.get("run_info", {})
         if info.get("data") not in (None, a.data):
             raise ResgrowError(f"checkpoint in {out} was trained on data {info['data']!r}, not {a.data!r}")
@@ -173,6 +176,7 @@ def _train(a) -> int:
                           weight_decay=a.weight_decay, schedule=a.schedule, eta_min=a.eta_min, warmup=a.warmup,
                           milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,
                           augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
+                          eval_batch_size=TrainConfig.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size,
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet,
                           tensorboard=a.tensorboard, deterministic=a.deterministic)
@@ -288,8 +292,8 @@ def main(argv=None) -> int:
         said = " ".join(str(e).split())
         short = re.match(r".*?Tried to allocate [\d.]+ \w+\.", said)  # torch's first two sentences
         said = short.group(0) if short else said[:120]
-        print(f"resgrow: error: {said} Try a smaller --batch-size (or --image-size); the last checkpoint, if any, "
-              "is kept (continue with --resume)", file=sys.stderr)
+        print(f"resgrow: error: {said} Try a smaller --batch-size or --image-size (a new run), or --eval-batch-size "
+              "(also with --resume); the last checkpoint, if any, is kept", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("resgrow: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)

@@ -179,6 +179,9 @@ class Trainer:
         self.mean, self.std = channel_stats(data.train.images)
         self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
                                    augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last)
+        if self.cfg.eval_batch_size < 1 or self.cfg.eval_every < 1 or self.cfg.checkpoint_every < 1:
+            raise ResgrowError(f"eval batch size, eval-every and checkpoint-every must be >= 1 (got "
+                               f"{self.cfg.eval_batch_size}, {self.cfg.eval_every}, {self.cfg.checkpoint_every})")
         ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
                                         self.channels_last, what)
         self.test_loader = ev(data.test, "test")

@@ -45,6 +45,12 @@ def one_line_error(rc, err, *words):
     (["--epochs", "ten"], ["--epochs", "invalid int"]),
     (["--eval-every", "0"], ["eval-every and checkpoint-every must be >= 1"]),
     (["--eval-batch-size", "0"], ["eval batch size"]),
+    (["--momentum", "-1"], ["momentum must be in [0, 1)"]),
+    (["--wd", "-1"], ["weight decay must be >= 0"]),
+    (["--label-smoothing", "2"], ["label smoothing must be in [0, 1)"]),
+    (["--warmup", "5"], ["warm-up must be in [0, epochs=2)"]),
+    (["--eta-min", "1"], ["eta-min must be in [0, lr=0.1)"]),
+    (["--schedule", "step", "--milestones", "300"], ["milestones [300.0] must be inside (0, 2)"]),
 ])
 def test_bad_options(capsys, small_zip, tmp_path, args, words):
     argv = train_args(small_zip, tmp_path / "r") + args  # argparse: the last occurrence wins

@@ -180,6 +180,7 @@ def _train(a) -> int:
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet,
                           tensorboard=a.tensorboard, deterministic=a.deterministic)
+    cfg.validate()  # before the data is read
     stored_info = stored.get("run_info", {}) if a.resume else {}
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size

@@ -64,6 +64,27 @@ class TrainConfig:
     seed: int = 0
     quiet: bool = False
 
+    def validate(self) -> None:
+        """One line for the first setting that cannot train (the CLI calls this before reading data)."""
+        e = self.epochs
+        problems = [
+            (self.epochs >= 1 and self.lr > 0, f"need epochs >= 1 and lr > 0 (got epochs={e}, lr={self.lr})"),
+            (self.batch_size >= 1, f"batch size must be >= 1, not {self.batch_size}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), not {self.label_smoothing}"),
+            (0 <= self.warmup < e, f"warm-up must be in [0, epochs={e}) epochs, not {self.warmup}"),
+            (0 <= self.eta_min < self.lr, f"eta-min must be in [0, lr={self.lr}), not {self.eta_min}"),
+            (self.gamma > 0, f"gamma must be > 0, not {self.gamma}"),
+            (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
+            (min(self.eval_batch_size, self.eval_every, self.checkpoint_every) >= 1,
+             f"eval batch size, eval-every and checkpoint-every must be >= 1 (got {self.eval_batch_size}, "
+             f"{self.eval_every}, {self.checkpoint_every})"),
+        ]
+        for ok, message in problems:
+            if not ok:
+                raise ResgrowError(message)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"], d["restarts"] = list(self.milestones), list(self.restarts)
@@ -154,6 +175,7 @@ class Trainer:
                  method: Method | None = None, out: str | Path | None = None, resume: bool = False,
                  run_info: dict | None = None):
         self.cfg = config or TrainConfig()
+        self.cfg.validate()
         self.data, self.method = data, method or Baseline()
         self.out = Path(out) if out else None
         self.run_info = dict(run_info or {})
@@ -179,9 +201,6 @@ class Trainer:
         self.mean, self.std = channel_stats(data.train.images)
         self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
                                    augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last)
-        if self.cfg.eval_batch_size < 1 or self.cfg.eval_every < 1 or self.cfg.checkpoint_every < 1:
-            raise ResgrowError(f"eval batch size, eval-every and checkpoint-every must be >= 1 (got "
-                               f"{self.cfg.eval_batch_size}, {self.cfg.eval_every}, {self.cfg.checkpoint_every})")
         ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
                                         self.channels_last, what)
         self.test_loader = ev(data.test, "test")

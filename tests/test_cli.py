@@ -138,6 +138,9 @@ def test_cli_train_and_bench_output(capsys, small_zip, tmp_path):
     assert main(["bench", "--arch", ARCH, "--batch-size", "32", "--steps", "4", "--device", "cpu", "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
     assert "eager fp32" in out and "img/s" in out and (tmp_path / "b.json").is_file()
+    for bad in (["--steps", "0"], ["--batch-size", "0"]):
+        one_line_error(*run(capsys, "bench", "--arch", ARCH, "--device", "cpu", *bad), "must be >= 1")
+    one_line_error(*run(capsys, "eval", str(tmp_path / "r"), "--batch-size", "0"), "--batch-size must be >= 1")
 
 
 def test_eval_a_run_and_its_errors(capsys, small_zip, tmp_path):

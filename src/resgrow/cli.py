@@ -242,6 +242,9 @@ def _stop_on_sigterm(trainer):
 def _eval(a) -> int:
     from .train.saved import evaluate_run
 
+    if a.batch_size < 1:
+        raise ResgrowError(f"--batch-size must be >= 1, not {a.batch_size}")
+
     r = evaluate_run(a.run, a.data, a.split, a.device, a.data_dir, a.cache_dir, a.image_size, a.batch_size, arch=a.arch)
     print(f"{r['split']} accuracy {r['acc']:.2%} (loss {r['loss']:.4f}) on {r['images']} images of {r['dataset']}; "
           f"model of epoch {r['epoch']}/{r['epochs'] or '?'}, "
@@ -259,6 +262,8 @@ def _bench(a) -> int:
     from .train.trainer import resolve_device
 
     model_factory(a.arch) if is_custom(a.arch) else spec_for(a.arch)
+    if a.steps < 1 or a.batch_size < 1:
+        raise ResgrowError(f"--steps and --batch-size must be >= 1 (got {a.steps}, {a.batch_size})")
     device = resolve_device(a.device)
     if a.data:
         ds = load_dataset(a.data, root=a.data_dir)

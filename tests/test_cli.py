@@ -51,6 +51,8 @@ def one_line_error(rc, err, *words):
     (["--warmup", "5"], ["warm-up must be in [0, epochs=2)"]),
     (["--eta-min", "1"], ["eta-min must be in [0, lr=0.1)"]),
     (["--schedule", "step", "--milestones", "300"], ["milestones [300.0] must be inside (0, 2)"]),
+    (["--milestones", "1"], ["milestones apply to the step schedule, not 'cosine'"]),
+    (["--device", "tpu"], ["unknown device 'tpu'"]),
 ])
 def test_bad_options(capsys, small_zip, tmp_path, args, words):
     argv = train_args(small_zip, tmp_path / "r") + args  # argparse: the last occurrence wins

@@ -148,7 +148,7 @@ def _train(a) -> int:
     from .train.checkpoint import load_checkpoint
     from .train.compile import check_compile
     from .train.schedules import check_schedule
-    from .train.trainer import CHECKPOINT, TrainConfig, Trainer, check_run_dir
+    from .train.trainer import CHECKPOINT, TrainConfig, Trainer, check_run_dir, resolve_device
 
     method = build_method(a.method, start_blocks=a.start_blocks, grow_at=a.grow_at, lip_threshold=a.lip_threshold,
                           lip_window=a.lip_window, reserve=a.reserve)
@@ -181,6 +181,7 @@ def _train(a) -> int:
                           bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet,
                           tensorboard=a.tensorboard, deterministic=a.deterministic)
     cfg.validate()  # before the data is read
+    resolve_device(cfg.device)
     stored_info = stored.get("run_info", {}) if a.resume else {}
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size

@@ -77,6 +77,9 @@ class TrainConfig:
             (0 <= self.eta_min < self.lr, f"eta-min must be in [0, lr={self.lr}), not {self.eta_min}"),
             (self.gamma > 0, f"gamma must be > 0, not {self.gamma}"),
             (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
+            (not self.milestones or self.schedule == "step", f"milestones apply to the step schedule, not {self.schedule!r}"),
+            (not self.restarts or self.schedule in ("cosine", "cosine_restarts"),
+             f"restarts apply to the cosine schedules, not {self.schedule!r}"),
             (min(self.eval_batch_size, self.eval_every, self.checkpoint_every) >= 1,
              f"eval batch size, eval-every and checkpoint-every must be >= 1 (got {self.eval_batch_size}, "
              f"{self.eval_every}, {self.checkpoint_every})"),

@@ -180,7 +180,10 @@ def _train(a) -> int:
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights, compile=a.compile, seed=a.seed, quiet=a.quiet,
                           tensorboard=a.tensorboard, deterministic=a.deterministic)
-    cfg.validate()  # before the data is read
+    if not a.resume:  # a stored config trained once already: a newer rule must not strand its run
+        cfg.validate()  # before the data is read
+    elif cfg.eval_batch_size < 1:
+        raise ResgrowError(f"--eval-batch-size must be >= 1, not {cfg.eval_batch_size}")
     resolve_device(cfg.device)
     stored_info = stored.get("run_info", {}) if a.resume else {}
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size

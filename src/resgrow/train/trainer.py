@@ -178,7 +178,8 @@ class Trainer:
                  method: Method | None = None, out: str | Path | None = None, resume: bool = False,
                  run_info: dict | None = None):
         self.cfg = config or TrainConfig()
-        self.cfg.validate()
+        if not resume:  # a resumed run's config trained once already: a newer rule must not strand it
+            self.cfg.validate()
         self.data, self.method = data, method or Baseline()
         self.out = Path(out) if out else None
         self.run_info = dict(run_info or {})

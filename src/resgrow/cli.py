@@ -192,12 +192,8 @@ def _train(a) -> int:
                         progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
     model = build_model(a.arch, data.num_classes)
-    if is_custom(a.arch) and method.resizes and not a.resume:
-        if not isinstance(model, ResNet):
-            raise ResgrowError(f"method {a.method!r} changes the model's size, which needs a resgrow ResNet "
-                               f"(a registry arch, or a function that returns resgrow.models.ResNet), not a "
-                               f"{type(model).__name__} ({a.arch})")
-        method.check(model.spec, cfg.epochs, cfg.schedule)
+    if is_custom(a.arch) and isinstance(model, ResNet) and not a.resume:
+        method.check(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
     info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
                            "command": " ".join(["resgrow"] + sys.argv[1:])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)

@@ -61,9 +61,14 @@ class LipGrowTrigger:
         self.scores: list[float] = []  # since the last (re)start
         self.l0: float | None = None
 
-    def deadline(self) -> int:
-        """The epoch by which the next grow must happen."""
-        return self.epochs - self.reserve - (self.grows_left - 1) * (self.window + 1)
+    def deadline(self, grows_left: int | None = None) -> int:
+        """The epoch by which the next grow must happen (with `grows_left` grows still to do)."""
+        left = self.grows_left if grows_left is None else grows_left
+        return self.epochs - self.reserve - (left - 1) * (self.window + 1)
+
+    def deadlines(self) -> list[int]:
+        """The latest epoch of each grow still to do, in order (where forced grows would fall)."""
+        return [self.deadline(left) for left in range(self.grows_left, 0, -1)]
 
     def _ratio(self, score: float) -> float | None:
         self.scores.append(float(score))
@@ -119,10 +124,9 @@ class LipGrow(DepthGrowth):
 
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
-        self.trigger = t = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
-        latest = [t.epochs - t.reserve - (left - 1) * (t.window + 1) for left in range(self.k, 0, -1)]
-        change.event += (f"; grows when the smoothed ratio > {t.threshold}, at the latest after epochs "
-                         f"{', '.join(map(str, latest))}")
+        self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
+        change.event += (f"; grows when the smoothed ratio > {self.trigger.threshold}, at the latest after epochs "
+                         f"{', '.join(map(str, self.trigger.deadlines()))}")
         return change
 
     def on_epoch_end(self, ctx):

@@ -333,3 +333,26 @@ def test_a_run_started_under_older_rules_still_resumes(capsys, small_zip, tmp_pa
     assert load_checkpoint(out / CHECKPOINT)["epoch"] == 2
     capsys.readouterr()
     one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "new", "--milestones", "1")), "milestones apply")
+
+
+def test_models_and_methods_catalogues(capsys):
+    assert main(["models"]) == 0
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    from resgrow.models import list_models
+
+    assert set(list_models()) <= set(rows)  # every registered name, with its size
+    assert "| 9-9-9 | 16-32-64 | A | 0.85M | 251 at 32x32 |" in rows["resnet56"]  # He et al.: 0.85M
+    assert "| 0.27M |" in rows["resnet20"] and "| 36.48M |" in rows["wrn28_10"] and "at 224x224" in rows["resnet50"]
+    one_line_error(*run(capsys, "models", "--classes", "0"), "--classes must be >= 1")
+
+    from resgrow.methods import METHODS
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in METHODS.items():
+        assert f"\n{name}\n" in f"\n{out}" and all("--" + o.replace("_", "-") in out for o in cls.options)
+    assert "Chang" in out and "ICML 2020" in out and "options: --start-blocks, --grow-at" in out
+    assert main(["methods", "lipgrow"]) == 0
+    card = capsys.readouterr().out
+    assert card.startswith("Method card: lipgrow") and "Defaults: threshold 1.4" in card and "When it helps" in card
+    one_line_error(*run(capsys, "methods", "magic"), "unknown method 'magic'", "lipgrow")

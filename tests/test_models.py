@@ -88,6 +88,21 @@ def test_flops_per_image():
     assert flops_per_image(spec_for("resnet56")) > 3 * flops_per_image(spec_for("resnet20"))
 
 
+@pytest.mark.parametrize("spec,size", [
+    (spec_for("resnet56"), 32), (spec_for("preact_resnet20"), 32), (spec_for("wrn16_4", 100), 32),
+    (spec_for("resnet50"), 64), (spec_for("resnet18"), 32),  # an ImageNet net on CIFAR-size images: 1x1 maps
+    (spec_for("resnet74").replace(blocks=(3, 6, 12)), (32, 24)),
+])
+def test_flops_and_params_counted_per_block_shape_equal_the_whole_net(spec, size):
+    """flops_per_image and spec_params count nets of 1-2 blocks per stage and extrapolate (fast for
+    resnet1202, and after every growth); they must equal the counts over the whole net exactly."""
+    from resgrow.measure.flops import _count, spec_params
+
+    whole = _count(spec, size)
+    assert whole > 0 and flops_per_image(spec, size) == whole
+    assert spec_params(spec) == param_count(ResNet(spec))
+
+
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batchnorm_without_counter_matches_torch(momentum):
     from resgrow.models.layers import BatchNorm2d

@@ -501,3 +501,12 @@ def test_compiled_blocks_take_h_as_an_input(tensor_h, monkeypatch):
     assert (counter.frame_count == before) == tensor_h
     torch.testing.assert_close(out, plain(x))
     torch._dynamo.reset()
+
+
+def test_an_imagenet_style_net_trains_on_32x32_images(mini):
+    """resnet18's family (7x7 stem + max-pool) on CIFAR-size images reaches 1x1 maps; counting its
+    FLOPs with one image in train-mode BN used to fail ('Expected more than 1 value per channel')."""
+    torch.manual_seed(0)
+    spec = ArchSpec("basic", (1, 1, 1, 1), (8, 16, 32, 64), shortcut="B", stem="imagenet", stem_width=8)
+    rows = Trainer(ResNet(spec), mini, cfg(epochs=1)).fit()
+    assert rows[-1]["blocks"] == "1-1-1-1" and rows[-1]["flops"] > 0 and math.isfinite(rows[-1]["train_loss"])

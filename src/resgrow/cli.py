@@ -1,4 +1,4 @@
-"""Command line: `resgrow train`, `resgrow eval`, `resgrow bench` and `resgrow compare`.
+"""Command line: `resgrow train`, `eval`, `bench`, `compare`, and the catalogues `models` and `methods`.
 
 Every problem a user can fix is reported as one line on stderr with a non-zero exit
 (2: bad input; 3: training diverged), and nothing in an existing run directory is overwritten.
@@ -115,7 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
                    "_s<seed> (e.g. multilevel_r74_s0, multilevel_r74_s1): mean accuracy and time over the seeds")
     c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs, and model size against training seconds, to this image "
                    "(pip install 'resgrow[plot]')")
+    m = sub.add_parser("models", help="the architecture names --arch takes, with their size")
+    m.add_argument("--classes", type=int, default=10, help="classes of the head the sizes are counted for (default 10)")
+    k = sub.add_parser("methods", help="the training methods --method takes; with a name, its method card")
+    k.add_argument("name", nargs="?", default=None, help="a method: print its card (paper, defaults, options, when it helps)")
     return p
+
+
+def _models(a) -> int:
+    from .models.registry import model_table
+
+    if a.classes < 1:
+        raise ResgrowError(f"--classes must be >= 1, not {a.classes}")
+    print(f"| arch | block | blocks | widths | shortcut | params ({a.classes} classes) | forward MFLOPs/image |")
+    print("|---|---|---|---|---|---|---|")
+    for r in model_table(a.classes):
+        print(f"| {r['name']} | {r['block']} | {r['blocks']} | {r['widths']} | {r['shortcut']} | {r['params'] / 1e6:.2f}M "
+              f"| {r['flops'] / 1e6:,.0f} at {r['image_size']}x{r['image_size']} |")
+    print("\nAlso by rule: cifar_resnetD and preact_resnetD (D = 6n+2), wrnD_K (D = 6n+4, widen factor K); "
+          "or package.module:function for a model of your own.")
+    return 0
+
+
+def _methods(a) -> int:
+    from .methods import METHODS
+
+    if a.name is not None:
+        if a.name not in METHODS:
+            raise ResgrowError(f"unknown method {a.name!r}; known: {', '.join(sorted(METHODS))}")
+        print(METHODS[a.name].card())
+        return 0
+    for name, cls in sorted(METHODS.items(), key=lambda kv: kv[0] != "baseline"):
+        paragraphs = [" ".join(p.split()) for p in cls.card().split("\n\n")]
+        lines = [paragraphs[0].removeprefix("Method card: ")]  # whose (the paper), or what for a card without one
+        lines += [p.split(". ")[0].rstrip(".") + "." for p in paragraphs if p.startswith("What it does:")]
+        lines.append("options: " + (", ".join("--" + o.replace("_", "-") for o in cls.options) or "none"))
+        print(name + "".join(f"\n  {line}" for line in lines))
+    print("\n`resgrow methods NAME` prints a method's card.")
+    return 0
 
 
 def _compare(a) -> int:
@@ -282,7 +319,8 @@ def _bench(a) -> int:
 def main(argv=None) -> int:
     try:
         a = build_parser().parse_args(argv)
-        return {"train": _train, "bench": _bench, "compare": _compare, "eval": _eval}[a.command](a)
+        return {"train": _train, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
+                "methods": _methods}[a.command](a)
     except DivergedError as e:
         print(f"resgrow: error: {e}", file=sys.stderr)
         return 3

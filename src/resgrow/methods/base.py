@@ -59,6 +59,18 @@ class Method:
     def describe(self) -> str:
         return self.name
 
+    @classmethod
+    def card(cls) -> str:
+        """The method card (paper, what it does, defaults, options, when it helps): the class's
+        docstring if it is one, else its module's."""
+        import inspect
+        import sys
+
+        for doc in (cls.__doc__, sys.modules[cls.__module__].__doc__):
+            if doc and doc.lstrip().startswith("Method card"):
+                return inspect.cleandoc(doc)
+        return inspect.cleandoc(cls.__doc__ or f"{cls.name}: no method card")
+
 
 class Baseline(Method):
     """Method card: the fixed-size reference. Trains `--arch` as given with the chosen schedule;

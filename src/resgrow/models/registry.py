@@ -63,6 +63,28 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_table(num_classes: int = 10) -> list[dict]:
+    """One row per registered name: its family's structure, parameters and forward FLOPs per image
+    (at 32x32 for the CIFAR families, 224x224 for the ImageNet ones), counted on the meta device."""
+    from ..measure.flops import flops_per_image, spec_params
+
+    rows = []
+    for name in sorted(_REGISTRY, key=_natural):
+        spec = _REGISTRY[name](num_classes)
+        params = spec_params(spec)
+        size = 224 if spec.stem == "imagenet" else 32
+        rows.append({"name": name, "block": spec.block, "blocks": spec.blocks_str(), "widths": spec.widths_str(),
+                     "shortcut": spec.shortcut, "params": params, "image_size": size,
+                     "flops": flops_per_image(spec, size)})
+    return rows
+
+
+def _natural(name: str) -> tuple:
+    """resnet20 before resnet110: family, then depth."""
+    m = re.fullmatch(r"(\D+)(\d+)(.*)", name)
+    return (m[1], int(m[2]), m[3]) if m else (name, 0, "")
+
+
 def spec_for(name: str, num_classes: int = 10) -> ArchSpec:
     if name in _REGISTRY:
         return _REGISTRY[name](num_classes)

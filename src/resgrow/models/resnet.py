@@ -95,6 +95,8 @@ def spec_of(model: nn.Module) -> ArchSpec:
 
 def init_weights(model: nn.Module) -> None:
     """He (fan-out) init for convs, BN at identity; the usual choice for CIFAR and ImageNet ResNets."""
+    if any(p.is_meta for p in model.parameters()):  # shapes only (counting FLOPs): no values to set, and slow on meta
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -24,7 +24,7 @@ def test_own_loop_grows_to_the_final_depth_with_momentum_carried(mini_zip, capsy
                       "--batch-size", "100", "--window", "1", "--reserve", "1", "--device", "cpu"])
     out = capsys.readouterr().out
     assert model.spec.blocks == (2, 2, 2) and model.spec.h == ((0.5, 0.5),) * 3
-    assert "grew 1-1-1 -> 2-2-2 (forced at epoch 2 to keep 1 reserve epochs)" in out
+    assert "grew 1-1-1 -> 2-2-2 (forced at epoch 2 to keep 1 reserve epoch)" in out
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1", "epoch 2", "epoch 3"]
     assert "epoch 3: 2-2-2" in out
     # momentum follows the copies: stage 0's new block is a copy of its first block; in the one-block

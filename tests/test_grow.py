@@ -254,7 +254,7 @@ def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
     epochs = rows[-1]["epoch"]  # one doubling, reserve 1: the grow is forced after epoch epochs - 1 at the latest
-    assert rows[0]["events"][0].endswith(f"grows when the smoothed ratio > 1.4, at the latest after epochs {epochs - 1}")
+    assert rows[0]["events"][0].endswith(f"grows when the smoothed ratio > 1.4, at the latest after epoch {epochs - 1}")
     with open(tmp_path / "r" / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[-4:] == ["lip_score", "lip_ratio", "lip_seconds", "events"]
@@ -288,7 +288,7 @@ def test_cli_growth_run(tmp_path, small_zip):
     assert main(argv) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"] and "grew 1-1-1 -> 2-2-2 (epoch 2)" in rows[1]["events"]
-    assert rows[0]["events"] == ["start 1-1-1 (final 2-2-2); grows at epochs 2"]  # the plan, in the first progress line
+    assert rows[0]["events"] == ["start 1-1-1 (final 2-2-2); grows at epoch 2"]  # the plan, in the first progress line
     assert json.loads((out / "run.json").read_text())["method"].startswith("multilevel(start 1-1-1")
     assert json.loads((out / "run.json").read_text())["method"] == "multilevel(start 1-1-1, grow at [2])"
     bad = argv[:6] + [str(tmp_path / "bad")] + argv[7:-1]

@@ -9,6 +9,12 @@ from ..models.spec import dashed
 from .base import Change, Method
 
 
+def epochs_str(epochs) -> str:
+    """[60, 110] -> "epochs 60, 110"; [3] -> "epoch 3": how the start events name growth epochs."""
+    epochs = list(epochs)
+    return ("epoch " if len(epochs) == 1 else "epochs ") + ", ".join(map(str, epochs))
+
+
 def parse_blocks(text: str | tuple) -> tuple[int, ...]:
     if isinstance(text, (tuple, list)):
         return tuple(int(b) for b in text)

@@ -32,7 +32,7 @@ import time
 
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
-from .depth import DepthGrowth
+from .depth import DepthGrowth, epochs_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
@@ -87,7 +87,7 @@ class LipGrowTrigger:
         if ratio is not None and ratio > self.threshold:
             why = f"smoothed Lipschitz ratio {ratio:.3f} > {self.threshold}"
         elif epoch >= self.deadline():
-            why = f"forced at epoch {epoch} to keep {self.reserve} reserve epochs"
+            why = f"forced at epoch {epoch} to keep {self.reserve} reserve epoch{'s' * (self.reserve != 1)}"
         else:
             return False, "", ratio
         self.grows_left -= 1
@@ -125,8 +125,8 @@ class LipGrow(DepthGrowth):
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
         self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
-        change.event += (f"; grows when the smoothed ratio > {self.trigger.threshold}, at the latest after epochs "
-                         f"{', '.join(map(str, self.trigger.deadlines()))}")
+        change.event += (f"; grows when the smoothed ratio > {self.trigger.threshold}, at the latest after "
+                         f"{epochs_str(self.trigger.deadlines())}")
         return change
 
     def on_epoch_end(self, ctx):

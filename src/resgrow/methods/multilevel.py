@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ..errors import ResgrowError
 from ..models.spec import dashed
-from .depth import DepthGrowth
+from .depth import DepthGrowth, epochs_str
 
 
 class Multilevel(DepthGrowth):
@@ -58,7 +58,7 @@ class Multilevel(DepthGrowth):
         self.grow_at = self.grow_epochs(ctx.epochs, self.k, self.start_blocks, self.final_blocks)
         for e in self.grow_at:
             ctx.schedule.add_restart(e)
-        change.event += f"; grows at epochs {', '.join(map(str, self.grow_at))}"
+        change.event += f"; grows at {epochs_str(self.grow_at)}"
         return change
 
     def on_epoch_end(self, ctx):

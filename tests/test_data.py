@@ -181,19 +181,30 @@ def test_image_size_brings_mixed_sizes_to_one_square(tmp_path):
         load_dataset(z, cache_dir=tmp_path, image_size=0)
 
 
-def test_cifar_python_format(tmp_path):
-    base = tmp_path / "cifar-10-batches-py"
-    base.mkdir()
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_python_format(tmp_path, name):
     rng = np.random.default_rng(0)
-    for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 3)]:
-        with open(base / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(range(n))}, f)
-    with open(base / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, f)
-    ds = load_dataset("cifar10", root=tmp_path)
-    assert ds.train.images.shape == (20, 32, 32, 3) and len(ds.test) == 3 and ds.classes == CLASSES
-    raw = pickle.load(open(base / "data_batch_1", "rb"))[b"data"][0]
-    assert np.array_equal(ds.train.images[0].numpy(), raw.reshape(3, 32, 32).transpose(1, 2, 0))
+    if name == "cifar10":
+        folder, files, label_key, meta, names_key = "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], \
+            b"labels", "batches.meta", b"label_names"
+        classes = CLASSES
+    else:  # CIFAR-100: one train and one test file, fine labels (the 100 classes) and coarse ones
+        folder, files, label_key, meta, names_key = "cifar-100-python", ["train"], b"fine_labels", "meta", b"fine_label_names"
+        classes = [f"class{i:03d}" for i in range(100)]
+    base = tmp_path / folder
+    base.mkdir()
+    for f, n in [(f, 20 // len(files)) for f in files] + [("test_batch" if name == "cifar10" else "test", 3)]:
+        labels = [int(x) for x in rng.integers(0, len(classes), n)]
+        with open(base / f, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), label_key: labels,
+                         b"coarse_labels": [0] * n}, fh)
+    with open(base / meta, "wb") as fh:
+        pickle.dump({names_key: [c.encode() for c in classes], b"coarse_label_names": [b"all"]}, fh)
+    ds = load_dataset(name, root=tmp_path)
+    assert ds.train.images.shape == (20, 32, 32, 3) and len(ds.test) == 3 and ds.classes == classes
+    first = pickle.load(open(base / files[0], "rb"))
+    assert np.array_equal(ds.train.images[0].numpy(), first[b"data"][0].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert ds.train.labels[: len(first[label_key])].tolist() == first[label_key] and ds.num_classes == len(classes)
 
 
 def test_missing_cifar_names_the_expected_layout(tmp_path):

@@ -14,7 +14,7 @@ def _run(path, rows):
 
 
 def _rows(accs, secs, flops, events=None):
-    return [{"epoch": e, "test_acc": a, "train_seconds": s, "flops": f, "events": (events or {}).get(e, [])}
+    return [{"epoch": e, "test_acc": a, "train_seconds": s, "flops": f, "params": 10 * f, "events": (events or {}).get(e, [])}
             for e, (a, s, f) in enumerate(zip(accs, secs, flops), 1)]
 
 
@@ -28,8 +28,13 @@ def test_compare_ratios_flops_and_time_to_accuracy(tmp_path):
     table = compare_table(runs, gap=0.3)  # target 89.70%
     lines = table.splitlines()
     assert "time to 89.70%" in lines[0]
-    assert lines[2].startswith("| base | 3 | 90.00% | +0.00 | 30.0 | 1.00x | 1.00x | 30.0 (3) |")
-    assert lines[3].startswith("| grown | 3 | 89.60% | -0.40 | 15.0 | 0.50x | 0.50x | 6.0 (2) | grew 1-1-1 -> 2-2-2 (epoch 2) @ep2 |")
+    assert "| param-epochs vs first |" in lines[0]
+    assert lines[2].startswith("| base | 3 | 90.00% | +0.00 | 30.0 | 1.00x | 1.00x | 1.00x | 30.0 (3) |")
+    assert lines[3].startswith("| grown | 3 | 89.60% | -0.40 | 15.0 | 0.50x | 0.50x | 0.50x | 6.0 (2) | grew 1-1-1 -> 2-2-2 (epoch 2) @ep2 |")
+    grown_rows = [json.loads(x) for x in (tmp_path / "grown" / "metrics.jsonl").read_text().splitlines()]
+    grown_rows[2]["params"] = 20  # params 10, 10, 20 against 40 per epoch: parameter-epochs 40 of 120
+    (tmp_path / "grown" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in grown_rows))
+    assert "| 0.50x | 0.33x | 6.0 (2) |" in compare_table([load_run(base), load_run(grown)], gap=0.3).splitlines()[3]
 
 
 def test_compare_cli_and_bad_input(capsys, tmp_path):
@@ -63,8 +68,8 @@ def test_seed_groups_average_over_seeds(capsys, tmp_path):
     g1 = _run(tmp_path / "grow_s1", _rows([0.5, 0.91], [5, 12], [1, 4]))
     assert main(["compare", "--seeds", *map(str, (b0, b1, g0, g1))]) == 0
     lines = capsys.readouterr().out.strip().split("\n\n")[1].splitlines()
-    assert lines[2] == "| base | 2 | 91.00% (90.00%, 92.00%) | +0.00 | 22.0 | 1.00x | 1.00x | -; - |"
-    assert lines[3] == "| grow | 2 | 90.00% (89.00%, 91.00%) | -1.00 | 11.0 | 0.50x | 0.62x | 1; - |"
+    assert lines[2] == "| base | 2 | 91.00% (90.00%, 92.00%) | +0.00 | 22.0 | 1.00x | 1.00x | 1.00x | -; - |"
+    assert lines[3] == "| grow | 2 | 90.00% (89.00%, 91.00%) | -1.00 | 11.0 | 0.50x | 0.62x | 0.62x | 1; - |"
 
 
 def test_size_steps_follow_the_model_trained_in_each_epoch(tmp_path):

@@ -2,7 +2,8 @@
 
 Per run: final-epoch test accuracy and its difference to the baseline, training wall-clock and
 its ratio, training FLOPs relative to the baseline (the sum over epochs of the FLOPs per image of
-the model trained in that epoch: what growth saves in arithmetic), time to accuracy (training
+the model trained in that epoch: what growth saves in arithmetic), parameter-epochs relative to the
+baseline (the same sum of parameter counts, the measure LipGrow's paper reports), time to accuracy (training
 seconds until the test accuracy first reaches the baseline's final accuracy minus `gap` points),
 growth events and the Lipschitz meter's cost. Never the best epoch: only the last one and the
 first crossing of a target fixed by the baseline.
@@ -39,6 +40,11 @@ class RunSummary:
     def grow_rows(self) -> list[dict]:
         """The log rows of the epochs that ended with a growth."""
         return [r for r in self.log if any(e.startswith("grew") for e in r.get("events", []))]
+
+    @property
+    def param_epochs(self) -> float:
+        """Sum over epochs of the parameters of the model trained in that epoch: LipGrow's cost measure."""
+        return sum(r.get("params") or 0 for r in self.log)
 
     @property
     def lip_seconds(self) -> float | None:
@@ -122,14 +128,15 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     base = runs[0]
     target = base.test_acc - gap / 100
     lines = [f"| run | epochs | final test acc | vs first (points) | training s | time vs first | training FLOPs vs first "
-             f"| time to {target:.2%} (s, epoch) | growths | Lipschitz s/epoch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"| param-epochs vs first | time to {target:.2%} (s, epoch) | growths | Lipschitz s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         tta = r.time_to(target)
         flops = f"{r.flops / base.flops:.2f}x" if base.flops else "-"
+        pe = f"{r.param_epochs / base.param_epochs:.2f}x" if base.param_epochs else "-"
         lines.append(
             f"| {r.name} | {r.epochs} | {r.test_acc:.2%} | {100 * (r.test_acc - base.test_acc):+.2f} "
-            f"| {r.train_seconds:.1f} | {r.train_seconds / base.train_seconds:.2f}x | {flops} "
+            f"| {r.train_seconds:.1f} | {r.train_seconds / base.train_seconds:.2f}x | {flops} | {pe} "
             f"| {f'{tta[0]:.1f} ({tta[1]})' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
             f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} |")
     return "\n".join(lines)
@@ -204,15 +211,16 @@ def seeds_table(runs: list[RunSummary]) -> str:
     groups = seed_groups(runs)
     base = next(iter(groups.values()))
     b_acc, b_sec = mean(r.test_acc for r in base), mean(r.train_seconds for r in base)
-    b_flops = mean(r.flops for r in base)
+    b_flops, b_pe = mean(r.flops for r in base), mean(r.param_epochs for r in base)
     lines = ["| runs | seeds | final test acc, mean (each seed) | vs first (points) | training s, mean | time vs first "
-             "| training FLOPs vs first | growth epochs per seed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| training FLOPs vs first | param-epochs vs first | growth epochs per seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, rs in groups.items():
         acc, sec = mean(r.test_acc for r in rs), mean(r.train_seconds for r in rs)
         each = ", ".join(f"{r.test_acc:.2%}" for r in rs)
         grows = "; ".join(",".join(str(x["epoch"]) for x in r.grow_rows) or "-" for r in rs)
         flops = f"{mean(r.flops for r in rs) / b_flops:.2f}x" if b_flops else "-"
+        pe = f"{mean(r.param_epochs for r in rs) / b_pe:.2f}x" if b_pe else "-"
         lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | {sec:.1f} "
-                     f"| {sec / b_sec:.2f}x | {flops} | {grows} |")
+                     f"| {sec / b_sec:.2f}x | {flops} | {pe} | {grows} |")
     return "\n".join(lines)

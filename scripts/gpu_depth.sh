@@ -4,7 +4,8 @@
 # Usage: bash scripts/gpu_depth.sh OUTDIR EPOCHS SEED [LIP_WINDOW]
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
 # EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
-# "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command).
+# "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command), or the
+# optional "multilevel_late restarts_late" (multilevel grown at 56% and 78% of the run, and its restart baseline).
 # Runs live in RUNDIR (default /tmp/resgrow_depth_runs), outside $OUT, which each device command empties
 # and from which at most 8 files come back: only each trained row's metrics.jsonl and run.json are copied
 # to $OUT/<run>. Longer than one 10-min device command (all four rows, or resnet122's 160 epochs):
@@ -47,4 +48,9 @@ runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" restarts "* ]] && run baseline_restarts_${tag}_s$seed --schedule cosine_restarts --restarts "$restarts"
 [[ $runs == *" multilevel "* ]] && run multilevel_${tag}_s$seed --method multilevel --start-blocks $start
 [[ $runs == *" lipgrow "* ]] && run lipgrow_${tag}_s$seed --method lipgrow --start-blocks $start --lip-window "$win"
+# Not in the default set: multilevel growing later (56% / 22% / 22% of the run, 90,125 of 160), the split
+# that the 40-epoch per-level epoch times predict at 0.5x the baseline's time (BENCHMARKS, issue 3).
+late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
+[[ $runs == *" multilevel_late "* ]] && run multilevel_late_${tag}_s$seed --method multilevel --start-blocks $start --grow-at "$late"
+[[ $runs == *" restarts_late "* ]] && run baseline_restarts_late_${tag}_s$seed --schedule cosine_restarts --restarts "$late"
 python3 -m resgrow compare "$rundir"/*_s$seed | tee "$out/summary_s$seed.md"  # every row so far, this command's or not

@@ -82,7 +82,7 @@ def test_size_steps_follow_the_model_trained_in_each_epoch(tmp_path):
     assert secs == [0.0, 2, 4, 10] and gflops == [1.0, 1.0, 4.0, 4.0]
 
 
-def _info(gpu="NVIDIA H100 80GB HBM3", epochs=160, lr=0.1, blocks=(12, 12, 12)):
+def _info(gpu="NVIDIA H100 80GB HBM3", epochs=2, lr=0.1, blocks=(12, 12, 12)):
     return {"device": "cuda", "gpu": gpu, "torch": "2.11.0", "dataset": "cifar10-jpeg: 50000 train",
             "spec": {"block": "basic", "blocks": list(blocks), "widths": [16, 32, 64]},
             "config": {"epochs": epochs, "batch_size": 128, "lr": lr, "weight_decay": 5e-4, "augment": True,
@@ -94,7 +94,7 @@ def test_compare_warns_when_runs_are_not_comparable(capsys, tmp_path):
     rows = _rows([0.5, 0.9], [10, 20], [4, 4])
     dirs = {}
     for name, info in [("base", _info()), ("same", dict(_info(), config=dict(_info()["config"], schedule="cosine_restarts", seed=1))),
-                       ("other_gpu", _info(gpu="NVIDIA H200")), ("short", _info(epochs=40, lr=0.5)), ("bare", None)]:
+                       ("other_gpu", _info(gpu="NVIDIA H200")), ("short", _info(epochs=1, lr=0.5)), ("bare", None)]:
         dirs[name] = _run(tmp_path / name, rows)
         if info is not None:
             (dirs[name] / "run.json").write_text(json.dumps(info))
@@ -104,9 +104,13 @@ def test_compare_warns_when_runs_are_not_comparable(capsys, tmp_path):
     assert w[0] == "bare has no run.json: its setup is not checked"
     assert any(x.startswith("not the same device: base NVIDIA H100 80GB HBM3; other_gpu NVIDIA H200; short NVIDIA H100")
                and "compare machines" in x for x in w)
-    assert "not the same epochs: base 160; other_gpu 160; short 40" in w
+    assert "not the same epochs: base 2; other_gpu 2; short 1" in w
     assert "not the same peak lr: base 0.1; other_gpu 0.1; short 0.5" in w
     assert len(w) == 4
     assert main(["compare", str(dirs["base"]), str(dirs["other_gpu"])]) == 0
     out = capsys.readouterr().out
     assert "> warning: not the same device" in out
+    # a run still training (or stopped) is compared, but never passed off as final
+    (dirs["same"] / "run.json").write_text(json.dumps(_info(epochs=160)))
+    w = protocol_warnings([load_run(dirs["base"]), load_run(dirs["same"])])
+    assert "same is unfinished: it has trained 2 of its 160 epochs, so its numbers are not final" in w

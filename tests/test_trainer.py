@@ -63,6 +63,28 @@ def test_resume_equals_uninterrupted(mini, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+def test_resume_after_a_kill_in_the_middle_of_a_log_row(mini, tmp_path):
+    """A process killed while appending to metrics.jsonl leaves half a row (of an epoch after the
+    checkpoint): resume drops it and rewrites both logs whole; damage before the last line is one error."""
+    run = tmp_path / "r"
+    Trainer(tiny(), mini, cfg(), out=run).fit(until=2)
+    log = run / "metrics.jsonl"
+    log.write_text(log.read_text() + '{"epoch": 3, "train_seconds": 1.')  # the kill
+    rows = Trainer(tiny(), mini, cfg(), out=run, resume=True).fit()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    csv_lines = (run / "metrics.csv").read_text().splitlines()
+    assert len(csv_lines) == 4 and csv_lines[3].startswith("3,") and not list(run.glob("*.tmp"))
+
+    bad = tmp_path / "bad"
+    Trainer(tiny(), mini, cfg(), out=bad).fit(until=2)
+    lines = (bad / "metrics.jsonl").read_text().splitlines()
+    (bad / "metrics.jsonl").write_text("{broken\n" + lines[1] + "\n")
+    with pytest.raises(ResgrowError, match="damaged before its last line.*checkpoint is intact"):
+        Trainer(tiny(), mini, cfg(), out=bad, resume=True).fit()
+    assert (bad / CHECKPOINT).is_file()
+
+
 def own_model(seed=0):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),

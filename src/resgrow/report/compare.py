@@ -112,6 +112,8 @@ def protocol_warnings(runs: list[RunSummary]) -> list[str]:
     """Where a run's setup differs from the first run's (device, data, arch, recipe, fast path):
     one line per difference, so that a table never silently compares unlike runs."""
     out = [f"{r.name} has no run.json: its setup is not checked" for r in runs if r.info is None]
+    out += [f"{r.name} is unfinished: it has trained {r.epochs} of its {planned} epochs, so its numbers are not final"
+            for r in runs if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
     known = [r for r in runs if r.info is not None]
     if len(known) < 2:
         return out

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import json
+import os
 from pathlib import Path
 
 from ..errors import ResgrowError
@@ -46,21 +48,38 @@ class MetricsLog:
             self._tb = SummaryWriter(str(self.tb_dir), purge_step=purge_step)
         return self._tb
 
-    def rows(self) -> list[dict]:
+    def rows(self, partial_tail: bool = False) -> list[dict]:
+        """The logged rows. With `partial_tail`, an undecodable last line is dropped: a process killed
+        while appending leaves half a row, always of an epoch after its last checkpoint."""
         if not self.jsonl.is_file():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.jsonl.read_text().splitlines() if line.strip()]
+        out = []
+        for i, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if partial_tail and i == len(lines) - 1:
+                    break
+                raise
+        return out
 
     def truncate(self, last_epoch: int) -> None:
-        """Drop rows after `last_epoch`: a run resumed from that checkpoint writes them again."""
-        keep = [r for r in self.rows() if r["epoch"] <= last_epoch]
+        """Drop rows after `last_epoch` (a run resumed from that checkpoint writes them again).
+        Both files are replaced atomically: a kill here leaves the old log or the new one, never half."""
+        try:
+            keep = [r for r in self.rows(partial_tail=True) if r["epoch"] <= last_epoch]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ResgrowError(f"{self.jsonl} is damaged before its last line ({e}); the checkpoint is intact: "
+                               f"move the file aside to resume without the earlier rows") from None
         self._writer(purge_step=last_epoch + 1)
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        with open(self.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, self.columns, extrasaction="ignore")
-            w.writeheader()
-            for r in keep:
-                w.writerow(_flat(r))
+        _write_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
+        out = io.StringIO()
+        w = csv.DictWriter(out, self.columns, extrasaction="ignore")
+        w.writeheader()
+        for r in keep:
+            w.writerow(_flat(r))
+        _write_atomic(self.csv, out.getvalue())
 
     def append(self, row: dict) -> None:
         try:
@@ -90,6 +109,15 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _flat(row: dict) -> dict:

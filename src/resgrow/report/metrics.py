@@ -73,13 +73,13 @@ class MetricsLog:
             raise ResgrowError(f"{self.jsonl} is damaged before its last line ({e}); the checkpoint is intact: "
                                f"move the file aside to resume without the earlier rows") from None
         self._writer(purge_step=last_epoch + 1)
-        _write_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
+        write_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
         out = io.StringIO()
         w = csv.DictWriter(out, self.columns, extrasaction="ignore")
         w.writeheader()
         for r in keep:
             w.writerow(_flat(r))
-        _write_atomic(self.csv, out.getvalue())
+        write_atomic(self.csv, out.getvalue())
 
     def append(self, row: dict) -> None:
         try:
@@ -111,7 +111,8 @@ class MetricsLog:
             self._tb = None
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` so that a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         f.write(text)

@@ -53,6 +53,7 @@ def one_line_error(rc, err, *words):
     (["--schedule", "step", "--milestones", "300"], ["milestones [300.0] must be inside (0, 2)"]),
     (["--milestones", "1"], ["milestones apply to the step schedule, not 'cosine'"]),
     (["--device", "tpu"], ["unknown device 'tpu'"]),
+    (["--stop-after", "0"], ["--stop-after must be an epoch >= 1, not 0"]),  # 0 used to train the whole run
 ])
 def test_bad_options(capsys, small_zip, tmp_path, args, words):
     argv = train_args(small_zip, tmp_path / "r") + args  # argparse: the last occurrence wins

@@ -50,6 +50,7 @@ def test_resume_equals_uninterrupted(mini, tmp_path):
     full = Trainer(tiny(), mini, cfg(), out=tmp_path / "full")
     full.fit()
     part = Trainer(tiny(), mini, cfg(), out=tmp_path / "part")
+    assert Trainer(tiny(), mini, cfg()).fit(until=0) == []  # until=0 trains nothing (it used to mean "all")
     part.fit(until=1)  # the process "dies" here; only the directory survives
     del part
     torch.manual_seed(1234)  # a fresh process would not share the global RNG state either

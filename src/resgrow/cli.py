@@ -198,6 +198,8 @@ def _train(a) -> int:
         method.check(spec_for(a.arch), a.epochs, a.schedule)
     else:
         spec_for(a.arch)
+    if a.stop_after is not None and a.stop_after < 1:
+        raise ResgrowError(f"--stop-after must be an epoch >= 1, not {a.stop_after}")
     out = Path(a.out)
     check_run_dir(out, a.resume)
     if a.resume:

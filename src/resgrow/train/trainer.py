@@ -392,7 +392,7 @@ class Trainer:
             if change is not None:
                 self.apply_change(change)
             self._write_run_info()
-        stop = min(until or self.cfg.epochs, self.cfg.epochs)
+        stop = self.cfg.epochs if until is None else min(until, self.cfg.epochs)
         while self.epoch < stop and not self.stop_requested:
             self._train_epoch()
         return self.history

@@ -66,7 +66,7 @@ def test_bad_options(capsys, small_zip, tmp_path, args, words):
     (["--arch", "resnet38", "--method", "lipgrow", "--start-blocks", "1-1-1"], ["cannot reach 6-6-6 from 1-1-1"]),
     (["--arch", "resnet20", "--method", "multilevel"], ["3-3-3 cannot be reached by doubling"]),
     (["--arch", "resnet38", "--method", "multilevel", "--start-blocks", "6-6-6"], ["nothing to grow"]),
-    (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "1,2"], ["2 epochs but 1 doublings"]),
+    (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "1,2"], ["gives 2 epochs but 1 doubling is needed (3-3-3 -> 6-6-6)"]),
     (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "2"], ["inside (0, 2)"]),
     (["--arch", "resnet38", "--method", "multilevel", "--epochs", "1"], ["1 epochs are too few"]),
     (["--arch", "resnet38", "--method", "lipgrow", "--reserve", "2"], ["reserve < epochs"]),

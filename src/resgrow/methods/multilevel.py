@@ -43,7 +43,8 @@ class Multilevel(DepthGrowth):
                                    "train longer or give --grow-at")
             return at
         if len(self.grow_at) != k:
-            raise ResgrowError(f"--grow-at gives {len(self.grow_at)} epochs but {k} doublings are needed "
+            n = len(self.grow_at)
+            raise ResgrowError(f"--grow-at gives {n} epoch{'s' * (n != 1)} but {k} doubling{'s are' if k != 1 else ' is'} needed "
                                f"({dashed(start)} -> {dashed(final)})")
         if len(set(self.grow_at)) != k or not all(0 < e < epochs for e in self.grow_at):
             raise ResgrowError(f"growth epochs {self.grow_at} must be distinct and inside (0, {epochs})")

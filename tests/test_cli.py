@@ -192,6 +192,10 @@ def test_image_size_for_mixed_data_carries_to_resume_and_eval(capsys, small_zip,
     capsys.readouterr()
     assert main(["eval", str(out), "--device", "cpu"]) == 0
     assert f"test accuracy {rows[-1]['test_acc']:.2%}" in capsys.readouterr().out
+    # other data at another size: the error names the size and the option that fixes it
+    one_line_error(*run(capsys, "eval", str(out), "--device", "cpu", "--data", str(mixed), "--image-size", "16"),
+                   "trained on 3x24x24 images (CxHxW), mixed has 3x16x16; --image-size 24")
+    assert main(["eval", str(out), "--device", "cpu", "--data", str(mixed), "--image-size", "24"]) == 0
 
 
 def _env():

@@ -103,8 +103,9 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
     cfg = getattr(model, "data_cfg", None)
     if cfg:
         if list(cfg["input_size"]) != [c, h, w]:
-            raise ResgrowError(f"the model was trained on {'x'.join(map(str, cfg['input_size']))} images (CxHxW), "
-                               f"{data.name} has {c}x{h}x{w}")
+            tc, th, tw = cfg["input_size"]
+            hint = f"; --image-size {th} brings ImageFolder images to {th}x{th}" if th == tw and tc == c else ""
+            raise ResgrowError(f"the model was trained on {tc}x{th}x{tw} images (CxHxW), {data.name} has {c}x{h}x{w}{hint}")
         if list(cfg["classes"]) != list(data.classes):
             raise ResgrowError(f"the model was trained on classes {_short(cfg['classes'])}, {data.name} has {_short(data.classes)}")
         mean, std = cfg["mean"], cfg["std"]

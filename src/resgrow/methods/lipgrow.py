@@ -23,7 +23,7 @@ loop of your own together with `deepen` and `carry_state` (examples/own_loop.py)
 When it helps: when it is unclear at which epochs to grow; Dong et al. report ResNet-74 on
 CIFAR-10 at about half the time of the full-depth net, 0.3 points lower.
 Measured here (BENCHMARKS.md, H100, resnet74, 40-epoch schedule with window 3, one seed):
-0.59-0.61x the baseline's time (0.61x against the restart baseline), 0.6 points lower; the trigger
+0.59-0.61x the baseline's time (0.61-0.63x against the restart baseline), 0.6 points lower; the trigger
 fired on its own at epochs 11 and 30.
 """
 

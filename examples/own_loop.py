@@ -5,7 +5,8 @@
 The pieces:
 - `deepen(model, "duplicate")`: the deeper model and a map from its parameters to the old ones;
 - `carry_state(old_model, old_opt, new_model, new_opt, param_map)`: momentum follows the copied weights;
-- `LipschitzMeter().score(model)`: the mean Lipschitz bound of the residual blocks;
+- `LipschitzMeter().score(model)`: the mean Lipschitz bound of the residual blocks; after a growth,
+  `meter.follow(param_map)` lets its warm starts follow the copied weights;
 - `LipGrowTrigger(grows, epochs)`: LipGrow's rule; `update(epoch, score)` says when to grow.
 
 Everything else (data, augmentation, optimizer, schedule) is ordinary PyTorch that you would
@@ -101,6 +102,7 @@ def main(argv=None) -> torch.nn.Module:
             deeper = deeper.to(dev)
             new_opt = sgd(deeper, a.lr)
             carry_state(model, opt, deeper, new_opt, param_map)
+            meter.follow(param_map)  # the power iterations' warm starts follow the copied weights too
             print(f"  grew {model.spec.blocks_str()} -> {deeper.spec.blocks_str()} ({why})", flush=True)
             model, opt, cycle_start = deeper, new_opt, epoch + 1
     return model

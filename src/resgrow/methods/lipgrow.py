@@ -24,7 +24,7 @@ When it helps: when it is unclear at which epochs to grow; Dong et al. report Re
 CIFAR-10 at about half the time of the full-depth net, 0.3 points lower.
 Measured here (BENCHMARKS.md, H100, resnet74, 40-epoch schedule with window 3, one seed):
 0.59-0.61x the baseline's time (0.61-0.63x against the restart baseline), 0.6 points lower; the trigger
-fired on its own at epochs 11 and 30.
+fired on its own at epochs 11 and 30 (the second before the meter's warm starts followed the growth).
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ class LipGrow(DepthGrowth):
             return None
         ctx.schedule.add_restart(ctx.epoch)
         return self.grow(ctx, why)
+
+    def grow(self, ctx, why):
+        change = super().grow(ctx, why)
+        self.meter.follow(change.param_map)  # warm starts follow the copied weights, not the block positions
+        return change
 
     def describe(self) -> str:
         return f"lipgrow(start {self.start_str()}, threshold {self.threshold}, window {self.window}, reserve {self.trigger.reserve if self.trigger else self.reserve or '30/164 of the run'})"

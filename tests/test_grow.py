@@ -125,6 +125,47 @@ def test_power_iteration_matches_the_exact_singular_value(cin, cout, k, stride, 
     assert abs(warm - exact) / exact < 0.01
 
 
+@pytest.mark.parametrize("cin,cout,k,stride,pad,size", [(4, 6, 3, 2, 1, 7), (3, 5, 1, 2, 0, 6), (4, 4, 3, 1, 0, 5)])
+def test_grouped_power_iteration_matches_the_exact_singular_values(cin, cout, k, stride, pad, size):
+    from resgrow.measure.lipschitz import grouped_operator_norms
+
+    torch.manual_seed(cin * 10 + size)
+    convs = [nn.Conv2d(cin, cout, k, stride=stride, padding=pad, bias=False) for _ in range(3)]
+    starts = [torch.randn(1, cin, size, size) for _ in convs]
+    sigmas, vectors = grouped_operator_norms(convs, (size, size), starts, iters=200)
+    for conv, sigma, start, u in zip(convs, sigmas.tolist(), starts, vectors):
+        exact = explicit_norm(conv, size)
+        assert abs(sigma - exact) / exact < 0.01
+        alone, _ = conv_operator_norm(conv, (size, size), iters=200, u=start)  # the same iteration, one conv at a time
+        assert sigma == pytest.approx(alone, rel=1e-4) and u.shape == start.shape
+
+
+def test_meter_iterates_same_shaped_convs_together(monkeypatch):
+    """A 3-3-3 net has 18 branch convs but 5 (shape, stride, feature-map size) groups: a warm call runs
+    (iters + 1) grouped convolutions per group, not per conv, and the bounds do not change."""
+    from resgrow.measure import lipschitz
+
+    torch.manual_seed(0)
+    model = randomize_bn(ResNet(ArchSpec("basic", (3, 3, 3), (8, 16, 32), stem_width=8))).eval()
+    meter = LipschitzMeter(32, iters=2, cold_iters=300)
+    expected = []
+    for (_, _, block), size in zip(model.iter_blocks(), lipschitz.block_input_sizes(model, 32)):
+        bound, cur = block.h, size
+        for layer in lipschitz._branch_layers(block):
+            if isinstance(layer, nn.Conv2d):
+                sigma, _ = conv_operator_norm(layer, cur, 600)
+                bound, cur = bound * sigma, lipschitz._down(cur, layer.stride[0])
+            else:
+                bound *= bn_bound(layer)
+        expected.append(bound)
+    assert meter.block_bounds(model) == pytest.approx(expected, rel=0.01)  # cold
+    calls = []
+    real = lipschitz.F.conv2d
+    monkeypatch.setattr(lipschitz.F, "conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert meter.block_bounds(model) == pytest.approx(expected, rel=0.01)  # warm: 2 iterations
+    assert len(calls) == 5 * (2 + 1)
+
+
 def test_block_bounds_are_products_times_h():
     torch.manual_seed(0)
     model = randomize_bn(ResNet(TINY)).eval()

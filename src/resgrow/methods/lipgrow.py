@@ -16,8 +16,9 @@ Defaults: threshold 1.4 (CIFAR; the paper uses 1.3 on Tiny-ImageNet), window 10 
 30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74).
 The paper trains with lr 0.5 -> 0.001, batch 128, wd 1e-4 over 164 epochs.
 Options: --start-blocks, --lip-threshold, --lip-window, --reserve.
-Cost: the score is computed every epoch by warm-started power iterations (2 per conv); its time
-is counted as training time and logged as `lip_seconds`.
+Cost: the score is computed every epoch by warm-started power iterations (2 per conv), run as one
+grouped convolution per conv shape, with one host sync; its time is counted as training time and
+logged as `lip_seconds`.
 Without the trainer: `LipGrowTrigger` is the rule alone (feed it a score per epoch), for a training
 loop of your own together with `deepen` and `carry_state` (examples/own_loop.py).
 When it helps: when it is unclear at which epochs to grow; Dong et al. report ResNet-74 on

@@ -177,7 +177,7 @@ class LipschitzMeter:
         return sum(bounds) / len(bounds)
 
     def state_dict(self) -> dict:
-        return {k: v.detach().cpu() for k, v in self.vectors.items()}
+        return {k: v.detach().cpu().clone() for k, v in self.vectors.items()}  # own storage: vectors are views of a group
 
     def load_state_dict(self, state: dict) -> None:
         self.vectors = dict(state)

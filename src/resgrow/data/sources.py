@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_open
 from ..errors import ResgrowError
 
 CACHE_VERSION = 1
@@ -175,10 +176,9 @@ def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool, imag
     ds = read_imagefolder(path, progress, image_size)
     try:  # the cache only saves time: failing to write it is not an error
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, classes=np.array(ds.classes), train_x=ds.train.images.numpy(), train_y=ds.train.labels.numpy(),
-                 test_x=ds.test.images.numpy(), test_y=ds.test.labels.numpy())
-        os.replace(tmp, cache)
+        with atomic_open(cache, "wb") as f:
+            np.savez(f, classes=np.array(ds.classes), train_x=ds.train.images.numpy(), train_y=ds.train.labels.numpy(),
+                     test_x=ds.test.images.numpy(), test_y=ds.test.labels.numpy())
     except OSError:
         pass
     return ds

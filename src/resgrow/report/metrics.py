@@ -7,9 +7,9 @@ import csv
 import importlib
 import io
 import json
-import os
 from pathlib import Path
 
+from .. import atomic
 from ..errors import ResgrowError
 
 CSV_COLUMNS = ["epoch", "train_seconds", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
@@ -73,13 +73,13 @@ class MetricsLog:
             raise ResgrowError(f"{self.jsonl} is damaged before its last line ({e}); the checkpoint is intact: "
                                f"move the file aside to resume without the earlier rows") from None
         self._writer(purge_step=last_epoch + 1)
-        write_atomic(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
+        atomic.write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
         out = io.StringIO()
         w = csv.DictWriter(out, self.columns, extrasaction="ignore")
         w.writeheader()
         for r in keep:
             w.writerow(_flat(r))
-        write_atomic(self.csv, out.getvalue())
+        atomic.write_text(self.csv, out.getvalue())
 
     def append(self, row: dict) -> None:
         try:
@@ -109,16 +109,6 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _flat(row: dict) -> dict:

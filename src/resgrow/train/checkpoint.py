@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_open
 from ..errors import ResgrowError, first_line
 
 FORMAT = 1
@@ -45,40 +46,19 @@ def digest(obj) -> str:
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it: a crash leaves the old one.
+    """Written atomically (`atomic_open`): a crash leaves the old checkpoint.
 
     A failed write (disk full, quota, permissions) is one ResgrowError; the previous checkpoint stays.
     """
     path = Path(path)
     payload = dict(obj, format=FORMAT)
     payload[DIGEST_KEY] = digest(payload)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)  # make the rename itself survive a power cut
     except OSError as e:
         raise ResgrowError(f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint, if any, "
                            "is intact: fix the cause and continue with --resume") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

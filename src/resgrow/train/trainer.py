@@ -23,7 +23,8 @@ from ..measure.flops import flops_per_image, module_flops_per_image, param_count
 from ..methods.base import Baseline, Change, Method
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
-from ..report.metrics import MetricsLog, check_tensorboard, write_atomic
+from .. import atomic
+from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .optim import carry_state, make_sgd
@@ -493,7 +494,7 @@ class Trainer:
                     fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
                                "bf16_weights": self.runner.lowp is not None,
                                "compile": self.cfg.compile})
-        write_atomic(self.out / "run.json", json.dumps(info, indent=2) + "\n")
+        atomic.write_text(self.out / "run.json", json.dumps(info, indent=2) + "\n")
 
     def _say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -28,26 +28,19 @@ def conv_operator_norm(conv: nn.Conv2d, size: tuple[int, int], iters: int = 20, 
                        ) -> tuple[float, torch.Tensor]:
     """Largest singular value of `conv` as a linear map on cin x H x W inputs. Returns (sigma, u),
     where u is the vector to warm-start the next call with."""
-    w = conv.weight.detach().float()
-    h, wd = size
-    if u is None or u.shape != (1, w.shape[1], h, wd) or u.device != w.device:
-        u = torch.randn(1, w.shape[1], h, wd, device=w.device)
-    kw = dict(stride=conv.stride, padding=conv.padding)
-    u = u / u.norm()
-    for _ in range(max(1, iters)):  # u <- A^T A u, normalised
-        v = F.conv2d(u, w, **kw)
-        op = (_adjoint_padding(h, v.shape[2], conv, 0), _adjoint_padding(wd, v.shape[3], conv, 1))
-        u = F.conv_transpose2d(v, w, output_padding=op, **kw)
-        u = u / u.norm().clamp_min(1e-30)
-    sigma = F.conv2d(u, w, **kw).norm()  # |A u| for unit u: converges to the largest singular value from below
-    return float(sigma), u
+    w = conv.weight
+    if u is None or u.shape != (1, w.shape[1], *size) or u.device != w.device:
+        u = torch.randn(1, w.shape[1], *size, device=w.device)
+    sigmas, (u,) = grouped_operator_norms([conv], size, [u], iters)
+    return float(sigmas[0]), u
 
 
 def grouped_operator_norms(convs: list[nn.Conv2d], size: tuple[int, int], starts: list[torch.Tensor], iters: int,
                            ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """`conv_operator_norm` for several convs of one shape, stride and padding on inputs of one size,
-    as a single grouped convolution per step. Returns the norms as one device tensor (no host sync)
-    and each conv's vector for the next warm start."""
+    """Power iteration (u <- A^T A u with conv2d and its adjoint conv_transpose2d) for convs of one
+    shape, stride and padding on inputs of one size, all at once as one grouped convolution per
+    step. Returns the norms as one device tensor (no host sync) and each conv's vector for the next
+    warm start. |A u| for a unit u converges to the largest singular value from below."""
     n, first = len(convs), convs[0]
     w = torch.cat([c.weight.detach().float() for c in convs])  # (n * cout, cin, k, k): group g is conv g
     cin, (h, wd) = w.shape[1], size
@@ -58,7 +51,7 @@ def grouped_operator_norms(convs: list[nn.Conv2d], size: tuple[int, int], starts
         return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-30)).reshape(1, n * cin, h, wd)
 
     u = unit(torch.cat([s.float() for s in starts], dim=1))
-    for _ in range(max(1, iters)):  # u <- A^T A u, normalised, for every member at once
+    for _ in range(max(1, iters)):
         v = F.conv2d(u, w, **kw)
         op = (_adjoint_padding(h, v.shape[2], first, 0), _adjoint_padding(wd, v.shape[3], first, 1))
         u = unit(F.conv_transpose2d(v, w, output_padding=op, **kw))
@@ -66,8 +59,15 @@ def grouped_operator_norms(convs: list[nn.Conv2d], size: tuple[int, int], starts
     return sigmas, list(u.split(cin, dim=1))
 
 
+def bn_bounds(bns: list[nn.BatchNorm2d]) -> torch.Tensor:
+    """max_c |gamma_c| / sqrt(running_var_c + eps) of BNs of one width, as one device tensor."""
+    gamma = torch.stack([bn.weight.detach().float() for bn in bns])
+    var = torch.stack([bn.running_var.float() + bn.eps for bn in bns])
+    return (gamma.abs() / var.sqrt()).amax(dim=1)
+
+
 def bn_bound(bn: nn.BatchNorm2d) -> float:
-    return float((bn.weight.detach().abs() / (bn.running_var + bn.eps).sqrt()).max())
+    return float(bn_bounds([bn])[0])
 
 
 def _branch_layers(block) -> list[nn.Module]:
@@ -112,8 +112,8 @@ class LipschitzMeter:
     def block_bounds(self, model: ResNet) -> list[float]:
         sizes = block_input_sizes(model, self.image_size)
         names = {id(m): n for n, m in model.named_modules()}
-        convs: dict[tuple, list] = {}  # same operator shape -> [(key, layer, warm vector or None)]
-        bns: dict[tuple, list] = {}  # same width and eps -> [layer]
+        convs: dict[tuple, list] = {}  # same operator shape and input size -> [(key, layer, start vector)]
+        bns: dict[tuple, list] = {}  # same width -> [layer]
         blocks = []  # per block: h and its factors as (group, kind, index in group)
         for (_, _, block), size in zip(model.iter_blocks(), sizes):
             factors, cur = [], size
@@ -130,27 +130,22 @@ class LipschitzMeter:
                     members.append((key, layer, warm.to(layer.weight.device)))
                     cur = _down(cur, layer.stride[0])
                 else:
-                    group = (layer.num_features, layer.eps, layer.weight.device)
+                    group = (layer.num_features, layer.weight.device)
                     members = bns.setdefault(group, [])
                     factors.append((group, "bn", len(members)))
                     members.append(layer)
             blocks.append((block.h, factors))
-        values = {}
+        parts, at = [], {}  # every factor of every block in one tensor: one host sync
         for group, members in convs.items():
             sigmas, vectors = grouped_operator_norms([m[1] for m in members], group[3], [m[2] for m in members],
                                                      self.iters if group[4] else self.cold_iters)
-            values[group, "conv"] = sigmas
             self.vectors.update((m[0], v) for m, v in zip(members, vectors))
+            at[group, "conv"] = sum(len(p) for p in parts)
+            parts.append(sigmas)
         for group, members in bns.items():
-            gamma = torch.stack([bn.weight.detach().float() for bn in members])
-            var = torch.stack([bn.running_var.float() for bn in members])
-            values[group, "bn"] = (gamma.abs() / (var + group[1]).sqrt()).amax(dim=1)
-        order = list(values)  # one host sync for every factor of every block
-        flat = torch.cat([values[k] for k in order]).tolist() if values else []
-        offset, at = 0, {}
-        for k in order:
-            at[k] = offset
-            offset += len(values[k])
+            at[group, "bn"] = sum(len(p) for p in parts)
+            parts.append(bn_bounds(members))
+        flat = torch.cat(parts).tolist() if parts else []
         bounds = []
         for h, factors in blocks:
             bound = h

@@ -138,12 +138,10 @@ def _models(a) -> int:
 
 
 def _methods(a) -> int:
-    from .methods import METHODS
+    from .methods import METHODS, method_class
 
     if a.name is not None:
-        if a.name not in METHODS:
-            raise ResgrowError(f"unknown method {a.name!r}; known: {', '.join(sorted(METHODS))}")
-        print(METHODS[a.name].card())
+        print(method_class(a.name).card())
         return 0
     for name, cls in sorted(METHODS.items(), key=lambda kv: kv[0] != "baseline"):
         paragraphs = [" ".join(p.split()) for p in cls.card().split("\n\n")]

@@ -15,11 +15,15 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def build_method(name: str, **options) -> Method:
-    """Build a method by name; options left at None are dropped, others must apply to the method."""
+def method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise ResgrowError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    cls = METHODS[name]
+    return METHODS[name]
+
+
+def build_method(name: str, **options) -> Method:
+    """Build a method by name; options left at None are dropped, others must apply to the method."""
+    cls = method_class(name)
     given = {k: v for k, v in options.items() if v is not None}
     wrong = sorted(set(given) - set(getattr(cls, "options", ())))
     if wrong:
@@ -28,4 +32,4 @@ def build_method(name: str, **options) -> Method:
     return cls(**given)
 
 
-__all__ = ["Method", "Change", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "build_method"]
+__all__ = ["Method", "Change", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "build_method"]

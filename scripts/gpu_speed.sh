@@ -14,6 +14,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
   # where the step time goes: kernel count and kernel time vs the graph replay time
   python3 scripts/profile_step.py --arch resnet56 --batch-size 128
   python3 scripts/profile_step.py --arch resnet56 --batch-size 128 --bf16-weights
+  python3 scripts/meter_cost.py --arch resnet74 --device cuda  # LipGrow's per-epoch score, a few seconds
   bash scripts/gpu_determinism.sh /tmp/det  # results are in this log; its run dirs would pass the 8-file limit
   for arch in resnet20 resnet110; do
     python3 -m resgrow bench --arch $arch --batch-size 128 --steps 200 --data .data/cifar10-jpeg.zip --json "$out/bench_${arch}_b128.json"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from resgrow.cli import main
-from resgrow.train import CHECKPOINT, load_checkpoint
+from resgrow.train import CHECKPOINT, TrainConfig, load_checkpoint
 
 ARCH = "cifar_resnet8"  # the smallest registry net: 1-1-1 blocks
 
@@ -188,7 +188,9 @@ def test_image_size_for_mixed_data_carries_to_resume_and_eval(capsys, small_zip,
     assert main(train_args(mixed, out, "--image-size", "24", "--stop-after", "1")) == 0
     assert main(train_args(mixed, out, "--resume")) == 0  # the stored image size, not the command's (none)
     rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 2 and json.loads((out / "run.json").read_text())["image_size"] == 24
+    info = json.loads((out / "run.json").read_text())
+    assert len(rows) == 2 and info["image_size"] == 24
+    assert info["config"]["bf16_weights"] is True  # the default; it only acts under bf16 autocast (CUDA)
     capsys.readouterr()
     assert main(["eval", str(out), "--device", "cpu"]) == 0
     assert f"test accuracy {rows[-1]['test_acc']:.2%}" in capsys.readouterr().out
@@ -361,3 +363,11 @@ def test_models_and_methods_catalogues(capsys):
     card = capsys.readouterr().out
     assert card.startswith("Method card: lipgrow") and "Defaults: threshold 1.4" in card and "When it helps" in card
     one_line_error(*run(capsys, "methods", "magic"), "unknown method 'magic'", "lipgrow")
+
+
+def test_bf16_weight_copies_are_on_unless_turned_off():
+    from resgrow.cli import build_parser
+
+    parse = lambda *extra: build_parser().parse_args(["train", "--arch", "resnet20", "--data", "d", "--out", "o", *extra]).bf16_weights
+    assert parse() is None and parse("--bf16-weights") is True and parse("--no-bf16-weights") is False
+    assert TrainConfig().bf16_weights is True

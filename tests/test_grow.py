@@ -166,6 +166,23 @@ def test_meter_iterates_same_shaped_convs_together(monkeypatch):
     assert len(calls) == 5 * (2 + 1)
 
 
+def test_meter_runs_without_cudnn_autotuning_and_restores_the_setting(monkeypatch):
+    """Autotuning every grouped shape anew after each growth cost about 1 s per cold call on an H100."""
+    from resgrow.measure import lipschitz
+
+    seen = []
+    real = lipschitz.F.conv2d
+    monkeypatch.setattr(lipschitz.F, "conv2d", lambda *a, **k: seen.append(torch.backends.cudnn.benchmark) or real(*a, **k))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    LipschitzMeter(32, iters=2, cold_iters=3).block_bounds(ResNet(TINY).eval())
+    assert seen and not any(seen)
+    assert torch.backends.cudnn.benchmark is True
+    monkeypatch.setattr(lipschitz.LipschitzMeter, "_block_bounds", lambda self, model: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        LipschitzMeter(32).block_bounds(ResNet(TINY))
+    assert torch.backends.cudnn.benchmark is True  # restored on an error too
+
+
 def test_block_bounds_are_products_times_h():
     torch.manual_seed(0)
     model = randomize_bn(ResNet(TINY)).eval()

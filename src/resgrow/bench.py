@@ -27,8 +27,8 @@ VARIANTS = {
     "cuda graph fp32": (False, False, True, True, False),
     "cuda graph fp32 channels_last": (False, True, True, True, False),
     "cuda graph bf16": (True, False, True, True, False),
-    "cuda graph bf16 channels_last": (True, True, True, True, False),  # the trainer's default fast path
-    "cuda graph bf16 channels_last + bf16 weight copies": (True, True, True, True, True),  # --bf16-weights
+    "cuda graph bf16 channels_last": (True, True, True, True, False),  # --no-bf16-weights
+    "cuda graph bf16 channels_last + bf16 weight copies": (True, True, True, True, True),  # the trainer's default fast path
 }
 COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
 

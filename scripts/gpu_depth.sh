@@ -20,7 +20,9 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 arch=${ARCH:-resnet74}; start=${START:-3-3-3}; data=${DATA:-.data/cifar10-jpeg.zip}
 tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74: run dirs like multilevel_r74_s0
-common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet ${EXTRA:-}"
+# checkpoints every 20 epochs (about 0.1 s each, device time but not training time): a DEADLINE stop writes
+# one anyway, and a lost machine takes RUNDIR with it
+common="--arch $arch --data $data --epochs $E --batch-size 128 --lr 0.1 --wd 5e-4 --seed $seed --quiet --checkpoint-every 20 ${EXTRA:-}"
 # multilevel's default growth epochs (37.5% of the run, then the rest split evenly), for the restart baseline
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*(0.375+0.3125))}')")
 rundir=${RUNDIR:-/tmp/resgrow_depth_runs}; mkdir -p "$rundir"  # outside $OUT: checkpoints stay, only logs go back

@@ -18,3 +18,15 @@ def test_a_failing_variant_is_reported_not_fatal(monkeypatch):
     res = bench("resnet20", 16, torch.device("cpu"), synthetic_split(64), steps=2, warmup=1)
     assert res[0]["error"] == "RuntimeError: no kernel image is available" and res[0]["speedup"] is None
     assert "failed: RuntimeError: no kernel image is available" in format_results("resnet20", 16, "cpu", res)
+
+
+def test_the_default_fast_path_is_named_with_its_speedup():
+    rows = [{"variant": "eager fp32", "img_per_s": 5000.0, "ms_per_step": 25.6, "capture_s": None, "speedup": 1.0},
+            {"variant": bench_mod.DEFAULT, "img_per_s": 24000.0, "ms_per_step": 5.3, "capture_s": 0.14, "speedup": 4.8}]
+    from resgrow.train import TrainConfig
+
+    cfg = TrainConfig()  # the bench's "default" must be what the trainer does
+    assert bench_mod.VARIANTS[bench_mod.DEFAULT] == (cfg.amp, cfg.channels_last, cfg.graphs, True, cfg.bf16_weights)
+    last = format_results("resnet56", 128, "gpu", rows).splitlines()[-1]
+    assert last == "resgrow train's default fast path: 24,000 img/s, 4.80x eager fp32, capture 0.14 s"
+    assert "default fast path" not in format_results("resnet56", 128, "cpu", rows[:1])

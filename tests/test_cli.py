@@ -321,6 +321,11 @@ def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, 
                         (["--arch", "broken_nets:not_a_model"], ["returned a str, not a torch.nn.Module"])]:
         one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", *args)), *words)
         assert not (tmp_path / "bad").exists()
+    for args, words in [(["--method", "lipgrow"], ["needs a resgrow ResNet", "Sequential"]),
+                        (["--method", "multilevel", "--start-blocks", "3-3-3"], ["cannot reach 4-4-4 from 3-3-3"])]:
+        arch = ["--arch", "my_nets:small_cnn" if "lipgrow" in args else "my_nets:slim_resnet"]
+        # checked before any data is read: the growth error comes first, not the missing data path's
+        one_line_error(*run(capsys, *train_args(tmp_path / "no_such.zip", tmp_path / "bad", *arch, *args)), *words)
     grown = tmp_path / "grown"  # a function returning a resgrow ResNet: the growth methods work on it
     assert main(train_args(small_zip, grown, "--arch", "my_nets:slim_resnet", "--method", "multilevel",
                            "--start-blocks", "2-2-2")) == 0

@@ -173,6 +173,26 @@ def _compare(a) -> int:
     return 0
 
 
+def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> None:
+    """A growth method on a model of your own is checked on a build on the meta device (no memory, no data),
+    so a wrong --start-blocks fails before the data is decoded; a factory that cannot build there is
+    checked on the real model, after the data is read."""
+    import torch
+
+    from .models.custom import build_custom
+    from .train.trainer import arch_of, check_resizable
+
+    if not method.resizes:
+        return
+    try:
+        with torch.device("meta"):
+            model = build_custom(arch, 10)
+    except Exception:  # noqa: BLE001 - checked again, with its own error, once the data is known
+        return
+    check_resizable(method, model)
+    method.check(arch_of(model), epochs, schedule)
+
+
 def _train(a) -> int:
     import torch
 
@@ -192,7 +212,9 @@ def _train(a) -> int:
     check_schedule(a.schedule)
     check_compile(a.compile)
     if is_custom(a.arch):
-        model_factory(a.arch)  # importable, before any data is read; growth is checked once it is built
+        model_factory(a.arch)  # importable, before any data is read
+        if not a.resume:
+            _check_own_model_early(a.arch, method, a.epochs, a.schedule)
     elif not a.resume:
         method.check(spec_for(a.arch), a.epochs, a.schedule)
     else:

@@ -138,6 +138,13 @@ def arch_of(model: nn.Module) -> ArchSpec | None:
     return spec_of(model) if isinstance(model, ResNet) else None
 
 
+def check_resizable(method: Method, model: nn.Module) -> None:
+    """Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow ResNet."""
+    if method.resizes and arch_of(model) is None:
+        raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet "
+                           f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {type(model).__name__}")
+
+
 def check_run_dir(out: Path | None, resume: bool) -> None:
     """A run directory is never overwritten: it must be new or empty, unless resuming from its checkpoint."""
     if out is None:
@@ -214,11 +221,8 @@ class Trainer:
                                  restarts=self.cfg.restarts)
         # One lr tensor for the whole run: a captured optimizer step reads it in place.
         self.lr = torch.tensor(self.schedule(0.0), device=self.device) if self.use_graphs else self.schedule(0.0)
-        # Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow ResNet.
+        check_resizable(self.method, model)
         self.requested_spec, self.model_class = arch_of(model), type(model).__name__
-        if self.requested_spec is None and self.method.resizes:
-            raise ResgrowError(f"method {self.method.name!r} changes the model's size, which needs a resgrow ResNet "
-                               f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {self.model_class}")
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
         self.history: list[dict] = []
         self._pending_events: list[str] = []

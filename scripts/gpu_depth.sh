@@ -3,7 +3,7 @@
 # (both 3-3-3 -> 12-12-12), one after another, same data pipeline, optimizer and epochs.
 # Usage: bash scripts/gpu_depth.sh OUTDIR EPOCHS SEED [LIP_WINDOW]
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
-# EXTRA=--bf16-weights once gpu_speed.sh has shown it is faster); RUNS picks a subset of
+# EXTRA="--compile blocks" to time compiled blocks); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command), or the
 # optional "multilevel_late restarts_late" (multilevel grown at 56% and 78% of the run, and its restart baseline).
 # Runs live in RUNDIR (default /tmp/resgrow_depth_runs), outside $OUT, which each device command empties

@@ -19,6 +19,7 @@ from .train.compile import apply_compile
 from .train.optim import make_sgd
 from .train.step import StepRunner
 
+DEFAULT = "cuda graph bf16 channels_last + bf16 weight copies"  # what `resgrow train` runs on CUDA
 # name: (bf16 autocast, channels_last, cuda graph, cudnn.benchmark, bf16 weight copies); the first is the reference
 VARIANTS = {
     "eager fp32": (False, False, False, True, False),
@@ -28,9 +29,8 @@ VARIANTS = {
     "cuda graph fp32 channels_last": (False, True, True, True, False),
     "cuda graph bf16": (True, False, True, True, False),
     "cuda graph bf16 channels_last": (True, True, True, True, False),  # --no-bf16-weights
-    "cuda graph bf16 channels_last + bf16 weight copies": (True, True, True, True, True),  # the trainer's default fast path
+    DEFAULT: (True, True, True, True, True),
 }
-DEFAULT = "cuda graph bf16 channels_last + bf16 weight copies"  # what `resgrow train` runs on CUDA
 COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
 
 

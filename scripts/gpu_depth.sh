@@ -47,13 +47,14 @@ run() {
 }
 # The first process on a fresh machine pays seconds of one-time first use (the 40-epoch baseline's first
 # capture took 5.85 s, the same net's in the next process 2.2 s): unreported epochs take it for every row.
-# Their second epoch is a steady epoch of the final net: rows from different machines are comparable
-# when these agree (machine_check.jsonl comes back with the rows).
+# Their second epoch is reported (machine_check.jsonl) but is only a rough check: in session 8 it read 2.662 s
+# and 2.578 s on two machines whose rows ran the same net at the same speed within 0.3%. Compare machines by the
+# rows' steady per-phase epoch times instead (BENCHMARKS, issue 3, "Machines").
 if [[ ! -f /tmp/resgrow_machine_warm ]]; then
   w=$(mktemp -d)/warm-up
   python3 -m resgrow train $common --epochs 2 --out "$w" 2>&1 | tail -1 && touch /tmp/resgrow_machine_warm
   cp "$w/metrics.jsonl" "$out/machine_check.jsonl" 2>/dev/null
-  python3 -c "import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(f'machine check: a steady {r[\"blocks\"]} epoch took {r[\"epoch_seconds\"]} s')" "$w/metrics.jsonl"
+  python3 -c "import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(f'machine check (rough, +-3%): the second {r[\"blocks\"]} epoch took {r[\"epoch_seconds\"]} s')" "$w/metrics.jsonl"
 fi
 runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 [[ $runs == *" baseline "* ]] && run baseline_${tag}_s$seed --schedule cosine

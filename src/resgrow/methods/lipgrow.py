@@ -23,9 +23,10 @@ Without the trainer: `LipGrowTrigger` is the rule alone (feed it a score per epo
 loop of your own together with `deepen` and `carry_state` (examples/own_loop.py).
 When it helps: when it is unclear at which epochs to grow; Dong et al. report ResNet-74 on
 CIFAR-10 at about half the time of the full-depth net, 0.3 points lower.
-Measured here (BENCHMARKS.md, H100, resnet74, 160 epochs, window 10, seed 0): 90.83% against the
-baseline's 90.54% in 0.72x its time (0.69x its parameter-epochs); the trigger fired on its own at
-epochs 27 and 83. On a 40-epoch schedule (window 3): 0.59-0.61x the time, 0.6 points lower.
+Measured here (BENCHMARKS.md, H100, resnet74, 160 epochs, window 10, seeds 0 and 1): 90.94%
+against the baseline's 90.22% (means) in 0.74x its time (0.70x its parameter-epochs); the trigger
+fired on its own, at epochs 27 and 83 and at 22 and 80. On a 40-epoch schedule (window 3):
+0.59-0.61x the time, 0.6 points lower.
 """
 
 from __future__ import annotations

@@ -30,3 +30,17 @@ def test_the_default_fast_path_is_named_with_its_speedup():
     last = format_results("resnet56", 128, "gpu", rows).splitlines()[-1]
     assert last == "resgrow train's default fast path: 24,000 img/s, 4.80x eager fp32, capture 0.14 s"
     assert "default fast path" not in format_results("resnet56", 128, "cpu", rows[:1])
+
+
+def test_bench_h_builds_a_grown_nets_step_folded_or_not():
+    """--h 0.25: every block as in resnet20 grown twice; the default step folds h, the extra variant does not."""
+    split = synthetic_split(64)
+    for fold, folded in ((True, 9), (False, 0)):
+        runner = bench_mod.make_runner("resnet20", 16, torch.device("cpu"), split, amp=True, channels_last=False,
+                                       graph=False, bf16_weights=True, h=0.25, fold_h=fold)
+        assert {b.h for _, _, b in runner.model.iter_blocks()} == {0.25}
+        assert len(runner.lowp.folded) == folded
+        runner.run()  # the bf16 autocast step runs eagerly on CPU
+    res = bench("resnet20", 16, torch.device("cpu"), split, steps=2, warmup=1, h=0.25)
+    assert [r["variant"] for r in res] == ["eager fp32"]  # the fast-path variants, folded or not, need CUDA
+    assert "every block's h = 0.25" in format_results("resnet20", 16, "cpu", res, 0.25).splitlines()[0]

@@ -143,6 +143,7 @@ def test_cli_train_and_bench_output(capsys, small_zip, tmp_path):
     assert "eager fp32" in out and "img/s" in out and (tmp_path / "b.json").is_file()
     for bad in (["--steps", "0"], ["--batch-size", "0"]):
         one_line_error(*run(capsys, "bench", "--arch", ARCH, "--device", "cpu", *bad), "must be >= 1")
+    one_line_error(*run(capsys, "bench", "--arch", ARCH, "--device", "cpu", "--h", "0"), "--h must be in (0, 1]")
     one_line_error(*run(capsys, "eval", str(tmp_path / "r"), "--batch-size", "0"), "--batch-size must be >= 1")
 
 
@@ -312,6 +313,7 @@ def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, 
     one_line_error(*run(capsys, "eval", str(out), "--device", "cpu"), "of your own", "--arch")
     assert main(["bench", *own, "--batch-size", "16", "--steps", "2", "--device", "cpu"]) == 0
     assert "eager fp32" in capsys.readouterr().out
+    one_line_error(*run(capsys, "bench", *own, "--h", "0.5"), "use it with a registry --arch")
 
     for args, words in [(["--arch", "no_such_module_xyz:net"], ["cannot import 'no_such_module_xyz'"]),
                         (["--arch", "my_nets:missing"], ["has no function 'missing'"]),

@@ -367,12 +367,12 @@ def test_bf16_autocast_step_runs_on_cpu(mini):
     assert model.stem[0].weight.dtype == torch.float32 and not torch.equal(model.stem[0].weight, before)
 
 
-def _run_steps(mini, steps, channels_last=False, prepare=None, **kw):
+def _run_steps(mini, steps, channels_last=False, prepare=None, make=tiny, **kw):
     """`steps` eager bf16-autocast steps of the tiny net from seed 0; returns the model and its runner."""
     from resgrow.data import DeviceLoader, channel_stats
     from resgrow.train import StepRunner, make_sgd
 
-    model = tiny()
+    model = make()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if prepare:
@@ -424,6 +424,90 @@ def test_bf16_weight_copies_remove_the_per_layer_casts(mini):
     assert counts[True]["_foreach_copy_"] == 2
     assert counts[True]["add_"] == counts[False]["add_"]  # and no BN counter updates in either
     assert counts[False]["add_"] < 7  # TINY has 7 BNs; their counters are not updated
+
+
+def _grown(kind):
+    """The tiny net of `kind` grown 1-1-1 -> 2-1-1 -> 4-2-1, so its stages have h = 1/4, 1/2 and 1, with
+    BN affines moved off their initial 1 / 0."""
+    from resgrow.grow import deepen
+
+    def make():
+        torch.manual_seed(0)
+        bottleneck = kind == "bottleneck"
+        model = ResNet(ArchSpec(kind, (1, 1, 1), (16, 32, 64) if bottleneck else TINY.widths, stem_width=8,
+                                shortcut="B" if bottleneck else "A"))
+        for stages in ([0], [0, 1]):
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.weight.uniform_(0.5, 1.5)
+                        m.bias.uniform_(-0.2, 0.2)
+            model, _ = deepen(model, "interpolate", stages=stages)
+        return model
+    return make
+
+
+@pytest.mark.parametrize("kind", ["basic", "preact", "bottleneck"])
+def test_folded_h_step_matches_autocast_bit_for_bit(mini, kind):
+    """h folded into the branch's last BN (or conv) gives the unfolded step's numbers exactly (h = 1/2, 1/4)."""
+    ref, r_ref = _run_steps(mini, 3, make=_grown(kind))
+    new, r_new = _run_steps(mini, 3, make=_grown(kind), bf16_weights=True)
+    assert sorted({b.h for _, _, b in new.iter_blocks()}) == [0.25, 0.5, 1.0]
+    assert len(r_new.lowp.folded) == sum(b.h != 1 for _, _, b in new.iter_blocks()) > 0
+    for (name, a), b in zip(ref.state_dict().items(), new.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert r_ref.read_metrics(3) == r_new.read_metrics(3)
+    assert not any(b.h_folded for _, _, b in new.iter_blocks())  # eval and the meter see the plain model
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.equal(ref.eval()(x), new.eval()(x))
+
+
+def test_folded_h_removes_the_per_block_gradient_scaling(mini):
+    """Counted at the aten level: unfolded, each block with h != 1 scales its branch's gradient (one mul
+    over its activations); folded, two multi-tensor multiplies do it for the whole net."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from resgrow.train.bf16_weights import Bf16Weights
+
+    class Muls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.big, self.foreach = 0, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name in ("mul", "mul_") and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+                self.big += 1
+            self.foreach += name.startswith("_foreach_mul")
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for fold in (False, True):
+        model, runner = _run_steps(mini, 1, make=_grown("basic"), bf16_weights=True)
+        runner.lowp = Bf16Weights(model, fold_h=fold)
+        with Muls() as c:
+            runner.run()
+        counts[fold] = (c.big, c.foreach)
+    scaled = sum(b.h != 1 for _, _, b in model.iter_blocks())
+    # the rest (the loader's normalisation, SGD's multi-tensor multiplies) is the same in both
+    assert counts[False][0] - counts[True][0] == scaled == 6, counts
+    assert counts[True][1] - counts[False][1] == 2, counts
+
+
+def test_blocks_that_cannot_take_folded_h_keep_the_add():
+    from resgrow.train.bf16_weights import foldable_blocks
+
+    model = _grown("basic")()
+    names = [n for n, _ in foldable_blocks(model)]
+    assert len(names) == sum(b.h != 1 for _, _, b in model.iter_blocks())
+    blk = dict(model.named_modules())[names[0]]
+    blk.bn2.weight.requires_grad_(False)  # frozen: scaling a copy of it would not reach the optimizer anyway
+    names2 = [n for n, _ in foldable_blocks(model)]
+    assert names[0] not in names2 and len(names2) == len(names) - 1
+    blk.bn2.weight.requires_grad_(True)
+    blk.use_tensor_h()  # compiled blocks: inductor fuses the scaling
+    assert names[0] not in [n for n, _ in foldable_blocks(model)]
 
 
 def test_bf16_weight_copies_with_compiled_blocks(mini):

@@ -13,8 +13,9 @@ import torch
 
 from .data.loader import DeviceLoader, channel_stats
 from .data.sources import Split
-from .errors import first_line
+from .errors import ResgrowError, first_line
 from .models.custom import build_model
+from .models.resnet import ResNet
 from .train.compile import apply_compile
 from .train.optim import make_sgd
 from .train.step import StepRunner
@@ -32,6 +33,7 @@ VARIANTS = {
     DEFAULT: (True, True, True, True, True),
 }
 COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
+UNFOLDED = DEFAULT + ", h not folded"  # with bench(h != 1): the add's backward scales each branch's gradient
 
 
 def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: int = 0) -> Split:
@@ -42,11 +44,14 @@ def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: in
 
 def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10,
           steps: int = 100, warmup: int = 10, variants=None, compile_blocks: bool = False,
-          compile_backend: str = "inductor") -> list[dict]:
-    """Time each variant; one that fails (e.g. compile on an unsupported setup) is reported, not fatal."""
+          compile_backend: str = "inductor", h: float = 1.0) -> list[dict]:
+    """Time each variant; one that fails (e.g. compile on an unsupported setup) is reported, not fatal.
+    `h` != 1 sets every block's step size, as in a net grown by depth doubling (1/4 after two)."""
     mean, std = channel_stats(split.images[:5000])
     results = []
     table = dict(VARIANTS)
+    if h != 1.0:
+        table[UNFOLDED] = VARIANTS[DEFAULT]
     if compile_blocks:
         table.update({k + COMPILED: v for k, v in VARIANTS.items() if k.startswith("cuda graph bf16 channels_last")})
     for name, (amp, cl, graph, autotune, bf16w) in table.items():
@@ -56,7 +61,7 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
             continue
         try:
             r = _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph,
-                              autotune, bf16w, compile_backend if name.endswith(COMPILED) else None)
+                              autotune, bf16w, compile_backend if name.endswith(COMPILED) else None, h, name != UNFOLDED)
         except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' numbers
             r = {"img_per_s": None, "ms_per_step": None, "capture_s": None, "first_step_s": None,
                  "error": f"{type(e).__name__}: {first_line(e)}"}
@@ -70,13 +75,20 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
 
 def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10, *,
                 amp: bool, channels_last: bool, graph: bool, autotune: bool = True, bf16_weights: bool = False,
-                compile_backend: str | None = None, mean=None, std=None) -> StepRunner:
+                compile_backend: str | None = None, mean=None, std=None, h: float = 1.0,
+                fold_h: bool = True) -> StepRunner:
     """The trainer's training step for one execution mode, on a fresh model (seed 0), at epoch 0."""
     if mean is None:
         mean, std = channel_stats(split.images[:5000])
     torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
     torch.manual_seed(0)
     model = build_model(arch, num_classes).to(device)
+    if h != 1.0:
+        if not isinstance(model, ResNet):
+            raise ResgrowError(f"--h sets the step size of resgrow's residual blocks; {arch} is a "
+                               f"{type(model).__name__}, not a resgrow ResNet")
+        for _, _, b in model.iter_blocks():
+            b.h = h
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_backend:
@@ -85,13 +97,14 @@ def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, 
     opt = make_sgd(model, lr, 0.9, 5e-4, False, fused=graph)
     loader = DeviceLoader(split, batch_size, device, mean, std, channels_last=channels_last)
     loader.start_epoch(0)
-    return StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16_weights)
+    return StepRunner(model, opt, loader, amp=amp, graph=graph, bf16_weights=bf16_weights, fold_h=fold_h)
 
 
 def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph, autotune,
-                  bf16w, compile_backend) -> dict:
+                  bf16w, compile_backend, h, fold_h) -> dict:
     runner = make_runner(arch, batch_size, device, split, num_classes, amp=amp, channels_last=cl, graph=graph,
-                         autotune=autotune, bf16_weights=bf16w, compile_backend=compile_backend, mean=mean, std=std)
+                         autotune=autotune, bf16_weights=bf16w, compile_backend=compile_backend, mean=mean, std=std,
+                         h=h, fold_h=fold_h)
     loader = runner.loader
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
@@ -115,8 +128,8 @@ def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps
             "capture_s": runner.capture_seconds if graph else None, "first_step_s": first}
 
 
-def format_results(arch: str, batch_size: int, device: str, results: list[dict]) -> str:
-    lines = [f"{arch}  batch {batch_size}  on {device}",
+def format_results(arch: str, batch_size: int, device: str, results: list[dict], h: float = 1.0) -> str:
+    lines = [f"{arch}  batch {batch_size}  on {device}" + (f"  every block's h = {h:g}" if h != 1.0 else ""),
              f"{'variant':<68}{'img/s':>10}{'ms/step':>10}{'speedup':>9}{'capture s':>11}"]
     for r in results:
         if r.get("error"):

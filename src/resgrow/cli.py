@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default="data")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
     b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile blocks); compile time is reported")
+    b.add_argument("--h", type=float, default=1.0,
+                   help="every block's step size h, as in a grown net (0.25: resnet74 grown twice from 3-3-3); "
+                        "also times the default fast path without h folded into the branches")
     e = sub.add_parser("eval", help="evaluate a run's model (its last checkpoint) on a dataset")
     e.add_argument("run", help="run directory (or a checkpoint file)")
     e.add_argument("--data", default=None, help="cifar10 | cifar100 | ImageFolder directory or zip (default: the run's own data)")
@@ -327,18 +330,22 @@ def _bench(a) -> int:
     model_factory(a.arch) if is_custom(a.arch) else spec_for(a.arch)
     if a.steps < 1 or a.batch_size < 1:
         raise ResgrowError(f"--steps and --batch-size must be >= 1 (got {a.steps}, {a.batch_size})")
+    if not 0 < a.h <= 1:
+        raise ResgrowError(f"--h must be in (0, 1] (got {a.h:g})")
+    if a.h != 1 and is_custom(a.arch):
+        raise ResgrowError("--h sets the step size of resgrow's residual blocks; use it with a registry --arch")
     device = resolve_device(a.device)
     if a.data:
         ds = load_dataset(a.data, root=a.data_dir)
         split, classes, src = ds.train, ds.num_classes, ds.name
     else:
         split, classes, src = synthetic_split(), 10, "random uint8 images"
-    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile)
+    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h)
     name = __import__("torch").cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(format_results(a.arch, a.batch_size, f"{name} ({src})", results))
+    print(format_results(a.arch, a.batch_size, f"{name} ({src})", results, a.h))
     if a.json:
         Path(a.json).write_text(json.dumps({"arch": a.arch, "batch_size": a.batch_size, "device": name, "data": src,
-                                            "results": results}, indent=2) + "\n")
+                                            "h": a.h, "results": results}, indent=2) + "\n")
     return 0
 
 

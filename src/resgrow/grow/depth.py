@@ -47,14 +47,13 @@ def _plan(stage_blocks: list[ResidualBlock]) -> list[tuple[int | None, bool]]:
 
 def _zero_branch(block: ResidualBlock) -> list[str]:
     """Make the residual branch output exactly zero; return the names of the zeroed parameters."""
-    if block.kind == "preact":
-        nn.init.zeros_(block.conv2.weight)
-        return ["conv2.weight"]
-    bn = block.bn3 if block.kind == "bottleneck" else block.bn2
-    name = "bn3" if block.kind == "bottleneck" else "bn2"
-    nn.init.zeros_(bn.weight)
-    nn.init.zeros_(bn.bias)
-    return [f"{name}.weight", f"{name}.bias"]
+    if not block.branch_end:
+        raise ResgrowError(f"{type(block).__name__} does not name the parameters its residual branch ends in "
+                           "(branch_end), so a zero-branch block cannot be made")
+    params = dict(block.named_parameters())
+    for name in block.branch_end:
+        nn.init.zeros_(params[name])
+    return list(block.branch_end)
 
 
 @torch.no_grad()

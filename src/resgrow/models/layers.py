@@ -69,6 +69,12 @@ class ResidualBlock(nn.Module):
     """Common bookkeeping; subclasses define `branch(x)` and how the shortcut sees the input."""
 
     kind = ""
+    # The parameters the residual branch's output is linear in (its last BN's affine, or its last conv
+    # when no BN follows): scaling them by h scales the branch by h. Depth growth zeroes them for an
+    # exact identity block; the fast training step folds h into them (Bf16Weights, `fold_h`).
+    branch_end: tuple[str, ...] = ()
+    # True only while a training step runs on parameters with h folded in: the add is then a plain one.
+    h_folded = False
 
     def __init__(self, cin: int, cout: int, stride: int, h: float, shortcut: str, mid: int) -> None:
         super().__init__()
@@ -95,7 +101,10 @@ class ResidualBlock(nn.Module):
             self.h_tensor = torch.tensor(self._h, device=next(self.parameters()).device)
 
     def residual(self, sc: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        """sc + h * r; one kernel for a float h (add with alpha), not a multiply and an add."""
+        """sc + h * r; one kernel for a float h (add with alpha), not a multiply and an add. Its backward
+        still scales the branch's gradient by h, one more kernel per block, unless h is folded in."""
+        if self.h_folded:
+            return sc + r
         if self.h_tensor is not None:
             # Compiled blocks only, where inductor fuses this. Not addcmul: CUDA autocast runs addcmul in
             # the widest input type, and the fp32 h would turn the bf16 residual stream into fp32.
@@ -110,6 +119,7 @@ class BasicBlock(ResidualBlock):
     """Post-activation basic block (He et al. 2016a): relu(shortcut(x) + h * bn(conv(relu(bn(conv(x))))))."""
 
     kind = "basic"
+    branch_end = ("bn2.weight", "bn2.bias")
 
     def __init__(self, cin, cout, stride=1, h=1.0, shortcut="A", mid=None):
         mid = mid or cout
@@ -130,6 +140,7 @@ class PreActBlock(ResidualBlock):
     pre-activated input, as in the reference implementation."""
 
     kind = "preact"
+    branch_end = ("conv2.weight",)
 
     def __init__(self, cin, cout, stride=1, h=1.0, shortcut="A", mid=None):
         mid = mid or cout
@@ -149,6 +160,7 @@ class Bottleneck(ResidualBlock):
     """Post-activation bottleneck (1x1 -> 3x3 (strided) -> 1x1), the ResNet-50 block."""
 
     kind = "bottleneck"
+    branch_end = ("bn3.weight", "bn3.bias")
 
     def __init__(self, cin, cout, stride=1, h=1.0, shortcut="B", mid=None):
         mid = mid or cout // 4

@@ -1,4 +1,4 @@
-"""bf16 copies of the conv and linear weights, made by one multi-tensor copy per step.
+"""bf16 copies of the conv and linear weights, made by one multi-tensor copy per step; h folded in.
 
 Under bf16 autocast every conv and linear layer casts its fp32 weight to bf16 in the forward, and
 the backward casts the bf16 weight gradient back to fp32: two small kernels per layer (114 of a
@@ -8,6 +8,16 @@ the copies (`torch.func.functional_call`), and one more `_foreach_copy_` writes 
 into the fp32 `.grad` that the optimizer reads. The values are the ones autocast computes (the
 same bf16 weights, the same bf16 gradients, rounded to fp32 the same way); the tests check this
 bit for bit. BN parameters stay fp32, as under autocast.
+
+Folded h: a block with step size h != 1 computes shortcut + h * branch with one add, but the add's
+backward multiplies the branch's gradient by h: one elementwise kernel over the block's activations
+per block and step, which made a grown resnet74 1.5-2% slower per epoch than the same net built at
+full depth (BENCHMARKS.md). The branch is linear in the parameters it ends in (`branch_end`: its last
+BN's affine, or its last conv), so the step instead runs the block with h * those parameters and a
+plain add, and multiplies their gradients by h: two multi-tensor kernels for the whole net. The
+optimizer, weight decay and checkpoints still see the unscaled parameters. For the h that depth
+growth makes (1/2, 1/4, ...) every product is exact, and the tests check the step bit for bit
+against the unfolded one.
 """
 
 from __future__ import annotations
@@ -15,36 +25,81 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.layers import ResidualBlock
+
+
+def _trainable_fp32(p: torch.Tensor) -> bool:
+    return p.requires_grad and p.dtype == torch.float32
+
+
+def foldable_blocks(model: nn.Module) -> list[tuple[str, ResidualBlock]]:
+    """(name, block) of the blocks whose h the step can fold: h != 1 as a float (compiled blocks read it
+    from a tensor and fuse the scaling anyway), and trainable fp32 parameters to fold it into."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, ResidualBlock) and m.h != 1.0 and m.h_tensor is None and m.branch_end:
+            params = dict(m.named_parameters())
+            if all(n in params and _trainable_fp32(params[n]) for n in m.branch_end):
+                out.append((name, m))
+    return out
+
 
 class Bf16Weights:
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, fold_h: bool = True) -> None:
         self.model = model
+        self.folded = foldable_blocks(model) if fold_h else []
+        scale = {f"{b}.{n}" if b else n: m.h for b, m in self.folded for n in m.branch_end}
         self.names: list[str] = []
         self.params: list[nn.Parameter] = []
         for mname, m in model.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 for pname, p in m.named_parameters(recurse=False):
-                    if p.requires_grad and p.dtype == torch.float32:
+                    if _trainable_fp32(p):
                         self.names.append(f"{mname}.{pname}" if mname else pname)
                         self.params.append(p)
-        ids = {id(p) for p in self.params}
+        low = set(self.names)
+        # Scaled bf16 copies (a pre-activation block's last conv) and scaled fp32 parameters (BN affines).
+        self.low_scaled = [i for i, n in enumerate(self.names) if n in scale]
+        self.low_h = [scale[self.names[i]] for i in self.low_scaled]
+        named = dict(model.named_parameters())
+        self.fp32_names = [n for n in scale if n not in low]
+        self.fp32_scaled = [named[n] for n in self.fp32_names]
+        self.fp32_h = [scale[n] for n in self.fp32_names]
+        ids = {id(p) for p in self.params + self.fp32_scaled}
         self.rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         # empty_like keeps each weight's memory format (channels_last), so the copies line up with
         # the fp32 tensors stride for stride, which the fused multi-tensor copy requires.
         self.copies = [torch.empty_like(p, dtype=torch.bfloat16) for p in self.params]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Run the model on fresh bf16 copies; return the output and the copies (autograd leaves)."""
+        """Run the model on fresh bf16 copies (h folded in); return the output and the leaves to differentiate."""
         with torch.no_grad():
             torch._foreach_copy_(self.copies, self.params)
-        leaves = [c.detach().requires_grad_() for c in self.copies]
-        out = torch.func.functional_call(self.model, dict(zip(self.names, leaves)), (x,))
+            if self.low_scaled:
+                torch._foreach_mul_([self.copies[i] for i in self.low_scaled], self.low_h)
+            scaled = torch._foreach_mul(self.fp32_scaled, self.fp32_h) if self.fp32_scaled else []
+        leaves = [c.detach().requires_grad_() for c in self.copies] + [s.requires_grad_() for s in scaled]
+        swap = dict(zip(self.names + self.fp32_names, leaves))
+        for _, b in self.folded:
+            b.h_folded = True
+        try:
+            out = torch.func.functional_call(self.model, swap, (x,))
+        finally:
+            for _, b in self.folded:
+                b.h_folded = False
         return out, leaves
 
     def backward(self, loss: torch.Tensor, leaves: list[torch.Tensor]) -> None:
         """Set `.grad` of every trainable fp32 parameter, as `loss.backward()` does after zero_grad(set_to_none)."""
-        grads = torch.autograd.grad(loss, leaves + self.rest, allow_unused=True)
-        n = len(leaves)
+        grads = list(torch.autograd.grad(loss, leaves + self.rest, allow_unused=True))
+        n = len(self.params)
+        with torch.no_grad():
+            # d loss / d p = h * d loss / d (h p)
+            pairs = [(grads[i], h) for i, h in zip(self.low_scaled, self.low_h)]
+            pairs += [(grads[n + j], h) for j, h in enumerate(self.fp32_h)]
+            pairs = [(g, h) for g, h in pairs if g is not None]
+            if pairs:
+                torch._foreach_mul_([g for g, _ in pairs], [h for _, h in pairs])
         low = [(p, g) for p, g in zip(self.params, grads[:n]) if g is not None]
         for p, _ in low:
             if p.grad is None:  # fp32 .grad buffers: the cast-back below writes into them in place
@@ -52,6 +107,6 @@ class Bf16Weights:
         if low:
             with torch.no_grad():
                 torch._foreach_copy_([p.grad for p, _ in low], [g for _, g in low])
-        for p, g in zip(self.rest, grads[n:]):
+        for p, g in zip(self.fp32_scaled + self.rest, grads[n:]):
             if g is not None:
                 p.grad = g

@@ -22,11 +22,12 @@ from .bf16_weights import Bf16Weights
 
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
-                 amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False):
+                 amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False,
+                 fold_h: bool = True):
         self.model, self.optimizer, self.loader = model, optimizer, loader
         self.amp, self.use_graph, self.label_smoothing = amp, graph, label_smoothing
-        # Only meaningful under autocast: it replaces autocast's per-layer weight casts.
-        self.lowp = Bf16Weights(model) if (bf16_weights and amp) else None
+        # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
+        self.lowp = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
         dev = loader.device
         self.loss_sum = torch.zeros((), device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)

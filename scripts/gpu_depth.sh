@@ -49,7 +49,8 @@ run() {
 # capture took 5.85 s, the same net's in the next process 2.2 s): unreported epochs take it for every row.
 # Their second epoch is reported (machine_check.jsonl) but is only a rough check: in session 8 it read 2.662 s
 # and 2.578 s on two machines whose rows ran the same net at the same speed within 0.3%. Compare machines by the
-# rows' steady per-phase epoch times instead (BENCHMARKS, issue 3, "Machines").
+# rows' steady per-phase epoch times instead (BENCHMARKS, issue 3, "Machines"; `resgrow compare` prints the
+# steady epoch at the final size and warns when runs differ there by more than 1%).
 if [[ ! -f /tmp/resgrow_machine_warm ]]; then
   w=$(mktemp -d)/warm-up
   python3 -m resgrow train $common --epochs 2 --out "$w" 2>&1 | tail -1 && touch /tmp/resgrow_machine_warm

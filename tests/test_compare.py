@@ -114,3 +114,32 @@ def test_compare_warns_when_runs_are_not_comparable(capsys, tmp_path):
     (dirs["same"] / "run.json").write_text(json.dumps(_info(epochs=160)))
     w = protocol_warnings([load_run(dirs["base"]), load_run(dirs["same"])])
     assert "same is unfinished: it has trained 2 of its 160 epochs, so its numbers are not final" in w
+
+
+def _timed(path, epoch_secs, blocks):
+    """A run whose epoch e trained `blocks[e]` in `epoch_secs[e]` seconds."""
+    rows, t = [], 0.0
+    for e, (sec, b) in enumerate(zip(epoch_secs, blocks), 1):
+        t += sec
+        rows.append({"epoch": e, "test_acc": 0.5, "train_seconds": t, "epoch_seconds": sec, "flops": 1,
+                     "blocks": b, "widths": "16-32-64"})
+    return load_run(_run(path, rows))
+
+
+def test_steady_epoch_at_the_final_size_and_the_speed_warning(tmp_path):
+    from resgrow.report.compare import speed_warnings
+
+    base = _timed(tmp_path / "base", [5.0, 2.0, 2.1, 2.0, 2.0], ["4-4-4"] * 5)
+    # the grown run's steady epochs are those after the growth's first (capturing) epoch at 4-4-4
+    grown = _timed(tmp_path / "grown", [2.0, 0.5, 0.5, 2.4, 2.01, 2.0, 2.02], ["1-1-1"] * 3 + ["4-4-4"] * 4)
+    assert base.steady_epochs == [2.0, 2.1, 2.0, 2.0] and base.steady_epoch == 2.0
+    assert grown.steady_epochs == [2.01, 2.0, 2.02] and grown.steady_epoch == 2.01
+    assert compare_table([base, grown]).splitlines()[3].endswith("| - | 2.010 |")
+    assert speed_warnings([base, grown]) == []  # 0.5% apart: one machine's noise
+    slow = _timed(tmp_path / "slow", [5.0, 2.1, 2.1, 2.1], ["4-4-4"] * 4)
+    w = speed_warnings([base, grown, slow])
+    assert len(w) == 1 and "(4-4-4 x 16-32-64)" in w[0] and "5.0% apart" in w[0] and "slow 2.100 s" in w[0]
+    assert w == [x for x in protocol_warnings([base, grown, slow]) if "speeds" in x]
+    other = _timed(tmp_path / "other", [5.0, 3.0, 3.0, 3.0], ["2-2-2"] * 4)  # another net: not compared
+    short = _timed(tmp_path / "short", [5.0, 3.0, 3.0], ["4-4-4"] * 3)  # two steady epochs: too few to judge
+    assert speed_warnings([base, other, short]) == []

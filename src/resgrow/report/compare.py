@@ -5,8 +5,10 @@ its ratio, training FLOPs relative to the baseline (the sum over epochs of the F
 the model trained in that epoch: what growth saves in arithmetic), parameter-epochs relative to the
 baseline (the same sum of parameter counts, the measure LipGrow's paper reports), time to accuracy (training
 seconds until the test accuracy first reaches the baseline's final accuracy minus `gap` points),
-growth events and the Lipschitz meter's cost. Never the best epoch: only the last one and the
-first crossing of a target fixed by the baseline.
+growth events, the Lipschitz meter's cost, and the steady epoch time at the final size (the median
+epoch once the final net is captured): runs that end at the same net should match there, and a warning
+says when they do not (different machines, whose speed every time ratio then carries). Never the
+best epoch: only the last one and the first crossing of a target fixed by the baseline.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from statistics import mean
+from statistics import mean, median
 from pathlib import Path
 
 from ..errors import ResgrowError
@@ -50,6 +52,23 @@ class RunSummary:
     def lip_seconds(self) -> float | None:
         lip = [r["lip_seconds"] for r in self.log if "lip_seconds" in r]
         return sum(lip) / len(lip) if lip else None
+
+    @property
+    def final_size(self) -> str | None:
+        last = self.log[-1]
+        return f"{last['blocks']} x {last.get('widths', '?')}" if last.get("blocks") else None
+
+    @property
+    def steady_epochs(self) -> list[float]:
+        """Epoch times at the final size, without the first epoch at that size (which captures the graph)."""
+        size = lambda r: (r.get("blocks"), r.get("widths"))  # noqa: E731
+        return [r["epoch_seconds"] for prev, r in zip(self.log, self.log[1:])
+                if size(r) == size(prev) == size(self.log[-1]) and r.get("epoch_seconds") is not None]
+
+    @property
+    def steady_epoch(self) -> float | None:
+        """Median of `steady_epochs`: a machine's speed on the final net, comparable across runs and machines."""
+        return median(self.steady_epochs) if self.steady_epochs else None
 
     def time_to(self, target: float) -> tuple[float, int] | None:
         """(training seconds, epoch) when the test accuracy first reached `target`, or None."""
@@ -115,13 +134,31 @@ def protocol_warnings(runs: list[RunSummary]) -> list[str]:
     out += [f"{r.name} is unfinished: it has trained {r.epochs} of its {planned} epochs, so its numbers are not final"
             for r in runs if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
     known = [r for r in runs if r.info is not None]
-    if len(known) < 2:
-        return out
-    for what, get, why in _SAME:
+    for what, get, why in _SAME if len(known) >= 2 else ():
         values = {r.name: get(r.info) for r in known}
         if len({repr(v) for v in values.values()}) > 1:
             each = "; ".join(f"{name} {v}" for name, v in values.items())
             out.append(f"not the same {what}: {each}" + (f" ({why})" if why else ""))
+    return out + speed_warnings(runs)
+
+
+STEADY_TOLERANCE = 0.01  # run-to-run spread of one net's steady epoch on one machine: 0.3% on an H100
+
+
+def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) -> list[str]:
+    """Runs that end at the same net should train it at the same speed. When their steady epochs differ by
+    more than `tolerance`, the machines (or the steps) differ, and every time ratio between them carries that."""
+    by_size: dict[str, list[RunSummary]] = {}
+    for r in runs:
+        if r.final_size and len(r.steady_epochs) >= 3:
+            by_size.setdefault(r.final_size, []).append(r)
+    out = []
+    for size, group in by_size.items():
+        fast, slow = min(r.steady_epoch for r in group), max(r.steady_epoch for r in group)
+        if slow > fast * (1 + tolerance):
+            each = ", ".join(f"{r.name} {r.steady_epoch:.3f} s" for r in group)
+            out.append(f"the same final net ({size}) trained at different speeds, {100 * (slow / fast - 1):.1f}% apart "
+                       f"(steady epoch: {each}): different machines or a different step; the time ratios include it")
     return out
 
 
@@ -130,8 +167,9 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     base = runs[0]
     target = base.test_acc - gap / 100
     lines = [f"| run | epochs | final test acc | vs first (points) | training s | time vs first | training FLOPs vs first "
-             f"| param-epochs vs first | time to {target:.2%} (s, epoch) | growths | Lipschitz s/epoch |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| param-epochs vs first | time to {target:.2%} (s, epoch) | growths | Lipschitz s/epoch "
+             f"| steady epoch at final size (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         tta = r.time_to(target)
         flops = f"{r.flops / base.flops:.2f}x" if base.flops else "-"
@@ -140,7 +178,8 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
             f"| {r.name} | {r.epochs} | {r.test_acc:.2%} | {100 * (r.test_acc - base.test_acc):+.2f} "
             f"| {r.train_seconds:.1f} | {r.train_seconds / base.train_seconds:.2f}x | {flops} | {pe} "
             f"| {f'{tta[0]:.1f} ({tta[1]})' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
-            f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} |")
+            f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} "
+            f"| {f'{r.steady_epoch:.3f}' if r.steady_epoch is not None else '-'} |")
     return "\n".join(lines)
 
 

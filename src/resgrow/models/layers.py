@@ -66,7 +66,8 @@ def make_shortcut(kind: str, cin: int, cout: int, stride: int, norm: bool) -> nn
 
 
 class ResidualBlock(nn.Module):
-    """Common bookkeeping; subclasses define `branch(x)` and how the shortcut sees the input."""
+    """Common bookkeeping (widths, stride, step size h, shortcut kind); subclasses define `forward`, ending
+    in `residual(shortcut, branch)`, and name the parameters their branch ends in (`branch_end`)."""
 
     kind = ""
     # The parameters the residual branch's output is linear in (its last BN's affine, or its last conv

@@ -376,3 +376,29 @@ def test_cli_growth_run(tmp_path, small_zip):
     assert main(bad + ["1,2"]) == 2  # 2 epochs for 1 doubling
     assert not (tmp_path / "bad").exists()  # refused before data or run dir: the corrected command can use the same --out
     assert main(bad + ["2", "--stop-after", "1"]) == 0
+
+
+def test_a_grown_run_with_folded_h_trains_bit_for_bit_like_autocast(mini, monkeypatch):
+    """Through the trainer and a growth (h 1 -> 1/2): the bf16 step with h folded in (the CUDA default) and
+    plain bf16 autocast give the same run. The trainer uses autocast on CUDA only, so it is forced here."""
+    import resgrow.train.trainer as trainer_mod
+    from resgrow.train.step import StepRunner
+
+    class CpuAmpRunner(StepRunner):
+        def __init__(self, *a, amp=False, **k):
+            super().__init__(*a, amp=True, **k)
+
+    monkeypatch.setattr(trainer_mod, "StepRunner", CpuAmpRunner)
+    runs = {}
+    for bf16w in (False, True):
+        torch.manual_seed(0)
+        t = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=3, batch_size=100, device="cpu", quiet=True, bf16_weights=bf16w),
+                    method=Multilevel(grow_at=[1]))
+        rows = t.fit()
+        runs[bf16w] = (t, [(r["train_loss"], r["test_acc"]) for r in rows])
+    folded = runs[True][0].runner.lowp.folded
+    assert len(folded) == 6 and {b.h for _, b in folded} == {0.5}  # the grown net's blocks, all folded
+    assert runs[False][0].runner.lowp is None
+    assert runs[True][1] == runs[False][1]
+    a, b = runs[False][0].model.state_dict(), runs[True][0].model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

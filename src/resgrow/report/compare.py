@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import mean, median
 from pathlib import Path
 
@@ -58,7 +59,7 @@ class RunSummary:
         last = self.log[-1]
         return f"{last['blocks']} x {last.get('widths', '?')}" if last.get("blocks") else None
 
-    @property
+    @cached_property
     def steady_epochs(self) -> list[float]:
         """Epoch times at the final size, without the first epoch at that size (which captures the graph)."""
         size = lambda r: (r.get("blocks"), r.get("widths"))  # noqa: E731

@@ -57,29 +57,33 @@ class Bf16Weights:
                     if _trainable_fp32(p):
                         self.names.append(f"{mname}.{pname}" if mname else pname)
                         self.params.append(p)
-        low = set(self.names)
-        # Scaled bf16 copies (a pre-activation block's last conv) and scaled fp32 parameters (BN affines).
-        self.low_scaled = [i for i, n in enumerate(self.names) if n in scale]
-        self.low_h = [scale[self.names[i]] for i in self.low_scaled]
-        named = dict(model.named_parameters())
-        self.fp32_names = [n for n in scale if n not in low]
-        self.fp32_scaled = [named[n] for n in self.fp32_names]
-        self.fp32_h = [scale[n] for n in self.fp32_names]
-        ids = {id(p) for p in self.params + self.fp32_scaled}
-        self.rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         # empty_like keeps each weight's memory format (channels_last), so the copies line up with
         # the fp32 tensors stride for stride, which the fused multi-tensor copy requires.
         self.copies = [torch.empty_like(p, dtype=torch.bfloat16) for p in self.params]
+        # h goes into some bf16 copies (a pre-activation block's last conv) and into fp32 scaled
+        # parameters (BN affines), which are leaves after the copies: the leaves are copies + fp32_scaled.
+        low = [i for i, n in enumerate(self.names) if n in scale]
+        self.low_scaled, self.low_h = [self.copies[i] for i in low], [scale[self.names[i]] for i in low]
+        named = dict(model.named_parameters())
+        in_copies = set(self.names)
+        fp32_names = [n for n in scale if n not in in_copies]
+        self.fp32_scaled, self.fp32_h = [named[n] for n in fp32_names], [scale[n] for n in fp32_names]
+        self.leaf_names = self.names + fp32_names
+        self.scaled_at = low + [len(self.names) + j for j in range(len(fp32_names))]  # leaf index -> its h
+        self.scaled_h = self.low_h + self.fp32_h
+        ids = {id(p) for p in self.params + self.fp32_scaled}
+        self.rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+        self.direct = self.fp32_scaled + self.rest  # their fp32 gradient is the autograd result itself
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the model on fresh bf16 copies (h folded in); return the output and the leaves to differentiate."""
         with torch.no_grad():
             torch._foreach_copy_(self.copies, self.params)
             if self.low_scaled:
-                torch._foreach_mul_([self.copies[i] for i in self.low_scaled], self.low_h)
+                torch._foreach_mul_(self.low_scaled, self.low_h)
             scaled = torch._foreach_mul(self.fp32_scaled, self.fp32_h) if self.fp32_scaled else []
         leaves = [c.detach().requires_grad_() for c in self.copies] + [s.requires_grad_() for s in scaled]
-        swap = dict(zip(self.names + self.fp32_names, leaves))
+        swap = dict(zip(self.leaf_names, leaves))
         for _, b in self.folded:
             b.h_folded = True
         try:
@@ -91,14 +95,11 @@ class Bf16Weights:
 
     def backward(self, loss: torch.Tensor, leaves: list[torch.Tensor]) -> None:
         """Set `.grad` of every trainable fp32 parameter, as `loss.backward()` does after zero_grad(set_to_none)."""
-        grads = list(torch.autograd.grad(loss, leaves + self.rest, allow_unused=True))
+        grads = torch.autograd.grad(loss, leaves + self.rest, allow_unused=True)
         n = len(self.params)
-        with torch.no_grad():
-            # d loss / d p = h * d loss / d (h p)
-            pairs = [(grads[i], h) for i, h in zip(self.low_scaled, self.low_h)]
-            pairs += [(grads[n + j], h) for j, h in enumerate(self.fp32_h)]
-            pairs = [(g, h) for g, h in pairs if g is not None]
-            if pairs:
+        pairs = [(grads[i], h) for i, h in zip(self.scaled_at, self.scaled_h) if grads[i] is not None]
+        if pairs:  # d loss / d p = h * d loss / d (h p)
+            with torch.no_grad():
                 torch._foreach_mul_([g for g, _ in pairs], [h for _, h in pairs])
         low = [(p, g) for p, g in zip(self.params, grads[:n]) if g is not None]
         for p, _ in low:
@@ -107,6 +108,6 @@ class Bf16Weights:
         if low:
             with torch.no_grad():
                 torch._foreach_copy_([p.grad for p, _ in low], [g for _, g in low])
-        for p, g in zip(self.fp32_scaled + self.rest, grads[n:]):
+        for p, g in zip(self.direct, grads[n:]):
             if g is not None:
                 p.grad = g

@@ -183,6 +183,11 @@ def test_meter_runs_without_cudnn_autotuning_and_restores_the_setting(monkeypatc
     assert torch.backends.cudnn.benchmark is True  # restored on an error too
 
 
+def test_model_score_is_the_mean_of_the_block_bounds(monkeypatch):
+    monkeypatch.setattr(LipschitzMeter, "block_bounds", lambda self, model: [1.0, 2.0, 6.0])
+    assert LipschitzMeter(32).score(ResNet(TINY)) == 3.0
+
+
 def test_block_bounds_are_products_times_h():
     torch.manual_seed(0)
     model = randomize_bn(ResNet(TINY)).eval()
@@ -269,6 +274,17 @@ def test_lipgrow_just_below_threshold_does_not_trigger():
     assert scripted(t, [1.8], start=6) == [6]  # (1.39 + 1.8) / 2 = 1.595 > 1.4
 
 
+def test_lipgrow_grows_only_above_the_threshold_and_restarts_its_window():
+    t = LipGrowTrigger(grows=2, epochs=40, threshold=1.4, window=1, reserve=5)
+    assert t.update(1, 2.0) == (False, "", 1.0)  # L0 = 2.0
+    assert t.update(2, 2.8) == (False, "", 1.4)  # 2.8 / 2.0 is exactly 1.4: not above it
+    assert t.update(3, 3.0)[0]
+    t = LipGrowTrigger(grows=2, epochs=40, threshold=1.4, window=3, reserve=5)
+    assert scripted(t, [1, 1, 1, 1.5, 2.0]) == [5]
+    # the window and L0 start again with the grown model: no ratio until 3 new scores, then L0 = their mean
+    assert [t.update(e, s)[2] for e, s in zip((6, 7, 8, 9), (5.0, 5.0, 5.0, 6.5))] == [None, None, 1.0, 1.1]
+
+
 def test_lipgrow_forced_grows_leave_the_reserve():
     t = LipGrowTrigger(grows=2, epochs=40, threshold=1.4, window=3, reserve=5)
     grown = scripted(t, [1.0] * 40)
@@ -283,9 +299,11 @@ def test_lipgrow_trigger_state_round_trips_and_checks_its_options():
     u = LipGrowTrigger.from_state_dict(t.state_dict())
     assert u.state_dict() == t.state_dict()
     assert scripted(u, [1.5], start=3) == scripted(t, [1.5], start=3) == []  # L0 = 1.233 at epoch 3
-    for bad in (dict(grows=0), dict(window=0), dict(threshold=0), dict(reserve=40)):
+    for bad in (dict(grows=0), dict(window=0), dict(threshold=0), dict(reserve=40), dict(reserve=0), dict(grows=4, reserve=37)):
         with pytest.raises(ResgrowError, match="LipGrow needs"):
             LipGrowTrigger(**{"grows": 1, "epochs": 40, **bad})
+    # as many grows as epochs before the reserve: all of them happen before it, the last one right at it
+    assert scripted(LipGrowTrigger(grows=3, epochs=4, window=1, reserve=1), [1.0] * 4) == [1, 2, 3]
     with pytest.raises(ResgrowError, match="--lip-window >= 1"):
         build_method("lipgrow", lip_window=0)
 
@@ -298,6 +316,9 @@ def test_method_options_and_blocks():
     with pytest.raises(ResgrowError, match="--grow-at does not apply to method 'lipgrow'"):
         build_method("lipgrow", grow_at=(10,))
     assert isinstance(build_method("multilevel", start_blocks="1-1-1", grow_at=None), Multilevel)
+    # Chang et al.'s 60 and 110 of 160 epochs, scaled: the first cycle 37.5% of the run, the others equal
+    assert Multilevel().grow_epochs(160, 2) == [60, 110] and Multilevel().grow_epochs(40, 2) == [15, 28]
+    assert Multilevel().grow_epochs(160, 3) == [60, 93, 127] and Multilevel().grow_epochs(100, 1) == [38]
 
 
 FINAL = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
@@ -328,6 +349,8 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.schedule.restarts == full.schedule.restarts
+    what = lambda m: [(g["epoch"], g["from"], g["to"], g["why"]) for g in m.grows]  # noqa: E731 (seconds differ)
+    assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
 
 
 def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grow-at", type=_floats, default=None, help="multilevel: growth epochs, e.g. 60,110 (default 60,110 of 160, scaled)")
     g.add_argument("--lip-threshold", type=float, default=None, help="lipgrow: grow when smoothed score / L0 exceeds this (default 1.4)")
     g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
-    g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get (default 30 of 164, scaled)")
+    g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get, at least 1 (default 30 of 164, scaled)")
 
     b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path")
     b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your own")

@@ -39,8 +39,9 @@ from .depth import DepthGrowth, epochs_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
-    if window < 1 or threshold <= 0 or (reserve is not None and reserve < 0):
-        raise ResgrowError(f"LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 0 "
+    # reserve >= 1: a grow forced at the last epoch would never train, and the run would end short of --arch
+    if window < 1 or threshold <= 0 or (reserve is not None and reserve < 1):
+        raise ResgrowError(f"LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 1 "
                            f"(got window={window}, threshold={threshold}, reserve={reserve})")
 
 
@@ -59,6 +60,9 @@ class LipGrowTrigger:
         if grows < 1 or not reserve < epochs:
             raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs (got grows={grows}, reserve={reserve}, "
                                f"epochs={epochs})")
+        if grows > epochs - reserve:  # one grow per epoch at most, all before the reserve
+            raise ResgrowError(f"LipGrow needs an epoch for each of its {grows} grows before the {reserve} reserve "
+                               f"epochs, so at least {grows + reserve} epochs (got {epochs})")
         self.grows_left, self.epochs = int(grows), int(epochs)
         self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
         self.scores: list[float] = []  # since the last (re)start
@@ -139,7 +143,7 @@ class LipGrow(DepthGrowth):
         ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
         grow, why, ratio = self.trigger.update(ctx.epoch, score)
         ctx.row["lip_score"], ctx.row["lip_ratio"] = score, ratio
-        if not grow or ctx.epoch >= ctx.epochs:
+        if not grow:  # reserve >= 1 puts every grow before the last epoch
             return None
         ctx.schedule.add_restart(ctx.epoch)
         return self.grow(ctx, why)

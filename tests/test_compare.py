@@ -25,6 +25,8 @@ def test_compare_ratios_flops_and_time_to_accuracy(tmp_path):
     runs = [load_run(base), load_run(grown)]
     assert runs[1].time_to(0.897) == (6, 2)  # the first crossing, not the best epoch
     assert runs[1].time_to(0.95) is None
+    assert runs[1].time_to(0.898) == (6, 2)  # reaching the target counts: the baseline reaches its own at gap 0
+    assert "| 30.0 (3) |" in compare_table(runs, gap=0).splitlines()[2]
     table = compare_table(runs, gap=0.3)  # target 89.70%
     lines = table.splitlines()
     assert "time to 89.70%" in lines[0]

@@ -97,7 +97,9 @@ def test_momentum_of_a_copy_equals_its_source(mini):
     trainer.fit()
     before = {n: trainer.optimizer.state[p]["momentum_buffer"].clone() for n, p in trainer.model.named_parameters()}
     deeper, pmap = deepen(trainer.model, "interpolate")
+    trained = trainer.train_seconds
     trainer.apply_change(Change(deeper, pmap, "grew"))
+    assert trainer.train_seconds > trained  # a size change is booked as training time
     after = {n: trainer.optimizer.state[p]["momentum_buffer"] for n, p in trainer.model.named_parameters()}
     for key in ("conv1.weight", "bn1.weight", "conv2.weight", "bn2.bias"):
         assert torch.equal(after[f"stages.0.blocks.1.{key}"], before[f"stages.0.blocks.0.{key}"])
@@ -349,14 +351,24 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.schedule.restarts == full.schedule.restarts
+    if isinstance(full.method, LipGrow):  # the scores too: cold power iterations draw from the restored RNG
+        assert [r["lip_score"] for r in rows] == [r["lip_score"] for r in read_rows(tmp_path / "part")]
     what = lambda m: [(g["epoch"], g["from"], g["to"], g["why"]) for g in m.grows]  # noqa: E731 (seconds differ)
     assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
 
 
+def read_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
     _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r")
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(tmp_path / "r")
     assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
+    # the meter's time is training time: each row's clock adds the epoch, the method and any size change
+    for prev, r in zip([{"train_seconds": 0.0}] + rows, rows):
+        added = r["train_seconds"] - prev["train_seconds"] - r["epoch_seconds"] - r["method_seconds"]
+        assert added > -0.002 and (added < 0.002 or any(e.startswith(("grew", "start")) for e in r["events"]))
     epochs = rows[-1]["epoch"]  # one doubling, reserve 1: the grow is forced after epoch epochs - 1 at the latest
     assert rows[0]["events"][0].endswith(f"grows when the smoothed ratio > 1.4, at the latest after epoch {epochs - 1}")
     with open(tmp_path / "r" / "metrics.csv", newline="") as f:

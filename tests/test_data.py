@@ -42,6 +42,19 @@ def test_cache_is_reused(mini_zip, tmp_path, monkeypatch):
     assert len(again.train) == 2000 and again.classes == CLASSES
 
 
+def test_cache_is_not_reused_for_a_file_rewritten_at_the_same_size(mini_zip, tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "data.zip"
+    shutil.copyfile(mini_zip, copy)
+    load_dataset(copy, cache_dir=tmp_path / "c")
+    st = copy.stat()
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # same size, new mtime: maybe new images
+    load_dataset(copy, cache_dir=tmp_path / "c")
+    assert len(list((tmp_path / "c").glob("*.npz"))) == 2
+
+
 def test_validation_split(mini_zip, tmp_path):
     ds = load_dataset(mini_zip, cache_dir=tmp_path, val_size=300, seed=1)
     assert len(ds.train) == 1700 and len(ds.val) == 300

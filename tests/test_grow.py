@@ -35,8 +35,11 @@ def test_identity_deepening_preserves_outputs(name, size):
     torch.manual_seed(0)
     model = randomize_bn(build(name)).eval()
     x = torch.randn(4, 3, size, size)
-    deeper, _ = deepen(model, "identity")
+    deeper, pmap = deepen(model, "identity")
     assert deeper.spec.blocks == tuple(2 * b for b in model.spec.blocks)
+    zeroed = [f"stages.{s}.blocks.{j}.{n}" for s, stage in enumerate(deeper.stages) for j, b in enumerate(stage.blocks)
+              if j % 2 for n in b.branch_end]
+    assert zeroed and not set(zeroed) & set(pmap)  # they start at zero: with zero momentum, not the source's
     assert (deeper(x) - model(x)).abs().max() <= 1e-5
     twice, _ = deepen(deeper, "identity", stages=[1])
     assert (twice(x) - model(x)).abs().max() <= 1e-5

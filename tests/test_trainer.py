@@ -194,6 +194,23 @@ def test_a_grown_run_reloads_as_its_final_model(mini, tmp_path):
     assert evaluate_model(model, mini)["acc"] == r["acc"]
 
 
+def test_evaluate_gives_the_mean_loss_and_accuracy_over_the_split(mini):
+    import torch.nn.functional as F
+
+    from resgrow.data import EvalLoader, channel_stats
+    from resgrow.train.step import evaluate
+
+    model = tiny().eval()
+    mean, std = channel_stats(mini.train.images)
+    loader = EvalLoader(mini.test, 64, "cpu", mean, std)  # 64 does not divide the split: a short last batch
+    assert len(mini.test) % 64
+    loss, acc = evaluate(model, loader, amp=False)
+    with torch.no_grad():
+        out = torch.cat([model(x) for x, _ in loader])
+    assert loss == pytest.approx(F.cross_entropy(out, mini.test.labels).item(), rel=1e-5)
+    assert acc == (out.argmax(1) == mini.test.labels).sum().item() / len(mini.test)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mini, tmp_path):
     trainer = Trainer(tiny(), mini, cfg(epochs=4), out=tmp_path / "r")
     trainer.fit(until=2)

@@ -211,6 +211,21 @@ def test_evaluate_gives_the_mean_loss_and_accuracy_over_the_split(mini):
     assert acc == (out.argmax(1) == mini.test.labels).sum().item() / len(mini.test)
 
 
+def test_label_smoothing_and_nesterov_reach_the_step(mini):
+    import torch.nn.functional as F
+
+    trainer = Trainer(tiny(), mini, cfg(label_smoothing=0.3, nesterov=True))
+    assert all(g["nesterov"] for g in trainer.optimizer.param_groups)
+    trainer.loader.start_epoch(0)
+    x, y = trainer.loader.next_batch()
+    with torch.no_grad():
+        smoothed, plain = (F.cross_entropy(trainer.model(x), y, label_smoothing=ls).item() for ls in (0.3, 0.0))
+    trainer.loader.start_epoch(0)
+    trainer.runner.reset_metrics()
+    trainer.runner.run()  # the first step's loss is the fresh model's on the first batch
+    assert trainer.runner.read_metrics(1)[0] == pytest.approx(smoothed, rel=1e-5) and abs(smoothed - plain) > 1e-3
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mini, tmp_path):
     trainer = Trainer(tiny(), mini, cfg(epochs=4), out=tmp_path / "r")
     trainer.fit(until=2)
@@ -319,7 +334,7 @@ def test_schedules():
     assert grown(40) == pytest.approx(0.5) and grown(70) == pytest.approx(0.25)
     again = Schedule("cosine", 0.5, 100)
     again.load_state_dict(copy.deepcopy(grown.state_dict()))
-    assert again(70) == grown(70)
+    assert again(70) == grown(70) and again.state_dict() == grown.state_dict() == {"kind": "cosine_restarts", "restarts": [40.0]}
     warm = Schedule("cosine", 0.1, 100, warmup=5)
     assert warm(2.5) == pytest.approx(0.5 * Schedule("cosine", 0.1, 100)(2.5))
     assert warm(0) < 1e-8 and warm(5) == pytest.approx(Schedule("cosine", 0.1, 100)(5))

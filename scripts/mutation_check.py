@@ -1,0 +1,135 @@
+"""Do the tests catch a broken rule? Break one rule at a time in the source, run the tests that should
+notice, and say which breakages survived (a surviving one is a rule no test checks).
+
+Each mutation replaces one exact piece of source text (it must occur once: when the code changes, the
+script says which entry is stale). The source is restored after every run, also on Ctrl-C.
+
+    RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py          # all, about 40 min on 2 cores
+    RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py 3 7      # only entries 3 and 7
+    python scripts/mutation_check.py --list
+
+Session 9 ran every entry below: all are caught. The ones that first survived got tests then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GROW = "tests/test_grow.py tests/test_trainer.py"
+ALL = "tests"
+
+# (file under src/resgrow, exact old text, new text, tests to run)
+MUTATIONS = [
+    # depth operators
+    ("grow/depth.py", 'factor = 1.0 if mode == "identity" else 0.5', "factor = 1.0", GROW),
+    ("grow/depth.py", "new_sd[key] = old_sd[old_key].clone()",
+     'new_sd[key] = old_sd[old_key].clone() if "running" not in key else new_sd[key]', GROW),
+    ("grow/depth.py", "plan.append((i + 1, True))", "plan.append((None, True))", GROW),
+    ("grow/depth.py", 'if is_new and (mode == "identity" or src is None):', "if is_new and src is None:", GROW),
+    ("grow/depth.py", 'mapping.pop(f"stages.{s}.blocks.{j}.{pname}", None)', "pass", GROW),
+    ("grow/depth.py", "new.train(model.training)", "new.train(True)", GROW),
+    # optimizer state across a size change
+    ("train/optim.py", "buf = fn(old[old_name]) if fn else old[old_name]", "buf = torch.zeros_like(old[old_name])", GROW),
+    ("train/optim.py", "buf = buf.to(p.device, p.dtype).clone(memory_format=torch.preserve_format)",
+     "buf = buf.to(p.device, p.dtype)", GROW),
+    ("train/optim.py", "weight_decay=weight_decay, nesterov=nesterov, **kw)", "weight_decay=weight_decay, nesterov=False, **kw)", GROW),
+    # LipGrow's rule and the Lipschitz measure
+    ("methods/lipgrow.py", "ratio > self.threshold:", "ratio >= self.threshold:", GROW),
+    ("methods/lipgrow.py", "(left - 1) * (self.window + 1)", "(left - 1) * self.window", GROW),
+    ("methods/lipgrow.py", "self.scores, self.l0 = [], None", "self.l0 = None", GROW),
+    ("methods/lipgrow.py", "reserve = max(1, round(30 * epochs / 164))", "reserve = max(1, round(30 * epochs / 160))", GROW),
+    ("methods/lipgrow.py", "smoothed = sum(self.scores[-self.window:]) / self.window", "smoothed = self.scores[-1]", GROW),
+    ("methods/lipgrow.py", "ctx.schedule.add_restart(ctx.epoch)", "pass", GROW),
+    ("measure/lipschitz.py", "bound = h\n", "bound = 1.0\n", GROW),
+    ("measure/lipschitz.py", "(gamma.abs() / var.sqrt())", "(gamma.abs() / var)", GROW),
+    ("measure/lipschitz.py", "return sum(bounds) / len(bounds)", "return max(bounds)", GROW),
+    ("measure/lipschitz.py", "self.vectors[new_name] = old[src]", "pass", GROW),
+    ("measure/lipschitz.py", "self.iters if group[4] else self.cold_iters", "self.iters", GROW),
+    # multilevel and the growth record
+    ("methods/multilevel.py", "first = 0.375", "first = 0.4", GROW),
+    ("methods/multilevel.py", "ctx.schedule.add_restart(e)", "pass", GROW),
+    ("methods/depth.py", 'self.k, self.grows = state["k"], list(state["grows"])', 'self.k, self.grows = state["k"], []', GROW),
+    # schedules
+    ("train/schedules.py", "                    start = r\n", "                    start = 0.0\n", ALL),
+    ("train/schedules.py", "frac = (t - start) / (end - start)", "frac = t / self.epochs", ALL),
+    ("train/schedules.py", "lr *= (t + 1e-8) / self.warmup", "lr *= 1.0", ALL),
+    ("train/schedules.py", 'self.kind, self.restarts = d["kind"], [float(r) for r in d["restarts"]]',
+     'self.restarts = [float(r) for r in d["restarts"]]', ALL),
+    # data
+    ("data/loader.py", "torch.where(flip, self.w - 1 - self.cols, self.cols)", "self.cols", ALL),
+    ("data/loader.py", "rows = off[:, :1] + self.rows", "rows = self.pad + self.rows", ALL),
+    ("data/loader.py", "manual_seed(epoch_seed(self.seed, epoch))", "manual_seed(epoch_seed(self.seed, 0))", ALL),
+    ("data/loader.py", "return self.normalize(x), self.labels[idx]", "return self.normalize(x), self.labels[idx].roll(1)", ALL),
+    ("data/loader.py", "        self.flips.copy_(flips.view_as(self.flips))\n        self.step.zero_()\n",
+     "        self.flips.copy_(flips.view_as(self.flips))\n", ALL),
+    ("data/sources.py", 'f"{path.resolve()}|{_fingerprint(path)}|{CACHE_VERSION}{sized}"', 'f"{path.resolve()}|{CACHE_VERSION}{sized}"',
+     "tests/test_data.py"),
+    ("data/sources.py", 'sized = f"|{image_size}" if image_size else ""', 'sized = ""', "tests/test_data.py"),
+    ("data/sources.py", 'return f"{st.st_size}|{st.st_mtime_ns}"', 'return f"{st.st_size}"', "tests/test_data.py"),
+    # the step, evaluation and the bf16 weights with h folded in
+    ("train/step.py", "loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)", "loss = F.cross_entropy(out, y)", ALL),
+    ("train/step.py", 'F.cross_entropy(out.float(), y, reduction="sum")', 'F.cross_entropy(out.float(), y, reduction="mean")', ALL),
+    ("train/step.py", "    model.train(was_training)\n", "", ALL),
+    ("train/bf16_weights.py", "torch._foreach_mul_([g for g, _ in pairs], [h for _, h in pairs])", "pass", "tests/test_trainer.py"),
+    ("train/bf16_weights.py", "torch._foreach_mul_(self.low_scaled, self.low_h)", "pass", "tests/test_trainer.py"),
+    # the trainer's clock, resume and run directory
+    ("train/trainer.py", '        self.train_seconds += row["method_seconds"]\n', "", GROW),
+    ("train/trainer.py", "        self.train_seconds += time.perf_counter() - t0\n        self._pending_events",
+     "        self._pending_events", GROW),
+    ("train/trainer.py", "            self.log.truncate(self.epoch)\n", "", ALL),
+    ("train/trainer.py", '        torch.set_rng_state(ck["rng"]["cpu"])\n', "", ALL),
+    ("train/trainer.py", '            row.update({f"after_{k}": v for k, v in self._size.items()})\n', "", ALL),
+    ("train/trainer.py", "elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):", "elif False:", ALL),
+    ("train/trainer.py", "if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs or self.stop_requested:",
+     "if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:", ALL),
+    ("train/run_lock.py", "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "            pass\n", ALL),
+    ("train/checkpoint.py", "weights_only=True)", "weights_only=False)", "tests/test_trainer.py"),
+    ("train/checkpoint.py", "        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())\n", "", ALL),
+    ("report/metrics.py", 'keep = [r for r in self.rows(partial_tail=True) if r["epoch"] <= last_epoch]',
+     "keep = [r for r in self.rows(partial_tail=True)]", ALL),
+    ("atomic.py", "        os.replace(tmp, path)\n", "        pass\n", ALL),
+    # comparisons
+    ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
+    ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),
+    ("report/compare.py", '    ("device", lambda i: i.get("gpu") or i.get("device"), "training seconds compare machines, not methods"),\n',
+     "", "tests/test_compare.py"),
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("entries", nargs="*", type=int, help="indices into the list (default: all)")
+    ap.add_argument("--list", action="store_true", help="print the entries and exit")
+    a = ap.parse_args()
+    if a.list:
+        for i, (f, old, new, _) in enumerate(MUTATIONS):
+            print(f"{i:3d} {f}: {old.strip()[:60]!r} -> {new.strip()[:40]!r}")
+        return 0
+    survived, stale = [], []
+    for i in a.entries or range(len(MUTATIONS)):
+        f, old, new, tests = MUTATIONS[i]
+        path = ROOT / "src" / "resgrow" / f
+        src = path.read_text()
+        if src.count(old) != 1:
+            stale.append(i)
+            print(f"{i:3d} STALE    {f}: the text occurs {src.count(old)} times, not once", flush=True)
+            continue
+        path.write_text(src.replace(old, new))
+        try:
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
+                               cwd=ROOT, capture_output=True, text=True)
+        finally:
+            path.write_text(src)
+        caught = r.returncode != 0
+        survived += [] if caught else [i]
+        print(f"{i:3d} {'caught  ' if caught else 'SURVIVED'} {f}: {old.strip()[:60]!r} -> {new.strip()[:40]!r}", flush=True)
+    print(f"{len(survived)} survived {survived or ''}; {len(stale)} stale {stale or ''}")
+    return 1 if survived or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,8 @@ it needs to trigger.
 Defaults: threshold 1.4 (CIFAR; the paper uses 1.3 on Tiny-ImageNet), window 10 epochs, reserve
 30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74).
 The paper trains with lr 0.5 -> 0.001, batch 128, wd 1e-4 over 164 epochs.
-Options: --start-blocks, --lip-threshold, --lip-window, --reserve.
+Options: --start-blocks, --lip-threshold, --lip-window, --reserve (at least 1; the run needs an epoch
+for every grow before the reserve).
 Cost: the score is computed every epoch by warm-started power iterations (2 per conv), run as one
 grouped convolution per conv shape, with one host sync; its time is counted as training time and
 logged as `lip_seconds`.

@@ -1,5 +1,7 @@
 import io
+import os
 import pickle
+import shutil
 import zipfile
 
 import numpy as np
@@ -43,9 +45,6 @@ def test_cache_is_reused(mini_zip, tmp_path, monkeypatch):
 
 
 def test_cache_is_not_reused_for_a_file_rewritten_at_the_same_size(mini_zip, tmp_path):
-    import os
-    import shutil
-
     copy = tmp_path / "data.zip"
     shutil.copyfile(mini_zip, copy)
     load_dataset(copy, cache_dir=tmp_path / "c")

@@ -13,6 +13,7 @@ from resgrow.methods import Change, LipGrow, Multilevel, build_method
 from resgrow.methods.lipgrow import LipGrowTrigger
 from resgrow.methods.depth import default_start, doublings, parse_blocks
 from resgrow.models import ArchSpec, ResNet, build, spec_for
+from resgrow.report.metrics import MetricsLog
 from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
 
 from conftest import TINY
@@ -341,7 +342,7 @@ def _run(mini, method, out, epochs=3, until=None, resume=False):
 def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, make):
     full = _run(mini, make(), tmp_path / "full")
     assert full.model.spec.blocks == (2, 2, 2) and full.model.spec.h == ((0.5, 0.5),) * 3
-    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    rows = MetricsLog(tmp_path / "full").rows()
     events = [e for r in rows for e in r["events"]]
     assert events[0].startswith("start 1-1-1") and any(e.startswith("grew 1-1-1 -> 2-2-2") for e in events)
     grow_epoch = next(r["epoch"] for r in rows if any(e.startswith("grew") for e in r["events"]))
@@ -355,18 +356,14 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.schedule.restarts == full.schedule.restarts
     if isinstance(full.method, LipGrow):  # the scores too: cold power iterations draw from the restored RNG
-        assert [r["lip_score"] for r in rows] == [r["lip_score"] for r in read_rows(tmp_path / "part")]
+        assert [r["lip_score"] for r in rows] == [r["lip_score"] for r in MetricsLog(tmp_path / "part").rows()]
     what = lambda m: [(g["epoch"], g["from"], g["to"], g["why"]) for g in m.grows]  # noqa: E731 (seconds differ)
     assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
 
 
-def read_rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
     _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r")
-    rows = read_rows(tmp_path / "r")
+    rows = MetricsLog(tmp_path / "r").rows()
     assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
     # the meter's time is training time: each row's clock adds the epoch, the method and any size change
     for prev, r in zip([{"train_seconds": 0.0}] + rows, rows):
@@ -405,7 +402,7 @@ def test_cli_growth_run(tmp_path, small_zip):
             "--batch-size", "50", "--device", "cpu", "--quiet", "--method", "multilevel", "--start-blocks", "1-1-1",
             "--grow-at", "2"]
     assert main(argv) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = MetricsLog(out).rows()
     assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"] and "grew 1-1-1 -> 2-2-2 (epoch 2)" in rows[1]["events"]
     assert rows[0]["events"] == ["start 1-1-1 (final 2-2-2); grows at epoch 2"]  # the plan, in the first progress line
     assert json.loads((out / "run.json").read_text())["method"].startswith("multilevel(start 1-1-1")

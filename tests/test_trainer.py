@@ -5,11 +5,13 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from resgrow.data import EvalLoader, channel_stats
 from resgrow.errors import DivergedError, ResgrowError
 from resgrow.methods import Change, Method
 from resgrow.models import ArchSpec, ResNet
-from resgrow.train import (CHECKPOINT, Schedule, TrainConfig, Trainer, evaluate_model, load_checkpoint, load_model,
+from resgrow.train import (CHECKPOINT, Schedule, TrainConfig, Trainer, evaluate, evaluate_model, load_checkpoint, load_model,
                            save_checkpoint)
 
 from conftest import TINY
@@ -195,11 +197,6 @@ def test_a_grown_run_reloads_as_its_final_model(mini, tmp_path):
 
 
 def test_evaluate_gives_the_mean_loss_and_accuracy_over_the_split(mini):
-    import torch.nn.functional as F
-
-    from resgrow.data import EvalLoader, channel_stats
-    from resgrow.train.step import evaluate
-
     model = tiny().eval()
     mean, std = channel_stats(mini.train.images)
     loader = EvalLoader(mini.test, 64, "cpu", mean, std)  # 64 does not divide the split: a short last batch
@@ -212,8 +209,6 @@ def test_evaluate_gives_the_mean_loss_and_accuracy_over_the_split(mini):
 
 
 def test_label_smoothing_and_nesterov_reach_the_step(mini):
-    import torch.nn.functional as F
-
     trainer = Trainer(tiny(), mini, cfg(label_smoothing=0.3, nesterov=True))
     assert all(g["nesterov"] for g in trainer.optimizer.param_groups)
     trainer.loader.start_epoch(0)

@@ -58,12 +58,9 @@ class LipGrowTrigger:
         check_options(threshold, window, reserve)
         if reserve is None:
             reserve = max(1, round(30 * epochs / 164))
-        if grows < 1 or not reserve < epochs:
-            raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs (got grows={grows}, reserve={reserve}, "
-                               f"epochs={epochs})")
-        if grows > epochs - reserve:  # one grow per epoch at most, all before the reserve
-            raise ResgrowError(f"LipGrow needs an epoch for each of its {grows} grows before the {reserve} reserve "
-                               f"epochs, so at least {grows + reserve} epochs (got {epochs})")
+        if grows < 1 or grows > epochs - reserve:  # one grow per epoch at most, all before the reserve
+            raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs, with an epoch for each grow before the "
+                               f"reserve: at least grows + reserve epochs (got grows={grows}, reserve={reserve}, epochs={epochs})")
         self.grows_left, self.epochs = int(grows), int(epochs)
         self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
         self.scores: list[float] = []  # since the last (re)start

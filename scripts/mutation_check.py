@@ -39,7 +39,8 @@ MUTATIONS = [
     ("train/optim.py", "weight_decay=weight_decay, nesterov=nesterov, **kw)", "weight_decay=weight_decay, nesterov=False, **kw)", GROW),
     # LipGrow's rule and the Lipschitz measure
     ("methods/lipgrow.py", "ratio > self.threshold:", "ratio >= self.threshold:", GROW),
-    ("methods/lipgrow.py", "(left - 1) * (self.window + 1)", "(left - 1) * self.window", GROW),
+    ("methods/lipgrow.py", "min(self.window + 1, (self.epochs", "min(self.window, (self.epochs", GROW),
+    ("methods/lipgrow.py", "return min(self.window + 1, (self.epochs - self.reserve) // self.total)", "return self.window + 1", GROW),
     ("methods/lipgrow.py", "self.scores, self.l0 = [], None", "self.l0 = None", GROW),
     ("methods/lipgrow.py", "reserve = max(1, round(30 * epochs / 164))", "reserve = max(1, round(30 * epochs / 160))", GROW),
     ("methods/lipgrow.py", "smoothed = sum(self.scores[-self.window:]) / self.window", "smoothed = self.scores[-1]", GROW),

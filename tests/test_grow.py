@@ -298,6 +298,28 @@ def test_lipgrow_forced_grows_leave_the_reserve():
     assert 40 - grown[-1] == 5
 
 
+def test_lipgrow_forced_grows_split_a_run_too_short_for_the_window():
+    # room for window + 1 between grows: the spacing is the window's (the 160- and 164-epoch runs)
+    assert LipGrowTrigger(grows=2, epochs=164).deadlines() == [123, 134]
+    assert LipGrowTrigger(grows=2, epochs=160).deadlines() == [120, 131]
+    # 12 epochs, reserve 2, window 10: an even split of the 10 epochs before the reserve, not a grow at epoch -1
+    t = LipGrowTrigger(grows=2, epochs=12, window=10, reserve=2)
+    assert t.deadlines() == [5, 10] and scripted(t, [1.0] * 12) == [5, 10]
+    assert LipGrowTrigger(grows=2, epochs=3).deadlines() == [1, 2]  # reserve 1 (30/164 of 3, at least 1)
+    u = LipGrowTrigger.from_state_dict(t.state_dict())  # the spacing survives a resume after the first grow
+    assert u.deadlines() == t.deadlines() == []
+
+
+def test_lipgrow_start_event_says_when_the_window_cannot_trigger():
+    class Ctx:
+        epochs, schedule, model = 12, type("Schedule", (), {"kind": "cosine"}), build("resnet38", 10)
+    lg = build_method("lipgrow", reserve=2)
+    event = lg.on_run_start(Ctx).event
+    assert "at the latest after epoch 10 (too short for --lip-window 10: a grow before epoch 11 can only be forced)" in event
+    Ctx.epochs = 40
+    assert "too short" not in build_method("lipgrow", reserve=2).on_run_start(Ctx).event
+
+
 def test_lipgrow_trigger_state_round_trips_and_checks_its_options():
     t = LipGrowTrigger(grows=2, epochs=40, window=3)
     assert t.reserve == 7  # 30 of 164 epochs, scaled

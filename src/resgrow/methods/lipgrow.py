@@ -9,8 +9,10 @@ so that the final model still gets `reserve` epochs. At each grow the cosine lea
 restarts at its peak and anneals over the remaining epochs.
 
 Forcing rule (ours; the paper gives only the reserve): grow number g of G must happen by epoch
-E - reserve - (G - g) * (window + 1), so that a forced grow still leaves a later one the window
-it needs to trigger.
+E - reserve - (G - g) * s with s = window + 1, so that a forced grow still leaves a later one the
+window it needs to trigger. In a run too short for that (s > (E - reserve) // G, e.g. a quick
+test), s = (E - reserve) // G: the forced grows split the epochs before the reserve evenly instead
+of piling up at epoch 1, and the start event says that the window is too long to trigger.
 
 Defaults: threshold 1.4 (CIFAR; the paper uses 1.3 on Tiny-ImageNet), window 10 epochs, reserve
 30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74).
@@ -61,15 +63,20 @@ class LipGrowTrigger:
         if grows < 1 or grows > epochs - reserve:  # one grow per epoch at most, all before the reserve
             raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs, with an epoch for each grow before the "
                                f"reserve: at least grows + reserve epochs (got grows={grows}, reserve={reserve}, epochs={epochs})")
-        self.grows_left, self.epochs = int(grows), int(epochs)
+        self.grows_left, self.epochs, self.total = int(grows), int(epochs), int(grows)
         self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
         self.scores: list[float] = []  # since the last (re)start
         self.l0: float | None = None
 
+    def spacing(self) -> int:
+        """Epochs between forced grows: a window and one epoch to exceed it, or an even split of the
+        epochs before the reserve where the run is too short for that (always >= 1, see __init__)."""
+        return min(self.window + 1, (self.epochs - self.reserve) // self.total)
+
     def deadline(self, grows_left: int | None = None) -> int:
         """The epoch by which the next grow must happen (with `grows_left` grows still to do)."""
         left = self.grows_left if grows_left is None else grows_left
-        return self.epochs - self.reserve - (left - 1) * (self.window + 1)
+        return self.epochs - self.reserve - (left - 1) * self.spacing()
 
     def deadlines(self) -> list[int]:
         """The latest epoch of each grow still to do, in order (where forced grows would fall)."""
@@ -100,12 +107,13 @@ class LipGrowTrigger:
         return True, why, ratio
 
     def state_dict(self) -> dict:
-        return {"grows_left": self.grows_left, "epochs": self.epochs, "threshold": self.threshold,
+        return {"grows": self.total, "grows_left": self.grows_left, "epochs": self.epochs, "threshold": self.threshold,
                 "window": self.window, "reserve": self.reserve, "scores": list(self.scores), "l0": self.l0}
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "LipGrowTrigger":
-        t = cls(max(1, d["grows_left"]), d["epochs"], d["threshold"], d["window"], d["reserve"])
+        # checkpoints written before the even-split spacing lack "grows"
+        t = cls(d.get("grows", max(1, d["grows_left"])), d["epochs"], d["threshold"], d["window"], d["reserve"])
         t.grows_left, t.scores, t.l0 = d["grows_left"], [float(x) for x in d["scores"]], d["l0"]
         return t
 
@@ -130,8 +138,11 @@ class LipGrow(DepthGrowth):
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
         self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
-        change.event += (f"; grows when the smoothed ratio > {self.trigger.threshold}, at the latest after "
-                         f"{epochs_str(self.trigger.deadlines())}")
+        t = self.trigger
+        change.event += f"; grows when the smoothed ratio > {t.threshold}, at the latest after {epochs_str(t.deadlines())}"
+        if t.deadline() <= t.window:  # a ratio above 1 needs window + 1 scores
+            change.event += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} "
+                             f"can only be forced)")
         return change
 
     def on_epoch_end(self, ctx):

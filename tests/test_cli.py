@@ -128,6 +128,37 @@ def load_checkpoint_bytes(b: bytes):
     return torch.load(io.BytesIO(b), weights_only=True)
 
 
+def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_zip, tmp_path):
+    """`--resume --out DIR` alone continues a run (what the stop message tells the user to type); a
+    training setting or method option that differs from the run's is one line, not silently ignored."""
+    out = tmp_path / "r"
+    first = train_args(small_zip, out, "--arch", "cifar_resnet14", "--epochs", "3", "--method", "lipgrow",
+                       "--start-blocks", "1-1-1", "--lip-window", "1", "--reserve", "1", "--stop-after", "1")
+    assert main(first) == 0
+    assert "continue with --resume --out " + str(out) in capsys.readouterr().out
+    assert json.loads((out / "run.json").read_text())["command"] == "resgrow " + " ".join(first)  # the argv given
+    before = (out / CHECKPOINT).read_bytes()
+    for args, words in [
+        (["--epochs", "5", "--lr", "0.5"], ["keeps the settings it started with", "--epochs 5 (the run's: 3)",
+                                            "--lr 0.5 (the run's: 0.1)"]),
+        (["--no-augment", "--wd", "1e-4"], ["--no-augment (the run was started without it)", "--wd 0.0001 (the run's: 0.0005)"]),
+        (["--restarts", "2"], ["--restarts 2 (the run's: none)"]),
+        (["--lip-window", "2"], ["keeps the method options it started with", "--lip-window 2 (the run's: 1)"]),
+        (["--method", "multilevel"], ["trained with method 'lipgrow', not 'multilevel'"]),
+        (["--grow-at", "2"], ["--grow-at does not apply to method 'lipgrow'"]),
+    ]:
+        one_line_error(*run(capsys, "train", "--resume", "--out", str(out), *args), *words)
+    assert (out / CHECKPOINT).read_bytes() == before  # nothing touched
+    one_line_error(*run(capsys, "train", "--out", str(tmp_path / "new"), "--data", str(small_zip)),
+                   "required: --arch (only --resume may leave them out)")
+    # the same settings given again are fine; left out, they come from the run (arch, data, method and its options)
+    assert main(["train", "--resume", "--out", str(out), "--stop-after", "2", "--lip-window", "1", "--lr", "0.1"]) == 0
+    assert "method lipgrow(start 1-1-1, threshold 1.4, window 1, reserve 1)" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"]  # the run's reserve 1: grown after epoch 2 at the latest
+
+
 def test_diverging_run_exits_cleanly(capsys, small_zip, tmp_path):
     rc, err = run(capsys, *train_args(small_zip, tmp_path / "r", "--lr", "1e30"))
     one_line_error(rc, err, "training loss became", "stopped")

@@ -66,6 +66,17 @@ def test_resume_equals_uninterrupted(mini, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
 
 
+def test_a_stop_after_epoch_k_checkpoints_epoch_k_whatever_checkpoint_every_says(mini, tmp_path):
+    """fit(until=K) / --stop-after K is a clean stop: the run resumes at epoch K, not at the last periodic
+    checkpoint (or at nothing: a 160-epoch run with --checkpoint-every 20 stopped after epoch 5 had none)."""
+    c = cfg(epochs=4, checkpoint_every=3)
+    Trainer(tiny(), mini, c, out=tmp_path / "r").fit(until=2)
+    assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["epoch"] == 2
+    resumed = Trainer(tiny(), mini, c, out=tmp_path / "r", resume=True)
+    resumed.fit(until=3)
+    assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["epoch"] == 3 and resumed.epoch == 3
+
+
 def test_resume_after_a_kill_in_the_middle_of_a_log_row(mini, tmp_path):
     """A process killed while appending to metrics.jsonl leaves half a row (of an epoch after the
     checkpoint): resume drops it and rewrites both logs whole; damage before the last line is one error."""
@@ -554,7 +565,10 @@ def test_tensorboard_scalars_follow_resume(mini, tmp_path):
 
     out = tmp_path / "tb_run"
     c = cfg(epochs=4, tensorboard=True, checkpoint_every=2)
-    Trainer(tiny(), mini, c, out=out).fit(until=3)  # epoch 3 is logged, but the checkpoint is from epoch 2
+    save = Trainer._save
+    with pytest.MonkeyPatch.context() as mp:  # the process dies after logging epoch 3, before its checkpoint
+        mp.setattr(Trainer, "_save", lambda self: save(self) if self.epoch % 2 == 0 else None)
+        Trainer(tiny(), mini, c, out=out).fit(until=3)
     Trainer(tiny(), mini, c, out=out, resume=True).fit()  # trains epoch 3 again
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -36,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model (fixed size or with a growth method)")
-    t.add_argument("--arch", required=True, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final "
-                   "architecture; or package.module:function for a model of your own (fixed size, called with num_classes=N)")
-    t.add_argument("--data", required=True, help="cifar10 | cifar100 | path to an ImageFolder directory or zip (train/<class>/*, test/<class>/*)")
+    t.add_argument("--arch", default=None, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final "
+                   "architecture; or package.module:function for a model of your own (fixed size, called with num_classes=N); "
+                   "--resume takes the run's")
+    t.add_argument("--data", default=None, help="cifar10 | cifar100 | path to an ImageFolder directory or zip "
+                   "(train/<class>/*, test/<class>/*); --resume takes the run's")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
-    t.add_argument("--method", default="baseline", help="training method (default: baseline, the fixed-size net)")
+    t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes the run's)")
     t.add_argument("--epochs", type=int, default=160)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=0.1)
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=1)
     t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint (its stored settings win)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the settings it "
+                   "started with (only --device, --eval-batch-size, --stop-after, --quiet, --data-dir and --cache-dir may change)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
     t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
     t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
@@ -196,6 +200,67 @@ def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> Non
     method.check(arch_of(model), epochs, schedule)
 
 
+# What `train --resume` lets a command change: where and how visibly the run goes on, not what it trains.
+_FREE_ON_RESUME = {"command", "argv", "arch", "data", "out", "resume", "device", "quiet", "eval_batch_size", "stop_after",
+                   "data_dir", "cache_dir", "method", "start_blocks", "grow_at", "lip_threshold", "lip_window", "reserve"}
+_FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}
+
+
+def _take_run_settings(a, stored: dict, source: str) -> None:
+    """`train --resume`: what the command leaves out comes from the run; a training setting that
+    differs from the run's is refused, since the stored one would silently win."""
+    info, cfg = stored.get("run_info", {}), stored["config"]
+    for key in ("arch", "data"):
+        if getattr(a, key) is None:
+            if not info.get(key):
+                raise ResgrowError(f"{source} does not name its --{key}: give it")
+            setattr(a, key, info[key])
+    name = stored["method"]["name"]
+    if a.method not in (None, name):
+        raise ResgrowError(f"{source} was trained with method {name!r}, not {a.method!r}")
+    a.method = name
+    run = dict(cfg, val_size=info.get("val_size", 0), image_size=info.get("image_size"),
+               **{f"no_{k}": not cfg[k] for k in ("augment", "amp", "channels_last", "graphs") if k in cfg})
+    defaults = vars(build_parser().parse_args(["train", "--out", "-"]))
+    differ = []
+    for key, given in vars(a).items():
+        if key in _FREE_ON_RESUME or given == defaults.get(key) or key not in run:
+            continue
+        have = run[key]
+        if isinstance(given, tuple):
+            given, have = list(given), [float(x) for x in have]
+        if given == have:
+            continue
+        flag = "--no-bf16-weights" if key == "bf16_weights" and not given else _FLAGS.get(key, "--" + key.replace("_", "-"))
+        differ.append(f"{flag} (the run was started without it)" if isinstance(given, bool) else
+                      f"{flag} {_shown(getattr(a, key))} (the run's: {_shown(run[key])})")
+    if differ:
+        raise ResgrowError(f"a resumed run keeps the settings it started with; drop these or start a new run: {'; '.join(differ)}")
+
+
+def _shown(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{float(x):g}" for x in value) or "none"
+    return str(value)
+
+
+def _check_method_settings(a, method, stored: dict, source: str) -> None:
+    """Method options given with --resume must be the run's; the method then holds the run's values
+    (so its progress line shows them; the trainer reloads its whole state later)."""
+    given = [k for k in method.options if getattr(a, k, None) is not None]
+    wanted = {k: v for k, v in method.settings().items() if k in given}  # as the method parsed them
+    method.load_state_dict(stored["method"]["state"])
+    run = method.settings()
+    differ = [f"--{k.replace('_', '-')} {_shown(getattr(a, k))} (the run's: {_shown(run.get(k))})"
+              for k, v in wanted.items() if _norm(v) != _norm(run.get(k))]
+    if differ:
+        raise ResgrowError(f"{source} keeps the method options it started with; drop these or start a new run: {'; '.join(differ)}")
+
+
+def _norm(value):
+    return [float(x) for x in value] if isinstance(value, (list, tuple)) else value
+
+
 def _train(a) -> int:
     import torch
 
@@ -209,8 +274,18 @@ def _train(a) -> int:
     from .train.schedules import check_schedule
     from .train.trainer import CHECKPOINT, TrainConfig, Trainer, check_run_dir, resolve_device
 
-    method = build_method(a.method, start_blocks=a.start_blocks, grow_at=a.grow_at, lip_threshold=a.lip_threshold,
-                          lip_window=a.lip_window, reserve=a.reserve)
+    out, stored = Path(a.out), None
+    if a.resume:  # the run's own settings first: the command may leave them out
+        check_run_dir(out, True)
+        stored = load_checkpoint(out / CHECKPOINT)  # refuses a corrupt or tampered file up front
+        _take_run_settings(a, stored, f"checkpoint {out / CHECKPOINT}")
+    elif a.arch is None or a.data is None:
+        raise ResgrowError("the following arguments are required: " + ", ".join(
+            f"--{k}" for k in ("arch", "data") if getattr(a, k) is None) + " (only --resume may leave them out)")
+    method = build_method(a.method or "baseline", start_blocks=a.start_blocks, grow_at=a.grow_at,
+                          lip_threshold=a.lip_threshold, lip_window=a.lip_window, reserve=a.reserve)
+    if a.resume:
+        _check_method_settings(a, method, stored, f"checkpoint {out / CHECKPOINT}")
     # Bad input fails here, before any data is loaded.
     check_schedule(a.schedule)
     check_compile(a.compile)
@@ -227,10 +302,8 @@ def _train(a) -> int:
                            "autocast: drop --no-amp or --bf16-weights")
     if a.stop_after is not None and a.stop_after < 1:
         raise ResgrowError(f"--stop-after must be an epoch >= 1, not {a.stop_after}")
-    out = Path(a.out)
     check_run_dir(out, a.resume)
     if a.resume:
-        stored = load_checkpoint(out / CHECKPOINT)  # refuses a corrupt or tampered file up front
         cfg = TrainConfig.from_dict(stored["config"])
         cfg.device, cfg.quiet = a.device, a.quiet
         cfg.eval_batch_size = cfg.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size
@@ -261,7 +334,7 @@ def _train(a) -> int:
     if is_custom(a.arch) and isinstance(model, ResNet) and not a.resume:
         method.check(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
     info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
-                           "command": " ".join(["resgrow"] + sys.argv[1:])}
+                           "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
     if not cfg.quiet:
         print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
@@ -352,6 +425,7 @@ def _bench(a) -> int:
 def main(argv=None) -> int:
     try:
         a = build_parser().parse_args(argv)
+        a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
         return {"train": _train, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
                 "methods": _methods}[a.command](a)
     except DivergedError as e:

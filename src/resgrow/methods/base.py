@@ -56,6 +56,11 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         pass
 
+    def settings(self) -> dict:
+        """Its options (the names in `options`) as it trains with them; after `load_state_dict`, the
+        values the run was started with. `resgrow train --resume` refuses an option that differs."""
+        return {}
+
     def describe(self) -> str:
         return self.name
 

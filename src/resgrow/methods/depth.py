@@ -99,3 +99,6 @@ class DepthGrowth(Method):
     def load_state_dict(self, state: dict) -> None:
         self.start_blocks = tuple(state["start_blocks"]) or None
         self.k, self.grows = state["k"], list(state["grows"])
+
+    def settings(self) -> dict:
+        return {"start_blocks": self.start_blocks}

@@ -172,4 +172,9 @@ class LipGrow(DepthGrowth):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.trigger = LipGrowTrigger.from_state_dict(state["trigger"]) if state["trigger"] else None
+        if self.trigger:  # the run's rule, whatever this object was built with
+            self.threshold, self.window, self.reserve = self.trigger.threshold, self.trigger.window, self.trigger.reserve
         self.meter.load_state_dict(state["vectors"])
+
+    def settings(self) -> dict:
+        return dict(super().settings(), lip_threshold=self.threshold, lip_window=self.window, reserve=self.reserve)

@@ -77,3 +77,6 @@ class Multilevel(DepthGrowth):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.grow_at = state["grow_at"]
+
+    def settings(self) -> dict:
+        return dict(super().settings(), grow_at=self.grow_at)

@@ -232,6 +232,7 @@ class Trainer:
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
+        self._stop_at = self.cfg.epochs  # fit(until=K) stops after epoch K, with a checkpoint
         self._install(model)
 
     # ------------------------------------------------------------------ setup and the size-change protocol
@@ -397,6 +398,7 @@ class Trainer:
                 self.apply_change(change)
             self._write_run_info()
         stop = self.cfg.epochs if until is None else min(until, self.cfg.epochs)
+        self._stop_at = stop  # the last epoch of this call always gets a checkpoint: it is where a resume starts
         while self.epoch < stop and not self.stop_requested:
             self._train_epoch()
         return self.history
@@ -465,7 +467,7 @@ class Trainer:
         row["events"] = self._pending_events
         self._pending_events = []
         self._write_row(row)
-        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs or self.stop_requested:
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch in (cfg.epochs, self._stop_at) or self.stop_requested:
             self._save()
 
     def _size_fields(self, model: nn.Module) -> dict:

@@ -5,7 +5,9 @@
 # Environment: ARCH, START, DATA override the defaults; EXTRA adds flags to every row (e.g.
 # EXTRA="--compile blocks" to time compiled blocks); RUNS picks a subset of
 # "baseline restarts multilevel lipgrow" (a 160-epoch resnet74 run takes ~8 min: one per command), or the
-# optional "multilevel_late restarts_late" (multilevel grown at 56% and 78% of the run, and its restart baseline).
+# optional "multilevel_late restarts_late" (multilevel grown at 56% and 78% of the run, and its restart baseline)
+# and "restarts_lip" (lipgrow's restart baseline: --schedule cosine_reset at the epochs of lipgrow's grows,
+# LIP_RESTARTS=27,83, by default those of this seed's committed lipgrow row in benchmarks/issue3/160ep).
 # Runs live in RUNDIR (default /tmp/resgrow_depth_runs), outside $OUT, which each device command empties
 # and from which at most 8 files come back: only each trained row's metrics.jsonl and run.json are copied
 # to $OUT/<run>. Longer than one 10-min device command (all four rows, or resnet122's 160 epochs):
@@ -67,4 +69,13 @@ runs=" ${RUNS:-baseline restarts multilevel lipgrow} "
 late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
 [[ $runs == *" multilevel_late "* ]] && run multilevel_late_${tag}_s$seed --method multilevel --start-blocks $start --grow-at "$late"
 [[ $runs == *" restarts_late "* ]] && run baseline_restarts_late_${tag}_s$seed --schedule cosine_restarts --restarts "$late"
+# LipGrow's lr goes back to the peak at each grow and anneals over the rest of the run (cosine_reset), at
+# epochs that depend on the run: its restart baseline takes them from a finished lipgrow row of the same seed.
+if [[ $runs == *" restarts_lip "* ]]; then
+  lipr=${LIP_RESTARTS:-$(python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; assert r[-1]['epoch'] == $E
+print(','.join(str(x['epoch']) for x in r if any(e.startswith('grew') for e in x['events'])))" \
+    "benchmarks/issue3/160ep/lipgrow_${tag}_s$seed/metrics.jsonl" 2>/dev/null)}
+  if [[ -z $lipr ]]; then echo "restarts_lip: no finished $E-epoch lipgrow_${tag}_s$seed row in benchmarks/issue3/160ep: set LIP_RESTARTS"
+  else run baseline_restarts_lip_${tag}_s$seed --schedule cosine_reset --restarts "$lipr"; fi
+fi
 python3 -m resgrow compare "$rundir"/*_s$seed | tee "$out/summary_s$seed.md"  # every row so far, this command's or not

@@ -360,6 +360,22 @@ def _run(mini, method, out, epochs=3, until=None, resume=False):
     return t
 
 
+def test_a_fixed_size_run_can_follow_lipgrows_learning_rate(mini, tmp_path):
+    """The restart baseline of a LipGrow run: --schedule cosine_reset --restarts <its grow epochs> gives
+    the fixed-size net the same lr, step for step, so a gain from growth is told apart from one from restarts."""
+    grown = _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "lipgrow", epochs=4)
+    at = grown.schedule.restarts
+    assert len(at) == 1
+    torch.manual_seed(0)
+    fixed = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=4, batch_size=100, device="cpu", quiet=True,
+                                                     schedule="cosine_reset", restarts=tuple(at)), out=tmp_path / "fixed")
+    fixed.fit()
+    lrs = [[r["lr"] for r in MetricsLog(tmp_path / d).rows()] for d in ("lipgrow", "fixed")]
+    assert lrs[0] == lrs[1] and len(set(lrs[0])) == 4
+    steps = [e + i / fixed.loader.steps for e in range(4) for i in range(fixed.loader.steps)]
+    assert [grown.schedule(t) for t in steps] == [fixed.schedule(t) for t in steps]
+
+
 @pytest.mark.parametrize("make", [lambda: Multilevel(), lambda: LipGrow(lip_window=1, reserve=1)], ids=["multilevel", "lipgrow"])
 def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, make):
     full = _run(mini, make(), tmp_path / "full")
@@ -370,6 +386,8 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     grow_epoch = next(r["epoch"] for r in rows if any(e.startswith("grew") for e in r["events"]))
     assert rows[0]["blocks"] == "1-1-1" and rows[-1]["blocks"] == "2-2-2"
     assert full.schedule.restarts == [float(grow_epoch)]  # the cosine restarts at the growth
+    # multilevel's cycles end at the next growth (all known at the start); lipgrow's anneal to the end
+    assert full.schedule.kind == ("cosine_reset" if isinstance(full.method, LipGrow) else "cosine_restarts")
 
     _run(mini, make(), tmp_path / "part", until=grow_epoch)  # stopped right after the growth
     assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["spec"]["blocks"] == [2, 2, 2]

@@ -341,6 +341,18 @@ def test_schedules():
     again = Schedule("cosine", 0.5, 100)
     again.load_state_dict(copy.deepcopy(grown.state_dict()))
     assert again(70) == grown(70) and again.state_dict() == grown.state_dict() == {"kind": "cosine_restarts", "restarts": [40.0]}
+    # LipGrow's schedule: a reset goes back to the peak and anneals over the rest of the run, so an
+    # earlier cycle is cut off at the reset instead of annealing to it (cosine_restarts)
+    reset = Schedule("cosine_reset", 0.5, 160, eta_min=0.001, restarts=(27, 83))
+    assert reset(26.999) == pytest.approx(Schedule("cosine", 0.5, 160, eta_min=0.001)(26.999)) and reset(27) == pytest.approx(0.5)
+    assert reset(82.999) == pytest.approx(Schedule("cosine", 0.5, 133, eta_min=0.001)(55.999))  # 27 -> 160, cut at 83
+    assert reset(100) == pytest.approx(Schedule("cosine", 0.5, 77, eta_min=0.001)(17))
+    assert Schedule("cosine_restarts", 0.5, 160, restarts=(27, 83))(82.999) == pytest.approx(0, abs=1e-6)
+    lip = Schedule("cosine", 0.5, 160, eta_min=0.001)
+    lip.add_restart(27, reset=True)  # what lipgrow does at its grows, one after the other
+    lip.add_restart(83, reset=True)
+    assert lip.state_dict() == reset.state_dict() == {"kind": "cosine_reset", "restarts": [27.0, 83.0]}
+    assert all(lip(t) == reset(t) for t in (0, 26.5, 27, 50, 82.999, 83, 159))
     warm = Schedule("cosine", 0.1, 100, warmup=5)
     assert warm(2.5) == pytest.approx(0.5 * Schedule("cosine", 0.1, 100)(2.5))
     assert warm(0) < 1e-8 and warm(5) == pytest.approx(Schedule("cosine", 0.1, 100)(5))

@@ -6,6 +6,7 @@ from ..errors import ResgrowError
 from ..grow.depth import deepen
 from ..models.resnet import ResNet
 from ..models.spec import dashed
+from ..train.schedules import COSINES
 from .base import Change, Method
 
 
@@ -61,7 +62,7 @@ class DepthGrowth(Method):
 
     def plan(self, final_blocks: tuple[int, ...], schedule: str) -> tuple[tuple[int, ...], int]:
         """(start blocks, doublings) for this final depth; errors for what cannot be grown."""
-        if schedule not in ("cosine", "cosine_restarts"):
+        if schedule not in COSINES:
             raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
         start = self.start_blocks or default_start(final_blocks)
         k = doublings(start, final_blocks)

@@ -6,7 +6,9 @@ itself, h halved exactly) when the net is ready. Ready means that the mean Lipsc
 of its residual blocks, smoothed over a window of epochs, has risen by a factor `threshold` over
 its first smoothed value since the last (re)start, L0. Grows that have not triggered are forced
 so that the final model still gets `reserve` epochs. At each grow the cosine learning rate
-restarts at its peak and anneals over the remaining epochs.
+restarts at its peak and anneals over the remaining epochs (the run's schedule becomes
+`cosine_reset`; `--schedule cosine_reset --restarts <its grow epochs>` gives a fixed-size net the
+same learning rate: its restart baseline).
 
 Forcing rule (ours; the paper gives only the reserve): grow number g of G must happen by epoch
 E - reserve - (G - g) * s with s = window + 1, so that a forced grow still leaves a later one the
@@ -154,7 +156,7 @@ class LipGrow(DepthGrowth):
         ctx.row["lip_score"], ctx.row["lip_ratio"] = score, ratio
         if not grow:  # reserve >= 1 puts every grow before the last epoch
             return None
-        ctx.schedule.add_restart(ctx.epoch)
+        ctx.schedule.add_restart(ctx.epoch, reset=True)  # anneal over the rest of the run: the next grow is unknown
         return self.grow(ctx, why)
 
     def grow(self, ctx, why):

@@ -1,5 +1,7 @@
-"""Learning-rate schedules as functions of fractional epochs: step, cosine, cosine with restarts,
-all with optional linear warm-up. A method may add restart points while training runs."""
+"""Learning-rate schedules as functions of fractional epochs: step, cosine, cosine with restarts
+(each cycle annealing to the next restart, as Chang et al.'s multilevel training) or with resets
+(each annealing to the end of the run, as LipGrow, which cannot know its next grow), all with optional
+linear warm-up. A method may add restart points while training runs."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import math
 
 from ..errors import ResgrowError
 
-SCHEDULES = ("constant", "step", "cosine", "cosine_restarts")
+SCHEDULES = ("constant", "step", "cosine", "cosine_restarts", "cosine_reset")
+COSINES = ("cosine", "cosine_restarts", "cosine_reset")
 
 
 def check_schedule(kind: str) -> None:
@@ -20,6 +23,8 @@ class Schedule:
 
     cosine: from `lr` to `eta_min` over the run. cosine_restarts: the same, restarted at every
     epoch in `restarts` (each segment anneals to the next restart, the last to the end).
+    cosine_reset: back to `lr` at every epoch in `restarts`, each time annealing over the rest of
+    the run (LipGrow's schedule; with the epochs of a LipGrow run's grows, its fixed-size baseline).
     `add_restart(t)` adds one while training; it goes into checkpoints via state_dict().
     """
 
@@ -35,12 +40,14 @@ class Schedule:
         for r in restarts:
             self.add_restart(r)
 
-    def add_restart(self, t: float) -> None:
+    def add_restart(self, t: float, reset: bool = False) -> None:
+        """Restart the cosine at epoch t; a plain cosine becomes cosine_reset with `reset` (the new
+        cycle anneals to the end of the run), else cosine_restarts (earlier cycles end at t)."""
         if not 0 < t < self.epochs:
             raise ResgrowError(f"restart at epoch {t} is outside the run (0, {self.epochs})")
         if self.kind == "cosine":
-            self.kind = "cosine_restarts"
-        elif self.kind != "cosine_restarts":
+            self.kind = "cosine_reset" if reset else "cosine_restarts"
+        elif self.kind not in COSINES:
             raise ResgrowError(f"schedule {self.kind!r} has no restarts; use cosine or cosine_restarts")
         if t not in self.restarts:
             self.restarts = sorted(self.restarts + [float(t)])
@@ -55,7 +62,7 @@ class Schedule:
             for r in self.restarts:
                 if r <= t:
                     start = r
-                else:
+                elif self.kind == "cosine_restarts":
                     end = r
                     break
             frac = (t - start) / (end - start)

@@ -30,7 +30,7 @@ from .compile import apply_compile
 from .optim import carry_state, make_sgd
 from .progress import Progress
 from .run_lock import LOCK_NAME, RunLock
-from .schedules import Schedule
+from .schedules import COSINES, Schedule
 from .step import StepRunner, evaluate
 
 
@@ -47,7 +47,7 @@ class TrainConfig:
     warmup: float = 0.0  # epochs of linear warm-up
     milestones: tuple = ()  # step schedule; default 50% and 75% of the run
     gamma: float = 0.1
-    restarts: tuple = ()  # cosine_restarts: epochs at which the cosine restarts
+    restarts: tuple = ()  # cosine_restarts, cosine_reset: epochs at which the cosine restarts
     label_smoothing: float = 0.0
     augment: bool = True
     eval_every: int = 1
@@ -81,7 +81,7 @@ class TrainConfig:
             (self.gamma > 0, f"gamma must be > 0, not {self.gamma}"),
             (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
             (not self.milestones or self.schedule == "step", f"milestones apply to the step schedule, not {self.schedule!r}"),
-            (not self.restarts or self.schedule in ("cosine", "cosine_restarts"),
+            (not self.restarts or self.schedule in COSINES,
              f"restarts apply to the cosine schedules, not {self.schedule!r}"),
             (min(self.eval_batch_size, self.eval_every, self.checkpoint_every) >= 1,
              f"eval batch size, eval-every and checkpoint-every must be >= 1 (got {self.eval_batch_size}, "

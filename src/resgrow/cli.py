@@ -200,7 +200,8 @@ def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> Non
     method.check(arch_of(model), epochs, schedule)
 
 
-# What `train --resume` lets a command change: where and how visibly the run goes on, not what it trains.
+# Not compared with the run's config by `train --resume`: where and how visibly the run goes on (free to
+# change), and arch, data, method and its options (checked on their own: by spec, path and method state).
 _FREE_ON_RESUME = {"command", "argv", "arch", "data", "out", "resume", "device", "quiet", "eval_batch_size", "stop_after",
                    "data_dir", "cache_dir", "method", "start_blocks", "grow_at", "lip_threshold", "lip_window", "reserve"}
 _FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}

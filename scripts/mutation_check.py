@@ -92,6 +92,8 @@ MUTATIONS = [
      "self.epoch in (cfg.epochs, self._stop_at):", ALL),
     ("train/trainer.py", "self.epoch in (cfg.epochs, self._stop_at) or", "self.epoch == cfg.epochs or", ALL),
     ("cli.py", "        if given == have:\n            continue\n", "        continue\n", "tests/test_cli.py"),
+    ("cli.py", 'stored_info = dict(stored.get("run_info", {}), data=a.data)', 'stored_info = dict(stored.get("run_info", {}))',
+     "tests/test_cli.py"),
     ("train/run_lock.py", "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "            pass\n", ALL),
     ("train/checkpoint.py", "weights_only=True)", "weights_only=False)", "tests/test_trainer.py"),
     ("train/checkpoint.py", "        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())\n", "", ALL),

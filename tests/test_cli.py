@@ -128,7 +128,7 @@ def load_checkpoint_bytes(b: bytes):
     return torch.load(io.BytesIO(b), weights_only=True)
 
 
-def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_zip, tmp_path):
+def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_zip, mini_zip, tmp_path):
     """`--resume --out DIR` alone continues a run (what the stop message tells the user to type); a
     training setting or method option that differs from the run's is one line, not silently ignored."""
     out = tmp_path / "r"
@@ -151,9 +151,16 @@ def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_
     assert (out / CHECKPOINT).read_bytes() == before  # nothing touched
     one_line_error(*run(capsys, "train", "--out", str(tmp_path / "new"), "--data", str(small_zip)),
                    "required: --arch (only --resume may leave them out)")
-    # the same settings given again are fine; left out, they come from the run (arch, data, method and its options)
-    assert main(["train", "--resume", "--out", str(out), "--stop-after", "2", "--lip-window", "1", "--lr", "0.1"]) == 0
+    # other images under --data: refused by content; the same data at a new path: fine, and recorded
+    one_line_error(*run(capsys, "train", "--resume", "--out", str(out), "--data", str(mini_zip), "--quiet"),
+                   "trained on other images")
+    moved = tmp_path / "moved.zip"
+    moved.write_bytes(small_zip.read_bytes())
+    # the same settings given again are fine; left out, they come from the run (arch, method and its options)
+    assert main(["train", "--resume", "--out", str(out), "--stop-after", "2", "--lip-window", "1", "--lr", "0.1",
+                 "--data", str(moved)]) == 0
     assert "method lipgrow(start 1-1-1, threshold 1.4, window 1, reserve 1)" in capsys.readouterr().err
+    assert load_checkpoint(out / CHECKPOINT)["run_info"]["data"] == str(moved)
     assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"]  # the run's reserve 1: grown after epoch 2 at the latest

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the settings it "
-                   "started with (only --device, --eval-batch-size, --stop-after, --quiet, --data-dir and --cache-dir may change)")
+                   "started with (only --device, --eval-batch-size, --stop-after, --quiet, --data-dir, --cache-dir and the path of the "
+                   "same --data may change)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
     t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
     t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
@@ -309,7 +310,9 @@ def _train(a) -> int:
         cfg.device, cfg.quiet = a.device, a.quiet
         cfg.eval_batch_size = cfg.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size
         info = stored.get("run_info", {})
-        if info.get("data") not in (None, a.data):
+        # data moved, or named from another directory: the trainer checks that it holds the same images
+        # (classes, size, pixel statistics); a checkpoint too old to store them must name the same path
+        if info.get("data") not in (None, a.data) and not stored.get("data_cfg"):
             raise ResgrowError(f"checkpoint in {out} was trained on data {info['data']!r}, not {a.data!r}")
     else:
         cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
@@ -325,7 +328,7 @@ def _train(a) -> int:
     elif cfg.eval_batch_size < 1:
         raise ResgrowError(f"--eval-batch-size must be >= 1, not {cfg.eval_batch_size}")
     resolve_device(cfg.device)
-    stored_info = stored.get("run_info", {}) if a.resume else {}
+    stored_info = dict(stored.get("run_info", {}), data=a.data) if a.resume else {}  # where the data is now
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,

@@ -100,8 +100,17 @@ def test_compare_warns_when_runs_are_not_comparable(capsys, tmp_path):
         dirs[name] = _run(tmp_path / name, rows)
         if info is not None:
             (dirs[name] / "run.json").write_text(json.dumps(info))
-    # a different schedule or seed is what a comparison is for: no warning
+    # a different schedule or seed is what a comparison is for: no warning, and the table says which schedule
     assert protocol_warnings([load_run(dirs["base"]), load_run(dirs["same"])]) == []
+    table = compare_table([load_run(dirs["base"]), load_run(dirs["same"])]).splitlines()
+    assert table[0].endswith("| lr schedule |") and table[2].endswith("| cosine |") and table[3].endswith("| cosine_restarts |")
+    reset = dict(_info(), config=dict(_info()["config"], schedule="cosine_reset", restarts=[27.0, 83.0]))
+    grown = _run(tmp_path / "grown", _rows([0.5, 0.9], [5, 10], [1, 4], {1: ["grew 1-1-1 -> 2-2-2 (epoch 1)"]}))
+    for d, info in ((dirs["bare"], reset), (grown, _info())):
+        (d / "run.json").write_text(json.dumps(info))
+    assert load_run(dirs["bare"]).lr_schedule == "cosine_reset 27,83"
+    assert load_run(grown).lr_schedule == "cosine + restart at each growth"
+    (dirs["bare"] / "run.json").unlink()
     w = protocol_warnings([load_run(dirs[n]) for n in ("base", "other_gpu", "short", "bare")])
     assert w[0] == "bare has no run.json: its setup is not checked"
     assert any(x.startswith("not the same device: base NVIDIA H100 80GB HBM3; other_gpu NVIDIA H200; short NVIDIA H100")
@@ -136,7 +145,7 @@ def test_steady_epoch_at_the_final_size_and_the_speed_warning(tmp_path):
     grown = _timed(tmp_path / "grown", [2.0, 0.5, 0.5, 2.4, 2.01, 2.0, 2.02], ["1-1-1"] * 3 + ["4-4-4"] * 4)
     assert base.steady_epochs == [2.0, 2.1, 2.0, 2.0] and base.steady_epoch == 2.0
     assert grown.steady_epochs == [2.01, 2.0, 2.02] and grown.steady_epoch == 2.01
-    assert compare_table([base, grown]).splitlines()[3].endswith("| - | 2.010 |")
+    assert compare_table([base, grown]).splitlines()[3].endswith("| - | 2.010 | - |")  # no run.json: no schedule
     assert speed_warnings([base, grown]) == []  # 0.5% apart: one machine's noise
     slow = _timed(tmp_path / "slow", [5.0, 2.1, 2.1, 2.1], ["4-4-4"] * 4)
     w = speed_warnings([base, grown, slow])

@@ -5,9 +5,9 @@ its ratio, training FLOPs relative to the baseline (the sum over epochs of the F
 the model trained in that epoch: what growth saves in arithmetic), parameter-epochs relative to the
 baseline (the same sum of parameter counts, the measure LipGrow's paper reports), time to accuracy (training
 seconds until the test accuracy first reaches the baseline's final accuracy minus `gap` points),
-growth events, the Lipschitz meter's cost, and the steady epoch time at the final size (the median
+growth events, the Lipschitz meter's cost, the steady epoch time at the final size (the median
 epoch once the final net is captured): runs that end at the same net should match there, and a warning
-says when they do not (different machines, whose speed every time ratio then carries). Never the
+says when they do not (different machines, whose speed every time ratio then carries), and the lr schedule. Never the
 best epoch: only the last one and the first crossing of a target fixed by the baseline.
 """
 
@@ -70,6 +70,17 @@ class RunSummary:
     def steady_epoch(self) -> float | None:
         """Median of `steady_epochs`: a machine's speed on the final net, comparable across runs and machines."""
         return median(self.steady_epochs) if self.steady_epochs else None
+
+    @property
+    def lr_schedule(self) -> str:
+        """The lr the run trained with, from run.json: schedule and restarts as given, and the restart a
+        growth method makes at each growth (multilevel: cycles ending at the next one; lipgrow: resets).
+        Restart baselines differ from the plain one only here, so a table shows it."""
+        cfg = (self.info or {}).get("config") or {}
+        if "schedule" not in cfg:
+            return "-"
+        restarts = ",".join(f"{x:g}" for x in cfg.get("restarts") or ())
+        return cfg["schedule"] + (f" {restarts}" if restarts else "") + (" + restart at each growth" if self.grow_rows else "")
 
     def time_to(self, target: float) -> tuple[float, int] | None:
         """(training seconds, epoch) when the test accuracy first reached `target`, or None."""
@@ -169,8 +180,8 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     target = base.test_acc - gap / 100
     lines = [f"| run | epochs | final test acc | vs first (points) | training s | time vs first | training FLOPs vs first "
              f"| param-epochs vs first | time to {target:.2%} (s, epoch) | growths | Lipschitz s/epoch "
-             f"| steady epoch at final size (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| steady epoch at final size (s) | lr schedule |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         tta = r.time_to(target)
         flops = f"{r.flops / base.flops:.2f}x" if base.flops else "-"
@@ -180,7 +191,7 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
             f"| {r.train_seconds:.1f} | {r.train_seconds / base.train_seconds:.2f}x | {flops} | {pe} "
             f"| {f'{tta[0]:.1f} ({tta[1]})' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
             f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} "
-            f"| {f'{r.steady_epoch:.3f}' if r.steady_epoch is not None else '-'} |")
+            f"| {f'{r.steady_epoch:.3f}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
     return "\n".join(lines)
 
 

@@ -232,7 +232,7 @@ class Trainer:
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
-        self._stop_at = self.cfg.epochs  # fit(until=K) stops after epoch K, with a checkpoint
+        self._stop_at = self.cfg.epochs  # the last epoch of a fit() call (fit(until=K): K), always checkpointed
         self._install(model)
 
     # ------------------------------------------------------------------ setup and the size-change protocol
@@ -467,7 +467,7 @@ class Trainer:
         row["events"] = self._pending_events
         self._pending_events = []
         self._write_row(row)
-        if self.epoch % cfg.checkpoint_every == 0 or self.epoch in (cfg.epochs, self._stop_at) or self.stop_requested:
+        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == self._stop_at or self.stop_requested:
             self._save()
 
     def _size_fields(self, model: nn.Module) -> dict:

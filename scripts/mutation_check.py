@@ -8,7 +8,7 @@ script says which entry is stale). The source is restored after every run, also 
     RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py 3 7      # only entries 3 and 7
     python scripts/mutation_check.py --list
 
-Session 10 ran every entry below (44 min on 2 cores): all are caught. The ones that first survived
+Session 10 ran every entry below (44 min on 2 cores): all are caught; session 11 added five for `together`. The ones that first survived
 got tests when they were found (sessions 9 and 10).
 """
 
@@ -99,6 +99,15 @@ MUTATIONS = [
     ("report/metrics.py", 'keep = [r for r in self.rows(partial_tail=True) if r["epoch"] <= last_epoch]',
      "keep = [r for r in self.rows(partial_tail=True)]", ALL),
     ("atomic.py", "        os.replace(tmp, path)\n", "        pass\n", ALL),
+    # runs trained together (threads): they overlap, say so in run.json, and compare warns
+    ("train/together.py", "        th.start()\n    for th in threads:\n", "        th.start()\n        th.join()\n    for th in threads:\n",
+     "tests/test_together.py"),
+    ("train/together.py", '            info["shared_device"] = shared\n', "", "tests/test_together.py"),
+    ("train/together.py", '        t.run_info["shared_device"] = shared\n', "", "tests/test_together.py"),
+    ("report/compare.py", 'for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]',
+     "for r in runs if False]", "tests/test_together.py"),
+    ("cli.py", "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers, until=stops.pop())",
+     "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers)", "tests/test_together.py"),
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
     ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),

@@ -1,4 +1,5 @@
-"""Command line: `resgrow train`, `eval`, `bench`, `compare`, and the catalogues `models` and `methods`.
+"""Command line: `resgrow train`, `together` (several runs in one process), `eval`, `bench`, `compare`,
+and the catalogues `models` and `methods`.
 
 Every problem a user can fix is reported as one line on stderr with a non-zero exit
 (2: bad input; 3: training diverged), and nothing in an existing run directory is overwritten.
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import DivergedError, ResgrowError
+from .errors import DivergedError, ResgrowError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lip-threshold", type=float, default=None, help="lipgrow: grow when smoothed score / L0 exceeds this (default 1.4)")
     g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
     g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get, at least 1 (default 30 of 164, scaled)")
+
+    w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each): "
+                       "fills a big GPU with small nets; for accuracy, not timing")
+    w.add_argument("commands", nargs="+", help="the arguments of each `resgrow train`, quoted as one string per run, "
+                   "e.g. \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\"")
 
     b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path")
     b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your own")
@@ -264,6 +270,15 @@ def _norm(value):
 
 
 def _train(a) -> int:
+    trainer = _prepare_train(a)
+    with _stop_on_sigterm([trainer]):
+        rows = trainer.fit(until=a.stop_after)
+    return _report(trainer, rows)
+
+
+def _prepare_train(a):
+    """Everything `resgrow train` does before the first epoch: checks (before any data is read), the
+    data, the model, the trainer; prints the run's header line."""
     import torch
 
     from .data.sources import load_dataset
@@ -344,11 +359,15 @@ def _train(a) -> int:
         print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
               f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}"
               f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
-    with _stop_on_sigterm(trainer):
-        rows = trainer.fit(until=a.stop_after)
+    return trainer
+
+
+def _report(trainer, rows) -> int:
+    """The run's last line: where it stopped and how to go on, or its final accuracy; the exit code."""
+    cfg, out = trainer.cfg, trainer.out
     if trainer.stop_requested and trainer.epoch < cfg.epochs:
         print(f"resgrow: stopped on SIGTERM after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
-              f"(continue with --resume)", file=sys.stderr)
+              f"(continue with --resume --out {out})", file=sys.stderr)
         return 143
     last = rows[-1] if rows else {}
     if trainer.epoch < cfg.epochs:  # --stop-after
@@ -360,14 +379,69 @@ def _train(a) -> int:
     return 0
 
 
+def _together(a) -> int:
+    """Several `resgrow train` commands in one process, each in a thread with its own CUDA stream (train/together.py)."""
+    from .train.together import check_together, fit_together
+
+    if len(a.commands) < 2:
+        raise ResgrowError("together needs at least two quoted train commands, e.g. "
+                           "resgrow together \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\" \"... --seed 1 --out runs/s1\"")
+    parsed = []
+    for text in a.commands:
+        argv = shlex.split(text)
+        if argv[:1] == ["train"]:
+            argv = argv[1:]
+        args = build_parser().parse_args(["train", *argv])
+        args.argv = ["train", *argv]
+        parsed.append(args)
+    outs = [Path(x.out).resolve() for x in parsed]
+    if len(set(outs)) < len(outs):
+        raise ResgrowError("each command trained together needs an --out of its own")
+    stops = {x.stop_after for x in parsed}
+    if len(stops) > 1:
+        raise ResgrowError("--stop-after must be the same in every command trained together (or in none)")
+    trainers = []
+    for x in parsed:  # every check and every run's data before the first epoch
+        try:
+            trainers.append(_prepare_train(x))
+        except ResgrowError as e:
+            raise ResgrowError(f"{x.out}: {e}") from None
+    check_together(trainers)
+    print(f"resgrow: training {len(trainers)} runs together on {trainers[0].device} (threads, a CUDA stream each); "
+          "their training seconds count each other's time: compare their accuracy, not their time", file=sys.stderr)
+    with _stop_on_sigterm(trainers):
+        results = fit_together(trainers, until=stops.pop())
+    codes = []
+    for t, res in zip(trainers, results):
+        if isinstance(res, BaseException):
+            codes.append(_failed(t, res))
+        else:
+            codes.append(_report(t, res))
+    return max(codes)
+
+
+def _failed(trainer, e: BaseException) -> int:
+    """A run of `together` that ended with an error: one line naming it; the others went on."""
+    if isinstance(e, KeyboardInterrupt):
+        print(f"resgrow: {trainer.out}: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    if not isinstance(e, (ResgrowError, OSError)) and type(e).__name__ != "OutOfMemoryError":
+        import traceback
+
+        traceback.print_exception(type(e), e, e.__traceback__)
+    print(f"resgrow: error: {trainer.out}: {first_line(e, 1000)}", file=sys.stderr)
+    return 3 if isinstance(e, DivergedError) else 2
+
+
 @contextlib.contextmanager
-def _stop_on_sigterm(trainer):
-    """SIGTERM (a scheduler's preemption or time-limit notice) ends the run after the current epoch,
+def _stop_on_sigterm(trainers):
+    """SIGTERM (a scheduler's preemption or time-limit notice) ends the runs after their current epoch,
     with a checkpoint; a second SIGTERM stops at once, keeping the last checkpoint."""
     def handler(signum, frame):
-        if trainer.stop_requested:
+        if all(t.stop_requested for t in trainers):
             raise KeyboardInterrupt
-        trainer.request_stop()
+        for t in trainers:
+            t.request_stop()
         print("resgrow: SIGTERM: stopping after this epoch, with a checkpoint (send it again to stop now)",
               file=sys.stderr, flush=True)
 
@@ -430,7 +504,7 @@ def main(argv=None) -> int:
     try:
         a = build_parser().parse_args(argv)
         a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
-        return {"train": _train, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
+        return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
                 "methods": _methods}[a.command](a)
     except DivergedError as e:
         print(f"resgrow: error: {e}", file=sys.stderr)

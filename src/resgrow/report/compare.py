@@ -145,6 +145,9 @@ def protocol_warnings(runs: list[RunSummary]) -> list[str]:
     out = [f"{r.name} has no run.json: its setup is not checked" for r in runs if r.info is None]
     out += [f"{r.name} is unfinished: it has trained {r.epochs} of its {planned} epochs, so its numbers are not final"
             for r in runs if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
+    out += [f"{r.name} trained alongside {', '.join(Path(o).name for o in shared)} on one device (resgrow together): "
+            "its training seconds count their time too; compare its accuracy, not its time"
+            for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]
     known = [r for r in runs if r.info is not None]
     for what, get, why in _SAME if len(known) >= 2 else ():
         values = {r.name: get(r.info) for r in known}

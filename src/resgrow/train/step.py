@@ -8,6 +8,7 @@ Loss and accuracy are summed on the device and read once per epoch: no host sync
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import nullcontext
 
@@ -18,6 +19,10 @@ from torch import nn
 from ..data.loader import DeviceLoader
 from ..errors import ResgrowError, first_line
 from .bf16_weights import Bf16Weights
+
+
+# torch allows one capture at a time per process: runs trained together (train/together.py) take turns.
+CAPTURE_LOCK = threading.Lock()
 
 
 class StepRunner:
@@ -77,6 +82,10 @@ class StepRunner:
                                "rerun with --no-graphs (TrainConfig(graphs=False))") from None
 
     def _capture(self) -> None:
+        with CAPTURE_LOCK:
+            self._capture_locked()
+
+    def _capture_locked(self) -> None:
         t0 = time.perf_counter()
         state = self._state_tensors()
         saved = [t.clone() for t in state]
@@ -95,7 +104,8 @@ class StepRunner:
                     t.copy_(s)
             self.optimizer.zero_grad(set_to_none=True)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: another run's thread may sync or allocate meanwhile (global mode would call that an error)
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 self._step()
         finally:
             self._capturing = False

@@ -208,6 +208,8 @@ class Trainer:
             make_deterministic()
         elif cuda:
             torch.backends.cudnn.benchmark = True
+        if cuda and self.device.index is not None:  # cuda:N: graph capture and streams use the current device
+            torch.cuda.set_device(self.device)
 
         self.mean, self.std = channel_stats(data.train.images)
         self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
@@ -275,7 +277,7 @@ class Trainer:
         t0 = time.perf_counter()
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
         if self.device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.current_stream(self.device).synchronize()
         self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(change.event)
         return carried
@@ -411,7 +413,8 @@ class Trainer:
         bar = Progress(steps, cfg.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
                        f"{self._size.get('blocks', self.model_class)}{prev}", enabled=not cfg.quiet)
         captures_before = self.capture_seconds
-        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        # this run's stream, not the device: runs trained together (train/together.py) do not wait for each other
+        sync = torch.cuda.current_stream(self.device).synchronize if self.device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
         for i in range(steps):

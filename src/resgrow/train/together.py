@@ -1,0 +1,87 @@
+"""Several runs in one process, each in a thread of its own with its own CUDA stream.
+
+A CIFAR ResNet's step leaves most of a big GPU idle: its kernels are small, and under a CUDA graph
+the GPU runs them one after another. The graphs of two runs, replayed on two streams, can overlap,
+so a sweep (seeds, a method and its restart baseline) may finish sooner together than one run after
+another. Separate processes would not do: without MPS, the GPU time-slices between processes
+instead of overlapping their kernels. Threads can, because a graph's replay releases the GIL.
+torch allows one graph capture at a time per process, so captures take turns (`step.CAPTURE_LOCK`).
+
+The price is the clock. Each run's training seconds include the time the others held the GPU, so
+they cannot be compared with a run trained alone: run.json lists the runs it shared the device with
+(`shared_device`, kept when the run is resumed later), and `resgrow compare` warns. Use it for
+accuracy (seeds, ablations, restart baselines), never for timing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import nullcontext
+
+import torch
+
+from .. import atomic
+from ..errors import ResgrowError
+from .trainer import Trainer
+
+
+def check_together(trainers: list[Trainer]) -> None:
+    """What must hold before runs share a process: distinct run directories, one device, and the
+    same process-wide settings (deterministic kernels); no torch.compile (not thread-safe)."""
+    outs = [t.out for t in trainers]
+    if None in outs:
+        raise ResgrowError("runs trained together each need a run directory (out=...)")
+    seen = set()
+    for o in outs:
+        if o.resolve() in seen:
+            raise ResgrowError(f"two runs trained together write to the same directory {o}")
+        seen.add(o.resolve())
+    if len({str(t.device) for t in trainers}) > 1:
+        raise ResgrowError("runs trained together share one device; got " + ", ".join(sorted({str(t.device) for t in trainers})))
+    if len({t.cfg.deterministic for t in trainers}) > 1:
+        raise ResgrowError("--deterministic sets process-wide flags: give it to every run trained together, or to none")
+    if any(t.cfg.compile != "none" for t in trainers):
+        raise ResgrowError("torch.compile is not thread-safe: runs trained together need --compile none")
+
+
+def _record_sharing(trainers: list[Trainer]) -> None:
+    """Each run names the others in run_info (its checkpoints keep it) and in an existing run.json."""
+    outs = [str(t.out) for t in trainers]
+    for t in trainers:
+        shared = sorted(set(t.run_info.get("shared_device", [])) | {o for o in outs if o != str(t.out)})
+        t.run_info["shared_device"] = shared
+        path = t.out / "run.json"
+        if path.is_file():  # a resumed run: a fresh one writes run_info into its run.json as it starts
+            info = json.loads(path.read_text())
+            info["shared_device"] = shared
+            atomic.write_text(path, json.dumps(info, indent=2) + "\n")
+
+
+def fit_together(trainers: list[Trainer], until: int | None = None) -> list:
+    """Run `trainer.fit(until)` of every trainer at once, one thread and (on CUDA) one stream each.
+
+    Returns, per trainer, its log rows or the exception that ended it; one run's failure does not
+    stop the others. `trainer.request_stop()` works as with `fit` (call it on each)."""
+    check_together(trainers)
+    _record_sharing(trainers)
+    cuda = trainers[0].device.type == "cuda"
+    if cuda:  # the data and models were put there on this thread's stream: done before other streams read them
+        torch.cuda.synchronize(trainers[0].device)
+    results: list = [None] * len(trainers)
+
+    def work(i: int, t: Trainer) -> None:
+        try:
+            with torch.cuda.stream(torch.cuda.Stream(t.device)) if cuda else nullcontext():
+                results[i] = t.fit(until=until)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, which reports it per run
+            results[i] = e
+
+    threads = [threading.Thread(target=work, args=(i, t), name=f"resgrow-{t.out.name}", daemon=True)
+               for i, t in enumerate(trainers)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        while th.is_alive():  # a timeout, so that the main thread still runs signal handlers
+            th.join(0.2)
+    return results

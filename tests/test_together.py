@@ -1,0 +1,148 @@
+"""Runs trained together in one process (threads) train exactly as they would alone, and say they shared."""
+
+import json
+import time
+
+import pytest
+import torch
+
+from resgrow.cli import main
+from resgrow.errors import ResgrowError
+from resgrow.methods import Method, build_method
+from resgrow.report.compare import load_run, protocol_warnings
+from resgrow.train import TrainConfig, Trainer
+from resgrow.train.together import fit_together
+
+from conftest import TINY
+from resgrow.models import ArchSpec, ResNet
+
+
+def cfg(**kw):
+    base = dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def model(seed):
+    torch.manual_seed(seed)
+    return ResNet(TINY)
+
+
+def grower(seed):
+    torch.manual_seed(seed)
+    return ResNet(ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8))
+
+
+def _weights(t):
+    return {k: v.clone() for k, v in t.model.state_dict().items()}
+
+
+def _runs(mini, root):
+    """A baseline with seed 0 and a multilevel run with seed 1 (it grows 1-1-1 -> 2-2-2 at epoch 2)."""
+    return [Trainer(model(0), mini, cfg(seed=0), out=root / "a"),
+            Trainer(grower(1), mini, cfg(seed=1), method=build_method("multilevel", grow_at=(2,)), out=root / "b")]
+
+
+def test_runs_together_train_as_they_would_alone(mini, tmp_path):
+    alone = _runs(mini, tmp_path / "alone")
+    for t in alone:
+        t.fit()
+    together = _runs(mini, tmp_path / "together")
+    results = fit_together(together)
+    assert all(isinstance(r, list) and len(r) == 3 for r in results), results
+    assert together[1].history[-1]["blocks"] == "2-2-2"  # the grown run changed size inside its thread
+    for a, b in zip(alone, together):
+        wa, wb = _weights(a), _weights(b)
+        assert wa.keys() == wb.keys()
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert [r["test_acc"] for r in a.history] == [r["test_acc"] for r in b.history]
+    info = json.loads((tmp_path / "together" / "a" / "run.json").read_text())
+    assert info["shared_device"] == [str(tmp_path / "together" / "b")]
+    assert "shared_device" not in json.loads((tmp_path / "alone" / "a" / "run.json").read_text())
+
+
+class Clock(Method):
+    """Notes when each of its run's epochs ended."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_epoch_end(self, ctx):
+        self.ends.append(time.perf_counter())
+
+
+def test_runs_together_overlap_in_time(mini, tmp_path):
+    a, b = Clock(), Clock()
+    fit_together([Trainer(model(0), mini, cfg(epochs=2), method=a, out=tmp_path / "a"),
+                  Trainer(model(1), mini, cfg(epochs=2), method=b, out=tmp_path / "b")])
+    # one after another, one run's last epoch would end before the other's first
+    assert a.ends[0] < b.ends[-1] and b.ends[0] < a.ends[-1], (a.ends, b.ends)
+
+
+class Broken(Method):
+    def on_epoch_end(self, ctx):
+        if ctx.epoch == 1:
+            raise ResgrowError("broken on purpose")
+
+
+def test_one_failing_run_does_not_stop_the_other(mini, tmp_path):
+    good = Trainer(model(0), mini, cfg(), out=tmp_path / "good")
+    bad = Trainer(model(1), mini, cfg(), method=Broken(), out=tmp_path / "bad")
+    results = fit_together([good, bad])
+    assert isinstance(results[0], list) and len(results[0]) == 3
+    assert isinstance(results[1], ResgrowError) and "on purpose" in str(results[1])
+    assert good.epoch == 3 and bad.epoch == 1
+
+
+def test_together_refuses_what_cannot_share_a_process(mini, tmp_path):
+    a = Trainer(model(0), mini, cfg(), out=tmp_path / "same")
+    b = Trainer(model(1), mini, cfg(), out=tmp_path / "same")
+    with pytest.raises(ResgrowError, match="the same directory"):
+        fit_together([a, b])
+    c = Trainer(model(0), mini, cfg(), out=tmp_path / "c")
+    d = Trainer(model(1), mini, cfg(), out=tmp_path / "d")
+    d.cfg.deterministic = True
+    with pytest.raises(ResgrowError, match="deterministic"):
+        fit_together([c, d])
+
+
+def _train(data, out, seed, *extra):
+    return (f"--arch cifar_resnet8 --data {data} --out {out} --epochs 2 --batch-size 50 --device cpu --quiet "
+            f"--seed {seed} {' '.join(extra)}")
+
+
+def test_cli_together_trains_stops_resumes_and_compare_warns(capsys, small_zip, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["together", _train(small_zip, a, 0, "--stop-after 1"), _train(small_zip, b, 1, "--stop-after 1")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("stopped after epoch 1/2") == 2, out
+    # resumed together, with the command each run was started with
+    assert main(["together", _train(small_zip, a, 0, "--resume"), _train(small_zip, b, 1, "--resume")]) == 0
+    assert capsys.readouterr().out.count("final epoch 2") == 2
+    for d, other in ((a, b), (b, a)):
+        info = json.loads((d / "run.json").read_text())
+        assert info["shared_device"] == [str(other)]
+        assert [json.loads(x)["epoch"] for x in (d / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    warnings = protocol_warnings([load_run(a), load_run(b)])
+    assert any("a trained alongside b on one device" in w and "not its time" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("commands,words", [
+    (["--arch cifar_resnet8 --data x --out r1"], ["at least two"]),
+    (["--arch cifar_resnet8 --data x --out r1", "--arch cifar_resnet8 --data x --out r1"], ["an --out of its own"]),
+    (["--out r1 --stop-after 1", "--out r2"], ["--stop-after must be the same"]),
+])
+def test_cli_together_bad_input_is_one_line(capsys, tmp_path, monkeypatch, commands, words):
+    monkeypatch.chdir(tmp_path)
+    rc = main(["together", *commands])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("resgrow: error:"), err
+    assert all(w in err[0] for w in words), err
+
+
+def test_cli_together_names_the_run_whose_command_is_bad(capsys, small_zip, tmp_path):
+    rc = main(["together", _train(small_zip, tmp_path / "ok", 0), _train(small_zip, tmp_path / "bad", 1, "--arch resnet57")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(tmp_path / "bad") in err[0] and "resnet57" in err[0], err
+    assert not (tmp_path / "ok").exists()  # nothing trained: every command is checked first

@@ -8,7 +8,7 @@ script says which entry is stale). The source is restored after every run, also 
     RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py 3 7      # only entries 3 and 7
     python scripts/mutation_check.py --list
 
-Session 10 ran every entry below (44 min on 2 cores): all are caught; session 11 added five for `together`. The ones that first survived
+Session 10 ran every entry below (44 min on 2 cores): all are caught; session 11 added five for `together` (all caught, one after a new test). The ones that first survived
 got tests when they were found (sessions 9 and 10).
 """
 

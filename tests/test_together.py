@@ -61,6 +61,15 @@ def test_runs_together_train_as_they_would_alone(mini, tmp_path):
     assert "shared_device" not in json.loads((tmp_path / "alone" / "a" / "run.json").read_text())
 
 
+def test_a_run_started_alone_and_resumed_together_says_so(mini, tmp_path):
+    Trainer(model(0), mini, cfg(), out=tmp_path / "a").fit(until=1)
+    assert "shared_device" not in json.loads((tmp_path / "a" / "run.json").read_text())
+    results = fit_together([Trainer(model(0), mini, cfg(), out=tmp_path / "a", resume=True),
+                            Trainer(model(1), mini, cfg(), out=tmp_path / "b")])
+    assert all(isinstance(r, list) for r in results), results
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["shared_device"] == [str(tmp_path / "b")]
+
+
 class Clock(Method):
     """Notes when each of its run's epochs ended."""
 

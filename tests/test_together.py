@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 
+from resgrow import __version__
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method, build_method
@@ -135,6 +136,15 @@ def test_cli_together_trains_stops_resumes_and_compare_warns(capsys, small_zip, 
         assert [json.loads(x)["epoch"] for x in (d / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     warnings = protocol_warnings([load_run(a), load_run(b)])
     assert any("a trained alongside b on one device" in w and "not its time" in w for w in warnings), warnings
+
+
+def test_cli_together_names_the_run_on_every_line(capsys, small_zip, tmp_path):
+    loud = lambda out, seed: _train(small_zip, out, seed).replace(" --quiet", "")  # noqa: E731
+    assert main(["together", loud(tmp_path / "a", 0), loud(tmp_path / "b", 1)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    runs = [line for line in err if "epoch " in line or f"resgrow {__version__}:" in line]  # not the decoding bar
+    assert len(runs) == 6 and all(line.startswith(("a: ", "b: ")) for line in runs), runs  # a header + 2 epochs each
+    assert sum(line.startswith("a: epoch") for line in runs) == 2
 
 
 @pytest.mark.parametrize("commands,words", [

@@ -276,7 +276,7 @@ def _train(a) -> int:
     return _report(trainer, rows)
 
 
-def _prepare_train(a):
+def _prepare_train(a, label: str = ""):
     """Everything `resgrow train` does before the first epoch: checks (before any data is read), the
     data, the model, the trainer; prints the run's header line."""
     import torch
@@ -356,7 +356,7 @@ def _prepare_train(a):
                            "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
     if not cfg.quiet:
-        print(f"resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
+        print(f"{label}resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
               f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}"
               f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
     return trainer
@@ -403,7 +403,7 @@ def _together(a) -> int:
     trainers = []
     for x in parsed:  # every check and every run's data before the first epoch
         try:
-            trainers.append(_prepare_train(x))
+            trainers.append(_prepare_train(x, f"{Path(x.out).name}: "))
         except ResgrowError as e:
             raise ResgrowError(f"{x.out}: {e}") from None
     check_together(trainers)

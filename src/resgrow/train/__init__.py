@@ -5,9 +5,10 @@ from .optim import ParamMap, carry_state, make_sgd
 from .saved import evaluate_model, evaluate_run, load_model
 from .schedules import SCHEDULES, Schedule
 from .step import StepRunner, evaluate
+from .together import fit_together
 from .trainer import CHECKPOINT, RunContext, TrainConfig, Trainer, resolve_device
 
 __all__ = ["Trainer", "TrainConfig", "RunContext", "Schedule", "SCHEDULES", "StepRunner", "evaluate",
            "make_sgd", "carry_state", "ParamMap", "save_checkpoint", "load_checkpoint", "load_model", "evaluate_model",
-           "evaluate_run",
+           "evaluate_run", "fit_together",
            "CHECKPOINT", "resolve_device"]

@@ -65,6 +65,8 @@ def fit_together(trainers: list[Trainer], until: int | None = None) -> list:
     stop the others. `trainer.request_stop()` works as with `fit` (call it on each)."""
     check_together(trainers)
     _record_sharing(trainers)
+    for t in trainers:
+        t.label, t.bars = f"{t.out.name}: ", False
     cuda = trainers[0].device.type == "cuda"
     if cuda:  # the data and models were put there on this thread's stream: done before other streams read them
         torch.cuda.synchronize(trainers[0].device)

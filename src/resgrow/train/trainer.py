@@ -235,6 +235,7 @@ class Trainer:
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
         self._stop_at = self.cfg.epochs  # the last epoch of a fit() call (fit(until=K): K), always checkpointed
+        self.label, self.bars = "", True  # runs trained together: each line names its run; no interleaved bars
         self._install(model)
 
     # ------------------------------------------------------------------ setup and the size-change protocol
@@ -411,7 +412,7 @@ class Trainer:
         self.runner.reset_metrics()
         prev = f" loss {self.history[-1]['train_loss']:.3f}" if self.history else ""
         bar = Progress(steps, cfg.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
-                       f"{self._size.get('blocks', self.model_class)}{prev}", enabled=not cfg.quiet)
+                       f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet)
         captures_before = self.capture_seconds
         # this run's stream, not the device: runs trained together (train/together.py) do not wait for each other
         sync = torch.cuda.current_stream(self.device).synchronize if self.device.type == "cuda" else (lambda: None)
@@ -505,7 +506,7 @@ class Trainer:
         atomic.write_text(self.out / "run.json", json.dumps(info, indent=2) + "\n")
 
     def _say(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+        print(self.label + msg, file=sys.stderr, flush=True)
 
 
 def format_row(r: dict, epochs: int) -> str:

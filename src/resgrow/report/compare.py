@@ -36,6 +36,11 @@ class RunSummary:
     info: dict | None = None  # run.json, when the run has one
 
     @property
+    def shared(self) -> bool:
+        """Trained together with other runs on one device (`resgrow together`): its clock counts theirs too."""
+        return bool((self.info or {}).get("shared_device"))
+
+    @property
     def growths(self) -> list[str]:
         return [f"{e} @ep{r['epoch']}" for r in self.log for e in r.get("events", []) if e.startswith("grew")]
 
@@ -165,7 +170,7 @@ def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) 
     more than `tolerance`, the machines (or the steps) differ, and every time ratio between them carries that."""
     by_size: dict[str, list[RunSummary]] = {}
     for r in runs:
-        if r.final_size and len(r.steady_epochs) >= 3:
+        if r.final_size and len(r.steady_epochs) >= 3 and not r.shared:  # a shared clock says nothing of the machine
             by_size.setdefault(r.final_size, []).append(r)
     out = []
     for size, group in by_size.items():
@@ -175,6 +180,9 @@ def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) 
             out.append(f"the same final net ({size}) trained at different speeds, {100 * (slow / fast - 1):.1f}% apart "
                        f"(steady epoch: {each}): different machines or a different step; the time ratios include it")
     return out
+
+
+SHARED = " (shared GPU)"  # a time measured while other runs trained on the same device: no ratio is taken
 
 
 def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
@@ -189,12 +197,14 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
         tta = r.time_to(target)
         flops = f"{r.flops / base.flops:.2f}x" if base.flops else "-"
         pe = f"{r.param_epochs / base.param_epochs:.2f}x" if base.param_epochs else "-"
+        mark = SHARED if r.shared else ""
+        ratio = "-" if r.shared or base.shared else f"{r.train_seconds / base.train_seconds:.2f}x"
         lines.append(
             f"| {r.name} | {r.epochs} | {r.test_acc:.2%} | {100 * (r.test_acc - base.test_acc):+.2f} "
-            f"| {r.train_seconds:.1f} | {r.train_seconds / base.train_seconds:.2f}x | {flops} | {pe} "
-            f"| {f'{tta[0]:.1f} ({tta[1]})' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
+            f"| {r.train_seconds:.1f}{mark} | {ratio} | {flops} | {pe} "
+            f"| {f'{tta[0]:.1f} ({tta[1]}){mark}' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
             f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} "
-            f"| {f'{r.steady_epoch:.3f}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
+            f"| {f'{r.steady_epoch:.3f}{mark}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
     return "\n".join(lines)
 
 
@@ -277,6 +287,8 @@ def seeds_table(runs: list[RunSummary]) -> str:
         grows = "; ".join(",".join(str(x["epoch"]) for x in r.grow_rows) or "-" for r in rs)
         flops = f"{mean(r.flops for r in rs) / b_flops:.2f}x" if b_flops else "-"
         pe = f"{mean(r.param_epochs for r in rs) / b_pe:.2f}x" if b_pe else "-"
-        lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | {sec:.1f} "
-                     f"| {sec / b_sec:.2f}x | {flops} | {pe} | {grows} |")
+        shared = any(r.shared for r in rs)
+        ratio = "-" if shared or any(r.shared for r in base) else f"{sec / b_sec:.2f}x"
+        lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | {sec:.1f}{SHARED if shared else ''} "
+                     f"| {ratio} | {flops} | {pe} | {grows} |")
     return "\n".join(lines)

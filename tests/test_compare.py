@@ -154,3 +154,14 @@ def test_steady_epoch_at_the_final_size_and_the_speed_warning(tmp_path):
     other = _timed(tmp_path / "other", [5.0, 3.0, 3.0, 3.0], ["2-2-2"] * 4)  # another net: not compared
     short = _timed(tmp_path / "short", [5.0, 3.0, 3.0], ["4-4-4"] * 3)  # two steady epochs: too few to judge
     assert speed_warnings([base, other, short]) == []
+
+
+def test_a_shared_clock_is_left_out_of_the_speed_check(tmp_path):
+    from resgrow.report.compare import speed_warnings
+
+    base = _timed(tmp_path / "base", [5.0, 2.0, 2.0, 2.0], ["4-4-4"] * 4)
+    shared = _timed(tmp_path / "shared", [5.0, 3.0, 3.0, 3.0], ["4-4-4"] * 4)  # 50% slower: another run held the GPU
+    assert len(speed_warnings([base, shared])) == 1  # alone, this would be another machine
+    shared.info = {"shared_device": ["/runs/other"]}
+    assert speed_warnings([base, shared]) == []
+    assert compare_table([base, shared]).splitlines()[3].split(" | ")[11] == "3.000 (shared GPU)"

@@ -10,7 +10,7 @@ from resgrow import __version__
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method, build_method
-from resgrow.report.compare import compare_table, load_run, protocol_warnings
+from resgrow.report.compare import compare_table, load_run, protocol_warnings, seeds_table
 from resgrow.train import TrainConfig, Trainer
 from resgrow.train.together import fit_together
 
@@ -136,13 +136,15 @@ def test_cli_together_trains_stops_resumes_and_compare_warns(capsys, small_zip, 
         assert [json.loads(x)["epoch"] for x in (d / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     warnings = protocol_warnings([load_run(a), load_run(b)])
     assert any("a trained alongside b on one device" in w and "not its time" in w for w in warnings), warnings
-    assert not any("different speeds" in w for w in warnings)  # a shared clock says nothing about the machine
     # the table marks their times and takes no time ratio, against a run trained alone or between themselves
     assert main(["train", *_train(small_zip, tmp_path / "alone", 0).split()]) == 0
     table = compare_table([load_run(tmp_path / "alone"), load_run(a), load_run(b)])
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
     assert rows["alone"][5] == "1.00x" and rows["a"][5] == rows["b"][5] == "-", table
     assert rows["a"][4].endswith("(shared GPU)") and not rows["alone"][4].endswith("(shared GPU)")
+    seeds = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in
+             seeds_table([load_run(tmp_path / "alone"), load_run(a)]).splitlines()[2:]}
+    assert seeds["alone"][5] == "1.00x" and seeds["a"][5] == "-" and seeds["a"][4].endswith("(shared GPU)"), seeds
     shared_first = compare_table([load_run(a), load_run(tmp_path / "alone")])  # no clock of its own to compare with
     assert shared_first.splitlines()[3].split(" | ")[5] == "-", shared_first
 

@@ -176,3 +176,20 @@ def test_cli_together_names_the_run_whose_command_is_bad(capsys, small_zip, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and str(tmp_path / "bad") in err[0] and "resnet57" in err[0], err
     assert not (tmp_path / "ok").exists()  # nothing trained: every command is checked first
+
+
+def test_the_lipschitz_meter_waits_for_a_capture_of_another_run():
+    """Its switch of the process-wide autotuning flag must not meet another run's capture (concurrency.py)."""
+    import threading
+
+    from resgrow.concurrency import GPU_LOCK
+    from resgrow.measure.lipschitz import LipschitzMeter
+
+    net, scores = model(0), []
+    worker = threading.Thread(target=lambda: scores.append(LipschitzMeter(image_size=32).score(net)))
+    with GPU_LOCK:  # as a capture holds it
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and scores == []
+    worker.join(10)
+    assert len(scores) == 1 and scores[0] > 0

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..concurrency import GPU_LOCK
 from ..models.resnet import ResNet
 from .flops import image_hw
 
@@ -112,12 +113,14 @@ class LipschitzMeter:
     def block_bounds(self, model: ResNet) -> list[float]:
         # cuDNN autotuning off: each grouped shape runs `iters` times per call and changes with every
         # growth, so tuning never pays back (a cold call after a growth took 1.1 s on an H100, a warm one 0.005 s).
-        tuned = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = False
-        try:
-            return self._block_bounds(model)
-        finally:
-            torch.backends.cudnn.benchmark = tuned
+        # The flag is process-wide: no run trained together may capture meanwhile (concurrency.py).
+        with GPU_LOCK:
+            tuned = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = False
+            try:
+                return self._block_bounds(model)
+            finally:
+                torch.backends.cudnn.benchmark = tuned
 
     def _block_bounds(self, model: ResNet) -> list[float]:
         sizes = block_input_sizes(model, self.image_size)

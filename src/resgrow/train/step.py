@@ -8,7 +8,6 @@ Loss and accuracy are summed on the device and read once per epoch: no host sync
 
 from __future__ import annotations
 
-import threading
 import time
 from contextlib import nullcontext
 
@@ -16,13 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..concurrency import GPU_LOCK
 from ..data.loader import DeviceLoader
 from ..errors import ResgrowError, first_line
 from .bf16_weights import Bf16Weights
-
-
-# torch allows one capture at a time per process: runs trained together (train/together.py) take turns.
-CAPTURE_LOCK = threading.Lock()
 
 
 class StepRunner:
@@ -82,7 +78,7 @@ class StepRunner:
                                "rerun with --no-graphs (TrainConfig(graphs=False))") from None
 
     def _capture(self) -> None:
-        with CAPTURE_LOCK:
+        with GPU_LOCK:  # runs trained together capture one at a time (concurrency.py)
             self._capture_locked()
 
     def _capture_locked(self) -> None:

@@ -1,0 +1,13 @@
+"""What runs trained together in one process (train/together.py) must not do at the same time.
+
+torch allows one CUDA graph capture at a time per process, and a capture must not meet cuDNN
+autotuning: a run whose warm-up saw autotuning switched off (the Lipschitz meter of another run
+switches it off for its own call) would autotune inside its capture, which fails. So captures,
+with their warm-up, and every temporary change of process-wide cuDNN flags hold this lock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+GPU_LOCK = threading.RLock()

@@ -40,7 +40,7 @@ time_left() {  # sets limit=(timeout ...) for the next process; fails when under
   [[ -z ${DEADLINE:-} ]] && return 0
   left=$((DEADLINE - SECONDS))
   ((left < 60)) && return 1
-  limit=(timeout --preserve-status -s TERM "$left")
+  limit=(timeout --preserve-status -s TERM -k 20 "$left")  # -k: a process that ignores TERM (a hang) is killed 20 s later
 }
 names=(); argss=()
 row() { names+=("$1"); shift; argss+=("$*"); }  # a row of this command: its name, then its own flags

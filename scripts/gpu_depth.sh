@@ -80,6 +80,8 @@ left, check, dirs = (float(sys.argv[1]) if sys.argv[1] else None), sys.argv[2], 
 last = lambda path: json.loads(open(path).read().splitlines()[-1])
 alone = last(check)["epoch_seconds"]
 rows = [last(d + "/metrics.jsonl") for d in dirs]
+if len({r["epoch"] for r in rows}) > 1:  # a row that had trained further sat the probe out: nothing was measured together
+    sys.exit(print(f"together: the rows stand at epochs {[r['epoch'] for r in rows]}, so the probe measured no pair") or 1)
 together = max(r["epoch_seconds"] for r in rows)
 speedup = len(rows) * alone / together
 wall = max(r["epoch_seconds"] + r.get("eval_seconds", 0) + r.get("method_seconds", 0) for r in rows)

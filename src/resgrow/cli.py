@@ -93,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
     g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get, at least 1 (default 30 of 164, scaled)")
 
-    w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each): "
-                       "fills a big GPU with small nets; for accuracy, not timing")
+    w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each), "
+                       "to fill a big GPU with small nets; for accuracy, not timing",
+                       description="Train several runs at once in one process, each in a thread with its own CUDA stream. "
+                       "Each run trains as it would alone, but its training seconds count the others' time too: "
+                       "run.json records it (shared_device) and `resgrow compare` marks it. Use it for accuracy "
+                       "(seeds, restart baselines), not to time a method.")
     w.add_argument("commands", nargs="+", help="the arguments of each `resgrow train`, quoted as one string per run, "
                    "e.g. \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\"")
 

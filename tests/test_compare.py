@@ -58,6 +58,17 @@ def test_compare_plot(capsys, tmp_path, monkeypatch):
     png = tmp_path / "plots" / "acc.png"
     assert main(["compare", str(base), str(grown), "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # a run trained together (shared clock) is drawn against epochs only, and says so
+    (grown / "run.json").write_text(json.dumps({"shared_device": ["/runs/other"]}))
+    import matplotlib.pyplot as plt
+
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)  # keep the figure to look at
+    assert main(["compare", str(base), str(grown), "--plot", str(tmp_path / "shared.png")]) == 0
+    seconds, epochs, size = figs[0].axes[:3]
+    assert [line.get_label() for line in epochs.get_lines() if not line.get_label().startswith("_")] == \
+        ["base", "grown (shared GPU): epochs only"]
+    assert len(seconds.get_lines()) == 2 and len(size.get_lines()) == 1  # base alone: its line, the target; its size
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["compare", str(base), "--plot", str(tmp_path / "x.png")]) == 2
     assert "pip install 'resgrow[plot]'" in capsys.readouterr().err

@@ -223,16 +223,19 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
         raise ResgrowError("--plot needs matplotlib: pip install 'resgrow[plot]'") from None
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     axes[1].sharey(axes[0])
-    for r in runs:
+    for k, r in enumerate(runs):
         pts = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log if x.get("test_acc") is not None]
         grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.grow_rows if x.get("test_acc") is not None]
-        for ax, i in zip(axes, (0, 1)):
-            line, = ax.plot([p[i] for p in pts], [p[2] for p in pts], label=r.name, lw=1.2)
+        color = f"C{k % 10}"
+        # a shared clock is not the run's own: such a run is drawn against epochs only
+        for ax, i in ((axes[1], 1),) if r.shared else zip(axes, (0, 1)):
+            ax.plot([p[i] for p in pts], [p[2] for p in pts], label=r.name + (SHARED + ": epochs only" if r.shared else ""),
+                    lw=1.2, color=color)
             if grew:
-                ax.plot([g[i] for g in grew], [g[2] for g in grew], "o", color=line.get_color(), ms=5)
+                ax.plot([g[i] for g in grew], [g[2] for g in grew], "o", color=color, ms=5)
         secs, gflops = size_steps(r)
-        if secs:
-            axes[2].step(secs, gflops, where="post", color=line.get_color(), lw=1.2)
+        if secs and not r.shared:
+            axes[2].step(secs, gflops, where="post", color=color, lw=1.2)
     target = 100 * runs[0].test_acc - gap
     for ax, xlabel in zip(axes, ("training seconds", "epoch", "training seconds")):
         ax.set_xlabel(xlabel)

@@ -3,7 +3,8 @@
 torch allows one CUDA graph capture at a time per process, and a capture must not meet cuDNN
 autotuning: a run whose warm-up saw autotuning switched off (the Lipschitz meter of another run
 switches it off for its own call) would autotune inside its capture, which fails. So captures,
-with their warm-up, and every temporary change of process-wide cuDNN flags hold this lock.
+with their warm-up, every temporary change of process-wide cuDNN flags, and a resumed run's restore
+of the CUDA generators' state hold this lock.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..concurrency import GPU_LOCK
 from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
@@ -355,7 +356,8 @@ class Trainer:
         self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
         torch.set_rng_state(ck["rng"]["cpu"])
         if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+            with GPU_LOCK:  # process-wide generator state: not while another run trained together captures
+                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
 
     def _save(self) -> None:
         if self.out is not None:

@@ -103,8 +103,9 @@ MUTATIONS = [
     # runs trained together (threads): they overlap, say so in run.json, and compare warns
     ("train/together.py", "        th.start()\n    for th in threads:\n", "        th.start()\n        th.join()\n    for th in threads:\n",
      "tests/test_together.py"),
-    ("train/together.py", '            info["shared_device"] = shared\n', "", "tests/test_together.py"),
-    ("train/together.py", '        t.run_info["shared_device"] = shared\n', "", "tests/test_together.py"),
+    ("train/trainer.py", '                self._update_run_json(shared_device=self.run_info["shared_device"])', "                pass",
+     "tests/test_together.py"),
+    ("train/together.py", '        t.run_info["shared_device"] = sorted(', '        t.run_info["not_shared"] = sorted(', "tests/test_together.py"),
     ("report/compare.py", 'for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]',
      "for r in runs if False]", "tests/test_together.py"),
     ("report/compare.py", "len(r.steady_epochs) >= 3 and not r.shared:", "len(r.steady_epochs) >= 3:", "tests/test_compare.py"),

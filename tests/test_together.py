@@ -71,6 +71,22 @@ def test_a_run_started_alone_and_resumed_together_says_so(mini, tmp_path):
     assert json.loads((tmp_path / "a" / "run.json").read_text())["shared_device"] == [str(tmp_path / "b")]
 
 
+def test_a_run_in_use_elsewhere_is_refused_and_its_run_json_left_alone(mini, tmp_path):
+    from resgrow.train.run_lock import RunLock
+
+    Trainer(model(0), mini, cfg(), out=tmp_path / "a").fit(until=1)
+    before = (tmp_path / "a" / "run.json").read_text()
+    other = RunLock(tmp_path / "a")
+    other.acquire()  # as another process training it would
+    try:
+        results = fit_together([Trainer(model(0), mini, cfg(), out=tmp_path / "a", resume=True),
+                                Trainer(model(1), mini, cfg(), out=tmp_path / "b")])
+    finally:
+        other.release()
+    assert isinstance(results[0], ResgrowError) and "in use" in str(results[0]) and isinstance(results[1], list)
+    assert (tmp_path / "a" / "run.json").read_text() == before
+
+
 class Clock(Method):
     """Notes when each of its run's epochs ended."""
 

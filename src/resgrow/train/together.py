@@ -16,13 +16,11 @@ accuracy (seeds, ablations, restart baselines), never for timing.
 
 from __future__ import annotations
 
-import json
 import threading
 from contextlib import nullcontext
 
 import torch
 
-from .. import atomic
 from ..errors import ResgrowError
 from .trainer import Trainer
 
@@ -47,16 +45,11 @@ def check_together(trainers: list[Trainer]) -> None:
 
 
 def _record_sharing(trainers: list[Trainer]) -> None:
-    """Each run names the others in run_info (its checkpoints keep it) and in an existing run.json."""
+    """Each run names the others in run_info: its checkpoints keep it, and fit() writes it into run.json
+    (a fresh run as it starts, a resumed one once it holds its run directory's lock)."""
     outs = [str(t.out) for t in trainers]
     for t in trainers:
-        shared = sorted(set(t.run_info.get("shared_device", [])) | {o for o in outs if o != str(t.out)})
-        t.run_info["shared_device"] = shared
-        path = t.out / "run.json"
-        if path.is_file():  # a resumed run: a fresh one writes run_info into its run.json as it starts
-            info = json.loads(path.read_text())
-            info["shared_device"] = shared
-            atomic.write_text(path, json.dumps(info, indent=2) + "\n")
+        t.run_info["shared_device"] = sorted(set(t.run_info.get("shared_device", [])) | {o for o in outs if o != str(t.out)})
 
 
 def fit_together(trainers: list[Trainer], until: int | None = None) -> list:

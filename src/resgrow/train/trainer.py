@@ -395,6 +395,8 @@ class Trainer:
             self.history = self.log.rows()
             self.resume = False
             self._say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
+            if self.run_info.get("shared_device"):  # resumed in `together` (train/together.py): run.json says so
+                self._update_run_json(shared_device=self.run_info["shared_device"])
         elif fresh:
             # Before run.json: a method that rejects its options leaves no file behind, and run.json
             # records the options it resolved (e.g. the growth epochs scaled to --epochs).
@@ -506,6 +508,13 @@ class Trainer:
                                "bf16_weights": self.runner.lowp is not None,
                                "compile": self.cfg.compile})
         atomic.write_text(self.out / "run.json", json.dumps(info, indent=2) + "\n")
+
+    def _update_run_json(self, **fields) -> None:
+        import json
+
+        path = self.out / "run.json"
+        if path.is_file():
+            atomic.write_text(path, json.dumps(dict(json.loads(path.read_text()), **fields), indent=2) + "\n")
 
     def _say(self, msg: str) -> None:
         print(self.label + msg, file=sys.stderr, flush=True)

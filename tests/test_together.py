@@ -174,6 +174,14 @@ def test_cli_together_names_the_run_on_every_line(capsys, small_zip, tmp_path):
     assert sum(line.startswith("a: epoch") for line in runs) == 2
 
 
+def test_cli_together_a_diverged_run_gets_its_own_line_and_code(capsys, small_zip, tmp_path):
+    rc = main(["together", _train(small_zip, tmp_path / "ok", 0), _train(small_zip, tmp_path / "wild", 1, "--lr 1e30")])
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("resgrow: error:")]
+    assert rc == 3 and len(errors) == 1 and errors[0].startswith(f"resgrow: error: {tmp_path / 'wild'}: training loss became")
+    assert "final epoch 2" in captured.out  # the other run finished
+
+
 @pytest.mark.parametrize("commands,words", [
     (["--arch cifar_resnet8 --data x --out r1"], ["at least two"]),
     (["--arch cifar_resnet8 --data x --out r1", "--arch cifar_resnet8 --data x --out r1"], ["an --out of its own"]),

@@ -425,16 +425,16 @@ def _together(a) -> int:
 
 
 def _failed(trainer, e: BaseException) -> int:
-    """A run of `together` that ended with an error: one line naming it; the others went on."""
-    if isinstance(e, KeyboardInterrupt):
-        print(f"resgrow: {trainer.out}: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
-    if not isinstance(e, (ResgrowError, OSError)) and type(e).__name__ != "OutOfMemoryError":
+    """A run of `together` that ended with an error (the others went on): one line naming it, as `train`
+    would say it, after the traceback of an unexpected one."""
+    code = _report_error(e, str(trainer.out))
+    if code is None:
         import traceback
 
         traceback.print_exception(type(e), e, e.__traceback__)
-    print(f"resgrow: error: {trainer.out}: {first_line(e, 1000)}", file=sys.stderr)
-    return 3 if isinstance(e, DivergedError) else 2
+        print(f"resgrow: error: {trainer.out}: {first_line(e, 1000)}", file=sys.stderr)
+        code = 1
+    return code
 
 
 @contextlib.contextmanager
@@ -510,28 +510,31 @@ def main(argv=None) -> int:
         a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
                 "methods": _methods}[a.command](a)
-    except DivergedError as e:
-        print(f"resgrow: error: {e}", file=sys.stderr)
-        return 3
-    except ResgrowError as e:
-        print(f"resgrow: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # the file system said no (permissions, full disk, ...): one line, not a traceback
-        print(f"resgrow: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        if type(e).__name__ != "OutOfMemoryError":  # torch.cuda.OutOfMemoryError (torch.OutOfMemoryError in 2.5+)
+    except (ResgrowError, OSError, RuntimeError, KeyboardInterrupt) as e:
+        code = _report_error(e)
+        if code is None:
             raise
+        return code
+
+
+def _report_error(e: BaseException, run: str = "") -> int | None:
+    """One line on stderr for a problem the user can fix, and the exit code; None for anything else (a bug,
+    whose traceback is the report). `run` names the run of `together` it ended."""
+    where = f"{run}: " if run else ""
+    if isinstance(e, KeyboardInterrupt):
+        print(f"resgrow: {where}interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        return 130
+    if isinstance(e, (ResgrowError, OSError)):  # OSError: the file system said no (permissions, full disk, ...)
+        print(f"resgrow: error: {where}{e}", file=sys.stderr)
+        return 3 if isinstance(e, DivergedError) else 2
+    if type(e).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError (torch.OutOfMemoryError in 2.5+)
         said = " ".join(str(e).split())
         short = re.match(r".*?Tried to allocate [\d.]+ \w+\.", said)  # torch's first two sentences
         said = short.group(0) if short else said[:120]
-        print(f"resgrow: error: {said} Try a smaller --batch-size or --image-size (a new run), or --eval-batch-size "
+        print(f"resgrow: error: {where}{said} Try a smaller --batch-size or --image-size (a new run), or --eval-batch-size "
               "(also with --resume); the last checkpoint, if any, is kept", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resgrow: interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
-        return 130
-
+    return None
 
 if __name__ == "__main__":
     sys.exit(main())

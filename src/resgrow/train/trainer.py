@@ -278,8 +278,7 @@ class Trainer:
             raise ResgrowError(f"a size change must hand over a resgrow ResNet, not {type(change.model).__name__}")
         t0 = time.perf_counter()
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
+        self._sync()
         self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(change.event)
         return carried
@@ -418,9 +417,7 @@ class Trainer:
         bar = Progress(steps, cfg.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
                        f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet)
         captures_before = self.capture_seconds
-        # this run's stream, not the device: runs trained together (train/together.py) do not wait for each other
-        sync = torch.cuda.current_stream(self.device).synchronize if self.device.type == "cuda" else (lambda: None)
-        sync()
+        self._sync()
         t0 = time.perf_counter()
         for i in range(steps):
             lr = self.schedule(e + i / steps)
@@ -465,7 +462,7 @@ class Trainer:
         row.update(self._size)
         t0 = time.perf_counter()
         change = self.method.on_epoch_end(self._ctx(row))
-        sync()
+        self._sync()
         row["method_seconds"] = round(time.perf_counter() - t0, 4)  # a method's decisions cost training time
         self.train_seconds += row["method_seconds"]
         if change is not None and self.epoch < cfg.epochs:
@@ -508,6 +505,12 @@ class Trainer:
                                "bf16_weights": self.runner.lowp is not None,
                                "compile": self.cfg.compile})
         atomic.write_text(self.out / "run.json", json.dumps(info, indent=2) + "\n")
+
+    def _sync(self) -> None:
+        """Wait for this run's GPU work, for the clock: its stream, not the device, so that runs trained
+        together (train/together.py) do not wait for each other."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
 
     def _update_run_json(self, **fields) -> None:
         import json

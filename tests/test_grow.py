@@ -11,7 +11,7 @@ from resgrow.measure import param_count
 from resgrow.measure.lipschitz import LipschitzMeter, bn_bound, conv_operator_norm
 from resgrow.methods import Change, LipGrow, Multilevel, build_method
 from resgrow.methods.lipgrow import LipGrowTrigger
-from resgrow.methods.depth import default_start, doublings, parse_blocks
+from resgrow.methods.depth import default_start, doublings, parse_blocks, reachable_starts
 from resgrow.models import ArchSpec, ResNet, build, spec_for
 from resgrow.report.metrics import MetricsLog
 from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
@@ -339,8 +339,11 @@ def test_lipgrow_trigger_state_round_trips_and_checks_its_options():
 def test_method_options_and_blocks():
     assert parse_blocks("3-3-3") == (3, 3, 3) and doublings((3, 3, 3), (12, 12, 12)) == 2
     assert default_start((12, 12, 12)) == (3, 3, 3) and default_start((6, 6, 6)) == (3, 3, 3)
-    with pytest.raises(ResgrowError, match="doubling"):
+    assert default_start((8, 8, 8)) == (2, 2, 2) and reachable_starts((12, 12, 12)) == [(6, 6, 6), (3, 3, 3)]
+    with pytest.raises(ResgrowError, match="doubling every stage; no start reaches it"):
         doublings((3, 3, 3), (9, 9, 9))
+    with pytest.raises(ResgrowError, match="from 4-4-4 by doubling every stage; --start-blocks can be 6-6-6 or 3-3-3$"):
+        doublings((4, 4, 4), (12, 12, 12))
     with pytest.raises(ResgrowError, match="--grow-at does not apply to method 'lipgrow'"):
         build_method("lipgrow", grow_at=(10,))
     assert isinstance(build_method("multilevel", start_blocks="1-1-1", grow_at=None), Multilevel)

@@ -36,15 +36,27 @@ def doublings(start: tuple[int, ...], final: tuple[int, ...]) -> int:
     for k in range(0, 12):
         if all(s * 2**k == f for s, f in zip(start, final)):
             return k
-    raise ResgrowError(f"cannot reach {dashed(final)} from {dashed(start)} by doubling every stage; "
-                       "choose --start-blocks so that every stage doubles the same number of times (e.g. 3-3-3 for 12-12-12)")
+    starts = reachable_starts(final)
+    hint = (f"--start-blocks can be {' or '.join(map(dashed, starts))}" if starts else
+            "no start reaches it (it has an odd number of blocks in a stage): pick an arch with even blocks per "
+            "stage (resnet38, resnet74, resnet146, ...)")
+    raise ResgrowError(f"cannot reach {dashed(final)} from {dashed(start)} by doubling every stage; {hint}")
+
+
+def reachable_starts(final: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every start that doubles up to `final`, deepest first: 12-12-12 -> [6-6-6, 3-3-3]."""
+    out, k = [], 1
+    while all(f % 2**k == 0 for f in final):
+        out.append(tuple(f // 2**k for f in final))
+        k += 1
+    return out
 
 
 def default_start(final: tuple[int, ...]) -> tuple[int, ...]:
     """Two doublings when the final depth allows it (12-12-12 -> 3-3-3), else one."""
-    for k in (2, 1):
-        if all(f % 2**k == 0 for f in final):
-            return tuple(f // 2**k for f in final)
+    starts = reachable_starts(final)
+    if starts:
+        return starts[min(1, len(starts) - 1)]
     raise ResgrowError(f"final blocks {dashed(final)} cannot be reached by doubling; pick an arch with "
                        "even blocks per stage (resnet38, resnet74, resnet146, ...) or give --start-blocks")
 

@@ -9,7 +9,8 @@ script says which entry is stale). The source is restored after every run, also 
     python scripts/mutation_check.py --list
 
 Session 11 ran every entry below (70; 52 min on 2 cores, partly beside other work): all are caught;
-the 71st (a shared run on the plot's time axes), added after, is caught too.
+the 71st (a shared run on the plot's time axes), added after, is caught too, and so are the two
+of session 12 (a model of the user's own is checked in eval mode, for its output shape).
 The ones that first survived got tests when they were found (sessions 9, 10 and 11).
 """
 
@@ -117,6 +118,10 @@ MUTATIONS = [
      "tests/test_compare.py"),
     ("cli.py", "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers, until=stops.pop())",
      "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers)", "tests/test_together.py"),
+    # a model of the user's own: checked on one image without touching its BN statistics
+    ("models/custom.py", "    model.eval()\n    try:\n        with torch.no_grad():", "    try:\n        with torch.no_grad():",
+     "tests/test_trainer.py"),
+    ("models/custom.py", "    if shape != (1, num_classes):", "    if len(shape) != 2:", "tests/test_trainer.py"),
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
     ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),

@@ -330,6 +330,10 @@ def test_out_of_gpu_memory_is_one_line_that_keeps_the_checkpoint(capsys, small_z
 NOT_A_MODEL = """
 def not_a_model(num_classes=10):
     return "nope"
+
+
+def no_classes():
+    raise AssertionError("never called: the signature is checked first")
 """
 
 
@@ -358,7 +362,8 @@ def test_a_model_of_your_own_from_the_command_line(capsys, small_zip, tmp_path, 
                         (["--arch", "my_nets:small_cnn", "--method", "lipgrow"], ["needs a resgrow ResNet", "Sequential"]),
                         (["--arch", "my_nets:slim_resnet", "--method", "multilevel", "--start-blocks", "3-3-3"],
                          ["cannot reach 4-4-4 from 3-3-3"]),
-                        (["--arch", "broken_nets:not_a_model"], ["returned a str, not a torch.nn.Module"])]:
+                        (["--arch", "broken_nets:not_a_model"], ["returned a str, not a torch.nn.Module"]),
+                        (["--arch", "broken_nets:no_classes"], ["calls no_classes(num_classes=10), which its signature"])]:
         one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "bad", *args)), *words)
         assert not (tmp_path / "bad").exists()
     for args, words in [(["--method", "lipgrow"], ["needs a resgrow ResNet", "Sequential"]),

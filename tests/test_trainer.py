@@ -127,6 +127,23 @@ def test_any_model_trains_at_a_fixed_size_and_resumes(mini, tmp_path):
         Trainer(own_model(), mini, cfg(), method=LipGrow())
 
 
+def test_a_model_that_does_not_fit_the_data_is_refused_before_training(mini, tmp_path):
+    nn = torch.nn
+    head = lambda n_in, n_out: nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_out))  # noqa: E731
+    frozen = head(3 * 32 * 32, 10).requires_grad_(False)
+    for model, words in [(head(3 * 32 * 32, 7), r"logits of shape \(batch, 10\) for the data's 10 classes; for a batch of 1 it returned \(1, 7\)"),
+                         (head(100, 10), r"cannot take the data's 3x32x32 images \(RuntimeError: mat1 and mat2"),
+                         (frozen, "has no trainable parameters")]:
+        with pytest.raises(ResgrowError, match=words):
+            Trainer(model, mini, cfg(), out=tmp_path / "r")
+        assert not (tmp_path / "r").exists()
+    # the check's forward leaves the model as it was: train mode, BN statistics untouched
+    model = own_model()
+    stats = model[1].running_mean.clone()
+    Trainer(model, mini, cfg())
+    assert model.training and torch.equal(model[1].running_mean, stats)
+
+
 def test_resume_refuses_other_data_under_the_same_name(mini, tmp_path):
     import dataclasses
 

@@ -9,11 +9,13 @@ only, never from a checkpoint: loading a checkpoint imports nothing (weights_onl
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable
 
+import torch
 from torch import nn
 
-from ..errors import ResgrowError
+from ..errors import ResgrowError, first_line
 
 
 def is_custom(arch: str) -> bool:
@@ -36,7 +38,15 @@ def model_factory(arch: str) -> Callable[..., nn.Module]:
 
 
 def build_custom(arch: str, num_classes: int) -> nn.Module:
-    model = model_factory(arch)(num_classes=num_classes)
+    fn = model_factory(arch)
+    try:
+        inspect.signature(fn).bind(num_classes=num_classes)
+    except TypeError as e:  # the user's own errors inside the function keep their traceback
+        raise ResgrowError(f"--arch {arch!r}: resgrow calls {fn.__name__}(num_classes={num_classes}), "
+                           f"which its signature does not take ({e})") from None
+    except ValueError:  # no signature to read (a builtin): let the call tell
+        pass
+    model = fn(num_classes=num_classes)
     if not isinstance(model, nn.Module):
         raise ResgrowError(f"--arch {arch!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -47,3 +57,28 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
     from .registry import build
 
     return build_custom(arch, num_classes) if is_custom(arch) else build(arch, num_classes)
+
+
+def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes: int) -> None:
+    """A model not built by resgrow, checked once before it trains: it has weights to train and maps
+    a batch of the data's images to one logit per class. One forward of one image, in eval mode and
+    without gradients (BN statistics are left alone), on the model's device."""
+    name = type(model).__name__
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ResgrowError(f"model {name} has no trainable parameters")
+    p = next(model.parameters())
+    x = torch.zeros(1, *input_size, device=p.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:  # noqa: BLE001 - the user's forward: its first line says what does not fit
+        raise ResgrowError(f"model {name} cannot take the data's {'x'.join(map(str, input_size))} images "
+                           f"({type(e).__name__}: {first_line(e)})") from None
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+    if shape != (1, num_classes):
+        raise ResgrowError(f"model {name} must return logits of shape (batch, {num_classes}) for the data's "
+                           f"{num_classes} classes; for a batch of 1 it returned {shape}")

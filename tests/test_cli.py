@@ -105,6 +105,9 @@ def test_run_dir_resume_and_checkpoint_errors(capsys, small_zip, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
     one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "empty", "--resume")), "has no checkpoint.pt")
+    (tmp_path / "a_file").write_text("")  # the data path does not exist either: the run directory is said first
+    one_line_error(*run(capsys, *train_args(tmp_path / "no-such-data.zip", tmp_path / "a_file" / "r")),
+                   "cannot create run directory", "a_file is not a writable directory")
     one_line_error(*run(capsys, *train_args(small_zip, out, "--resume", "--arch", "resnet20")), "trained for cifar_resnet8")
 
     ck = out / CHECKPOINT

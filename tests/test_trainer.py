@@ -336,6 +336,12 @@ def test_a_run_directory_in_use_is_refused(mini, tmp_path):
     (out / ".lock").write_text("12345\n")  # left by a killed process: nobody holds it
     Trainer(tiny(), mini, cfg(epochs=1), out=out).fit()
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT, "metrics.csv", "metrics.jsonl", "run.json"]
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ResgrowError, match=r"cannot create run directory .*a_file/r: .*a_file is not a writable directory"):
+        Trainer(tiny(), mini, cfg(epochs=1), out=tmp_path / "a_file" / "r")
+    lock = RunLock(tmp_path / "a_file" / "r")  # what the file system says when it still refuses at fit()
+    with pytest.raises(ResgrowError, match=r"cannot create run directory .*a_file/r \(Not a directory\)"):
+        lock.acquire()
 
 
 def test_checkpoint_for_another_arch_is_refused(mini, tmp_path):

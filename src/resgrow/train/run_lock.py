@@ -24,7 +24,10 @@ class RunLock:
     def acquire(self) -> None:
         if self.fd is not None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ResgrowError(f"cannot create run directory {self.folder} ({e.strerror or e})") from None
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, as before

@@ -155,6 +155,12 @@ def check_run_dir(out: Path | None, resume: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         raise ResgrowError(f"run directory {out} exists and is not a directory")
+    if not out.exists():  # said now, before the data is read, rather than when the first epoch starts
+        parent = out.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise ResgrowError(f"cannot create run directory {out}: {parent} is not a writable directory")
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}")

@@ -139,6 +139,11 @@ def test_small_zip_and_directory(tmp_path):
     (tmp_path / "ds/train/b/2.jpg").write_bytes(_jpeg((0, 0, 255)))
     ds3 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
     assert ds3.train.labels.tolist() == [0, 1, 1]
+    # an image in a subfolder of a class folder belongs to that class, as in torchvision's ImageFolder
+    (tmp_path / "ds/train/a/more").mkdir()
+    (tmp_path / "ds/train/a/more/3.jpg").write_bytes(_jpeg((0, 255, 0)))
+    ds4 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
+    assert ds4.classes == ["a", "b"] and ds4.train.labels.tolist() == [0, 0, 1, 1]
 
 
 @pytest.mark.parametrize("bad_name,bad_data,match", [

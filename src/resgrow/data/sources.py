@@ -24,7 +24,7 @@ import torch
 from ..atomic import atomic_open
 from ..errors import ResgrowError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: images in subfolders of a class folder count (a cache of 1 left them out)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".webp", ".tif", ".tiff"}
 LAYOUT_HINT = "expected train/<class>/<image> and test/<class>/<image> (ImageFolder layout)"
 
@@ -217,13 +217,15 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
 
 
 def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
-    """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them."""
+    """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them. A file in
+    a subfolder of a class folder belongs to that class (as in torchvision's ImageFolder), rather than being
+    left out without a word."""
     names = [n for n in names if not any(p.startswith(".") or p == "__MACOSX" for p in n.split("/"))]
     for prefix_len in (0, 1):
         out: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
         for n in names:
             parts = n.split("/")
-            if len(parts) == prefix_len + 3 and parts[prefix_len] in out:
+            if len(parts) >= prefix_len + 3 and parts[prefix_len] in out:
                 out[parts[prefix_len]].append((parts[prefix_len + 1], n))
         if out["train"] and out["test"]:
             return out

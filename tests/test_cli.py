@@ -92,7 +92,7 @@ def test_bad_zips(capsys, tmp_path):
     flat = tmp_path / "flat.zip"
     with zipfile.ZipFile(flat, "w") as z:
         z.writestr("0.jpg", b"x")
-    one_line_error(*run(capsys, *train_args(flat, tmp_path / "r")), "no train/ and test/ class folders")
+    one_line_error(*run(capsys, *train_args(flat, tmp_path / "r")), "no train/ and test/ (or val/) class folders")
 
 
 def test_run_dir_resume_and_checkpoint_errors(capsys, small_zip, tmp_path):

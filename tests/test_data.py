@@ -144,6 +144,12 @@ def test_small_zip_and_directory(tmp_path):
     (tmp_path / "ds/train/a/more/3.jpg").write_bytes(_jpeg((0, 255, 0)))
     ds4 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
     assert ds4.classes == ["a", "b"] and ds4.train.labels.tolist() == [0, 0, 1, 1]
+    # train/ and val/: val is the test split; with test/ as well, test/ is (val/ is then not read)
+    both = _zip(tmp_path / "tv.zip", {"train/a/0.jpg": _jpeg(), "val/a/0.jpg": _jpeg(), "val/a/1.jpg": _jpeg()})
+    assert len(load_dataset(both, cache_dir=tmp_path / "c").test) == 2
+    both = _zip(tmp_path / "tvt.zip", {"train/a/0.jpg": _jpeg(), "val/a/0.jpg": _jpeg(), "val/a/1.jpg": _jpeg(),
+                                       "test/a/0.jpg": _jpeg()})
+    assert len(load_dataset(both, cache_dir=tmp_path / "c").test) == 1
 
 
 @pytest.mark.parametrize("bad_name,bad_data,match", [

@@ -26,7 +26,7 @@ from ..errors import ResgrowError
 
 CACHE_VERSION = 2  # 2: images in subfolders of a class folder count (a cache of 1 left them out)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".webp", ".tif", ".tiff"}
-LAYOUT_HINT = "expected train/<class>/<image> and test/<class>/<image> (ImageFolder layout)"
+LAYOUT_HINT = "expected train/<class>/<image> and test/<class>/<image> or val/<class>/<image> (ImageFolder layout)"
 
 
 @dataclass
@@ -219,17 +219,18 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
 def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
     """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them. A file in
     a subfolder of a class folder belongs to that class (as in torchvision's ImageFolder), rather than being
-    left out without a word."""
+    left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout)."""
     names = [n for n in names if not any(p.startswith(".") or p == "__MACOSX" for p in n.split("/"))]
     for prefix_len in (0, 1):
-        out: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
+        out: dict[str, list[tuple[str, str]]] = {"train": [], "test": [], "val": []}
         for n in names:
             parts = n.split("/")
             if len(parts) >= prefix_len + 3 and parts[prefix_len] in out:
                 out[parts[prefix_len]].append((parts[prefix_len + 1], n))
-        if out["train"] and out["test"]:
-            return out
-    raise ResgrowError(f"{path}: no train/ and test/ class folders found; {LAYOUT_HINT}")
+        test = out["test"] or out["val"]
+        if out["train"] and test:
+            return {"train": out["train"], "test": test}
+    raise ResgrowError(f"{path}: no train/ and test/ (or val/) class folders found; {LAYOUT_HINT}")
 
 
 def fit_square(im, size: int):

@@ -16,6 +16,26 @@ from resgrow.models import ArchSpec  # noqa: E402
 TINY = ArchSpec("basic", (1, 1, 1), (8, 16, 32), stem_width=8)
 
 
+def cfg(**kw):
+    """The tests' training settings: short, small batches, CPU, quiet."""
+    from resgrow.train import TrainConfig
+
+    return TrainConfig(**{**dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True), **kw})
+
+
+def tiny(seed=0):
+    """TINY, initialised from `seed`."""
+    from resgrow.models import ResNet
+
+    torch.manual_seed(seed)
+    return ResNet(TINY)
+
+
+def weights(trainer):
+    """A copy of the trainer's model weights and buffers, to compare runs."""
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
 @pytest.fixture(scope="session")
 def mini_zip() -> Path:
     folder = os.environ.get("RESGROW_TEST_DATA")

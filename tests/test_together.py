@@ -11,31 +11,17 @@ from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method, build_method
 from resgrow.report.compare import compare_table, load_run, protocol_warnings, seeds_table
-from resgrow.train import TrainConfig, Trainer
+from resgrow.train import Trainer
 from resgrow.train.together import fit_together
 
-from conftest import TINY
+from conftest import cfg, weights
+from conftest import tiny as model
 from resgrow.models import ArchSpec, ResNet
-
-
-def cfg(**kw):
-    base = dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def model(seed):
-    torch.manual_seed(seed)
-    return ResNet(TINY)
 
 
 def grower(seed):
     torch.manual_seed(seed)
     return ResNet(ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8))
-
-
-def _weights(t):
-    return {k: v.clone() for k, v in t.model.state_dict().items()}
 
 
 def _runs(mini, root):
@@ -53,7 +39,7 @@ def test_runs_together_train_as_they_would_alone(mini, tmp_path):
     assert all(isinstance(r, list) and len(r) == 3 for r in results), results
     assert together[1].history[-1]["blocks"] == "2-2-2"  # the grown run changed size inside its thread
     for a, b in zip(alone, together):
-        wa, wb = _weights(a), _weights(b)
+        wa, wb = weights(a), weights(b)
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
         assert [r["test_acc"] for r in a.history] == [r["test_acc"] for r in b.history]

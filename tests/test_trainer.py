@@ -11,21 +11,10 @@ from resgrow.data import EvalLoader, channel_stats
 from resgrow.errors import DivergedError, ResgrowError
 from resgrow.methods import Change, Method
 from resgrow.models import ArchSpec, ResNet
-from resgrow.train import (CHECKPOINT, Schedule, TrainConfig, Trainer, evaluate, evaluate_model, load_checkpoint, load_model,
+from resgrow.train import (CHECKPOINT, Schedule, Trainer, evaluate, evaluate_model, load_checkpoint, load_model,
                            save_checkpoint)
 
-from conftest import TINY
-
-
-def cfg(**kw):
-    base = dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True)
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def tiny(seed=0):
-    torch.manual_seed(seed)
-    return ResNet(TINY)
+from conftest import TINY, cfg, tiny, weights
 
 
 def test_short_real_run_beats_chance(mini, tmp_path):
@@ -44,10 +33,6 @@ def test_short_real_run_beats_chance(mini, tmp_path):
     assert ArchSpec.from_dict(run["spec"]) == TINY
 
 
-def _weights(trainer):
-    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
-
-
 def test_resume_equals_uninterrupted(mini, tmp_path):
     full = Trainer(tiny(), mini, cfg(), out=tmp_path / "full")
     full.fit()
@@ -58,7 +43,7 @@ def test_resume_equals_uninterrupted(mini, tmp_path):
     torch.manual_seed(1234)  # a fresh process would not share the global RNG state either
     resumed = Trainer(tiny(seed=99), mini, cfg(), out=tmp_path / "part", resume=True)
     resumed.fit()
-    a, b = _weights(full), _weights(resumed)
+    a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -115,7 +100,7 @@ def test_any_model_trains_at_a_fixed_size_and_resumes(mini, tmp_path):
     Trainer(own_model(), mini, cfg(epochs=2), out=tmp_path / "part").fit(until=1)
     resumed = Trainer(own_model(seed=5), mini, cfg(epochs=2), out=tmp_path / "part", resume=True)
     resumed.fit()
-    a, b = _weights(full), _weights(resumed)
+    a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
     with pytest.raises(ResgrowError, match="holds a Sequential, not the given ResNet"):
@@ -206,7 +191,7 @@ def test_growth_inside_a_run_is_logged_and_resumable(mini, tmp_path):
     assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["spec"]["blocks"] == [2, 1, 1]
     resumed = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "part", resume=True)
     resumed.fit()
-    a, b = _weights(full), _weights(resumed)
+    a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

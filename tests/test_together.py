@@ -107,6 +107,16 @@ def test_one_failing_run_does_not_stop_the_other(mini, tmp_path):
     assert good.epoch == 3 and bad.epoch == 1
 
 
+def test_a_model_with_dropout_is_warned_about(mini, tmp_path, capsys):
+    nn = torch.nn
+    drop = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Dropout(0.0), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    fit_together([Trainer(drop, mini, cfg(epochs=1), out=tmp_path / "drop"),
+                  Trainer(plain, mini, cfg(epochs=1), out=tmp_path / "plain")])
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith("drop: warning: its model has dropout"), warned
+
+
 def test_together_refuses_what_cannot_share_a_process(mini, tmp_path):
     a = Trainer(model(0), mini, cfg(), out=tmp_path / "same")
     b = Trainer(model(1), mini, cfg(), out=tmp_path / "same")

@@ -355,9 +355,9 @@ def test_method_options_and_blocks():
 FINAL = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
 
 
-def _run(mini, method, out, epochs=3, until=None, resume=False):
+def _run(mini, method, out, epochs=3, until=None, resume=False, quiet=True):
     torch.manual_seed(0)
-    t = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=epochs, batch_size=100, device="cpu", quiet=True),
+    t = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=epochs, batch_size=100, device="cpu", quiet=quiet),
                 method=method, out=out, resume=resume)
     t.fit(until=until)
     return t
@@ -404,9 +404,17 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
 
 
-def test_lipgrow_logs_score_and_its_cost(mini, tmp_path):
-    _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r")
+def test_lipgrow_logs_score_and_its_cost(mini, tmp_path, capsys):
+    _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r", quiet=False)
     rows = MetricsLog(tmp_path / "r").rows()
+    # the progress line shows the score, and the ratio against the threshold while a grow is to come
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
+    assert f"Lipschitz {rows[0]['lip_score']:.4g}, smoothed ratio 1.000 (grows > 1.4)  [start" in said[0], said
+    assert said[-1].endswith(f"Lipschitz {rows[-1]['lip_score']:.4g}, smoothed ratio 1.000"), said
+    m = LipGrow(lip_window=3)
+    m.trigger = LipGrowTrigger(1, 40, 1.4, 3, 5)
+    assert m.progress({"lip_score": 9.34567, "lip_ratio": None}) == "Lipschitz 9.346, no ratio before 3 scores (grows > 1.4)"
+    assert m.progress({}) == "" and Multilevel().progress(rows[0]) == ""
     assert all(r["lip_score"] > 0 and r["lip_seconds"] >= 0 and r["method_seconds"] >= r["lip_seconds"] for r in rows)
     # the meter's time is training time: each row's clock adds the epoch, the method and any size change
     for prev, r in zip([{"train_seconds": 0.0}] + rows, rows):

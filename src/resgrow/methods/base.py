@@ -50,6 +50,11 @@ class Method:
     def on_step(self, ctx: "RunContext") -> Change | None:
         return None
 
+    def progress(self, row: dict) -> str:
+        """A few words for the epoch's progress line, from the fields it added to `row` (e.g. how near
+        its next growth is); "" for none."""
+        return ""
+
     def state_dict(self) -> dict:
         return {}
 

@@ -159,6 +159,13 @@ class LipGrow(DepthGrowth):
         ctx.schedule.add_restart(ctx.epoch, reset=True)  # anneal over the rest of the run: the next grow is unknown
         return self.grow(ctx, why)
 
+    def progress(self, row: dict) -> str:
+        if "lip_score" not in row:
+            return ""
+        r, t = row["lip_ratio"], self.trigger
+        ratio = f"smoothed ratio {r:.3f}" if r is not None else f"no ratio before {t.window} scores"
+        return f"Lipschitz {row['lip_score']:.4g}, {ratio}" + (f" (grows > {t.threshold})" if t.grows_left else "")
+
     def grow(self, ctx, why):
         change = super().grow(ctx, why)
         self.meter.follow(change.param_map)  # warm starts follow the copied weights, not the block positions

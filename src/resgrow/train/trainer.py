@@ -497,7 +497,7 @@ class Trainer:
         if self.log is not None:
             self.log.append(row)
         if not self.cfg.quiet:
-            self._say(format_row(row, self.cfg.epochs))
+            self._say(format_row(row, self.cfg.epochs, self.method.progress(row)))
 
     def _write_run_info(self) -> None:
         if self.out is None:
@@ -531,13 +531,14 @@ class Trainer:
         print(self.label + msg, file=sys.stderr, flush=True)
 
 
-def format_row(r: dict, epochs: int) -> str:
+def format_row(r: dict, epochs: int, method_says: str = "") -> str:
     test = f"  test {r['test_acc']:.2%}" if "test_acc" in r else ""
     val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
+    said = f"  {method_says}" if method_says else ""
     ev = f"  [{'; '.join(r['events'])}]" if r.get("events") else ""
     return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
             f"  {r['img_per_s']:,.0f} img/s  {r['train_seconds']:.1f}s  {_size_str(r)}"
-            f"  {r.get('params', 0) / 1e6:.2f}M{ev}")
+            f"  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")
 
 
 def _size_str(r: dict) -> str:

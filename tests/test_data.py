@@ -126,7 +126,8 @@ def _zip(path, files):
 
 def test_small_zip_and_directory(tmp_path):
     files = {"ds/train/a/0.jpg": _jpeg(), "ds/train/b/0.jpg": _jpeg((0, 255, 0)), "ds/test/a/0.jpg": _jpeg(),
-             "ds/test/b/1.jpg": _jpeg((0, 0, 255)), "__MACOSX/._junk": b"x", "ds/README.txt": b"not in a class folder"}
+             "ds/test/b/1.jpg": _jpeg((0, 0, 255)), "__MACOSX/._junk": b"x", "ds/README.txt": b"not in a class folder",
+             "ds/train/a/Thumbs.db": b"x", "ds/test/b/.DS_Store": b"x"}
     ds = load_dataset(_zip(tmp_path / "d.zip", files), cache_dir=tmp_path / "c")
     assert ds.classes == ["a", "b"] and ds.train.labels.tolist() == [0, 1] and len(ds.test) == 2
     for name, data in files.items():

@@ -25,6 +25,7 @@ from ..atomic import atomic_open
 from ..errors import ResgrowError
 
 CACHE_VERSION = 2  # 2: images in subfolders of a class folder count (a cache of 1 left them out)
+OS_JUNK = {"__MACOSX", "Thumbs.db", "desktop.ini"}  # what file managers leave in folders; hidden files too
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".webp", ".tif", ".tiff"}
 LAYOUT_HINT = "expected train/<class>/<image> and test/<class>/<image> or val/<class>/<image> (ImageFolder layout)"
 
@@ -220,7 +221,7 @@ def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
     """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them. A file in
     a subfolder of a class folder belongs to that class (as in torchvision's ImageFolder), rather than being
     left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout)."""
-    names = [n for n in names if not any(p.startswith(".") or p == "__MACOSX" for p in n.split("/"))]
+    names = [n for n in names if not any(p.startswith(".") or p in OS_JUNK for p in n.split("/"))]
     for prefix_len in (0, 1):
         out: dict[str, list[tuple[str, str]]] = {"train": [], "test": [], "val": []}
         for n in names:

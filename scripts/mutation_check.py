@@ -4,14 +4,15 @@ notice, and say which breakages survived (a surviving one is a rule no test chec
 Each mutation replaces one exact piece of source text (it must occur once: when the code changes, the
 script says which entry is stale). The source is restored after every run, also on Ctrl-C.
 
-    RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py          # all, about 50 min on 2 cores
+    RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py          # all, about 1 h on 2 cores
     RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py 3 7      # only entries 3 and 7
     python scripts/mutation_check.py --list
 
-Session 11 ran every entry below (70; 52 min on 2 cores, partly beside other work): all are caught;
-the 71st (a shared run on the plot's time axes), added after, is caught too, and so are the two
-of session 12 (a model of the user's own is checked in eval mode, for its output shape).
-The ones that first survived got tests when they were found (sessions 9, 10 and 11).
+First it runs the chosen entries' tests unmutated (about 4 min for all): a red suite would make every
+entry look caught.
+
+Session 12 ran every entry below (73; 53 min on 2 cores, after a green run of the whole suite): all are
+caught. The ones that first survived got tests when they were found (sessions 9, 10 and 11).
 """
 
 from __future__ import annotations
@@ -139,8 +140,17 @@ def main() -> int:
         for i, (f, old, new, _) in enumerate(MUTATIONS):
             print(f"{i:3d} {f}: {old.strip()[:60]!r} -> {new.strip()[:40]!r}")
         return 0
+    chosen = a.entries or range(len(MUTATIONS))
+    # A red suite would make every entry look caught: the tests the entries run must pass unmutated first.
+    suites = sorted({MUTATIONS[i][3] for i in chosen})
+    wanted = sorted({t for suite in suites for t in suite.split()})
+    clean = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                            *(["tests"] if "tests" in wanted else wanted)], cwd=ROOT, capture_output=True, text=True)
+    if clean.returncode != 0:
+        print("the unmutated tests fail, so no entry would tell anything; fix them first:\n" + clean.stdout[-2000:])
+        return 2
     survived, stale = [], []
-    for i in a.entries or range(len(MUTATIONS)):
+    for i in chosen:
         f, old, new, tests = MUTATIONS[i]
         path = ROOT / "src" / "resgrow" / f
         src = path.read_text()

@@ -168,6 +168,8 @@ def test_cli_together_names_the_run_on_every_line(capsys, small_zip, tmp_path):
     runs = [line for line in err if "epoch " in line or f"resgrow {__version__}:" in line]  # not the decoding bar
     assert len(runs) == 6 and all(line.startswith(("a: ", "b: ")) for line in runs), runs  # a header + 2 epochs each
     assert sum(line.startswith("a: epoch") for line in runs) == 2
+    said = "resgrow: training 2 runs together on cpu (threads); their training seconds count each other's time"
+    assert any(line.startswith(said) for line in err), err
 
 
 def test_cli_together_a_diverged_run_gets_its_own_line_and_code(capsys, small_zip, tmp_path):

@@ -411,7 +411,8 @@ def _together(a) -> int:
         except ResgrowError as e:
             raise ResgrowError(f"{x.out}: {e}") from None
     check_together(trainers)
-    print(f"resgrow: training {len(trainers)} runs together on {trainers[0].device} (threads, a CUDA stream each); "
+    how = "threads, a CUDA stream each" if trainers[0].device.type == "cuda" else "threads"
+    print(f"resgrow: training {len(trainers)} runs together on {trainers[0].device} ({how}); "
           "their training seconds count each other's time: compare their accuracy, not their time", file=sys.stderr)
     with _stop_on_sigterm(trainers):
         results = fit_together(trainers, until=stops.pop())

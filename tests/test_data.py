@@ -146,8 +146,13 @@ def test_small_zip_and_directory(tmp_path):
     ds4 = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "c")
     assert ds4.classes == ["a", "b"] and ds4.train.labels.tolist() == [0, 0, 1, 1]
     # train/ and val/: val is the test split; with test/ as well, test/ is (val/ is then not read)
-    both = _zip(tmp_path / "tv.zip", {"train/a/0.jpg": _jpeg(), "val/a/0.jpg": _jpeg(), "val/a/1.jpg": _jpeg()})
-    assert len(load_dataset(both, cache_dir=tmp_path / "c").test) == 2
+    both = _zip(tmp_path / "tv.zip", {"train/a/0.jpg": _jpeg(), "train/a/1.jpg": _jpeg(), "val/a/0.jpg": _jpeg(),
+                                      "val/a/1.jpg": _jpeg()})
+    for _ in range(2):  # decoded, then from the cache: the summary says where the test split came from
+        tv = load_dataset(both, cache_dir=tmp_path / "c")
+        assert len(tv.test) == 2 and "2 train, 2 test (its val/ folder)," in tv.summary(), tv.summary()
+    tv = load_dataset(both, cache_dir=tmp_path / "c", val_size=1)  # a validation split carved out of train as well
+    assert "1 train, 1 val, 2 test (its val/ folder)," in tv.summary(), tv.summary()
     both = _zip(tmp_path / "tvt.zip", {"train/a/0.jpg": _jpeg(), "val/a/0.jpg": _jpeg(), "val/a/1.jpg": _jpeg(),
                                        "test/a/0.jpg": _jpeg()})
     assert len(load_dataset(both, cache_dir=tmp_path / "c").test) == 1

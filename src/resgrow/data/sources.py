@@ -9,6 +9,7 @@ directory, the relative path, size and mtime of every file in it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -46,6 +47,8 @@ class Dataset:
     train: Split
     test: Split
     val: Split | None = None
+    test_folder: str = "test"  # an ImageFolder without test/ takes its val/ folder as the test split
+
 
     @property
     def num_classes(self) -> int:
@@ -54,7 +57,8 @@ class Dataset:
     def summary(self) -> str:
         n, h, w, c = self.train.images.shape
         val = f", {len(self.val)} val" if self.val is not None else ""
-        return f"{self.name}: {n} train{val}, {len(self.test)} test, {h}x{w}x{c}, {self.num_classes} classes"
+        test = f"{len(self.test)} test" + (f" (its {self.test_folder}/ folder)" if self.test_folder != "test" else "")
+        return f"{self.name}: {n} train{val}, {test}, {h}x{w}x{c}, {self.num_classes} classes"
 
 
 def default_cache_dir() -> Path:
@@ -95,7 +99,7 @@ def with_validation(ds: Dataset, n: int, seed: int) -> Dataset:
     perm = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(seed))
     tr, va = perm[n:].sort().values, perm[:n].sort().values
     t = ds.train
-    return Dataset(ds.name, ds.classes, Split(t.images[tr], t.labels[tr]), ds.test, Split(t.images[va], t.labels[va]))
+    return dataclasses.replace(ds, train=Split(t.images[tr], t.labels[tr]), val=Split(t.images[va], t.labels[va]))
 
 
 # ---------------------------------------------------------------- CIFAR (python pickle batches)
@@ -171,7 +175,7 @@ def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool, imag
             with np.load(cache, allow_pickle=False) as z:
                 classes = [str(s) for s in z["classes"]]
                 return Dataset(path.stem, classes, Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
-                               Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])))
+                               Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])), test_folder=str(z["test_folder"]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # a damaged cache is rebuilt from the source below
     ds = read_imagefolder(path, progress, image_size)
@@ -179,7 +183,7 @@ def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool, imag
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_open(cache, "wb") as f:
             np.savez(f, classes=np.array(ds.classes), train_x=ds.train.images.numpy(), train_y=ds.train.labels.numpy(),
-                     test_x=ds.test.images.numpy(), test_y=ds.test.labels.numpy())
+                     test_x=ds.test.images.numpy(), test_y=ds.test.labels.numpy(), test_folder=np.array(ds.test_folder))
     except OSError:
         pass
     return ds
@@ -199,7 +203,7 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
         names = [i.filename for i in source.infolist() if not i.is_dir()]
         reader = source.read
     try:
-        split_files = _layout(names, path)
+        split_files, test_folder = _layout(names, path)
         classes = sorted({c for c, _ in split_files["train"]})
         extra = sorted({c for c, _ in split_files["test"]} - set(classes))
         if extra:
@@ -214,10 +218,10 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
     if len(shapes) != 1:
         raise ResgrowError(f"{path}: train and test images differ in size {sorted(shapes)}; pass an image size (--image-size N) "
                            "to bring them to N x N")
-    return Dataset(path.stem, classes, splits["train"], splits["test"])
+    return Dataset(path.stem, classes, splits["train"], splits["test"], test_folder=test_folder)
 
 
-def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
+def _layout(names: list[str], path: Path) -> tuple[dict[str, list[tuple[str, str]]], str]:
     """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them. A file in
     a subfolder of a class folder belongs to that class (as in torchvision's ImageFolder), rather than being
     left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout)."""
@@ -228,9 +232,9 @@ def _layout(names: list[str], path: Path) -> dict[str, list[tuple[str, str]]]:
             parts = n.split("/")
             if len(parts) >= prefix_len + 3 and parts[prefix_len] in out:
                 out[parts[prefix_len]].append((parts[prefix_len + 1], n))
-        test = out["test"] or out["val"]
-        if out["train"] and test:
-            return {"train": out["train"], "test": test}
+        folder = "test" if out["test"] else "val"
+        if out["train"] and out[folder]:
+            return {"train": out["train"], "test": out[folder]}, folder
     raise ResgrowError(f"{path}: no train/ and test/ (or val/) class folders found; {LAYOUT_HINT}")
 
 

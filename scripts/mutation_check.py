@@ -12,7 +12,7 @@ First it runs the chosen entries' tests unmutated (about 4 min for all): a red s
 entry look caught.
 
 Session 12 ran every entry below (73; 53 min on 2 cores, after a green run of the whole suite): all are
-caught. The ones that first survived got tests when they were found (sessions 9, 10 and 11).
+caught, and so are the three added after (ImageFolder layouts). The ones that first survived got tests when they were found (sessions 9, 10 and 11).
 """
 
 from __future__ import annotations
@@ -119,6 +119,11 @@ MUTATIONS = [
      "tests/test_compare.py"),
     ("cli.py", "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers, until=stops.pop())",
      "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers)", "tests/test_together.py"),
+    # ImageFolder layouts: images in subfolders of a class, val/ as the test split, file managers' junk
+    ("data/sources.py", "if len(parts) >= prefix_len + 3 and parts[prefix_len] in out:",
+     "if len(parts) == prefix_len + 3 and parts[prefix_len] in out:", "tests/test_data.py"),
+    ("data/sources.py", 'folder = "test" if out["test"] else "val"', 'folder = "test"', "tests/test_data.py"),
+    ("data/sources.py", 'p.startswith(".") or p in OS_JUNK', 'p.startswith(".") or p == "__MACOSX"', "tests/test_data.py"),
     # a model of the user's own: checked on one image without touching its BN statistics
     ("models/custom.py", "    model.eval()\n    try:\n        with torch.no_grad():", "    try:\n        with torch.no_grad():",
      "tests/test_trainer.py"),

@@ -78,6 +78,14 @@ def test_method_errors_come_before_the_data_is_read(capsys, tmp_path, args, word
     assert not (tmp_path / "r").exists()
 
 
+def test_a_cuda_device_the_machine_lacks_is_one_line(capsys, small_zip, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with two GPUs, as far as resgrow asks
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "r"), "--device", "cuda:2"),
+                   "device 'cuda:2' requested but this machine has 2 CUDA devices (cuda:0 to cuda:1)")
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_dataset_and_missing_path(capsys, tmp_path):
     one_line_error(*run(capsys, *train_args("imagenet22k", tmp_path / "r")), "'imagenet22k' does not exist", "cifar10")
     one_line_error(*run(capsys, *train_args(tmp_path / "nope.zip", tmp_path / "r")), "does not exist")

@@ -114,6 +114,10 @@ def resolve_device(name: str) -> torch.device:
         raise ResgrowError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ResgrowError(f"device {name!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ResgrowError(f"device {name!r} requested but this machine has {n} CUDA device{'s' * (n != 1)} "
+                           f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''})")
     if dev.type not in ("cpu", "cuda"):
         raise ResgrowError(f"device {name!r} is not supported; use cpu or cuda")
     return dev

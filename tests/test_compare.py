@@ -70,8 +70,10 @@ def test_compare_plot(capsys, tmp_path, monkeypatch):
         ["base", "grown (shared GPU): epochs only"]
     assert len(seconds.get_lines()) == 2 and len(size.get_lines()) == 1  # base alone: its line, the target; its size
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    capsys.readouterr()
     assert main(["compare", str(base), "--plot", str(tmp_path / "x.png")]) == 2
-    assert "pip install 'resgrow[plot]'" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert said.err == "resgrow: error: --plot needs matplotlib: pip install 'resgrow[plot]'\n" and said.out == ""
 
 
 def test_seed_groups_average_over_seeds(capsys, tmp_path):

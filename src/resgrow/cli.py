@@ -173,8 +173,10 @@ def _methods(a) -> int:
 
 
 def _compare(a) -> int:
-    from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, seeds_table
+    from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, pyplot, seeds_table
 
+    if a.plot:
+        pyplot()  # a missing matplotlib is said before the table, not after it
     runs = [load_run(d) for d in a.runs]
     print(compare_table(runs, a.gap))
     if a.seeds:

@@ -208,12 +208,8 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     return "\n".join(lines)
 
 
-def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> None:
-    """Test accuracy against training seconds and against epochs, growths marked; and the model's
-    size (GFLOPs per image) against training seconds, which shows where each method spends its time.
-
-    The dashed line is the time-to-accuracy target: the first run's final accuracy minus `gap` points.
-    """
+def pyplot():
+    """matplotlib.pyplot drawing to files only; one clear error when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -221,6 +217,16 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
         import matplotlib.pyplot as plt
     except ImportError:
         raise ResgrowError("--plot needs matplotlib: pip install 'resgrow[plot]'") from None
+    return plt
+
+
+def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> None:
+    """Test accuracy against training seconds and against epochs, growths marked; and the model's
+    size (GFLOPs per image) against training seconds, which shows where each method spends its time.
+
+    The dashed line is the time-to-accuracy target: the first run's final accuracy minus `gap` points.
+    """
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     axes[1].sharey(axes[0])
     for k, r in enumerate(runs):

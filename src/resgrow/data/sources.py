@@ -49,7 +49,6 @@ class Dataset:
     val: Split | None = None
     test_folder: str = "test"  # an ImageFolder without test/ takes its val/ folder as the test split
 
-
     @property
     def num_classes(self) -> int:
         return len(self.classes)

@@ -86,6 +86,31 @@ def test_a_cuda_device_the_machine_lacks_is_one_line(capsys, small_zip, tmp_path
     assert not (tmp_path / "r").exists()
 
 
+def test_ctrl_c_says_what_the_run_can_go_on_from(capsys, small_zip, tmp_path, monkeypatch):
+    from resgrow.train.trainer import Trainer
+
+    real, calls = Trainer._train_epoch, []
+
+    def interrupted_at_the_second_epoch(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(self)
+
+    out = tmp_path / "r"
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    rc, err = run(capsys, *train_args(small_zip, out))
+    assert rc == 130 and err == ("resgrow: interrupted; no epoch had ended, so there is no checkpoint: "
+                                 "the same command starts the run again"), err
+    monkeypatch.setattr(Trainer, "_train_epoch", interrupted_at_the_second_epoch)
+    rc, err = run(capsys, *train_args(small_zip, out))  # the same command, as the line says
+    assert rc == 130 and err.splitlines() == [
+        f"{out} holds a run that stopped before its first epoch ended: starting it again",
+        "resgrow: interrupted; the last checkpoint is kept (continue with --resume)"], err
+    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    assert main(train_args(small_zip, out, "--resume")) == 0
+
+
 def test_unknown_dataset_and_missing_path(capsys, tmp_path):
     one_line_error(*run(capsys, *train_args("imagenet22k", tmp_path / "r")), "'imagenet22k' does not exist", "cifar10")
     one_line_error(*run(capsys, *train_args(tmp_path / "nope.zip", tmp_path / "r")), "does not exist")

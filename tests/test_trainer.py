@@ -307,6 +307,34 @@ def test_run_directory_is_never_overwritten(mini, tmp_path):
         Trainer(tiny(), mini, cfg(), out=out, resume=True)
 
 
+class Interrupted(Method):
+    def on_epoch_end(self, ctx):
+        raise KeyboardInterrupt  # Ctrl-C as the first epoch ends: before its checkpoint and log row
+
+
+def test_a_run_stopped_before_its_first_epoch_ended_can_be_started_again(mini, tmp_path, capsys):
+    from resgrow.train.trainer import never_trained
+
+    out = tmp_path / "r"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(tiny(), mini, cfg(), method=Interrupted(), out=out).fit()
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"] and never_trained(out)
+    with pytest.raises(ResgrowError, match="no checkpoint.pt; it never finished an epoch: start it again without --resume"):
+        Trainer(tiny(), mini, cfg(), out=out, resume=True)
+    capsys.readouterr()
+    rows = Trainer(tiny(), mini, cfg(epochs=1, quiet=False), out=out).fit()
+    assert len(rows) == 1 and "holds a run that stopped before its first epoch ended: starting it again" in capsys.readouterr().err
+    assert (out / CHECKPOINT).is_file() and not never_trained(out)
+    # anything more than such a run.json is a run (or a file) to keep
+    for name, text in [("run.json", '{"a": 1}'), ("run.json", "{broken"), ("notes.txt", "mine")]:
+        other = tmp_path / f"other_{name}_{len(text)}"
+        other.mkdir()
+        (other / "run.json").write_text((out / "run.json").read_text())
+        (other / name).write_text(text)
+        with pytest.raises(ResgrowError, match="already exists and is not empty"):
+            Trainer(tiny(), mini, cfg(), out=other)
+
+
 def test_a_run_directory_in_use_is_refused(mini, tmp_path):
     from resgrow.train.run_lock import RunLock
 

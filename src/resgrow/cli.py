@@ -430,7 +430,7 @@ def _together(a) -> int:
 def _failed(trainer, e: BaseException) -> int:
     """A run of `together` that ended with an error (the others went on): one line naming it, as `train`
     would say it, after the traceback of an unexpected one."""
-    code = _report_error(e, str(trainer.out))
+    code = _report_error(e, str(trainer.out), kept=_kept(trainer.out) if isinstance(e, KeyboardInterrupt) else "")
     if code is None:
         import traceback
 
@@ -508,24 +508,46 @@ def _bench(a) -> int:
 
 
 def main(argv=None) -> int:
+    a = None
     try:
         a = build_parser().parse_args(argv)
         a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
                 "methods": _methods}[a.command](a)
     except (ResgrowError, OSError, RuntimeError, KeyboardInterrupt) as e:
-        code = _report_error(e)
+        code = _report_error(e, kept=_interrupted_runs(a) if isinstance(e, KeyboardInterrupt) else "")
         if code is None:
             raise
         return code
 
 
-def _report_error(e: BaseException, run: str = "") -> int | None:
+def _kept(out) -> str:
+    """What an interrupted run leaves in its run directory to go on from."""
+    from .train.trainer import CHECKPOINT, never_trained
+
+    if (Path(out) / CHECKPOINT).is_file():
+        return "; the last checkpoint is kept (continue with --resume)"
+    if never_trained(Path(out)):
+        return "; no epoch had ended, so there is no checkpoint: the same command starts the run again"
+    return ""
+
+
+def _interrupted_runs(a) -> str:
+    command = getattr(a, "command", None)
+    if command == "train":
+        return _kept(a.out)
+    if command == "together":
+        return "; each run keeps its last checkpoint, if it wrote one (continue with --resume)"
+    return ""
+
+
+def _report_error(e: BaseException, run: str = "", kept: str = "") -> int | None:
     """One line on stderr for a problem the user can fix, and the exit code; None for anything else (a bug,
-    whose traceback is the report). `run` names the run of `together` it ended."""
+    whose traceback is the report). `run` names the run of `together` it ended; `kept` says what an
+    interrupted run can go on from."""
     where = f"{run}: " if run else ""
     if isinstance(e, KeyboardInterrupt):
-        print(f"resgrow: {where}interrupted; the last checkpoint is kept (continue with --resume)", file=sys.stderr)
+        print(f"resgrow: {where}interrupted{kept}", file=sys.stderr)
         return 130
     if isinstance(e, (ResgrowError, OSError)):  # OSError: the file system said no (permissions, full disk, ...)
         print(f"resgrow: error: {where}{e}", file=sys.stderr)

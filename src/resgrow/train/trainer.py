@@ -167,10 +167,26 @@ def check_run_dir(out: Path | None, resume: bool) -> None:
             raise ResgrowError(f"cannot create run directory {out}: {parent} is not a writable directory")
     if resume:
         if not (out / CHECKPOINT).is_file():
-            raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}")
-    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):  # a lock left by a killed process is no run
+            hint = "; it never finished an epoch: start it again without --resume" if never_trained(out) else ""
+            raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}{hint}")
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not never_trained(out):
         raise ResgrowError(f"run directory {out} already exists and is not empty; "
                            "pass --resume to continue it or choose another --out")
+
+
+def never_trained(out: Path) -> bool:
+    """A run directory that holds only the run.json of a resgrow run stopped (Ctrl-C, a crash, a kill) before
+    its first epoch ended: no checkpoint, no logged epoch. Nothing is lost by starting it again, and
+    neither a new run nor --resume could go on otherwise. (A lock left by a killed process is no run.)"""
+    import json
+
+    if not out.is_dir() or {p.name for p in out.iterdir()} - {LOCK_NAME} != {"run.json"}:
+        return False
+    try:
+        info = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and {"config", "method", "torch"} <= set(info)
 
 
 @dataclass
@@ -408,6 +424,8 @@ class Trainer:
             if self.run_info.get("shared_device"):  # resumed in `together` (train/together.py): run.json says so
                 self._update_run_json(shared_device=self.run_info["shared_device"])
         elif fresh:
+            if self.out is not None and never_trained(self.out):
+                self._say(f"{self.out} holds a run that stopped before its first epoch ended: starting it again")
             # Before run.json: a method that rejects its options leaves no file behind, and run.json
             # records the options it resolved (e.g. the growth epochs scaled to --epochs).
             change = self.method.on_run_start(self._ctx())

@@ -61,19 +61,24 @@ def _count(spec: ArchSpec, image_size: int | tuple[int, int]) -> int:
     return int(counter.get_total_flops())
 
 
-def module_flops_per_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Forward FLOPs of any model for one image of size (C, H, W): one forward pass in eval mode
-    without gradients (BN running statistics are left alone), on the model's own device."""
+def forward_one_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> tuple[object, int]:
+    """(output, forward FLOPs) of any model for one zero image of size (C, H, W): one forward pass in
+    eval mode without gradients (BN running statistics are left alone), on the model's own device."""
     p = next(model.parameters(), None)
     x = torch.zeros(1, *input_size, device=p.device if p is not None else "cpu")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+            out = model(x)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops())
+    return out, int(counter.get_total_flops())
+
+
+def module_flops_per_image(model: torch.nn.Module, input_size: tuple[int, int, int]) -> int:
+    """Forward FLOPs of any model for one image of size (C, H, W) (`forward_one_image`)."""
+    return forward_one_image(model, input_size)[1]
 
 
 def param_count(model: torch.nn.Module) -> int:

@@ -59,26 +59,22 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
     return build_custom(arch, num_classes) if is_custom(arch) else build(arch, num_classes)
 
 
-def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes: int) -> None:
+def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes: int) -> int:
     """A model not built by resgrow, checked once before it trains: it has weights to train and maps
-    a batch of the data's images to one logit per class. One forward of one image, in eval mode and
-    without gradients (BN statistics are left alone), on the model's device."""
+    a batch of the data's images to one logit per class. Returns its forward FLOPs per image, counted
+    on the same forward of one image (eval mode, no gradients: BN statistics are left alone)."""
+    from ..measure.flops import forward_one_image  # here: measure imports models
+
     name = type(model).__name__
     if not any(p.requires_grad for p in model.parameters()):
         raise ResgrowError(f"model {name} has no trainable parameters")
-    p = next(model.parameters())
-    x = torch.zeros(1, *input_size, device=p.device)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            out = model(x)
+        out, flops = forward_one_image(model, input_size)
     except Exception as e:  # noqa: BLE001 - the user's forward: its first line says what does not fit
         raise ResgrowError(f"model {name} cannot take the data's {'x'.join(map(str, input_size))} images "
                            f"({type(e).__name__}: {first_line(e)})") from None
-    finally:
-        model.train(was_training)
     shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
     if shape != (1, num_classes):
         raise ResgrowError(f"model {name} must return logits of shape (batch, {num_classes}) for the data's "
                            f"{num_classes} classes; for a batch of 1 it returned {shape}")
+    return flops

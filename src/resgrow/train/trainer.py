@@ -20,7 +20,7 @@ from ..concurrency import GPU_LOCK
 from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
-from ..measure.flops import flops_per_image, module_flops_per_image, param_count
+from ..measure.flops import flops_per_image, param_count
 from ..methods.base import Baseline, Change, Method
 from ..models.custom import check_model
 from ..models.resnet import ResNet, spec_of
@@ -509,8 +509,8 @@ class Trainer:
         h, w, c = self.loader.h, self.loader.w, self.data.train.images.shape[-1]
         spec = arch_of(model)
         if spec is None:
-            check_model(model, (c, h, w), self.data.num_classes)
-            return {"params": param_count(model), "flops": module_flops_per_image(model, (c, h, w)), "model": self.model_class}
+            flops = check_model(model, (c, h, w), self.data.num_classes)  # one forward: checks it and counts its FLOPs
+            return {"params": param_count(model), "flops": flops, "model": self.model_class}
         return {"params": param_count(model), "flops": flops_per_image(spec, (h, w)),
                 "blocks": spec.blocks_str(), "widths": spec.widths_str(), "spec": spec.to_dict()}
 

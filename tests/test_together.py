@@ -107,14 +107,27 @@ def test_one_failing_run_does_not_stop_the_other(mini, tmp_path):
     assert good.epoch == 3 and bad.epoch == 1
 
 
-def test_a_model_with_dropout_is_warned_about(mini, tmp_path, capsys):
+def test_a_model_that_draws_random_numbers_is_warned_about(mini, tmp_path, capsys):
     nn = torch.nn
+
+    class Functional(nn.Module):  # dropout by a call in forward, no nn.Dropout module to find
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = nn.functional.dropout(self.conv(x), 0.2, self.training)
+            return self.fc(x.mean((2, 3)))
+
     drop = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Dropout(0.0), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     fit_together([Trainer(drop, mini, cfg(epochs=1), out=tmp_path / "drop"),
-                  Trainer(plain, mini, cfg(epochs=1), out=tmp_path / "plain")])
-    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert len(warned) == 1 and warned[0].startswith("drop: warning: its model has dropout"), warned
+                  Trainer(Functional(), mini, cfg(epochs=1), out=tmp_path / "functional"),
+                  Trainer(plain, mini, cfg(epochs=1), out=tmp_path / "plain"),
+                  Trainer(model(0), mini, cfg(epochs=1), out=tmp_path / "resnet")])
+    warned = sorted(line for line in capsys.readouterr().err.splitlines() if "warning" in line)
+    assert [w.split(":")[0] for w in warned] == ["drop", "functional"], warned
+    assert "its model draws random numbers as it trains" in warned[0]
 
 
 def test_together_refuses_what_cannot_share_a_process(mini, tmp_path):

@@ -116,7 +116,18 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_training(mini, tmp
     nn = torch.nn
     head = lambda n_in, n_out: nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_out))  # noqa: E731
     frozen = head(3 * 32 * 32, 10).requires_grad_(False)
-    for model, words in [(head(3 * 32 * 32, 7), r"logits of shape \(batch, 10\) for the data's 10 classes; for a batch of 1 it returned \(1, 7\)"),
+
+    class AuxLogits(nn.Module):  # like torchvision's Inception: (logits, aux) in train mode only
+        def __init__(self):
+            super().__init__()
+            self.fc = head(3 * 32 * 32, 10)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return (y, y) if self.training else y
+
+    for model, words in [(AuxLogits(), r"for a batch of 2 it returned tuple in train mode \(what the loss sees"),
+                         (head(3 * 32 * 32, 7), r"logits of shape \(batch, 10\) for the data's 10 classes; for a batch of 1 it returned \(1, 7\)"),
                          (head(100, 10), r"cannot take the data's 3x32x32 images \(RuntimeError: mat1 and mat2"),
                          (frozen, "has no trainable parameters")]:
         with pytest.raises(ResgrowError, match=words):
@@ -124,9 +135,12 @@ def test_a_model_that_does_not_fit_the_data_is_refused_before_training(mini, tmp
         assert not (tmp_path / "r").exists()
     # the check's forward leaves the model as it was: train mode, BN statistics untouched
     model = own_model()
-    stats = model[1].running_mean.clone()
+    stats, counted = model[1].running_mean.clone(), model[1].num_batches_tracked.clone()
+    model.insert(2, nn.Dropout(0.5))  # draws in the train-mode forward: the generator is put back
+    rng = torch.get_rng_state()
     Trainer(model, mini, cfg())
     assert model.training and torch.equal(model[1].running_mean, stats)
+    assert torch.equal(model[1].num_batches_tracked, counted) and torch.equal(torch.get_rng_state(), rng)
 
 
 def test_resume_refuses_other_data_under_the_same_name(mini, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -59,10 +59,16 @@ def build_model(arch: str, num_classes: int) -> nn.Module:
     return build_custom(arch, num_classes) if is_custom(arch) else build(arch, num_classes)
 
 
-def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes: int) -> int:
+class Checked(NamedTuple):
+    flops: int  # forward FLOPs per image
+    draws: bool  # its train-mode forward draws random numbers (dropout, stochastic depth, ...)
+
+
+def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes: int) -> Checked:
     """A model not built by resgrow, checked once before it trains: it has weights to train and maps
-    a batch of the data's images to one logit per class. Returns its forward FLOPs per image, counted
-    on the same forward of one image (eval mode, no gradients: BN statistics are left alone)."""
+    a batch of the data's images to one logit per class, in eval mode (evaluation) and in train mode
+    (the loss). FLOPs are counted on the eval forward of one image. Neither forward leaves a trace:
+    no gradients, BN statistics and the random generators as they were."""
     from ..measure.flops import forward_one_image  # here: measure imports models
 
     name = type(model).__name__
@@ -73,8 +79,45 @@ def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes:
     except Exception as e:  # noqa: BLE001 - the user's forward: its first line says what does not fit
         raise ResgrowError(f"model {name} cannot take the data's {'x'.join(map(str, input_size))} images "
                            f"({type(e).__name__}: {first_line(e)})") from None
+    _check_logits(name, out, 1, num_classes, "")
+    try:
+        out, draws = _train_forward(model, input_size)
+    except Exception as e:  # noqa: BLE001
+        raise ResgrowError(f"model {name} fails in train mode on the data's {'x'.join(map(str, input_size))} "
+                           f"images ({type(e).__name__}: {first_line(e)})") from None
+    _check_logits(name, out, 2, num_classes, " in train mode (what the loss sees; eval mode is fine)")
+    return Checked(flops, draws)
+
+
+def _check_logits(name: str, out, batch: int, num_classes: int, where: str) -> None:
     shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-    if shape != (1, num_classes):
+    if shape != (batch, num_classes):
         raise ResgrowError(f"model {name} must return logits of shape (batch, {num_classes}) for the data's "
-                           f"{num_classes} classes; for a batch of 1 it returned {shape}")
-    return flops
+                           f"{num_classes} classes; for a batch of {batch} it returned {shape}{where}")
+
+
+def _train_forward(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[object, bool]:
+    """The output of a train-mode forward of two zero images (two: BN needs more than one value per
+    channel), and whether it drew random numbers; then the buffers (BN statistics, counters) and the
+    RNG are put back. A model's train-mode output can differ in kind from eval's (torchvision's
+    Inception adds auxiliary logits)."""
+    p = next(model.parameters())
+    saved = {k: b.detach().clone() for k, b in model.named_buffers()}
+    devices = [p.device] if p.device.type == "cuda" else []
+    was_training = model.training
+    model.train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            before = _rng_states(devices)
+            out = model(torch.zeros(2, *input_size, device=p.device))
+            return out, any(not torch.equal(a, b) for a, b in zip(before, _rng_states(devices)))
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for k, b in model.named_buffers():
+                if k in saved and b.shape == saved[k].shape:  # a buffer the forward replaced is its own
+                    b.copy_(saved[k])
+
+
+def _rng_states(cuda_devices: list) -> list[torch.Tensor]:
+    return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in cuda_devices]

@@ -20,7 +20,6 @@ import threading
 from contextlib import nullcontext
 
 import torch
-from torch import nn
 
 from ..errors import ResgrowError
 from .trainer import Trainer
@@ -62,9 +61,9 @@ def fit_together(trainers: list[Trainer], until: int | None = None) -> list:
     _record_sharing(trainers)
     for t in trainers:
         t.label, t.bars = f"{t.out.name}: ", False
-        if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in t.model.modules()):
-            t._say("warning: its model has dropout, whose random draws come from the one generator of the process, "
-                   "which the runs trained together take turns on: it will not train exactly as it would alone")
+        if t.draws_random:
+            t._say("warning: its model draws random numbers as it trains (dropout, say), from the one generator of the "
+                   "process, which the runs trained together take turns on: it will not train exactly as it would alone")
     cuda = trainers[0].device.type == "cuda"
     if cuda:  # the data and models were put there on this thread's stream: done before other streams read them
         torch.cuda.synchronize(trainers[0].device)

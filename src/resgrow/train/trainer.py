@@ -253,6 +253,7 @@ class Trainer:
         self.lr = torch.tensor(self.schedule(0.0), device=self.device) if self.use_graphs else self.schedule(0.0)
         check_resizable(self.method, model)
         self.requested_spec, self.model_class = arch_of(model), type(model).__name__
+        self.draws_random = False  # resgrow's ResNets draw nothing; a model of the user's own is checked below
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
         self.history: list[dict] = []
         self._pending_events: list[str] = []
@@ -509,8 +510,9 @@ class Trainer:
         h, w, c = self.loader.h, self.loader.w, self.data.train.images.shape[-1]
         spec = arch_of(model)
         if spec is None:
-            flops = check_model(model, (c, h, w), self.data.num_classes)  # one forward: checks it and counts its FLOPs
-            return {"params": param_count(model), "flops": flops, "model": self.model_class}
+            checked = check_model(model, (c, h, w), self.data.num_classes)  # also counts its FLOPs
+            self.draws_random = checked.draws
+            return {"params": param_count(model), "flops": checked.flops, "model": self.model_class}
         return {"params": param_count(model), "flops": flops_per_image(spec, (h, w)),
                 "blocks": spec.blocks_str(), "widths": spec.widths_str(), "spec": spec.to_dict()}
 

@@ -132,6 +132,7 @@ MUTATIONS = [
     # a model of the user's own: checked on one image without touching its BN statistics
     ("measure/flops.py", "    model.eval()\n    try:\n        with torch.no_grad(), FlopCounterMode", "    try:\n        with torch.no_grad(), FlopCounterMode",
      "tests/test_trainer.py"),
+    ("train/trainer.py", "last = self.checkpoint_epoch  #", "last = self.epoch - 1  #", "tests/test_trainer.py"),
     ("models/custom.py", "    if shape != (batch, num_classes):", "    if len(shape) != 2:", "tests/test_trainer.py"),
     ("models/custom.py", "        out, draws = _train_forward(model, input_size)", "        out, draws = torch.zeros(2, num_classes), True",
      "tests/test_trainer.py"),

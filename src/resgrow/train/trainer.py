@@ -255,6 +255,7 @@ class Trainer:
         self.requested_spec, self.model_class = arch_of(model), type(model).__name__
         self.draws_random = False  # resgrow's ResNets draw nothing; a model of the user's own is checked below
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
+        self.checkpoint_epoch = 0  # the epoch of the run's checkpoint (0: none yet)
         self.history: list[dict] = []
         self._pending_events: list[str] = []
         self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard,
@@ -381,6 +382,7 @@ class Trainer:
         self.schedule.load_state_dict(ck["schedule"])
         self.method.load_state_dict(ck["method"]["state"])
         self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
+        self.checkpoint_epoch = self.epoch
         torch.set_rng_state(ck["rng"]["cpu"])
         if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
             with GPU_LOCK:  # process-wide generator state: not while another run trained together captures
@@ -389,6 +391,7 @@ class Trainer:
     def _save(self) -> None:
         if self.out is not None:
             save_checkpoint(self.state_dict(), self.out / CHECKPOINT)
+            self.checkpoint_epoch = self.epoch
 
     # ------------------------------------------------------------------ the loop
 
@@ -478,9 +481,9 @@ class Trainer:
         if not math.isfinite(train_loss):
             row["events"] = self._pending_events + ["diverged"]
             self._write_row(row)
-            last = self.epoch - 1
+            last = self.checkpoint_epoch  # with --checkpoint-every k, not always the epoch before
             where = (f"last good checkpoint {self.out / CHECKPOINT} (epoch {last})" if self.out and last > 0
-                     and (self.out / CHECKPOINT).is_file() else "no checkpoint was written before it")
+                     else "no checkpoint was written before it")
             raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch}; stopped; {where}. "
                                 "Try a lower --lr or a warm-up.")
         if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:

@@ -251,3 +251,35 @@ def test_a_dataset_too_big_for_the_gpu_is_one_clear_error(monkeypatch):
     with pytest.raises(ResgrowError, match=r"training images \(0.0 GiB as uint8\) do not fit .* cuda:0 \(1.0 GiB\)"):
         loader.to_device(images, torch.device("cuda:0"), "training")
     assert loader.to_device(images, torch.device("cpu"), "training") is images  # no check, no copy on the CPU
+
+
+def _tiny_imagenet_files(top="tiny-imagenet-200/"):
+    """Tiny-ImageNet's layout as distributed, with two classes and 8x8 images."""
+    img = lambda c: _jpeg(c, size=8)  # noqa: E731
+    return {f"{top}wnids.txt": b"n01\nn02\n", f"{top}words.txt": b"n01\tgoldfish\nn02\tsalamander\n",
+            f"{top}train/n01/n01_boxes.txt": b"n01_0.JPEG\t0\t0\t7\t7\n", f"{top}train/n01/images/n01_0.JPEG": img((255, 0, 0)),
+            f"{top}train/n01/images/n01_1.JPEG": img((255, 0, 0)), f"{top}train/n02/n02_boxes.txt": b"n02_0.JPEG\t0\t0\t7\t7\n",
+            f"{top}train/n02/images/n02_0.JPEG": img((0, 0, 255)),
+            f"{top}val/val_annotations.txt": b"val_0.JPEG\tn02\t0\t0\t7\t7\nval_1.JPEG\tn01\t0\t0\t7\t7\n",
+            f"{top}val/images/val_0.JPEG": img((0, 0, 255)), f"{top}val/images/val_1.JPEG": img((255, 0, 0)),
+            f"{top}test/images/test_0.JPEG": img((0, 255, 0))}
+
+
+@pytest.mark.parametrize("top", ["tiny-imagenet-200/", ""])
+def test_tiny_imagenet_as_distributed(tmp_path, top):
+    """val/ labelled by val_annotations.txt is the test split; the box files and the unlabelled test/ are left out."""
+    ds = load_dataset(_zip(tmp_path / "tiny.zip", _tiny_imagenet_files(top)), cache_dir=tmp_path / "c")
+    assert ds.classes == ["n01", "n02"] and ds.train.labels.tolist() == [0, 0, 1]
+    assert ds.test.labels.tolist() == [0, 1] and tuple(ds.test.images.shape) == (2, 8, 8, 3)  # by class, then name
+    assert ds.test.images[0, 4, 4, 0] > 200 and ds.test.images[1, 4, 4, 2] > 200  # val_1 (red) is n01, val_0 (blue) n02
+    assert "3 train, 2 test (its val/ folder), 8x8x3, 2 classes" in ds.summary(), ds.summary()
+    files = _tiny_imagenet_files(top)
+    files[f"{top}val/images/val_2.JPEG"] = _jpeg(size=8)
+    with pytest.raises(ResgrowError, match="val/images/val_2.JPEG has no label in .*val/val_annotations.txt"):
+        load_dataset(_zip(tmp_path / "unlabelled.zip", files), cache_dir=tmp_path / "c")
+    # a test/ with class folders makes it an ImageFolder, whose rules hold (a .txt in a class folder is refused)
+    files = _tiny_imagenet_files(top)
+    del files[f"{top}test/images/test_0.JPEG"]
+    files[f"{top}test/n01/0.JPEG"] = _jpeg(size=8)
+    with pytest.raises(ResgrowError, match="n01_boxes.txt is not an image file"):
+        load_dataset(_zip(tmp_path / "other.zip", files), cache_dir=tmp_path / "c")

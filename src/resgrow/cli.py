@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "architecture; or package.module:function for a model of your own (fixed size, called with num_classes=N); "
                    "--resume takes the run's")
     t.add_argument("--data", default=None, help="cifar10 | cifar100 | path to an ImageFolder directory or zip "
-                   "(train/<class>/*, test/<class>/*); --resume takes the run's")
+                   "(train/<class>/*, test/<class>/* or val/<class>/*), or Tiny-ImageNet's zip as distributed; --resume takes the run's")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
     t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes the run's)")
     t.add_argument("--epochs", type=int, default=160)

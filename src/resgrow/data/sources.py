@@ -1,4 +1,5 @@
-"""Datasets to uint8 tensors: CIFAR-10/100 (python format) and ImageFolder trees (directory or zip).
+"""Datasets to uint8 tensors: CIFAR-10/100 (python format) and ImageFolder trees (directory or zip), Tiny-ImageNet's
+layout as distributed included.
 
 Images come back as uint8 NHWC tensors (the layout PIL decodes to, and the one the device loader
 gathers from), labels as int64. Decoded ImageFolder data is cached as an .npz in a cache directory
@@ -202,7 +203,7 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
         names = [i.filename for i in source.infolist() if not i.is_dir()]
         reader = source.read
     try:
-        split_files, test_folder = _layout(names, path)
+        split_files, test_folder = _layout(names, path, reader)
         classes = sorted({c for c, _ in split_files["train"]})
         extra = sorted({c for c, _ in split_files["test"]} - set(classes))
         if extra:
@@ -220,11 +221,15 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
     return Dataset(path.stem, classes, splits["train"], splits["test"], test_folder=test_folder)
 
 
-def _layout(names: list[str], path: Path) -> tuple[dict[str, list[tuple[str, str]]], str]:
+def _layout(names: list[str], path: Path, read) -> tuple[dict[str, list[tuple[str, str]]], str]:
     """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them. A file in
     a subfolder of a class folder belongs to that class (as in torchvision's ImageFolder), rather than being
-    left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout)."""
+    left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout).
+    Tiny-ImageNet as distributed has a layout of its own (`_tiny_imagenet`)."""
     names = [n for n in names if not any(p.startswith(".") or p in OS_JUNK for p in n.split("/"))]
+    tiny = _tiny_imagenet(names, path, read)
+    if tiny is not None:
+        return tiny
     for prefix_len in (0, 1):
         out: dict[str, list[tuple[str, str]]] = {"train": [], "test": [], "val": []}
         for n in names:
@@ -235,6 +240,37 @@ def _layout(names: list[str], path: Path) -> tuple[dict[str, list[tuple[str, str
         if out["train"] and out[folder]:
             return {"train": out["train"], "test": out[folder]}, folder
     raise ResgrowError(f"{path}: no train/ and test/ (or val/) class folders found; {LAYOUT_HINT}")
+
+
+TINY_LABELS = "val/val_annotations.txt"
+
+
+def _tiny_imagenet(names: list[str], path: Path, read) -> tuple[dict[str, list[tuple[str, str]]], str] | None:
+    """Tiny-ImageNet as distributed (tiny-imagenet-200.zip, LipGrow's second dataset): train/<wnid>/images/<image>
+    with a <wnid>_boxes.txt beside them, val/images/<image> labelled by val/val_annotations.txt (image, wnid,
+    box), test/images/<image> without labels. Its val/ is the test split; the box files are annotations, not
+    images, and are left out. None for any other layout (a test/ with class folders is an ImageFolder's)."""
+    found = [n for n in names if n == TINY_LABELS or (n.endswith("/" + TINY_LABELS) and n.count("/") == 2)]
+    if len(found) != 1:
+        return None
+    root = found[0][:-len(TINY_LABELS)]
+    rel = [(n[len(root):].split("/"), n) for n in names if n.startswith(root)]
+    if any(p[0] == "test" and (len(p) != 3 or p[1] != "images") for p, _ in rel):
+        return None
+    labels = {}
+    for line in read(found[0]).decode("utf-8", "replace").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            labels[fields[0]] = fields[1]
+    train, val = [], []
+    for p, n in rel:
+        if p[0] == "train" and len(p) >= 3 and p[-1] != f"{p[1]}_boxes.txt":
+            train.append((p[1], n))
+        elif p[0] == "val" and len(p) == 3 and p[1] == "images":
+            if p[2] not in labels:
+                raise ResgrowError(f"{path}: {n} has no label in {found[0]}")
+            val.append((labels[p[2]], n))
+    return ({"train": train, "test": val}, "val") if train and val else None
 
 
 def fit_square(im, size: int):

@@ -260,21 +260,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(mini, tmp_path):
     assert last["epoch"] == 3 and "diverged" in last["events"] and not math.isfinite(last["train_loss"])
 
 
-class BlowUpAfter3(Method):
+class BlowUpAfter(Method):
     name = "test-blowup"
 
+    def __init__(self, epoch):
+        self.epoch = epoch
+
     def on_epoch_end(self, ctx):
-        if ctx.epoch == 3:
+        if ctx.epoch == self.epoch:
             ctx.schedule.lr = 1e12
 
 
 def test_a_diverged_run_names_the_checkpoint_it_has_not_the_epoch_before(mini, tmp_path):
-    trainer = Trainer(tiny(), mini, cfg(epochs=6, checkpoint_every=2), method=BlowUpAfter3(), out=tmp_path / "r")
+    trainer = Trainer(tiny(), mini, cfg(epochs=4, checkpoint_every=2), method=BlowUpAfter(3), out=tmp_path / "r")
     with pytest.raises(DivergedError, match=r"epoch 4.*last good checkpoint .*\(epoch 2\)"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["epoch"] == 2
     with pytest.raises(DivergedError, match="no checkpoint was written before it"):
-        Trainer(tiny(), mini, cfg(epochs=6, checkpoint_every=5), method=BlowUpAfter3(), out=tmp_path / "s").fit()
+        Trainer(tiny(), mini, cfg(epochs=4, checkpoint_every=3), method=BlowUpAfter(1), out=tmp_path / "s").fit()
 
 
 class Boom:

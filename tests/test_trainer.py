@@ -391,6 +391,19 @@ def test_a_run_directory_in_use_is_refused(mini, tmp_path):
         lock.acquire()
 
 
+def test_a_file_system_without_locks_trains_unlocked_with_a_warning(mini, tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):  # Lustre mounted without flock says this
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert Trainer(tiny(), mini, cfg(epochs=1), out=tmp_path / "r").fit()[-1]["epoch"] == 1
+    assert "has no file locks (Function not implemented): nothing stops a second process" in capsys.readouterr().err
+    assert ".lock" not in {p.name for p in (tmp_path / "r").iterdir()}
+
+
 def test_checkpoint_for_another_arch_is_refused(mini, tmp_path):
     Trainer(tiny(), mini, cfg(), out=tmp_path / "r").fit(until=1)
     other = ResNet(TINY.replace(widths=(8, 16, 16)))

@@ -4,12 +4,15 @@ Two processes started on the same --out (a job submitted twice, say) would both 
 "new or empty" check before either writes a file, then interleave their checkpoints and logs.
 An exclusive flock on `<out>/.lock`, taken before the directory is checked and held while
 training, makes the second one stop with one line. The kernel drops the lock when its process
-dies, so a killed run leaves nothing that blocks its --resume.
+dies, so a killed run leaves nothing that blocks its --resume. A file system without locks (Lustre
+mounted without flock, some NFS) trains unlocked, with a warning, rather than not at all.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 from pathlib import Path
 
 from ..errors import ResgrowError
@@ -35,7 +38,13 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # not "held": no locks here
+                os.close(fd)
+                self.path.unlink(missing_ok=True)
+                print(f"resgrow: warning: the file system of {self.folder} has no file locks ({e.strerror or e}): "
+                      "nothing stops a second process from training into the same run directory", file=sys.stderr)
+                return
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise ResgrowError(f"run directory {self.folder} is in use by another resgrow process (pid {holder}); "

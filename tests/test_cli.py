@@ -307,9 +307,10 @@ def test_killed_run_resumes_to_the_same_weights(small_zip, tmp_path):
     assert len(rows) == 4
 
 
-def test_sigterm_ends_the_epoch_with_a_checkpoint(small_zip, tmp_path):
-    """A scheduler's SIGTERM: the epoch in progress finishes and is checkpointed even with
-    --checkpoint-every 100; exit 143; --resume finishes the run."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_sigterm_ends_the_epoch_with_a_checkpoint(small_zip, tmp_path, sig):
+    """A scheduler's SIGTERM (or the SIGUSR1 a Slurm job asks for before its limit): the epoch in progress
+    finishes and is checkpointed even with --checkpoint-every 100; exit 128 + the signal; --resume finishes the run."""
     out = tmp_path / "r"
     args = [sys.executable, "-m", "resgrow"] + train_args(small_zip, out)[:-1] + ["--epochs", "5", "--quiet",
                                                                                  "--checkpoint-every", "100"]
@@ -319,13 +320,13 @@ def test_sigterm_ends_the_epoch_with_a_checkpoint(small_zip, tmp_path):
     while time.time() < deadline and victim.poll() is None and not (log.is_file() and log.read_text().strip()):
         time.sleep(0.02)
     assert victim.poll() is None, "the run finished before it could be stopped; make it longer"
-    victim.send_signal(signal.SIGTERM)
+    victim.send_signal(sig)
     _, err = victim.communicate(timeout=120)
-    assert victim.returncode == 143, err
+    assert victim.returncode == 128 + sig, err
     rows = log.read_text().splitlines()
     epoch = load_checkpoint(out / CHECKPOINT)["epoch"]
     assert 1 <= epoch < 5 and len(rows) == epoch
-    assert f"stopped on SIGTERM after epoch {epoch}/5" in err and "Traceback" not in err
+    assert f"stopped on {sig.name} after epoch {epoch}/5" in err and "Traceback" not in err
     done = subprocess.run(args + ["--resume"], env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint(out / CHECKPOINT)["epoch"] == 5

@@ -372,9 +372,10 @@ def _report(trainer, rows) -> int:
     """The run's last line: where it stopped and how to go on, or its final accuracy; the exit code."""
     cfg, out = trainer.cfg, trainer.out
     if trainer.stop_requested and trainer.epoch < cfg.epochs:
-        print(f"resgrow: stopped on SIGTERM after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
+        sig = getattr(trainer, "stop_signal", signal.SIGTERM)
+        print(f"resgrow: stopped on {signal.Signals(sig).name} after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
               f"(continue with --resume --out {out})", file=sys.stderr)
-        return 143
+        return 128 + sig
     last = rows[-1] if rows else {}
     if trainer.epoch < cfg.epochs:  # --stop-after
         acc = f"test accuracy {last['test_acc']:.2%}, " if "test_acc" in last else ""
@@ -440,27 +441,35 @@ def _failed(trainer, e: BaseException) -> int:
     return code
 
 
+# SIGTERM: a scheduler's preemption or time-limit notice. SIGUSR1: the notice that a job asks Slurm for ahead of
+# its time limit (`#SBATCH --signal=USR1@120`), since Slurm's SIGTERM at the limit leaves only KillWait (30 s
+# by default) before SIGKILL, which may be shorter than an epoch.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm(trainers):
-    """SIGTERM (a scheduler's preemption or time-limit notice) ends the runs after their current epoch,
-    with a checkpoint; a second SIGTERM stops at once, keeping the last checkpoint."""
+    """SIGTERM or SIGUSR1 ends the runs after their current epoch, with a checkpoint; a second one stops at
+    once, keeping the last checkpoint."""
     def handler(signum, frame):
         if all(t.stop_requested for t in trainers):
             raise KeyboardInterrupt
         for t in trainers:
+            t.stop_signal = signum
             t.request_stop()
-        print("resgrow: SIGTERM: stopping after this epoch, with a checkpoint (send it again to stop now)",
-              file=sys.stderr, flush=True)
+        print(f"resgrow: {signal.Signals(signum).name}: stopping after this epoch, with a checkpoint (send it again "
+              "to stop now)", file=sys.stderr, flush=True)
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _eval(a) -> int:

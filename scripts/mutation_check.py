@@ -2,7 +2,8 @@
 notice, and say which breakages survived (a surviving one is a rule no test checks).
 
 Each mutation replaces one exact piece of source text (it must occur once: when the code changes, the
-script says which entry is stale). The source is restored after every run, also on Ctrl-C.
+script says which entry is stale). The source is restored after every run, also on Ctrl-C, SIGTERM or SIGHUP;
+after a SIGKILL (a lost machine), by the next run of this script, from `.mutation_backup`.
 
     RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py          # all, about 1 h on 2 cores
     RESGROW_TEST_DATA=../shared/data python scripts/mutation_check.py 3 7      # only entries 3 and 7
@@ -19,6 +20,7 @@ session 13: the train-mode forward of the check of a user's model). The ones tha
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +140,7 @@ MUTATIONS = [
      "tests/test_data.py"),
     ("train/run_lock.py", "if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):", "if False:",
      "tests/test_trainer.py"),
+    ("train/trainer.py", "if major >= 8 or torch.version.hip:", "if True:", "tests/test_trainer.py"),
     ("train/trainer.py", "last = self.checkpoint_epoch  #", "last = self.epoch - 1  #", "tests/test_trainer.py"),
     ("models/custom.py", "    if shape != (batch, num_classes):", "    if len(shape) != 2:", "tests/test_trainer.py"),
     ("models/custom.py", "        out, draws = _train_forward(model, input_size)", "        out, draws = torch.zeros(2, num_classes), True",
@@ -154,6 +157,22 @@ MUTATIONS = [
 ]
 
 
+BACKUP = ROOT / ".mutation_backup"  # the file under mutation, as it was (git-ignored)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def restore_after_a_kill() -> None:
+    """A run killed while a file was mutated (SIGKILL, a lost machine) left the mutation in src/: put it back."""
+    if BACKUP.is_file():
+        f, _, src = BACKUP.read_text().partition("\n")
+        (ROOT / "src" / "resgrow" / f).write_text(src)
+        BACKUP.unlink()
+        print(f"restored src/resgrow/{f}, left mutated by a run that was killed", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("entries", nargs="*", type=int, help="indices into the list (default: all)")
@@ -163,6 +182,9 @@ def main() -> int:
         for i, (f, old, new, _) in enumerate(MUTATIONS):
             print(f"{i:3d} {f}: {old.strip()[:60]!r} -> {new.strip()[:40]!r}")
         return 0
+    restore_after_a_kill()
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl-C: the `finally` below puts the source back
+        signal.signal(sig, _interrupt)
     chosen = a.entries or range(len(MUTATIONS))
     # A red suite would make every entry look caught: the tests the entries run must pass unmutated first.
     suites = sorted({MUTATIONS[i][3] for i in chosen})
@@ -181,12 +203,14 @@ def main() -> int:
             stale.append(i)
             print(f"{i:3d} STALE    {f}: the text occurs {src.count(old)} times, not once", flush=True)
             continue
+        BACKUP.write_text(f"{f}\n{src}")  # a SIGKILL skips `finally`: the next run restores from this
         path.write_text(src.replace(old, new))
         try:
             r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
                                cwd=ROOT, capture_output=True, text=True)
         finally:
             path.write_text(src)
+            BACKUP.unlink()
         caught = r.returncode != 0
         survived += [] if caught else [i]
         print(f"{i:3d} {'caught  ' if caught else 'SURVIVED'} {f}: {old.strip()[:60]!r} -> {new.strip()[:40]!r}", flush=True)

@@ -753,3 +753,21 @@ def test_an_imagenet_style_net_trains_on_32x32_images(mini):
     spec = ArchSpec("basic", (1, 1, 1, 1), (8, 16, 32, 64), shortcut="B", stem="imagenet", stem_width=8)
     rows = Trainer(ResNet(spec), mini, cfg(epochs=1)).fit()
     assert rows[-1]["blocks"] == "1-1-1-1" and rows[-1]["flops"] > 0 and math.isfinite(rows[-1]["train_loss"])
+
+
+@pytest.mark.parametrize("capability,name,amp", [((9, 0), "NVIDIA H100", True), ((8, 0), "NVIDIA A100", True),
+                                                  ((7, 5), "Tesla T4", False), ((7, 0), "Tesla V100", False)])
+def test_bf16_autocast_only_where_the_gpu_runs_it_natively(monkeypatch, capsys, capability, name, amp):
+    from resgrow.train.trainer import bf16_autocast
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert bf16_autocast(True, torch.device("cuda")) is amp
+    said = capsys.readouterr().err
+    if amp:
+        assert said == ""
+    else:  # one line that names the GPU and what the run does instead
+        assert said.count("\n") == 1 and f"{name} (compute capability {capability[0]}.{capability[1]}) has no native bf16" in said
+        assert said.rstrip().endswith("training in fp32")
+    assert bf16_autocast(False, torch.device("cuda")) is False and bf16_autocast(True, torch.device("cpu")) is False
+    assert capsys.readouterr().err == ""  # --no-amp, or a CPU: nothing to say

@@ -56,7 +56,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     checkpoint_every: int = 1
     device: str = "auto"  # auto | cuda | cpu | cuda:N
-    amp: bool = True  # bf16 autocast (CUDA only)
+    amp: bool = True  # bf16 autocast (CUDA with native bf16, compute capability >= 8.0; fp32 elsewhere)
     channels_last: bool = True  # (CUDA only)
     graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
     # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts; bit-identical, 4-5% faster
@@ -121,6 +121,19 @@ def resolve_device(name: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ResgrowError(f"device {name!r} is not supported; use cpu or cuda")
     return dev
+
+
+def bf16_autocast(wanted: bool, device: torch.device) -> bool:
+    """bf16 autocast where the GPU runs it natively: compute capability 8.0 on (A100, H100, RTX 30xx and later).
+    Before that (V100, T4, ...) torch emulates bf16, far slower than fp32, so the run trains in fp32 and says so."""
+    if not (wanted and device.type == "cuda"):
+        return False
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8 or torch.version.hip:
+        return True
+    print(f"resgrow: note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native bf16, "
+          "which the fast path uses from 8.0 on (A100, H100, RTX 30xx): training in fp32", file=sys.stderr)
+    return False
 
 
 def make_deterministic() -> None:
@@ -223,7 +236,7 @@ class Trainer:
         self.run_info = dict(run_info or {})
         self.device = resolve_device(self.cfg.device)
         cuda = self.device.type == "cuda"
-        self.amp = self.cfg.amp and cuda
+        self.amp = bf16_autocast(self.cfg.amp, self.device)
         self.channels_last = self.cfg.channels_last and cuda
         self.use_graphs = self.cfg.graphs and cuda
         if self.cfg.tensorboard:

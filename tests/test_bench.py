@@ -30,6 +30,11 @@ def test_the_default_fast_path_is_named_with_its_speedup():
     last = format_results("resnet56", 128, "gpu", rows).splitlines()[-1]
     assert last == "resgrow train's default fast path: 24,000 img/s, 4.80x eager fp32, capture 0.14 s"
     assert "default fast path" not in format_results("resnet56", 128, "cpu", rows[:1])
+    # a GPU without native bf16 (a T4) trains in fp32: its default is the fp32 graph
+    rows.append({"variant": bench_mod.FP32_DEFAULT, "img_per_s": 9000.0, "ms_per_step": 14.2, "capture_s": 0.2, "speedup": 1.8})
+    last = format_results("resnet56", 128, "T4", rows, default=bench_mod.FP32_DEFAULT).splitlines()[-1]
+    assert last == "resgrow train's default fast path on this GPU: 9,000 img/s, 1.80x eager fp32, capture 0.20 s"
+    assert bench_mod.VARIANTS[bench_mod.FP32_DEFAULT] == (False, cfg.channels_last, cfg.graphs, True, False)
 
 
 def test_bench_h_builds_a_grown_nets_step_folded_or_not():
@@ -44,3 +49,10 @@ def test_bench_h_builds_a_grown_nets_step_folded_or_not():
     res = bench("resnet20", 16, torch.device("cpu"), split, steps=2, warmup=1, h=0.25)
     assert [r["variant"] for r in res] == ["eager fp32"]  # the fast-path variants, folded or not, need CUDA
     assert "every block's h = 0.25" in format_results("resnet20", 16, "cpu", res, 0.25).splitlines()[0]
+
+
+def test_the_default_follows_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "some GPU")
+    for capability, default in (((9, 0), bench_mod.DEFAULT), ((7, 5), bench_mod.FP32_DEFAULT)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        assert bench_mod.train_default(torch.device("cuda")) == default

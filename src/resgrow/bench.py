@@ -32,6 +32,7 @@ VARIANTS = {
     "cuda graph bf16 channels_last": (True, True, True, True, False),  # --no-bf16-weights
     DEFAULT: (True, True, True, True, True),
 }
+FP32_DEFAULT = "cuda graph fp32 channels_last"  # what it runs on a GPU without native bf16 (a V100, a T4)
 COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
 UNFOLDED = DEFAULT + ", h not folded"  # with bench(h != 1): the add's backward scales each branch's gradient
 
@@ -128,7 +129,15 @@ def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps
             "capture_s": runner.capture_seconds if graph else None, "first_step_s": first}
 
 
-def format_results(arch: str, batch_size: int, device: str, results: list[dict], h: float = 1.0) -> str:
+def train_default(device: torch.device) -> str:
+    """The variant `resgrow train` runs on `device` (trainer.bf16_autocast decides bf16 or fp32)."""
+    from .train.trainer import bf16_autocast
+
+    return DEFAULT if bf16_autocast(True, device) else FP32_DEFAULT
+
+
+def format_results(arch: str, batch_size: int, device: str, results: list[dict], h: float = 1.0,
+                   default: str = DEFAULT) -> str:
     lines = [f"{arch}  batch {batch_size}  on {device}" + (f"  every block's h = {h:g}" if h != 1.0 else ""),
              f"{'variant':<68}{'img/s':>10}{'ms/step':>10}{'speedup':>9}{'capture s':>11}"]
     for r in results:
@@ -138,8 +147,8 @@ def format_results(arch: str, batch_size: int, device: str, results: list[dict],
         cap = f"{r['capture_s']:.3f}" if r["capture_s"] is not None else "-"
         speed = f"{r['speedup']:>8.2f}x" if r["speedup"] else f"{'-':>9}"
         lines.append(f"{r['variant']:<68}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{speed}{cap:>11}")
-    default = next((r for r in results if r["variant"] == DEFAULT and r.get("speedup")), None)
-    if default:
-        lines.append(f"resgrow train's default fast path: {default['img_per_s']:,.0f} img/s, {default['speedup']:.2f}x eager fp32, "
-                     f"capture {default['capture_s']:.2f} s")
+    row = next((r for r in results if r["variant"] == default and r.get("speedup")), None)
+    if row:
+        lines.append(f"resgrow train's default fast path{' on this GPU' if default != DEFAULT else ''}: "
+                     f"{row['img_per_s']:,.0f} img/s, {row['speedup']:.2f}x eager fp32, capture {row['capture_s']:.2f} s")
     return "\n".join(lines)

@@ -488,7 +488,7 @@ def _eval(a) -> int:
 
 
 def _bench(a) -> int:
-    from .bench import bench, format_results, synthetic_split
+    from .bench import bench, format_results, synthetic_split, train_default
     from .data.sources import load_dataset
     from .models.custom import is_custom, model_factory
     from .models.registry import spec_for
@@ -509,7 +509,7 @@ def _bench(a) -> int:
         split, classes, src = synthetic_split(), 10, "random uint8 images"
     results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h)
     name = __import__("torch").cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(format_results(a.arch, a.batch_size, f"{name} ({src})", results, a.h))
+    print(format_results(a.arch, a.batch_size, f"{name} ({src})", results, a.h, train_default(device)))
     if a.json:
         Path(a.json).write_text(json.dumps({"arch": a.arch, "batch_size": a.batch_size, "device": name, "data": src,
                                             "h": a.h, "results": results}, indent=2) + "\n")

@@ -44,6 +44,14 @@ def test_cache_is_reused(mini_zip, tmp_path, monkeypatch):
     assert len(again.train) == 2000 and again.classes == CLASSES
 
 
+def test_a_cache_that_cannot_be_written_is_a_note_not_an_error(mini_zip, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    ds = load_dataset(mini_zip, cache_dir=tmp_path / "a_file" / "cache")
+    assert len(ds.train) == 2000
+    said = capsys.readouterr().err
+    assert said.startswith("resgrow: note: cannot cache the decoded images in ") and "decodes them again" in said
+
+
 def test_cache_is_not_reused_for_a_file_rewritten_at_the_same_size(mini_zip, tmp_path):
     copy = tmp_path / "data.zip"
     shutil.copyfile(mini_zip, copy)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,8 +185,9 @@ def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool, imag
         with atomic_open(cache, "wb") as f:
             np.savez(f, classes=np.array(ds.classes), train_x=ds.train.images.numpy(), train_y=ds.train.labels.numpy(),
                      test_x=ds.test.images.numpy(), test_y=ds.test.labels.numpy(), test_folder=np.array(ds.test_folder))
-    except OSError:
-        pass
+    except OSError as e:  # a full disk or a home quota: say it, or every run decodes again without a word why
+        print(f"resgrow: note: cannot cache the decoded images in {cache.parent} ({e.strerror or e}); the next run "
+              "decodes them again (--cache-dir or RESGROW_CACHE chooses another folder)", file=sys.stderr)
     return ds
 
 

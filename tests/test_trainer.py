@@ -347,7 +347,7 @@ class Interrupted(Method):
 
 
 def test_a_run_stopped_before_its_first_epoch_ended_can_be_started_again(mini, tmp_path, capsys):
-    from resgrow.train.trainer import never_trained
+    from resgrow.train.run_dir import never_trained
 
     out = tmp_path / "r"
     with pytest.raises(KeyboardInterrupt):
@@ -758,7 +758,7 @@ def test_an_imagenet_style_net_trains_on_32x32_images(mini):
 @pytest.mark.parametrize("capability,name,amp", [((9, 0), "NVIDIA H100", True), ((8, 0), "NVIDIA A100", True),
                                                   ((7, 5), "Tesla T4", False), ((7, 0), "Tesla V100", False)])
 def test_bf16_autocast_only_where_the_gpu_runs_it_natively(monkeypatch, capsys, capability, name, amp):
-    from resgrow.train.trainer import bf16_autocast
+    from resgrow.train.device import bf16_autocast
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)

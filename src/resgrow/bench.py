@@ -130,8 +130,8 @@ def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps
 
 
 def train_default(device: torch.device) -> str:
-    """The variant `resgrow train` runs on `device` (trainer.bf16_autocast decides bf16 or fp32)."""
-    from .train.trainer import bf16_autocast
+    """The variant `resgrow train` runs on `device` (device.bf16_autocast decides bf16 or fp32)."""
+    from .train.device import bf16_autocast
 
     return DEFAULT if bf16_autocast(True, device) else FP32_DEFAULT
 

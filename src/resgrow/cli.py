@@ -295,7 +295,9 @@ def _prepare_train(a, label: str = ""):
     from .train.checkpoint import load_checkpoint
     from .train.compile import check_compile
     from .train.schedules import check_schedule
-    from .train.trainer import CHECKPOINT, TrainConfig, Trainer, check_run_dir, resolve_device
+    from .train.device import resolve_device
+    from .train.run_dir import check_run_dir
+    from .train.trainer import CHECKPOINT, TrainConfig, Trainer
 
     out, stored = Path(a.out), None
     if a.resume:  # the run's own settings first: the command may leave them out
@@ -492,7 +494,7 @@ def _bench(a) -> int:
     from .data.sources import load_dataset
     from .models.custom import is_custom, model_factory
     from .models.registry import spec_for
-    from .train.trainer import resolve_device
+    from .train.device import resolve_device
 
     model_factory(a.arch) if is_custom(a.arch) else spec_for(a.arch)
     if a.steps < 1 or a.batch_size < 1:
@@ -532,7 +534,7 @@ def main(argv=None) -> int:
 
 def _kept(out) -> str:
     """What an interrupted run leaves in its run directory to go on from."""
-    from .train.trainer import CHECKPOINT, never_trained
+    from .train.run_dir import CHECKPOINT, never_trained
 
     if (Path(out) / CHECKPOINT).is_file():
         return "; the last checkpoint is kept (continue with --resume)"

@@ -6,7 +6,8 @@ from .saved import evaluate_model, evaluate_run, load_model
 from .schedules import SCHEDULES, Schedule
 from .step import StepRunner, evaluate
 from .together import fit_together
-from .trainer import CHECKPOINT, RunContext, TrainConfig, Trainer, resolve_device
+from .device import resolve_device
+from .trainer import CHECKPOINT, RunContext, TrainConfig, Trainer
 
 __all__ = ["Trainer", "TrainConfig", "RunContext", "Schedule", "SCHEDULES", "StepRunner", "evaluate",
            "make_sgd", "carry_state", "ParamMap", "save_checkpoint", "load_checkpoint", "load_model", "evaluate_model",

@@ -16,7 +16,7 @@ from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from .checkpoint import CHECKPOINT, load_checkpoint
 from .step import evaluate
-from .trainer import resolve_device
+from .device import resolve_device
 
 
 def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -> nn.Module:

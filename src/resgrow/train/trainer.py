@@ -7,7 +7,6 @@ changes; evaluation, logging and checkpoint writes are excluded.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -29,9 +28,11 @@ from .. import atomic
 from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .compile import apply_compile
+from .device import bf16_autocast, make_deterministic, resolve_device
 from .optim import carry_state, make_sgd
 from .progress import Progress
-from .run_lock import LOCK_NAME, RunLock
+from .run_dir import check_run_dir, never_trained
+from .run_lock import RunLock
 from .schedules import COSINES, Schedule
 from .step import StepRunner, evaluate
 
@@ -105,53 +106,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ResgrowError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ResgrowError(f"device {name!r} requested but CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        n = torch.cuda.device_count()
-        raise ResgrowError(f"device {name!r} requested but this machine has {n} CUDA device{'s' * (n != 1)} "
-                           f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''})")
-    if dev.type not in ("cpu", "cuda"):
-        raise ResgrowError(f"device {name!r} is not supported; use cpu or cuda")
-    return dev
-
-
-def bf16_autocast(wanted: bool, device: torch.device) -> bool:
-    """bf16 autocast where the GPU runs it natively: compute capability 8.0 on (A100, H100, RTX 30xx and later).
-    Before that (V100, T4, ...) torch emulates bf16, far slower than fp32, so the run trains in fp32 and says so."""
-    if not (wanted and device.type == "cuda"):
-        return False
-    major, minor = torch.cuda.get_device_capability(device)
-    if major >= 8 or torch.version.hip:
-        return True
-    print(f"resgrow: note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native bf16, "
-          "which the fast path uses from 8.0 on (A100, H100, RTX 30xx): training in fp32", file=sys.stderr)
-    return False
-
-
-def make_deterministic() -> None:
-    """Deterministic kernels for this process: a run repeats bit for bit on the same GPU and software.
-
-    cuDNN without autotuning and with deterministic algorithms only; cuBLAS with a fixed workspace
-    (the variable only takes effect if set before cuBLAS starts, which the CLI guarantees); torch
-    warns about any op that has no deterministic CUDA version instead of failing the run. Memory
-    from torch.empty is not NaN-filled: that would add kernels, and resgrow never reads it unset.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if hasattr(torch.utils, "deterministic"):
-        torch.utils.deterministic.fill_uninitialized_memory = False
-
-
 def arch_of(model: nn.Module) -> ArchSpec | None:
     """The model's ArchSpec, or None for a model that is not a resgrow ResNet (trained as it is)."""
     return spec_of(model) if isinstance(model, ResNet) else None
@@ -162,44 +116,6 @@ def check_resizable(method: Method, model: nn.Module) -> None:
     if method.resizes and arch_of(model) is None:
         raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet "
                            f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {type(model).__name__}")
-
-
-def check_run_dir(out: Path | None, resume: bool) -> None:
-    """A run directory is never overwritten: it must be new or empty, unless resuming from its checkpoint."""
-    if out is None:
-        if resume:
-            raise ResgrowError("resume needs a run directory")
-        return
-    if out.exists() and not out.is_dir():
-        raise ResgrowError(f"run directory {out} exists and is not a directory")
-    if not out.exists():  # said now, before the data is read, rather than when the first epoch starts
-        parent = out.absolute().parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise ResgrowError(f"cannot create run directory {out}: {parent} is not a writable directory")
-    if resume:
-        if not (out / CHECKPOINT).is_file():
-            hint = "; it never finished an epoch: start it again without --resume" if never_trained(out) else ""
-            raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}{hint}")
-    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not never_trained(out):
-        raise ResgrowError(f"run directory {out} already exists and is not empty; "
-                           "pass --resume to continue it or choose another --out")
-
-
-def never_trained(out: Path) -> bool:
-    """A run directory that holds only the run.json of a resgrow run stopped (Ctrl-C, a crash, a kill) before
-    its first epoch ended: no checkpoint, no logged epoch. Nothing is lost by starting it again, and
-    neither a new run nor --resume could go on otherwise. (A lock left by a killed process is no run.)"""
-    import json
-
-    if not out.is_dir() or {p.name for p in out.iterdir()} - {LOCK_NAME} != {"run.json"}:
-        return False
-    try:
-        info = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and {"config", "method", "torch"} <= set(info)
 
 
 @dataclass

@@ -285,6 +285,18 @@ def test_tiny_imagenet_as_distributed(tmp_path, top):
     files[f"{top}val/images/val_2.JPEG"] = _jpeg(size=8)
     with pytest.raises(ResgrowError, match="val/images/val_2.JPEG has no label in .*val/val_annotations.txt"):
         load_dataset(_zip(tmp_path / "unlabelled.zip", files), cache_dir=tmp_path / "c")
+    # val/ sorted into class folders by a preparation script: the same splits
+    files = _tiny_imagenet_files(top)
+    for name, wnid in (("val_0.JPEG", "n02"), ("val_1.JPEG", "n01")):
+        files[f"{top}val/{wnid}/images/{name}"] = files.pop(f"{top}val/images/{name}")
+    sorted_val = load_dataset(_zip(tmp_path / "sorted.zip", files), cache_dir=tmp_path / "c")
+    assert sorted_val.test.labels.tolist() == [0, 1] and torch.equal(sorted_val.test.images, ds.test.images)
+    # ... and without the annotations file, as an ImageFolder whose test/ holds only unlabelled images: val/ is used
+    del files[f"{top}val/val_annotations.txt"]
+    for wnid in ("n01", "n02"):
+        del files[f"{top}train/{wnid}/{wnid}_boxes.txt"]
+    plain = load_dataset(_zip(tmp_path / "plain.zip", files), cache_dir=tmp_path / "c")
+    assert plain.test.labels.tolist() == [0, 1] and "2 test (its val/ folder)" in plain.summary()
     # a test/ with class folders makes it an ImageFolder, whose rules hold (a .txt in a class folder is refused)
     files = _tiny_imagenet_files(top)
     del files[f"{top}test/images/test_0.JPEG"]

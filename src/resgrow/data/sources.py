@@ -226,8 +226,9 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
 def _layout(names: list[str], path: Path, read) -> tuple[dict[str, list[tuple[str, str]]], str]:
     """Find train/<class>/<file> and test/<class>/<file>, allowing one top-level folder around them. A file in
     a subfolder of a class folder belongs to that class (as in torchvision's ImageFolder), rather than being
-    left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout).
-    Tiny-ImageNet as distributed has a layout of its own (`_tiny_imagenet`)."""
+    left out without a word. Without test/, a val/ folder is the test split (train/ + val/ is a common layout);
+    so it is when test/ holds only unlabelled images (test/images/, as Tiny-ImageNet's). Tiny-ImageNet as
+    distributed has a layout of its own (`_tiny_imagenet`)."""
     names = [n for n in names if not any(p.startswith(".") or p in OS_JUNK for p in n.split("/"))]
     tiny = _tiny_imagenet(names, path, read)
     if tiny is not None:
@@ -238,6 +239,8 @@ def _layout(names: list[str], path: Path, read) -> tuple[dict[str, list[tuple[st
             parts = n.split("/")
             if len(parts) >= prefix_len + 3 and parts[prefix_len] in out:
                 out[parts[prefix_len]].append((parts[prefix_len + 1], n))
+        if _unlabelled(out["test"], out["train"]) and out["val"]:
+            out["test"] = []
         folder = "test" if out["test"] else "val"
         if out["train"] and out[folder]:
             return {"train": out["train"], "test": out[folder]}, folder
@@ -247,11 +250,17 @@ def _layout(names: list[str], path: Path, read) -> tuple[dict[str, list[tuple[st
 TINY_LABELS = "val/val_annotations.txt"
 
 
+def _unlabelled(split: list[tuple[str, str]], train: list[tuple[str, str]]) -> bool:
+    """A split whose one "class" is a folder named images that train does not have: images without labels."""
+    return {c for c, _ in split} == {"images"} and all(c != "images" for c, _ in train)
+
+
 def _tiny_imagenet(names: list[str], path: Path, read) -> tuple[dict[str, list[tuple[str, str]]], str] | None:
     """Tiny-ImageNet as distributed (tiny-imagenet-200.zip, LipGrow's second dataset): train/<wnid>/images/<image>
     with a <wnid>_boxes.txt beside them, val/images/<image> labelled by val/val_annotations.txt (image, wnid,
     box), test/images/<image> without labels. Its val/ is the test split; the box files are annotations, not
-    images, and are left out. None for any other layout (a test/ with class folders is an ImageFolder's)."""
+    images, and are left out. A val/ already sorted into val/<wnid>/ folders (a common preparation script)
+    counts as it is. None for any other layout (a test/ with class folders is an ImageFolder's)."""
     found = [n for n in names if n == TINY_LABELS or (n.endswith("/" + TINY_LABELS) and n.count("/") == 2)]
     if len(found) != 1:
         return None
@@ -272,6 +281,8 @@ def _tiny_imagenet(names: list[str], path: Path, read) -> tuple[dict[str, list[t
             if p[2] not in labels:
                 raise ResgrowError(f"{path}: {n} has no label in {found[0]}")
             val.append((labels[p[2]], n))
+        elif p[0] == "val" and len(p) >= 3 and p[-1] != f"{p[1]}_boxes.txt":  # sorted into class folders
+            val.append((p[1], n))
     return ({"train": train, "test": val}, "val") if train and val else None
 
 

@@ -184,6 +184,10 @@ def test_zip_without_layout(tmp_path):
     junk.write_bytes(b"this is not a zip archive")
     with pytest.raises(ResgrowError, match="neither a directory nor a readable zip"):
         load_dataset(junk, cache_dir=tmp_path)
+    tarball = tmp_path / "cifar-10-python.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ResgrowError, match=r"extract it into a folder DIR and pass --data cifar10 \(or cifar100\) --data-dir DIR"):
+        load_dataset(tarball, cache_dir=tmp_path)
 
 
 def test_mixed_image_sizes_are_refused(tmp_path):

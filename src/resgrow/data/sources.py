@@ -201,7 +201,11 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
         try:
             source = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as e:
-            raise ResgrowError(f"{path} is neither a directory nor a readable zip file ({e})") from None
+            hint = ""
+            if path.name.endswith((".tar", ".tar.gz", ".tgz")):  # CIFAR's own download is a python-format tarball
+                hint = ("; a CIFAR tarball (cifar-10-python.tar.gz) is read unpacked: extract it into a folder DIR "
+                        "and pass --data cifar10 (or cifar100) --data-dir DIR")
+            raise ResgrowError(f"{path} is neither a directory nor a readable zip file ({e}){hint}") from None
         names = [i.filename for i in source.infolist() if not i.is_dir()]
         reader = source.read
     try:

@@ -279,14 +279,14 @@ def _tiny_imagenet(names: list[str], path: Path, read) -> tuple[dict[str, list[t
             labels[fields[0]] = fields[1]
     train, val = [], []
     for p, n in rel:
-        if p[0] == "train" and len(p) >= 3 and p[-1] != f"{p[1]}_boxes.txt":
-            train.append((p[1], n))
-        elif p[0] == "val" and len(p) == 3 and p[1] == "images":
+        if p[0] not in ("train", "val") or len(p) < 3 or p[-1] == f"{p[1]}_boxes.txt":
+            continue
+        if p[0] == "val" and p[1] == "images" and len(p) == 3:
             if p[2] not in labels:
                 raise ResgrowError(f"{path}: {n} has no label in {found[0]}")
             val.append((labels[p[2]], n))
-        elif p[0] == "val" and len(p) >= 3 and p[-1] != f"{p[1]}_boxes.txt":  # sorted into class folders
-            val.append((p[1], n))
+        else:  # train/<wnid>/..., or val/ sorted into class folders
+            (train if p[0] == "train" else val).append((p[1], n))
     return ({"train": train, "test": val}, "val") if train and val else None
 
 

@@ -74,17 +74,17 @@ def check_model(model: nn.Module, input_size: tuple[int, int, int], num_classes:
     name = type(model).__name__
     if not any(p.requires_grad for p in model.parameters()):
         raise ResgrowError(f"model {name} has no trainable parameters")
-    try:
-        out, flops = forward_one_image(model, input_size)
-    except Exception as e:  # noqa: BLE001 - the user's forward: its first line says what does not fit
-        raise ResgrowError(f"model {name} cannot take the data's {'x'.join(map(str, input_size))} images "
-                           f"({type(e).__name__}: {first_line(e)})") from None
+
+    def run(forward, fails: str):
+        try:
+            return forward(model, input_size)
+        except Exception as e:  # noqa: BLE001 - the user's forward: its first line says what does not fit
+            raise ResgrowError(f"model {name} {fails} the data's {'x'.join(map(str, input_size))} images "
+                               f"({type(e).__name__}: {first_line(e)})") from None
+
+    out, flops = run(forward_one_image, "cannot take")
     _check_logits(name, out, 1, num_classes, "")
-    try:
-        out, draws = _train_forward(model, input_size)
-    except Exception as e:  # noqa: BLE001
-        raise ResgrowError(f"model {name} fails in train mode on the data's {'x'.join(map(str, input_size))} "
-                           f"images ({type(e).__name__}: {first_line(e)})") from None
+    out, draws = run(_train_forward, "fails in train mode on")
     _check_logits(name, out, 2, num_classes, " in train mode (what the loss sees; eval mode is fine)")
     return Checked(flops, draws)
 

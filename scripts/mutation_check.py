@@ -120,8 +120,8 @@ MUTATIONS = [
     ("measure/lipschitz.py", "        with GPU_LOCK:\n", "        if True:\n", "tests/test_together.py"),
     ("report/compare.py", "for ax, i in ((axes[1], 1),) if r.shared else zip(axes, (0, 1)):", "for ax, i in zip(axes, (0, 1)):",
      "tests/test_compare.py"),
-    ("cli.py", "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers, until=stops.pop())",
-     "    with _stop_on_sigterm(trainers):\n        results = fit_together(trainers)", "tests/test_together.py"),
+    ("cli.py", "    with _stop_on_signals(trainers) as stop:\n        results = fit_together(trainers, until=stops.pop())",
+     "    with _stop_on_signals(trainers) as stop:\n        results = fit_together(trainers)", "tests/test_together.py"),
     # ImageFolder layouts: images in subfolders of a class, val/ as the test split, file managers' junk
     ("data/sources.py", "if len(parts) >= prefix_len + 3 and parts[prefix_len] in out:",
      "if len(parts) == prefix_len + 3 and parts[prefix_len] in out:", "tests/test_data.py"),

@@ -14,6 +14,7 @@ import re
 import shlex
 import signal
 import sys
+import types
 from pathlib import Path
 
 from . import __version__
@@ -277,9 +278,9 @@ def _norm(value):
 
 def _train(a) -> int:
     trainer = _prepare_train(a)
-    with _stop_on_sigterm([trainer]):
+    with _stop_on_signals([trainer]) as stop:
         rows = trainer.fit(until=a.stop_after)
-    return _report(trainer, rows)
+    return _report(trainer, rows, stop.signal)
 
 
 def _prepare_train(a, label: str = ""):
@@ -370,11 +371,11 @@ def _prepare_train(a, label: str = ""):
     return trainer
 
 
-def _report(trainer, rows) -> int:
-    """The run's last line: where it stopped and how to go on, or its final accuracy; the exit code."""
+def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
+    """The run's last line: where it stopped and how to go on, or its final accuracy; the exit code.
+    `sig`: the signal that asked the run to stop, if it did."""
     cfg, out = trainer.cfg, trainer.out
     if trainer.stop_requested and trainer.epoch < cfg.epochs:
-        sig = getattr(trainer, "stop_signal", signal.SIGTERM)
         print(f"resgrow: stopped on {signal.Signals(sig).name} after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
               f"(continue with --resume --out {out})", file=sys.stderr)
         return 128 + sig
@@ -419,14 +420,14 @@ def _together(a) -> int:
     how = "threads, a CUDA stream each" if trainers[0].device.type == "cuda" else "threads"
     print(f"resgrow: training {len(trainers)} runs together on {trainers[0].device} ({how}); "
           "their training seconds count each other's time: compare their accuracy, not their time", file=sys.stderr)
-    with _stop_on_sigterm(trainers):
+    with _stop_on_signals(trainers) as stop:
         results = fit_together(trainers, until=stops.pop())
     codes = []
     for t, res in zip(trainers, results):
         if isinstance(res, BaseException):
             codes.append(_failed(t, res))
         else:
-            codes.append(_report(t, res))
+            codes.append(_report(t, res, stop.signal))
     return max(codes)
 
 
@@ -450,14 +451,16 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm(trainers):
+def _stop_on_signals(trainers):
     """SIGTERM or SIGUSR1 ends the runs after their current epoch, with a checkpoint; a second one stops at
-    once, keeping the last checkpoint."""
+    once, keeping the last checkpoint. Yields a namespace whose `signal` is the one that came (SIGTERM if none)."""
+    stop = types.SimpleNamespace(signal=signal.SIGTERM)
+
     def handler(signum, frame):
         if all(t.stop_requested for t in trainers):
             raise KeyboardInterrupt
+        stop.signal = signum
         for t in trainers:
-            t.stop_signal = signum
             t.request_stop()
         print(f"resgrow: {signal.Signals(signum).name}: stopping after this epoch, with a checkpoint (send it again "
               "to stop now)", file=sys.stderr, flush=True)
@@ -465,10 +468,10 @@ def _stop_on_sigterm(trainers):
     try:
         previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield stop
         return
     try:
-        yield
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -458,3 +458,15 @@ def test_bf16_weight_copies_are_on_unless_turned_off():
     parse = lambda *extra: build_parser().parse_args(["train", "--arch", "resnet20", "--data", "d", "--out", "o", *extra]).bf16_weights
     assert parse() is None and parse("--bf16-weights") is True and parse("--no-bf16-weights") is False
     assert TrainConfig().bf16_weights is True
+
+
+def test_output_cut_short_by_a_pipe_ends_quietly():
+    """`resgrow compare ... | head`: once the reader has gone, no error line, the exit code of SIGPIPE."""
+    many_lines = ("import sys, resgrow.cli as cli\n"
+                  "cli._models = lambda a: [print('x' * 99) for _ in range(20000)] and 0  # 2 MB, more than a pipe holds\n"
+                  "sys.exit(cli.main(['models']))")
+    p = subprocess.Popen([sys.executable, "-c", many_lines], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.read(100) == b"x" * 99 + b"\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141 and err == ""

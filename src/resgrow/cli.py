@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shlex
 import signal
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "numbers on the same GPU and software (slower; not for timing)")
     t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars to OUT/tb (pip install 'resgrow[tensorboard]')")
     g = t.add_argument_group("growth methods (multilevel, lipgrow)")
-    g.add_argument("--start-blocks", default=None, help="blocks per stage to start from, e.g. 3-3-3 (default: final / 4)")
+    g.add_argument("--start-blocks", default=None, help="blocks per stage to start from, e.g. 3-3-3 (default: final / 4, or / 2 where a stage's blocks do not divide by 4)")
     g.add_argument("--grow-at", type=_floats, default=None, help="multilevel: growth epochs, e.g. 60,110 (default 60,110 of 160, scaled)")
     g.add_argument("--lip-threshold", type=float, default=None, help="lipgrow: grow when smoothed score / L0 exceeds this (default 1.4)")
     g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
@@ -528,6 +529,9 @@ def main(argv=None) -> int:
         a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
                 "methods": _methods}[a.command](a)
+    except BrokenPipeError:  # `resgrow compare ... | head` closed our stdout: it has read all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
+        return 128 + 13  # as a command that SIGPIPE ended
     except (ResgrowError, OSError, RuntimeError, KeyboardInterrupt) as e:
         code = _report_error(e, kept=_interrupted_runs(a) if isinstance(e, KeyboardInterrupt) else "")
         if code is None:

@@ -17,7 +17,8 @@ test), s = (E - reserve) // G: the forced grows split the epochs before the rese
 of piling up at epoch 1, and the start event says that the window is too long to trigger.
 
 Defaults: threshold 1.4 (CIFAR; the paper uses 1.3 on Tiny-ImageNet), window 10 epochs, reserve
-30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74).
+30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74;
+final / 2 where a stage's blocks do not divide by 4).
 The paper trains with lr 0.5 -> 0.001, batch 128, wd 1e-4 over 164 epochs.
 Options: --start-blocks, --lip-threshold, --lip-window, --reserve (at least 1; the run needs an epoch
 for every grow before the reserve).

@@ -8,7 +8,8 @@ interpolation (one cycle per level).
 
 Defaults: 3 cycles over 160 epochs, interpolations at epochs 60 and 110, scaled to --epochs
 (first cycle 37.5% of the run, the rest split evenly); start blocks = final / 4 (3-3-3 for
-resnet74). The paper uses lr 0.5 -> 0.001 at batch 100 (--lr 0.5 --eta-min 0.001).
+resnet74; final / 2 where a stage's blocks do not divide by 4: resnet38's 6-6-6 starts at 3-3-3).
+The paper uses lr 0.5 -> 0.001 at batch 100 (--lr 0.5 --eta-min 0.001).
 Options: --start-blocks, --grow-at EPOCHS.
 When it helps: long schedules where the shallow early cycles save time; Chang et al. report about
 41% less time at equal accuracy on CIFAR-10/100 and STL-10.

@@ -14,7 +14,7 @@ entry look caught.
 
 Session 12 ran every entry below (73; 53 min on 2 cores, after a green run of the whole suite): all are
 caught, and so are the ones added after (ImageFolder layouts, a run stopped in its first epoch;
-session 13: the check of a user's model in train mode, Tiny-ImageNet, the lock, bf16, the diverged message). The ones that first survived got tests when they were found (sessions 9, 10 and 11).
+session 13: the check of a user's model in train mode, Tiny-ImageNet, the lock, bf16, the diverged message; session 14: the default start named, a closed pipe). The ones that first survived got tests when they were found (sessions 9, 10 and 11).
 """
 
 from __future__ import annotations
@@ -152,6 +152,10 @@ MUTATIONS = [
      "tests/test_together.py"),
     ("models/custom.py", "                    b.copy_(saved[k])", "                    pass", "tests/test_trainer.py"),
     ("models/custom.py", "torch.no_grad(), torch.random.fork_rng(devices=devices):", "torch.no_grad():", "tests/test_trainer.py"),
+    # session 14: the first line names a default start; a closed pipe ends quietly
+    ("methods/depth.py", "        if not self.start_blocks:\n            self.default_start = start\n", "", GROW),
+    ("methods/multilevel.py", "        if self.grow_at is None:\n            self.default_grow_at = at\n", "", GROW),
+    ("cli.py", "        return 128 + 13  # as a command that SIGPIPE ended", "        raise", "tests/test_cli.py"),
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
     ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),

@@ -391,6 +391,31 @@ def test_a_run_directory_in_use_is_refused(mini, tmp_path):
         lock.acquire()
 
 
+def test_a_lock_file_removed_by_its_holder_while_waiting_is_not_taken(tmp_path, monkeypatch):
+    """Opened just before the holder's release removed it, locked just after: a lock on a file nobody else
+    can open, which would let a third process lock the new .lock as well. The lock goes to the file there."""
+    import fcntl
+
+    from resgrow.train.run_lock import RunLock
+
+    real, calls = fcntl.flock, []
+
+    def holder_leaves_first(fd, op):
+        calls.append(fd)
+        if len(calls) == 1:
+            (tmp_path / "r" / ".lock").unlink()  # the holder's release, between our open and our flock
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", holder_leaves_first)
+    lock = RunLock(tmp_path / "r")
+    lock.acquire()
+    assert len(calls) == 2 and os.fstat(lock.fd).st_ino == os.stat(tmp_path / "r" / ".lock").st_ino
+    monkeypatch.setattr(fcntl, "flock", real)
+    with pytest.raises(ResgrowError, match="in use by another resgrow process"):
+        RunLock(tmp_path / "r").acquire()
+    lock.release()
+
+
 def test_a_file_system_without_locks_trains_unlocked_with_a_warning(mini, tmp_path, monkeypatch, capsys):
     import errno
     import fcntl

@@ -35,20 +35,26 @@ class RunLock:
             import fcntl
         except ImportError:  # not POSIX: no lock, as before
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # not "held": no locks here
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # not "held": no locks here
+                    os.close(fd)
+                    self.path.unlink(missing_ok=True)
+                    print(f"resgrow: warning: the file system of {self.folder} has no file locks ({e.strerror or e}): "
+                          "nothing stops a second process from training into the same run directory", file=sys.stderr)
+                    return
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                self.path.unlink(missing_ok=True)
-                print(f"resgrow: warning: the file system of {self.folder} has no file locks ({e.strerror or e}): "
-                      "nothing stops a second process from training into the same run directory", file=sys.stderr)
-                return
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                raise ResgrowError(f"run directory {self.folder} is in use by another resgrow process (pid {holder}); "
+                                   "wait for it to end or choose another --out") from None
+            if _still_at(fd, self.path):
+                break
+            # Opened just before its holder removed it, locked just after: a lock on a file nobody else
+            # can open, so a third process would lock the new .lock too. Take the file that is there.
             os.close(fd)
-            raise ResgrowError(f"run directory {self.folder} is in use by another resgrow process (pid {holder}); "
-                               "wait for it to end or choose another --out") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
@@ -57,8 +63,18 @@ class RunLock:
         if self.fd is None:
             return
         try:
-            os.unlink(self.path)  # while still locked: nobody can take a lock on a file that is going away
+            os.unlink(self.path)  # while still locked: a process that opened it already finds it gone once it locks it
         except OSError:
             pass
         os.close(self.fd)
         self.fd = None
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Is the open file `fd` the one at `path` now?"""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino)

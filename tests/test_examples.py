@@ -55,3 +55,13 @@ def test_own_loop_augment_crops_and_flips_each_image():
         assert plain or mirrored
         flipped += mirrored and not plain
     assert 0 < flipped < 16  # flips are drawn per image
+
+
+def test_the_readme_counts_the_mutation_entries_the_script_has():
+    import re
+
+    spec = importlib.util.spec_from_file_location("mutation_check", EXAMPLES.parent / "scripts" / "mutation_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # defines the table; breaks nothing until its main() runs
+    said = re.search(r"it breaks (\d+) rules of the source", (EXAMPLES.parent / "README.md").read_text())
+    assert said and int(said.group(1)) == len(mod.MUTATIONS)

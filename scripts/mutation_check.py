@@ -157,6 +157,7 @@ MUTATIONS = [
     ("methods/multilevel.py", "        if self.grow_at is None:\n            self.default_grow_at = at\n", "", GROW),
     ("cli.py", "        return 128 + 13  # as a command that SIGPIPE ended", "        raise", "tests/test_cli.py"),
     ("train/run_lock.py", "            if _still_at(fd, self.path):", "            if True:", "tests/test_trainer.py"),
+    ("train/trainer.py", "            with GPU_LOCK:  # new shapes", "            if True:  # new shapes", "tests/test_together.py"),
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
     ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),

@@ -228,3 +228,14 @@ def test_the_lipschitz_meter_waits_for_a_capture_of_another_run():
         assert worker.is_alive() and scores == []
     worker.join(10)
     assert len(scores) == 1 and scores[0] > 0
+
+
+def test_evaluation_waits_for_a_capture_of_another_run(mini, tmp_path, monkeypatch):
+    """Evaluation meets new shapes (autotuning, workspaces): it holds the capture lock (concurrency.py)."""
+    import resgrow.train.trainer as trainer_module
+    from resgrow.concurrency import GPU_LOCK
+
+    held, real = [], trainer_module.evaluate
+    monkeypatch.setattr(trainer_module, "evaluate", lambda *a: held.append(GPU_LOCK._is_owned()) or real(*a))
+    Trainer(model(0), mini, cfg(epochs=2), out=tmp_path / "r").fit()
+    assert held == [True, True]

@@ -6,7 +6,7 @@ so a sweep (seeds, a method and its restart baseline) may finish sooner together
 another. Separate processes would not do: without MPS, the GPU time-slices between processes
 instead of overlapping their kernels. Threads can, because a graph's replay releases the GIL.
 torch allows one graph capture at a time per process, so captures take turns (`concurrency.GPU_LOCK`),
-and so do temporary changes of process-wide cuDNN flags.
+and so do temporary changes of process-wide cuDNN flags and evaluations (new shapes: autotuning).
 
 The price is the clock. Each run's training seconds include the time the others held the GPU, so
 they cannot be compared with a run trained alone: run.json lists the runs it shared the device with

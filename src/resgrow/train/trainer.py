@@ -417,9 +417,10 @@ class Trainer:
                                 "Try a lower --lr or a warm-up.")
         if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
             t_eval = time.perf_counter()
-            row["test_loss"], row["test_acc"] = evaluate(self.model, self.test_loader, self.amp)
-            if self.val_loader is not None:
-                row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
+            with GPU_LOCK:  # new shapes (cuDNN autotuning, workspaces): never inside another run's capture
+                row["test_loss"], row["test_acc"] = evaluate(self.model, self.test_loader, self.amp)
+                if self.val_loader is not None:
+                    row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
             row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
         row.update(self._size)
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ entry look caught.
 
 Session 12 ran every entry below (73; 53 min on 2 cores, after a green run of the whole suite): all are
 caught, and so are the ones added after (ImageFolder layouts, a run stopped in its first epoch;
-session 13: the check of a user's model in train mode, Tiny-ImageNet, the lock, bf16, the diverged message; session 14: the default start named, a closed pipe, a lock file removed while locking). The ones that first survived got tests when they were found (sessions 9, 10 and 11).
+session 13: the check of a user's model in train mode, Tiny-ImageNet, the lock, bf16, the diverged message; session 14: the default start named, a closed pipe, a lock file removed while locking, evaluation under the capture lock). The ones that first survived got tests when they were found (sessions 9, 10 and 11).
 """
 
 from __future__ import annotations

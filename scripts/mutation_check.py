@@ -156,7 +156,7 @@ MUTATIONS = [
     ("methods/depth.py", "        if not self.start_blocks:\n            self.default_start = start\n", "", GROW),
     ("methods/multilevel.py", "        if self.grow_at is None:\n            self.default_grow_at = at\n", "", GROW),
     ("cli.py", "        return 128 + 13  # as a command that SIGPIPE ended", "        raise", "tests/test_cli.py"),
-    ("train/run_lock.py", "            if _still_at(fd, self.path):", "            if True:", "tests/test_trainer.py"),
+    ("train/run_lock.py", "if fd is None or _still_at(fd, self.path):", "if True:", "tests/test_trainer.py"),
     ("train/trainer.py", "            with GPU_LOCK:  # new shapes", "            if True:  # new shapes", "tests/test_together.py"),
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),

@@ -36,28 +36,35 @@ class RunLock:
         except ImportError:  # not POSIX: no lock, as before
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # not "held": no locks here
-                    os.close(fd)
-                    self.path.unlink(missing_ok=True)
-                    print(f"resgrow: warning: the file system of {self.folder} has no file locks ({e.strerror or e}): "
-                          "nothing stops a second process from training into the same run directory", file=sys.stderr)
-                    return
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise ResgrowError(f"run directory {self.folder} is in use by another resgrow process (pid {holder}); "
-                                   "wait for it to end or choose another --out") from None
-            if _still_at(fd, self.path):
+            fd = self._open_locked(fcntl)
+            if fd is None or _still_at(fd, self.path):
                 break
             # Opened just before its holder removed it, locked just after: a lock on a file nobody else
             # can open, so a third process would lock the new .lock too. Take the file that is there.
             os.close(fd)
+        if fd is None:
+            return
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
+
+    def _open_locked(self, fcntl) -> int | None:
+        """The lock file, open and locked; None on a file system without locks; an error if it is held."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # not "held": no locks here
+                os.close(fd)
+                self.path.unlink(missing_ok=True)
+                print(f"resgrow: warning: the file system of {self.folder} has no file locks ({e.strerror or e}): "
+                      "nothing stops a second process from training into the same run directory", file=sys.stderr)
+                return None
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ResgrowError(f"run directory {self.folder} is in use by another resgrow process (pid {holder}); "
+                               "wait for it to end or choose another --out") from None
 
     def release(self) -> None:
         if self.fd is None:

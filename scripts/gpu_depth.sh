@@ -22,7 +22,7 @@
 # BUDGET=SECONDS, finishes every row within that many seconds from this command's start, the rows go on one by one.
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seeds=${3:-0}; win=${4:-10}; mkdir -p "$out"
-export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=/tmp/rgcache
+export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=${RESGROW_CACHE:-/tmp/rgcache}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__)"
 arch=${ARCH:-resnet74}; start=${START:-3-3-3}; data=${DATA:-.data/cifar10-jpeg.zip}

@@ -21,7 +21,7 @@ export RUNDIR=${RUNDIR:-$out/runs} ARCH=$arch DATA=$data
 [[ -f $data ]] || { echo "gpu_pending: no data at $data (copy cifar10-jpeg.zip there or set DATA)"; exit 2; }
 RUNS="restarts restarts_lip" bash scripts/gpu_depth.sh "$out/depth" "$E" 0,1 10
 if python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
-  RESGROW_CACHE=/tmp/rgcache PYTHONPATH=src python3 scripts/together_check.py --data "$data" --device cuda \
+  RESGROW_CACHE=${RESGROW_CACHE:-/tmp/rgcache} PYTHONPATH=src python3 scripts/together_check.py --data "$data" --device cuda \
     --json "$out/together_check.json" 2>&1 | tee "$out/together_check.log"
   bash scripts/gpu_fold_h.sh "$out/fold_h"
 else

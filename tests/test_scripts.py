@@ -1,0 +1,56 @@
+"""The GPU scripts' plumbing, on CPU: what a session with a device sends must work the first time.
+
+`scripts/gpu_pending.sh` drives `scripts/gpu_depth.sh` (the restart rows, resumable), then the GPU-only
+checks, then `resgrow compare`. Here with a stand-in `nvidia-smi`, a tiny net, 4 epochs and the small zip.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(runs: Path) -> dict:
+    return {d.name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in sorted(runs.iterdir()) if (d / "metrics.jsonl").is_file() and d.name.startswith("baseline")}
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the scripts are bash")
+def test_gpu_pending_trains_the_restart_rows_once_and_tables_them(small_zip, tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho stand-in GPU\n")
+    (fake / "nvidia-smi").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               EPOCHS="4", ARCH="cifar_resnet8", LIP_RESTARTS="2", DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "out"
+
+    def send():
+        done = subprocess.run(["bash", "scripts/gpu_pending.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    said = send()
+    rows = _rows(out / "runs")
+    names = ["baseline_restarts_lip_r8_s0", "baseline_restarts_lip_r8_s1", "baseline_restarts_r8_s0", "baseline_restarts_r8_s1"]
+    assert sorted(rows) == names and all([r["epoch"] for r in log] == [1, 2, 3, 4] for log in rows.values())
+    for name in names:
+        info = json.loads((out / "runs" / name / "run.json").read_text())
+        cfg = info["config"]
+        # multilevel's restarts at 37.5% and 68.75% of the run; LipGrow's at the epochs it was given
+        want = ("cosine_reset", [2.0]) if "_lip_" in name else ("cosine_restarts", [2.0, 3.0])
+        assert (cfg["schedule"], [float(r) for r in cfg["restarts"]]) == want, name
+        assert cfg["seed"] == int(name[-1]) and not (out / "runs" / name / "checkpoint.pt").exists()
+    assert "no CUDA device: the together check and the folded-h timing are skipped" in said
+    table = (out / "summary_160ep.md").read_text()
+    assert all(f"| {n} | 4 |" in table for n in names) and "| baseline_restarts_lip_r8 | 2 |" in table
+
+    again = send()  # the same command again: nothing is trained twice
+    assert again.count("finished in an earlier command") == 4 and _rows(out / "runs") == rows

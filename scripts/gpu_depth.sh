@@ -20,6 +20,7 @@
 # each other. It first trains PROBE epochs (default 3) together, then compares the together epoch with the
 # machine check's epoch alone; unless together is at least 15% faster in all (TOGETHER_MIN=1.15) and, with
 # BUDGET=SECONDS, finishes every row within that many seconds from this command's start, the rows go on one by one.
+# So do they when the probe has not ended after PROBE_LIMIT seconds (default 240): a hang costs minutes, not the package.
 set -uo pipefail
 out=${1:-/tmp/depth}; E=${2:-160}; seeds=${3:-0}; win=${4:-10}; mkdir -p "$out"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 RESGROW_CACHE=${RESGROW_CACHE:-/tmp/rgcache}
@@ -59,10 +60,13 @@ run_alone() {
   [[ $rc == 143 ]] && echo "$name: stopped at DEADLINE=$DEADLINE s; the same command resumes it from $d"
   done_row "$i"
 }
-run_together() {  # rows $@ in one process; returns its exit code (143: stopped by DEADLINE)
+run_together() {  # rows $@ in one process; returns its exit code (143: stopped by DEADLINE, or by cap=SECONDS)
   local cmds=() i
   for i in "$@"; do cmds+=("$(flags "$i" "${stop:-}")"); done
   time_left || { echo "together: not started, ${left}s left of DEADLINE=$DEADLINE: send the same command again"; return 143; }
+  if [[ -n ${cap:-} ]] && { [[ ${#limit[@]} == 0 ]] || ((cap < left)); }; then
+    limit=(timeout --preserve-status -s TERM -k 20 "$cap")
+  fi
   "${limit[@]}" python3 -m resgrow together "${cmds[@]}" 2>&1 | tail -$((2 * $# + 2))
   local rc=${PIPESTATUS[0]}
   for i in "$@"; do done_row "$i"; done
@@ -138,11 +142,14 @@ if [[ -n ${TOGETHER:-} && ${#todo[@]} -ge 2 ]]; then
   if [[ -f $verdict ]]; then
     mode=$(cat "$verdict")
   elif [[ -z ${STOP_AFTER:-} ]]; then
-    stop=${PROBE:-3} run_together "${todo[@]}"; rc=$?
+    # A probe that hangs (together has not run on a GPU yet) must not take the package with it: it gets
+    # PROBE_LIMIT seconds (three epochs of two resnet74 rows take about 20 s), then the rows go on one by one.
+    cap=${PROBE_LIMIT:-240} stop=${PROBE:-3} run_together "${todo[@]}"; rc=$?
     dirs=(); for i in "${todo[@]}"; do dirs+=("$rundir/${names[$i]}"); done
-    if [[ $rc == 143 ]]; then
+    if [[ $rc == 143 ]] && ! time_left; then
       mode=wait; echo "together: the probe did not finish by DEADLINE=$DEADLINE s: send the same command again"
     else
+      [[ $rc == 143 || $rc == 137 ]] && echo "together: the probe did not finish within PROBE_LIMIT=${PROBE_LIMIT:-240} s"
       worth=1
       if [[ $rc == 0 ]]; then  # the measured gain goes to $OUT too, for BENCHMARKS
         worth_together "$rundir/machine_check.jsonl" "${dirs[@]}" | tee "$out/together_probe.txt"; worth=${PIPESTATUS[0]}

@@ -57,9 +57,11 @@ def test_gpu_pending_trains_the_restart_rows_once_and_tables_them(small_zip, tmp
 
 
 @pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the scripts are bash")
-def test_gpu_depth_together_probes_then_finishes_both_rows(small_zip, tmp_path):
+@pytest.mark.parametrize("probe_limit", [None, "1"], ids=["probe", "probe_cut_short"])
+def test_gpu_depth_together_probes_then_finishes_both_rows(small_zip, tmp_path, probe_limit):
     """Package 1's command: a 3-epoch probe of both seeds' rows together, a verdict kept for the next command,
-    then both rows to the end (together or one by one, whichever the probe chose)."""
+    then both rows to the end (together or one by one, whichever the probe chose). A probe that has not ended
+    after PROBE_LIMIT seconds (a hang, on a GPU) is stopped, and the rows go on one by one."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho stand-in GPU\n")
@@ -67,16 +69,21 @@ def test_gpu_depth_together_probes_then_finishes_both_rows(small_zip, tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     env = dict(os.environ, PATH=f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                TOGETHER="1", BUDGET="100000", RUNS="restarts", RUNDIR=str(runs), ARCH="cifar_resnet8",
-               DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"))
+               DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"), **({"PROBE_LIMIT": probe_limit} if probe_limit else {}))
     done = subprocess.run(["bash", "scripts/gpu_depth.sh", str(out), "5", "0,1", "10"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    probe = (out / "together_probe.txt").read_text()
-    assert probe.startswith("together: 2 rows at ") and "x the work per second" in probe
-    assert (runs / "together_verdict").read_text().strip() in ("together", "alone")
+    verdict = (runs / "together_verdict").read_text().strip()
+    if probe_limit:  # 1 s: not even torch's import fits
+        assert "together: the probe did not finish within PROBE_LIMIT=1 s" in done.stdout and verdict == "alone"
+        assert not (out / "together_probe.txt").exists()
+    else:
+        probe = (out / "together_probe.txt").read_text()
+        assert probe.startswith("together: 2 rows at ") and "x the work per second" in probe
+        assert verdict in ("together", "alone")
     rows = _rows(runs)
     assert sorted(rows) == ["baseline_restarts_r8_s0", "baseline_restarts_r8_s1"]
     assert all([r["epoch"] for r in log] == [1, 2, 3, 4, 5] for log in rows.values())
-    for name in rows:  # the probe trained them together: their clocks are shared, and run.json says so
+    for name in rows if not probe_limit else ():  # the probe trained them together: run.json says so
         assert json.loads((runs / name / "run.json").read_text())["shared_device"] == [str(runs / (
             "baseline_restarts_r8_s1" if name.endswith("s0") else "baseline_restarts_r8_s0"))]

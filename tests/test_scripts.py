@@ -87,3 +87,16 @@ def test_gpu_depth_together_probes_then_finishes_both_rows(small_zip, tmp_path, 
     for name in rows if not probe_limit else ():  # the probe trained them together: run.json says so
         assert json.loads((runs / name / "run.json").read_text())["shared_device"] == [str(runs / (
             "baseline_restarts_r8_s1" if name.endswith("s0") else "baseline_restarts_r8_s0"))]
+
+
+def test_together_check_runs_and_finds_runs_together_equal_to_alone(small_zip, tmp_path):
+    """Package 3's together check, on CPU: its speed line, and weights equal bit for bit alone and together."""
+    report = tmp_path / "together_check.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), RESGROW_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "scripts/together_check.py", "--data", str(small_zip), "--device", "cpu",
+                           "--arch", "cifar_resnet8", "--small", "cifar_resnet8", "--epochs", "2", "--json", str(report)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(report.read_text())
+    assert result["same_as_alone"] == [True, True] and result["speed"]["work_per_second_vs_alone"] > 0
+    assert "cifar_resnet8: last epoch alone" in done.stdout and done.stdout.count("together equals alone") == 2

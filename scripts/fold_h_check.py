@@ -1,19 +1,20 @@
 """Folded h against unfolded h: the same training steps of a net whose blocks have h = 1/4 (as in a
 net grown twice), on one device, from the same seed. Prints the largest difference of any parameter
-or buffer after the steps: 0 means bit-identical, as the CPU tests find.
+or buffer after the steps: 0 means bit-identical, as the CPU tests find (and exit code 0; 1 otherwise).
 Usage: python scripts/fold_h_check.py [--arch resnet20] [--steps 50] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 
 from resgrow.bench import make_runner, synthetic_split
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="resnet20")
     ap.add_argument("--steps", type=int, default=50)
@@ -37,7 +38,8 @@ def main() -> None:
         states.append({k: v.detach().float().cpu().clone() for k, v in runner.model.state_dict().items()})
     diff = max((states[0][k] - states[1][k]).abs().max().item() for k in states[0])
     print(f"{a.arch}, {a.steps} steps on {dev}: largest parameter/buffer difference, folded vs not: {diff:g}")
+    return 0 if diff == 0 else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -100,3 +100,13 @@ def test_together_check_runs_and_finds_runs_together_equal_to_alone(small_zip, t
     result = json.loads(report.read_text())
     assert result["same_as_alone"] == [True, True] and result["speed"]["work_per_second_vs_alone"] > 0
     assert "cifar_resnet8: last epoch alone" in done.stdout and done.stdout.count("together equals alone") == 2
+
+
+def test_fold_h_check_finds_folded_and_unfolded_steps_equal():
+    """Package 3's numbers check (gpu_fold_h.sh runs it on the GPU): on CPU, bit-identical and exit code 0."""
+    done = subprocess.run([sys.executable, "scripts/fold_h_check.py", "--arch", "cifar_resnet8", "--steps", "3",
+                           "--device", "cpu"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "folded True: 3 blocks folded" in done.stdout
+    assert done.stdout.rstrip().endswith("largest parameter/buffer difference, folded vs not: 0")

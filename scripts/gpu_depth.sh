@@ -123,8 +123,7 @@ for seed in ${seeds//,/ }; do
   # LipGrow's lr goes back to the peak at each grow and anneals over the rest of the run (cosine_reset), at
   # epochs that depend on the run: its restart baseline takes them from a finished lipgrow row of the same seed.
   if [[ $runs == *" restarts_lip "* ]]; then
-    lipr=${LIP_RESTARTS:-$(python3 -c "import sys; from resgrow.report import load_run; r = load_run(sys.argv[1]); assert r.epochs == $E
-print(','.join(str(x['epoch']) for x in r.grow_rows))" "benchmarks/issue3/160ep/lipgrow_${tag}_s$seed" 2>/dev/null)}
+    lipr=${LIP_RESTARTS:-$(python3 scripts/growth_epochs.py "benchmarks/issue3/160ep/lipgrow_${tag}_s$seed" "$E" 2>/dev/null)}
     if [[ -z $lipr ]]; then echo "restarts_lip: no finished $E-epoch lipgrow_${tag}_s$seed row in benchmarks/issue3/160ep: set LIP_RESTARTS"
     else row baseline_restarts_lip_${tag}_s$seed $s --schedule cosine_reset --restarts "$lipr"; fi
   fi

@@ -110,3 +110,15 @@ def test_fold_h_check_finds_folded_and_unfolded_steps_equal():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "folded True: 3 blocks folded" in done.stdout
     assert done.stdout.rstrip().endswith("largest parameter/buffer difference, folded vs not: 0")
+
+
+def test_growth_epochs_reads_lipgrows_committed_grows_for_its_restart_baseline():
+    """Package 2 restarts the lr where the committed 160-epoch lipgrow rows grew (gpu_depth.sh, RUNS=restarts_lip)."""
+    def growth_epochs(run, epochs):
+        return subprocess.run([sys.executable, "scripts/growth_epochs.py", f"benchmarks/issue3/160ep/{run}", str(epochs)],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), capture_output=True, text=True)
+
+    assert [growth_epochs(f"lipgrow_r74_s{s}", 160).stdout for s in (0, 1)] == ["27,83\n", "22,80\n"]
+    for run, epochs in (("lipgrow_r74_s0", 40), ("baseline_r74_s0", 160), ("no_such_run", 160)):
+        done = growth_epochs(run, epochs)
+        assert done.returncode == 1 and done.stdout == "" and done.stderr.startswith("growth_epochs: "), run

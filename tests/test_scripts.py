@@ -21,13 +21,18 @@ def _rows(runs: Path) -> dict:
             for d in sorted(runs.iterdir()) if (d / "metrics.jsonl").is_file() and d.name.startswith("baseline")}
 
 
-@pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the scripts are bash")
-def test_gpu_pending_trains_the_restart_rows_once_and_tables_them(small_zip, tmp_path):
+def _stand_in_gpu(tmp_path: Path) -> str:
+    """A PATH whose `nvidia-smi` only prints a name (the scripts log it) and whose `python3` is this interpreter."""
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "nvidia-smi").write_text("#!/bin/sh\necho stand-in GPU\n")
     (fake / "nvidia-smi").chmod(0o755)
-    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    return os.pathsep.join([str(fake), str(Path(sys.executable).parent), os.environ["PATH"]])
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the scripts are bash")
+def test_gpu_pending_trains_the_restart_rows_once_and_tables_them(small_zip, tmp_path):
+    env = dict(os.environ, PATH=_stand_in_gpu(tmp_path),
                EPOCHS="4", ARCH="cifar_resnet8", LIP_RESTARTS="2", DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "out"
 
@@ -62,12 +67,8 @@ def test_gpu_depth_together_probes_then_finishes_both_rows(small_zip, tmp_path, 
     """Package 1's command: a 3-epoch probe of both seeds' rows together, a verdict kept for the next command,
     then both rows to the end (together or one by one, whichever the probe chose). A probe that has not ended
     after PROBE_LIMIT seconds (a hang, on a GPU) is stopped, and the rows go on one by one."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho stand-in GPU\n")
-    (fake / "nvidia-smi").chmod(0o755)
     runs, out = tmp_path / "runs", tmp_path / "out"
-    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    env = dict(os.environ, PATH=_stand_in_gpu(tmp_path),
                TOGETHER="1", BUDGET="100000", RUNS="restarts", RUNDIR=str(runs), ARCH="cifar_resnet8",
                DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"), **({"PROBE_LIMIT": probe_limit} if probe_limit else {}))
     done = subprocess.run(["bash", "scripts/gpu_depth.sh", str(out), "5", "0,1", "10"], cwd=ROOT, env=env,

@@ -153,8 +153,8 @@ MUTATIONS = [
     ("models/custom.py", "                    b.copy_(saved[k])", "                    pass", "tests/test_trainer.py"),
     ("models/custom.py", "torch.no_grad(), torch.random.fork_rng(devices=devices):", "torch.no_grad():", "tests/test_trainer.py"),
     # session 14: the first line names a default start; a closed pipe ends quietly
-    ("methods/depth.py", "        if not self.start_blocks:\n            self.default_start = start\n", "", GROW),
-    ("methods/multilevel.py", "        if self.grow_at is None:\n            self.default_grow_at = at\n", "", GROW),
+    ("methods/depth.py", "        if not self.start_blocks:\n            self.start_by_default = start\n", "", GROW),
+    ("methods/multilevel.py", "        if self.grow_at is None:\n            self.grow_at_by_default = at\n", "", GROW),
     ("cli.py", "        return 128 + 13  # as a command that SIGPIPE ended", "        raise", "tests/test_cli.py"),
     ("train/run_lock.py", "if fd is None or _still_at(fd, self.path):", "if True:", "tests/test_trainer.py"),
     ("train/trainer.py", "            with GPU_LOCK:  # new shapes", "            if True:  # new shapes", "tests/test_together.py"),

@@ -70,7 +70,7 @@ class DepthGrowth(Method):
     def __init__(self, start_blocks=None):
         self.start_blocks = parse_blocks(start_blocks) if start_blocks is not None else None
         self.k = None  # doublings, known at run start
-        self.default_start = None  # what check() found the default start to be, for describe()
+        self.start_by_default = None  # what check() found the default start to be, for describe()
         self.grows: list[dict] = []
 
     def plan(self, final_blocks: tuple[int, ...], schedule: str) -> tuple[tuple[int, ...], int]:
@@ -79,7 +79,7 @@ class DepthGrowth(Method):
             raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
         start = self.start_blocks or default_start(final_blocks)
         if not self.start_blocks:
-            self.default_start = start
+            self.start_by_default = start
         k = doublings(start, final_blocks)
         if k == 0:
             raise ResgrowError(f"start blocks equal the final blocks {dashed(final_blocks)}: nothing to grow")
@@ -106,7 +106,7 @@ class DepthGrowth(Method):
         if self.start_blocks:
             return dashed(self.start_blocks)
         # final/4 unless a stage's blocks do not divide by 4 (6-6-6 starts at 3-3-3)
-        return f"{dashed(self.default_start)} (default)" if self.default_start else "default"
+        return f"{dashed(self.start_by_default)} (default)" if self.start_by_default else "default"
 
     @property
     def grows_left(self) -> int:

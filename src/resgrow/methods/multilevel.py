@@ -34,7 +34,7 @@ class Multilevel(DepthGrowth):
     def __init__(self, start_blocks=None, grow_at=None):
         super().__init__(start_blocks)
         self.grow_at = sorted(int(round(e)) for e in grow_at) if grow_at else None
-        self.default_grow_at = None  # what check() found the default epochs to be, for describe()
+        self.grow_at_by_default = None  # what check() found the default epochs to be, for describe()
 
     def grow_epochs(self, epochs: int, k: int, start=(), final=()) -> list[int]:
         """The k growth epochs: --grow-at, or the paper's 60 and 110 of 160 scaled to `epochs`."""
@@ -57,7 +57,7 @@ class Multilevel(DepthGrowth):
         start, k = self.plan(spec.blocks, schedule)
         at = self.grow_epochs(epochs, k, start, spec.blocks)
         if self.grow_at is None:
-            self.default_grow_at = at
+            self.grow_at_by_default = at
 
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)
@@ -73,7 +73,7 @@ class Multilevel(DepthGrowth):
         return None
 
     def describe(self) -> str:
-        at = self.grow_at or (f"{self.default_grow_at} (default)" if self.default_grow_at else "default")
+        at = self.grow_at or (f"{self.grow_at_by_default} (default)" if self.grow_at_by_default else "default")
         return f"multilevel(start {self.start_str()}, grow at {at})"
 
     def state_dict(self) -> dict:

@@ -106,7 +106,7 @@ def test_ctrl_c_says_what_the_run_can_go_on_from(capsys, small_zip, tmp_path, mo
     rc, err = run(capsys, *train_args(small_zip, out))  # the same command, as the line says
     assert rc == 130 and err.splitlines() == [
         f"{out} holds a run that stopped before its first epoch ended: starting it again",
-        "resgrow: interrupted; the last checkpoint is kept (continue with --resume)"], err
+        f"resgrow: interrupted; the last checkpoint is kept (continue with: resgrow train --resume --out {out})"], err
     monkeypatch.setattr(Trainer, "_train_epoch", real)
     assert main(train_args(small_zip, out, "--resume")) == 0
 
@@ -171,7 +171,7 @@ def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_
     first = train_args(small_zip, out, "--arch", "cifar_resnet14", "--epochs", "3", "--method", "lipgrow",
                        "--start-blocks", "1-1-1", "--lip-window", "1", "--reserve", "1", "--stop-after", "1")
     assert main(first) == 0
-    assert "continue with --resume --out " + str(out) in capsys.readouterr().out
+    assert "continue with: resgrow train --resume --out " + str(out) in capsys.readouterr().out
     assert json.loads((out / "run.json").read_text())["command"] == "resgrow " + " ".join(first)  # the argv given
     before = (out / CHECKPOINT).read_bytes()
     for args, words in [

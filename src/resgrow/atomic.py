@@ -11,9 +11,10 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
+def atomic_open(path: str | os.PathLike, mode: str = "w", keep: str | None = None, **kwargs):
     """Write to a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder.
-    On any error the temporary file is removed and `path` is untouched."""
+    On any error the temporary file is removed and `path` is untouched. `keep`: a name beside `path` that
+    the file being replaced moves to, once the new one is complete."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -21,6 +22,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if keep is not None and path.exists():
+            os.replace(path, path.with_name(keep))
         os.replace(tmp, path)
         _fsync_dir(path.parent)  # make the rename itself survive a power cut
     finally:

@@ -23,8 +23,23 @@ from .errors import DivergedError, ResgrowError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=_Help, **kwargs)
+
     def error(self, message):  # one line, not usage + error
         raise ResgrowError(message)
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help names it already or there is none to name."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "default" not in text and "%(default)" not in text
+                and default is not None and default is not False and default != () and default != argparse.SUPPRESS):
+            text += f" (default {_shown(default) if isinstance(default, tuple) else '%(default)s'})"
+        return text
 
 
 def _floats(text: str) -> tuple:
@@ -43,43 +58,43 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", default=None, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final "
                    "architecture; or package.module:function for a model of your own (fixed size, called with num_classes=N); "
                    "--resume takes the run's")
-    t.add_argument("--data", default=None, help="cifar10 | cifar100 | path to an ImageFolder directory or zip "
+    t.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample (2,500 images that ship with resgrow) | path to an ImageFolder directory or zip "
                    "(train/<class>/*, test/<class>/* or val/<class>/*), or Tiny-ImageNet's zip as distributed; --resume takes the run's")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
     t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes the run's)")
-    t.add_argument("--epochs", type=int, default=160)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--nesterov", action="store_true")
-    t.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=5e-4)
-    t.add_argument("--schedule", default="cosine", help="constant | step | cosine | cosine_restarts | cosine_reset (default cosine)")
+    t.add_argument("--epochs", type=int, default=160, help="epochs to train (growth epochs scale with it)")
+    t.add_argument("--batch-size", type=int, default=128, help="images per training step")
+    t.add_argument("--lr", type=float, default=0.1, help="peak learning rate of SGD")
+    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    t.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=5e-4, help="weight decay (L2, on every parameter)")
+    t.add_argument("--schedule", default="cosine", help="lr schedule: constant | step | cosine | cosine_restarts | cosine_reset")
     t.add_argument("--eta-min", type=float, default=0.0, help="lowest lr of the cosine schedules")
     t.add_argument("--warmup", type=float, default=0.0, help="epochs of linear lr warm-up")
     t.add_argument("--milestones", type=_floats, default=(), help="step schedule: epochs, e.g. 80,120 (default 50%%,75%%)")
     t.add_argument("--gamma", type=float, default=0.1, help="step schedule: lr factor at each milestone")
     t.add_argument("--restarts", type=_floats, default=(), help="cosine_restarts, cosine_reset: epochs, e.g. 60,110")
-    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     t.add_argument("--val-size", type=int, default=0, help="images carved out of train as a validation split")
     t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
                    "(shorter side to N, centre crop); needed when the images differ in size")
-    t.add_argument("--eval-every", type=int, default=1)
+    t.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs (and after the last)")
     t.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation batch (default 1000; "
                    "may be changed on --resume: it does not change training)")
-    t.add_argument("--checkpoint-every", type=int, default=1)
+    t.add_argument("--checkpoint-every", type=int, default=1, help="write a checkpoint every N epochs (and after the last)")
     t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation, the data order and augmentation")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the settings it "
                    "started with (only --device, --eval-batch-size, --stop-after, --quiet, --data-dir, --cache-dir and the path of the "
                    "same --data may change)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
     t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
     t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
-    t.add_argument("--no-channels-last", action="store_true")
+    t.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last memory layout on CUDA")
     t.add_argument("--bf16-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="make the bf16 weights with one multi-tensor copy per step instead of autocast's per-layer casts "
-                   "(same numbers, 4-5%% faster steps on an H100; on by default wherever bf16 autocast is)")
+                   "(same numbers, fewer kernels per step; on by default wherever bf16 autocast is)")
     t.add_argument("--compile", default="none", help="none | blocks | model: torch.compile inside the captured step "
                    "(experimental; blocks = each residual block, compiled once per distinct block shape)")
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
@@ -90,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars to OUT/tb (pip install 'resgrow[tensorboard]')")
     g = t.add_argument_group("growth methods (multilevel, lipgrow)")
     g.add_argument("--start-blocks", default=None, help="blocks per stage to start from, e.g. 3-3-3 (default: final / 4, or / 2 where a stage's blocks do not divide by 4)")
-    g.add_argument("--grow-at", type=_floats, default=None, help="multilevel: growth epochs, e.g. 60,110 (default 60,110 of 160, scaled)")
+    g.add_argument("--grow-at", type=_floats, default=None, help="multilevel: growth epochs, e.g. 60,110 (default 60,110 of 160, scaled to --epochs)")
     g.add_argument("--lip-threshold", type=float, default=None, help="lipgrow: grow when smoothed score / L0 exceeds this (default 1.4)")
     g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
     g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get, at least 1 (default 30 of 164, scaled)")
@@ -104,13 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("commands", nargs="+", help="the arguments of each `resgrow train`, quoted as one string per run, "
                    "e.g. \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\"")
 
-    b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path")
+    b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path (CUDA)")
     b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your own")
-    b.add_argument("--batch-size", type=int, default=128)
-    b.add_argument("--device", default="auto")
-    b.add_argument("--steps", type=int, default=200)
+    b.add_argument("--batch-size", type=int, default=128, help="images per step")
+    b.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N (the fast path needs CUDA)")
+    b.add_argument("--steps", type=int, default=200, help="timed steps per variant, after a warm-up")
     b.add_argument("--data", default=None, help="real data (ImageFolder dir/zip, cifar10); default: random images of CIFAR size")
-    b.add_argument("--data-dir", default="data")
+    b.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
     b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile blocks); compile time is reported")
     b.add_argument("--h", type=float, default=1.0,
@@ -118,15 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "also times the default fast path without h folded into the branches")
     e = sub.add_parser("eval", help="evaluate a run's model (its last checkpoint) on a dataset")
     e.add_argument("run", help="run directory (or a checkpoint file)")
-    e.add_argument("--data", default=None, help="cifar10 | cifar100 | ImageFolder directory or zip (default: the run's own data)")
+    e.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample | ImageFolder directory or zip (default: the run's own data)")
     e.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     e.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
     e.add_argument("--image-size", type=int, default=None, help="bring ImageFolder images to N x N (default: the run's --image-size)")
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="which split (default test; val exists when the run used --val-size)")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
     e.add_argument("--arch", default=None, help="a run of a model of your own: the package.module:function it was trained with")
-    e.add_argument("--batch-size", type=int, default=1000)
+    e.add_argument("--batch-size", type=int, default=1000, help="images per evaluation batch")
     e.add_argument("--json", default=None, help="also write the result to this JSON file")
     c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to accuracy)")
     c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
@@ -175,10 +190,8 @@ def _methods(a) -> int:
 
 
 def _compare(a) -> int:
-    from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, pyplot, seeds_table
+    from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, seeds_table
 
-    if a.plot:
-        pyplot()  # a missing matplotlib is said before the table, not after it
     runs = [load_run(d) for d in a.runs]
     print(compare_table(runs, a.gap))
     if a.seeds:
@@ -190,7 +203,11 @@ def _compare(a) -> int:
         for w in warnings:
             print(f"> warning: {w}")
     if a.plot:
-        plot_runs(runs, a.plot, a.gap)
+        try:
+            plot_runs(runs, a.plot, a.gap)
+        except ResgrowError as e:  # no matplotlib: the table stands on its own
+            print(f"resgrow: no plot: {e}", file=sys.stderr)
+            return 0
         print(f"plot: {a.plot}", file=sys.stderr)
     return 0
 
@@ -225,12 +242,16 @@ _FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}
 def _take_run_settings(a, stored: dict, source: str) -> None:
     """`train --resume`: what the command leaves out comes from the run; a training setting that
     differs from the run's is refused, since the stored one would silently win."""
+    from .data.sources import check_recorded_data
+
     info, cfg = stored.get("run_info", {}), stored["config"]
     for key in ("arch", "data"):
         if getattr(a, key) is None:
             if not info.get(key):
                 raise ResgrowError(f"{source} does not name its --{key}: give it")
             setattr(a, key, info[key])
+            if key == "data":
+                check_recorded_data(a.data, source)
     name = stored["method"]["name"]
     if a.method not in (None, name):
         raise ResgrowError(f"{source} was trained with method {name!r}, not {a.method!r}")
@@ -289,30 +310,31 @@ def _prepare_train(a, label: str = ""):
     data, the model, the trainer; prints the run's header line."""
     import torch
 
-    from .data.sources import load_dataset
+    from .data.sources import data_source, load_dataset
     from .methods import build_method
     from .models.custom import build_model, is_custom, model_factory
     from .models.resnet import ResNet
     from .models.registry import spec_for
-    from .train.checkpoint import load_checkpoint
+    from .train.checkpoint import load_run_checkpoint
     from .train.compile import check_compile
     from .train.schedules import check_schedule
     from .train.device import resolve_device
     from .train.run_dir import check_run_dir
-    from .train.trainer import CHECKPOINT, TrainConfig, Trainer
+    from .train.trainer import TrainConfig, Trainer
 
     out, stored = Path(a.out), None
     if a.resume:  # the run's own settings first: the command may leave them out
         check_run_dir(out, True)
-        stored = load_checkpoint(out / CHECKPOINT)  # refuses a corrupt or tampered file up front
-        _take_run_settings(a, stored, f"checkpoint {out / CHECKPOINT}")
+        stored, source = load_run_checkpoint(out)  # refuses a corrupt or tampered file up front
+        source = f"checkpoint {source}"
+        _take_run_settings(a, stored, source)
     elif a.arch is None or a.data is None:
         raise ResgrowError("the following arguments are required: " + ", ".join(
             f"--{k}" for k in ("arch", "data") if getattr(a, k) is None) + " (only --resume may leave them out)")
     method = build_method(a.method or "baseline", start_blocks=a.start_blocks, grow_at=a.grow_at,
                           lip_threshold=a.lip_threshold, lip_window=a.lip_window, reserve=a.reserve)
     if a.resume:
-        _check_method_settings(a, method, stored, f"checkpoint {out / CHECKPOINT}")
+        _check_method_settings(a, method, stored, source)
     # Bad input fails here, before any data is loaded.
     check_schedule(a.schedule)
     check_compile(a.compile)
@@ -337,7 +359,7 @@ def _prepare_train(a, label: str = ""):
         info = stored.get("run_info", {})
         # data moved, or named from another directory: the trainer checks that it holds the same images
         # (classes, size, pixel statistics); a checkpoint too old to store them must name the same path
-        if info.get("data") not in (None, a.data) and not stored.get("data_cfg"):
+        if info.get("data") not in (None, a.data, data_source(a.data)) and not stored.get("data_cfg"):
             raise ResgrowError(f"checkpoint in {out} was trained on data {info['data']!r}, not {a.data!r}")
     else:
         cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
@@ -353,7 +375,7 @@ def _prepare_train(a, label: str = ""):
     elif cfg.eval_batch_size < 1:
         raise ResgrowError(f"--eval-batch-size must be >= 1, not {cfg.eval_batch_size}")
     resolve_device(cfg.device)
-    stored_info = dict(stored.get("run_info", {}), data=a.data) if a.resume else {}  # where the data is now
+    stored_info = dict(stored.get("run_info", {}), data=data_source(a.data)) if a.resume else {}  # where the data is now
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size
     data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
@@ -362,7 +384,7 @@ def _prepare_train(a, label: str = ""):
     model = build_model(a.arch, data.num_classes)
     if is_custom(a.arch) and isinstance(model, ResNet) and not a.resume:
         method.check(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
-    info = stored_info or {"arch": a.arch, "data": a.data, "val_size": a.val_size, "image_size": a.image_size,
+    info = stored_info or {"arch": a.arch, "data": data_source(a.data), "val_size": a.val_size, "image_size": a.image_size,
                            "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
     if not cfg.quiet:
@@ -378,13 +400,13 @@ def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
     cfg, out = trainer.cfg, trainer.out
     if trainer.stop_requested and trainer.epoch < cfg.epochs:
         print(f"resgrow: stopped on {signal.Signals(sig).name} after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
-              f"(continue with --resume --out {out})", file=sys.stderr)
+              f"(continue with: {_resume_command(out)})", file=sys.stderr)
         return 128 + sig
     last = rows[-1] if rows else {}
     if trainer.epoch < cfg.epochs:  # --stop-after
         acc = f"test accuracy {last['test_acc']:.2%}, " if "test_acc" in last else ""
         print(f"stopped after epoch {trainer.epoch}/{cfg.epochs} (--stop-after): {acc}training time "
-              f"{trainer.train_seconds:.1f}s; continue with --resume --out {out}")
+              f"{trainer.train_seconds:.1f}s; continue with: {_resume_command(out)}")
     elif "test_acc" in last:
         print(f"final epoch {last['epoch']}: test accuracy {last['test_acc']:.2%}, training time {last['train_seconds']:.1f}s; run in {out}")
     return 0
@@ -516,6 +538,9 @@ def _bench(a) -> int:
     results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h)
     name = __import__("torch").cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(format_results(a.arch, a.batch_size, f"{name} ({src})", results, a.h, train_default(device)))
+    if device.type != "cuda":
+        print(f"the fast path (CUDA graph, bf16, channels_last) needs a CUDA GPU: on {device.type} only eager fp32 is "
+              "timed, which is what resgrow train runs there")
     if a.json:
         Path(a.json).write_text(json.dumps({"arch": a.arch, "batch_size": a.batch_size, "device": name, "data": src,
                                             "h": a.h, "results": results}, indent=2) + "\n")
@@ -525,6 +550,9 @@ def _bench(a) -> int:
 def main(argv=None) -> int:
     a = None
     try:
+        if not (sys.argv[1:] if argv is None else argv):  # `resgrow` alone: what it can do
+            build_parser().print_help(sys.stderr)
+            return 2
         a = build_parser().parse_args(argv)
         a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
@@ -541,13 +569,18 @@ def main(argv=None) -> int:
 
 def _kept(out) -> str:
     """What an interrupted run leaves in its run directory to go on from."""
-    from .train.run_dir import CHECKPOINT, never_trained
+    from .train.run_dir import has_checkpoint, never_trained
 
-    if (Path(out) / CHECKPOINT).is_file():
-        return "; the last checkpoint is kept (continue with --resume)"
+    if has_checkpoint(Path(out)):
+        return f"; the last checkpoint is kept (continue with: {_resume_command(out)})"
     if never_trained(Path(out)):
         return "; no epoch had ended, so there is no checkpoint: the same command starts the run again"
     return ""
+
+
+def _resume_command(out) -> str:
+    """The whole command that goes on with a stopped run: the run directory holds every other setting."""
+    return shlex.join(["resgrow", "train", "--resume", "--out", str(out)])
 
 
 def _interrupted_runs(a) -> str:

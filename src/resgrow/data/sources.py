@@ -66,10 +66,32 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RESGROW_CACHE", Path.home() / ".cache" / "resgrow"))
 
 
+# Named data that ships inside the package (see data/samples/README.md), so the quick start runs offline.
+SAMPLES = {"cifar10-sample": Path(__file__).parent / "samples" / "cifar10-sample.zip"}
+NAMED = "cifar10, cifar100, cifar10-sample"
+
+
+def data_source(source: str | os.PathLike) -> str:
+    """How a run records its data: a name (cifar10, cifar10-sample) as given, a path made absolute, so that
+    `resgrow eval RUN` and `--resume` find it from any directory."""
+    name = str(source)
+    if name.lower() in ("cifar10", "cifar100", *SAMPLES):
+        return name
+    return str(Path(name).expanduser().resolve())
+
+
+def check_recorded_data(source: str, where: str) -> None:
+    """Data named by a run's records (not by the user) must still be where the run found it."""
+    if str(source).lower() not in ("cifar10", "cifar100", *SAMPLES) and not Path(source).exists():
+        raise ResgrowError(f"data path {source!r} (recorded by {where}) does not exist: the data has moved or "
+                           "was removed; pass --data with where it is now")
+
+
 def load_dataset(source: str | os.PathLike, root: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | None = None, val_size: int = 0, seed: int = 0,
                  progress: bool = False, image_size: int | None = None) -> Dataset:
-    """`source` is "cifar10", "cifar100", or a path to an ImageFolder directory or zip.
+    """`source` is "cifar10", "cifar100", "cifar10-sample" (2,500 real CIFAR-10 images that ship with
+    resgrow), or a path to an ImageFolder directory or zip.
 
     `root` is where the CIFAR python-format folders live (default ./data). `val_size` images are
     carved out of train (seeded) as a validation split. `image_size` N brings every image of an
@@ -84,9 +106,9 @@ def load_dataset(source: str | os.PathLike, root: str | os.PathLike | None = Non
             raise ResgrowError(f"{name} images are 32x32; an image size ({image_size}) applies to ImageFolder data only")
         ds = load_cifar(name.lower(), Path(root or "data"))
     else:
-        path = Path(name)
+        path = SAMPLES.get(name.lower(), Path(name))
         if not path.exists():
-            raise ResgrowError(f"data path {name!r} does not exist (use cifar10, cifar100, an ImageFolder directory or a zip)")
+            raise ResgrowError(f"data path {name!r} does not exist (use {NAMED}, an ImageFolder directory or a zip)")
         ds = _cached_imagefolder(path, Path(cache_dir) if cache_dir else None, progress, image_size)
     if val_size:
         ds = with_validation(ds, val_size, seed)
@@ -317,11 +339,13 @@ def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadP
             with Image.open(io.BytesIO(data)) as im:
                 im = im.convert("RGB")
                 return np.asarray(fit_square(im, image_size) if image_size else im)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except UnidentifiedImageError:  # its message names an in-memory buffer, not the file
+            raise ResgrowError(f"{path}: cannot decode {fname} (not an image format Pillow reads)") from None
+        except (OSError, SyntaxError, ValueError) as e:
             raise ResgrowError(f"{path}: cannot decode {fname} ({e})") from None
 
     it = pool.map(decode, blobs, chunksize=256)
-    if progress:
+    if progress and sys.stderr.isatty():  # a bar's \r updates would litter a redirected log
         try:
             from tqdm import tqdm
             it = tqdm(it, total=len(blobs), desc=f"decoding {path.name}", unit="img", leave=False)

@@ -1,4 +1,4 @@
-"""Compare run directories against the first one (the baseline), as DESIGN.md's protocol asks.
+"""Compare run directories against the first one (the baseline), as BENCHMARKS.md's protocol asks.
 
 Per run: final-epoch test accuracy and its difference to the baseline, training wall-clock and
 its ratio, training FLOPs relative to the baseline (the sum over epochs of the FLOPs per image of
@@ -162,7 +162,8 @@ def protocol_warnings(runs: list[RunSummary]) -> list[str]:
     return out + speed_warnings(runs)
 
 
-STEADY_TOLERANCE = 0.01  # run-to-run spread of one net's steady epoch on one machine: 0.3% on an H100
+STEADY_TOLERANCE = 0.01  # above the run-to-run spread of one net's steady epoch on one machine (BENCHMARKS.md)
+STEADY_NEEDED = 3  # steady epochs at the final size that the speed check needs
 
 
 def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) -> list[str]:
@@ -170,9 +171,14 @@ def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) 
     more than `tolerance`, the machines (or the steps) differ, and every time ratio between them carries that."""
     by_size: dict[str, list[RunSummary]] = {}
     for r in runs:
-        if r.final_size and len(r.steady_epochs) >= 3 and not r.shared:  # a shared clock says nothing of the machine
+        if r.final_size and len(r.steady_epochs) >= STEADY_NEEDED and not r.shared:  # a shared clock: not the machine's
             by_size.setdefault(r.final_size, []).append(r)
     out = []
+    timed = [r for r in runs if not r.shared]
+    unchecked = [r.name for r in timed if len(r.steady_epochs) < STEADY_NEEDED]
+    if len(timed) >= 2 and unchecked:
+        out.append(f"the speed of {', '.join(unchecked)} cannot be checked (fewer than {STEADY_NEEDED} steady epochs at "
+                   "the final size): a time ratio may then carry a busy or different machine, not the method")
     for size, group in by_size.items():
         fast, slow = min(r.steady_epoch for r in group), max(r.steady_epoch for r in group)
         if slow > fast * (1 + tolerance):
@@ -227,8 +233,11 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     The dashed line is the time-to-accuracy target: the first run's final accuracy minus `gap` points.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     axes[1].sharey(axes[0])
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     for k, r in enumerate(runs):
         pts = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log if x.get("test_acc") is not None]
         grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.grow_rows if x.get("test_acc") is not None]
@@ -240,8 +249,11 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
             if grew:
                 ax.plot([g[i] for g in grew], [g[2] for g in grew], "o", color=color, ms=5)
         secs, gflops = size_steps(r)
-        if secs and not r.shared:
-            axes[2].step(secs, gflops, where="post", color=color, lw=1.2)
+        if secs and not r.shared:  # later runs thinner, dashed and on top, with a dot where they end: runs that end
+            # at the same size share a line there, and each must stay visible on it
+            axes[2].step(secs, gflops, where="post", color=color, lw=max(3.5 - 0.8 * k, 1.2), zorder=2 + k,
+                         ls="-" if k == 0 else (0, (4 + k, 2 + k)))
+            axes[2].plot(secs[-1:], gflops[-1:], "o", color=color, ms=6, zorder=12)
     target = 100 * runs[0].test_acc - gap
     for ax, xlabel in zip(axes, ("training seconds", "epoch", "training seconds")):
         ax.set_xlabel(xlabel)
@@ -251,15 +263,23 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     finals = [100 * r.test_acc for r in runs]
     axes[0].set_ylim(min(finals) - 12, max(finals) + 1.5)
     axes[0].set_ylabel("test accuracy (%)")
-    axes[1].legend(loc="lower right", fontsize=8)
     axes[2].set_ylabel("model size (GFLOPs per image, forward)")
     axes[2].set_ylim(bottom=0)
-    fig.suptitle(f"dots: growth; dashed: {runs[0].name} final - {gap:g} points ({target:.2f}%)", fontsize=9)
-    fig.tight_layout()
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="lower center", ncol=min(len(runs), 5), fontsize=8)
+    fig.suptitle(f"{_what(runs[0])}\ndots: growth; dashed: {runs[0].name} final - {gap:g} points ({target:.2f}%)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(runs) - 1) // 5), 1, 1))  # room for the legend below
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _what(r: RunSummary) -> str:
+    """The architecture and data of a run, for a title: resnet74 on cifar10-jpeg.zip."""
+    info = r.info or {}
+    data = Path(str(info.get("data", "?"))).name
+    return f"{info.get('arch', '?')} on {data}"
 
 
 def size_steps(r: RunSummary) -> tuple[list[float], list[float]]:

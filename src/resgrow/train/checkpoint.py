@@ -18,6 +18,7 @@ from ..errors import ResgrowError, first_line
 
 FORMAT = 1
 CHECKPOINT = "checkpoint.pt"  # its name inside a run directory
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before it: what a run goes on from when the last is unreadable
 DIGEST_KEY = "_digest"
 
 
@@ -45,8 +46,9 @@ def digest(obj) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
-    """Written atomically (`atomic_open`): a crash leaves the old checkpoint.
+def save_checkpoint(obj: dict, path: str | os.PathLike, keep: str | None = None) -> None:
+    """Written atomically (`atomic_open`): a crash leaves the old checkpoint. `keep`: the name beside
+    `path` that the checkpoint it replaces is kept under.
 
     A failed write (disk full, quota, permissions) is one ResgrowError; the previous checkpoint stays.
     """
@@ -54,7 +56,7 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     payload = dict(obj, format=FORMAT)
     payload[DIGEST_KEY] = digest(payload)
     try:
-        with atomic_open(path, "wb") as f:
+        with atomic_open(path, "wb", keep=keep) as f:
             torch.save(payload, f)
     except OSError as e:
         raise ResgrowError(f"could not write checkpoint {path} ({e.strerror or e}); the previous checkpoint, if any, "
@@ -79,3 +81,18 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if obj.get("format") != FORMAT:
         raise ResgrowError(f"checkpoint {path} has format {obj.get('format')}, this resgrow reads {FORMAT}")
     return obj
+
+
+def load_run_checkpoint(out: str | os.PathLike, say=None) -> tuple[dict, Path]:
+    """A run directory's last checkpoint, or the one before it when the last is missing or unreadable (a copy
+    cut short, a full disk): `say` gets one line about the fallback. Returns the checkpoint and its path."""
+    last, previous = Path(out) / CHECKPOINT, Path(out) / PREVIOUS
+    try:
+        return load_checkpoint(last), last
+    except ResgrowError as e:
+        if not previous.is_file():
+            raise
+        ck = load_checkpoint(previous)
+        if say is not None:
+            say(f"{e}; going on from the checkpoint before it, {previous} (epoch {ck.get('epoch')})")
+        return ck, previous

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import ResgrowError
-from .checkpoint import CHECKPOINT
+from .checkpoint import CHECKPOINT, PREVIOUS
 from .run_lock import LOCK_NAME
 
 
@@ -25,7 +25,9 @@ def check_run_dir(out: Path | None, resume: bool) -> None:
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise ResgrowError(f"cannot create run directory {out}: {parent} is not a writable directory")
     if resume:
-        if not (out / CHECKPOINT).is_file():
+        if not out.exists():
+            raise ResgrowError(f"cannot resume: run directory {out} does not exist (a new run needs no --resume)")
+        if not has_checkpoint(out):
             hint = "; it never finished an epoch: start it again without --resume" if never_trained(out) else ""
             raise ResgrowError(f"cannot resume: {out} has no {CHECKPOINT}{hint}")
     elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()) and not never_trained(out):
@@ -46,3 +48,8 @@ def never_trained(out: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(info, dict) and {"config", "method", "torch"} <= set(info)
+
+
+def has_checkpoint(out: Path) -> bool:
+    """A run directory with a checkpoint to go on from: the last one, or the one before it."""
+    return (out / CHECKPOINT).is_file() or (out / PREVIOUS).is_file()

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..data.loader import EvalLoader, channel_stats
-from ..data.sources import Dataset, load_dataset
+from ..data.sources import Dataset, check_recorded_data, load_dataset
 from ..errors import ResgrowError, first_line
 from ..models.custom import build_custom
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
-from .checkpoint import CHECKPOINT, load_checkpoint
+from .checkpoint import load_checkpoint, load_run_checkpoint
 from .step import evaluate
 from .device import resolve_device
 
@@ -29,15 +30,18 @@ def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -
     A run of a model of your own needs `arch`, the "package.module:function" it was trained with
     (a checkpoint never names code to import).
     """
-    path = _checkpoint_path(path)
-    return _model_of(load_checkpoint(path), path, arch).to(device).eval()
+    ck, path = _load(path)
+    return _model_of(ck, path, arch).to(device).eval()
 
 
-def _checkpoint_path(path: str | os.PathLike) -> Path:
+def _load(path: str | os.PathLike) -> tuple[dict, Path]:
+    """A checkpoint file, or a run directory's last checkpoint (the one before it if the last is unreadable)."""
     path = Path(path)
     if not path.exists():
         raise ResgrowError(f"no run directory or checkpoint at {path}")
-    return path / CHECKPOINT if path.is_dir() else path
+    if path.is_dir():
+        return load_run_checkpoint(path, lambda line: print(f"resgrow: {line}", file=sys.stderr))
+    return load_checkpoint(path), path
 
 
 def _model_of(ck: dict, path: Path, arch: str | None = None) -> nn.Module:
@@ -66,13 +70,14 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
                  batch_size: int = 1000, arch: str | None = None) -> dict:
     """Evaluate a run's last checkpoint on `data` (default: the run's own data, with its validation
     split and image size). Returns the result with the model's epoch, blocks and widths."""
-    path = _checkpoint_path(run)
-    ck = load_checkpoint(path)
+    ck, path = _load(run)
     model = _model_of(ck, path, arch)  # before the data: a model that cannot be rebuilt fails fast
     info, cfg = ck.get("run_info", {}), ck.get("config", {})
     source = data or info.get("data")
     if source is None:
         raise ResgrowError(f"{path} does not record its data: pass the data to evaluate on")
+    if data is None:
+        check_recorded_data(source, path)
     own = source == info.get("data")
     val_size = info.get("val_size", 0) if own else 0
     if split == "val" and not val_size:

@@ -26,7 +26,7 @@ from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
 from .. import atomic
 from ..report.metrics import MetricsLog, check_tensorboard
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .device import bf16_autocast, make_deterministic, resolve_device
 from .optim import carry_state, make_sgd
@@ -319,7 +319,7 @@ class Trainer:
 
     def _save(self) -> None:
         if self.out is not None:
-            save_checkpoint(self.state_dict(), self.out / CHECKPOINT)
+            save_checkpoint(self.state_dict(), self.out / CHECKPOINT, keep=PREVIOUS)
             self.checkpoint_epoch = self.epoch
 
     # ------------------------------------------------------------------ the loop
@@ -349,7 +349,8 @@ class Trainer:
         if self.out is not None and (self.resume or fresh):
             check_run_dir(self.out, self.resume)  # again, now under the lock: decisive
         if self.resume:
-            self.load_state_dict(load_checkpoint(self.out / CHECKPOINT), f"checkpoint {self.out / CHECKPOINT}")
+            ck, path = load_run_checkpoint(self.out, self._say)
+            self.load_state_dict(ck, f"checkpoint {path}")
             self.log.truncate(self.epoch)
             self.history = self.log.rows()
             self.resume = False

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The depth-growth table of BENCHMARKS.md: resnet74 on CIFAR-10 trained at a fixed size, with two restart
+# baselines (the fixed-size net with multilevel's or LipGrow's lr restarts), and grown from 3-3-3 by
+# lipgrow and multilevel; for each seed, one run after another, so that each has a clock of its own.
+# Then the table (`resgrow compare --seeds`) and its plot.
+#
+#   bash scripts/reproduce_depth.sh OUTDIR [EPOCHS] [SEEDS]        # defaults: 160 epochs, seeds 0,1
+#
+# Times mean something on a GPU only. Each row is one `resgrow train` in OUTDIR/<row>; the same command
+# again skips finished rows and resumes a stopped one (Ctrl-C, SIGTERM, a job's time limit), so the work
+# can be cut into pieces. Environment:
+#   DATA   the data (default .data/cifar10-jpeg.zip, an ImageFolder zip of CIFAR-10)
+#   ARCH, START   the final net and the methods' start (default resnet74 from 3-3-3)
+#   ROWS   a subset of "baseline restarts lipgrow restarts_lip multilevel" (the default), or also
+#          "multilevel_late restarts_late": multilevel grown at 56% and 78% of the run, and its restart baseline
+#   LIP_WINDOW   lipgrow's --lip-window (default 10);   EXTRA   flags for every row
+#   STOP_AFTER   stop every row after this epoch (resumably), e.g. to split the work over several jobs
+set -euo pipefail
+out=${1:?usage: bash scripts/reproduce_depth.sh OUTDIR [EPOCHS] [SEEDS]}; E=${2:-160}; seeds=${3:-0,1}
+data=${DATA:-.data/cifar10-jpeg.zip}; arch=${ARCH:-resnet74}; start=${START:-3-3-3}
+rows=" ${ROWS:-baseline restarts lipgrow restarts_lip multilevel} "
+[[ -e $data ]] || { echo "reproduce_depth: no data at $data (set DATA)" >&2; exit 2; }
+mkdir -p "$out"
+tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74: rows like lipgrow_r74_s0
+common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 --lr 0.1 --wd 5e-4 --quiet ${EXTRA:-})
+# multilevel's default growth epochs (37.5% of the run, then the rest halved) and the late ones
+restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*0.6875)}')")
+late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
+
+finished() {  # the run logged its last epoch
+  [[ -f $1/metrics.jsonl ]] && python3 -c "import json,sys; sys.exit(json.loads(open(sys.argv[1]).readlines()[-1])['epoch'] != $E)" "$1/metrics.jsonl"
+}
+
+warmed=
+train() {  # train NAME FLAGS...: one row, skipped when finished, resumed when stopped
+  local name=$1 d=$out/$1; shift
+  if finished "$d"; then echo "$name: finished already"; return; fi
+  if [[ -z $warmed ]]; then  # a fresh GPU's first process pays one-time set-up: an unreported epoch takes it
+    resgrow train "${common[@]}" --epochs 1 --out "$(mktemp -d)/warm-up" > /dev/null 2>&1 || true
+    warmed=1
+  fi
+  local resume=(); [[ -f $d/checkpoint.pt ]] && resume=(--resume)
+  echo "$name: training${resume:+ (resumed)}"
+  resgrow train "${common[@]}" --out "$d" "$@" "${resume[@]}" ${STOP_AFTER:+--stop-after "$STOP_AFTER"}
+}
+
+want() { [[ $rows == *" $1 "* ]]; }
+for seed in ${seeds//,/ }; do
+  s=(--seed "$seed")
+  if want baseline; then train "baseline_${tag}_s$seed" "${s[@]}"; fi
+  if want restarts; then train "baseline_restarts_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$restarts"; fi
+  if want lipgrow; then train "lipgrow_${tag}_s$seed" "${s[@]}" --method lipgrow --start-blocks "$start" --lip-window "${LIP_WINDOW:-10}"; fi
+  if want restarts_lip; then  # LipGrow's lr: back to the peak where its row grew, then annealing to the end
+    if lip=$(python3 scripts/growth_epochs.py "$out/lipgrow_${tag}_s$seed" "$E" 2> /dev/null); then
+      train "baseline_restarts_lip_${tag}_s$seed" "${s[@]}" --schedule cosine_reset --restarts "$lip"
+    else echo "baseline_restarts_lip_${tag}_s$seed: waits for a finished lipgrow_${tag}_s$seed row"; fi
+  fi
+  if want multilevel; then train "multilevel_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start"; fi
+  if want multilevel_late; then
+    train "multilevel_late_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start" --grow-at "$late"
+  fi
+  if want restarts_late; then train "baseline_restarts_late_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$late"; fi
+done
+
+runs=()  # the baseline first: every ratio is against it
+for d in "$out"/baseline_"${tag}"_s* "$out"/*_s*; do
+  if [[ -f $d/metrics.jsonl && " ${runs[*]} " != *" $d "* ]]; then runs+=("$d"); fi
+done
+resgrow compare --seeds --plot "$out/accuracy_vs_time.png" "${runs[@]}" | tee "$out/summary.md"

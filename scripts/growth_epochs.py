@@ -1,6 +1,6 @@
 """The epochs at which a finished run grew, comma-separated: LipGrow's restart baseline restarts its lr there.
 
-    python scripts/growth_epochs.py benchmarks/issue3/160ep/lipgrow_r74_s0 160     # -> 27,83
+    python scripts/growth_epochs.py benchmarks/depth/160ep/lipgrow_r74_s0 160     # -> 27,83
 
 Exit code 1, with a line on stderr, when the run did not end at that many epochs or never grew.
 """

@@ -35,7 +35,8 @@ warmed=
 train() {  # train NAME FLAGS...: one row, skipped when finished, resumed when stopped
   local name=$1 d=$out/$1; shift
   if finished "$d"; then echo "$name: finished already"; return; fi
-  if [[ -z $warmed ]]; then  # a fresh GPU's first process pays one-time set-up: an unreported epoch takes it
+  if [[ -z $warmed ]] && command -v nvidia-smi > /dev/null; then  # a fresh GPU's first process pays one-time
+    # set-up (seconds): an unreported epoch takes it, not the first row
     resgrow train "${common[@]}" --epochs 1 --out "$(mktemp -d)/warm-up" > /dev/null 2>&1 || true
     warmed=1
   fi

@@ -8,7 +8,7 @@
 #
 # Needs a CUDA GPU for numbers that mean anything. Environment: DATA (default .data/cifar10-jpeg.zip),
 # ARCHS, BATCHES, STEPS (default "resnet20 resnet56 resnet110", "128 512", 200), GROWN (default resnet74:
-# the net of the h timing), DET_ARCH, DET_EPOCHS (default resnet20, 3). Each result is also saved as JSON in OUTDIR.
+# the net of the h timing), FOLD_STEPS (100), DET_ARCH, DET_EPOCHS (default resnet20, 3). Each result is also saved as JSON in OUTDIR.
 set -euo pipefail
 out=${1:?usage: bash scripts/reproduce_trainer.sh OUTDIR}; mkdir -p "$out"
 data=${DATA:-.data/cifar10-jpeg.zip}; steps=${STEPS:-200}; grown=${GROWN:-resnet74}
@@ -22,6 +22,6 @@ for arch in ${ARCHS:-resnet20 resnet56 resnet110}; do
   done
 done
 resgrow bench --arch "$grown" --batch-size 128 --steps "$steps" --h 0.25 --data "$data" --json "$out/bench_${grown}_h0.25.json"
-python3 scripts/fold_h_check.py --arch "$grown" --steps 20
+python3 scripts/fold_h_check.py --arch "$grown" --steps "${FOLD_STEPS:-100}"
 python3 scripts/determinism_check.py --data "$data" --arch "${DET_ARCH:-resnet20}" --epochs "${DET_EPOCHS:-3}" \
   --out "$out/determinism"

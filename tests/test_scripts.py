@@ -1,8 +1,5 @@
-"""The GPU scripts' plumbing, on CPU: what a session with a device sends must work the first time.
-
-`scripts/gpu_pending.sh` drives `scripts/gpu_depth.sh` (the restart rows, resumable), then the GPU-only
-checks, then `resgrow compare`. Here with a stand-in `nvidia-smi`, a tiny net, 4 epochs and the small zip.
-"""
+"""The recipes in scripts/ that reproduce BENCHMARKS.md's tables, on CPU with tiny nets, a few epochs and a
+small zip: a user with a GPU runs the same commands at full size."""
 
 import json
 import os
@@ -14,112 +11,105 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+bash = pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the recipes are bash scripts")
 
 
-def _rows(runs: Path) -> dict:
-    return {d.name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-            for d in sorted(runs.iterdir()) if (d / "metrics.jsonl").is_file() and d.name.startswith("baseline")}
+def _env(tmp_path: Path, **kw) -> dict:
+    """This interpreter's `resgrow` and `python3` first on PATH, a cache of the test's own."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    return dict(os.environ, PATH=path, PYTHONPATH=str(ROOT / "src"), RESGROW_CACHE=str(tmp_path / "cache"), **kw)
 
 
-def _stand_in_gpu(tmp_path: Path) -> str:
-    """A PATH whose `nvidia-smi` only prints a name (the scripts log it) and whose `python3` is this interpreter."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "nvidia-smi").write_text("#!/bin/sh\necho stand-in GPU\n")
-    (fake / "nvidia-smi").chmod(0o755)
-    return os.pathsep.join([str(fake), str(Path(sys.executable).parent), os.environ["PATH"]])
-
-
-@pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the scripts are bash")
-def test_gpu_pending_trains_the_restart_rows_once_and_tables_them(small_zip, tmp_path):
-    env = dict(os.environ, PATH=_stand_in_gpu(tmp_path),
-               EPOCHS="4", ARCH="cifar_resnet8", LIP_RESTARTS="2", DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"))
-    out = tmp_path / "out"
-
-    def send():
-        done = subprocess.run(["bash", "scripts/gpu_pending.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=900)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    said = send()
-    rows = _rows(out / "runs")
-    names = ["baseline_restarts_lip_r8_s0", "baseline_restarts_lip_r8_s1", "baseline_restarts_r8_s0", "baseline_restarts_r8_s1"]
-    assert sorted(rows) == names and all([r["epoch"] for r in log] == [1, 2, 3, 4] for log in rows.values())
-    for name in names:
-        info = json.loads((out / "runs" / name / "run.json").read_text())
-        cfg = info["config"]
-        # multilevel's restarts at 37.5% and 68.75% of the run; LipGrow's at the epochs it was given
-        want = ("cosine_reset", [2.0]) if "_lip_" in name else ("cosine_restarts", [2.0, 3.0])
-        assert (cfg["schedule"], [float(r) for r in cfg["restarts"]]) == want, name
-        assert cfg["seed"] == int(name[-1]) and not (out / "runs" / name / "checkpoint.pt").exists()
-    assert "no CUDA device: the together check and the folded-h timing are skipped" in said
-    table = (out / "summary_160ep.md").read_text()
-    assert all(f"| {n} | 4 |" in table for n in names) and "| baseline_restarts_lip_r8 | 2 |" in table
-
-    again = send()  # the same command again: nothing is trained twice
-    assert again.count("finished in an earlier command") == 4 and _rows(out / "runs") == rows
-
-
-@pytest.mark.skipif(shutil.which("bash") is None or os.name != "posix", reason="the scripts are bash")
-@pytest.mark.parametrize("probe_limit", [None, "1"], ids=["probe", "probe_cut_short"])
-def test_gpu_depth_together_probes_then_finishes_both_rows(small_zip, tmp_path, probe_limit):
-    """Package 1's command: a 3-epoch probe of both seeds' rows together, a verdict kept for the next command,
-    then both rows to the end (together or one by one, whichever the probe chose). A probe that has not ended
-    after PROBE_LIMIT seconds (a hang, on a GPU) is stopped, and the rows go on one by one."""
-    runs, out = tmp_path / "runs", tmp_path / "out"
-    env = dict(os.environ, PATH=_stand_in_gpu(tmp_path),
-               TOGETHER="1", BUDGET="100000", RUNS="restarts", RUNDIR=str(runs), ARCH="cifar_resnet8",
-               DATA=str(small_zip), RESGROW_CACHE=str(tmp_path / "cache"), **({"PROBE_LIMIT": probe_limit} if probe_limit else {}))
-    done = subprocess.run(["bash", "scripts/gpu_depth.sh", str(out), "5", "0,1", "10"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+def _script(name: str, *args, env: dict) -> str:
+    done = subprocess.run(["bash", f"scripts/{name}", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    verdict = (runs / "together_verdict").read_text().strip()
-    if probe_limit:  # 1 s: not even torch's import fits
-        assert "together: the probe did not finish within PROBE_LIMIT=1 s" in done.stdout and verdict == "alone"
-        assert not (out / "together_probe.txt").exists()
-    else:
-        probe = (out / "together_probe.txt").read_text()
-        assert probe.startswith("together: 2 rows at ") and "x the work per second" in probe
-        assert verdict in ("together", "alone")
-    rows = _rows(runs)
-    assert sorted(rows) == ["baseline_restarts_r8_s0", "baseline_restarts_r8_s1"]
-    assert all([r["epoch"] for r in log] == [1, 2, 3, 4, 5] for log in rows.values())
-    for name in rows if not probe_limit else ():  # the probe trained them together: run.json says so
-        assert json.loads((runs / name / "run.json").read_text())["shared_device"] == [str(runs / (
-            "baseline_restarts_r8_s1" if name.endswith("s0") else "baseline_restarts_r8_s0"))]
+    return done.stdout
+
+
+def _logs(out: Path) -> dict:
+    return {d.name: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in sorted(out.iterdir()) if (d / "metrics.jsonl").is_file()}
+
+
+@bash
+def test_reproduce_depth_resumes_stopped_rows_trains_each_once_and_tables_them(small_zip, tmp_path):
+    out = tmp_path / "depth"
+    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet14", START="1-1-1", LIP_WINDOW="1")
+    rows = ["baseline_r14_s0", "baseline_restarts_lip_r14_s0", "baseline_restarts_r14_s0", "lipgrow_r14_s0",
+            "multilevel_r14_s0"]
+
+    said = _script("reproduce_depth.sh", out, 4, 0, env=dict(env, STOP_AFTER="2"))  # cut short, as a job's limit would
+    assert said.count(": training\n") == 4 and "baseline_restarts_lip_r14_s0: waits for a finished lipgrow" in said
+    assert sorted(_logs(out)) == sorted(set(rows) - {"baseline_restarts_lip_r14_s0"})
+    assert all([r["epoch"] for r in log] == [1, 2] for log in _logs(out).values())
+
+    said = _script("reproduce_depth.sh", out, 4, 0, env=env)  # the same command goes on
+    assert said.count(": training (resumed)\n") == 4 and said.count(": training\n") == 1
+    logs = _logs(out)
+    assert sorted(logs) == rows and all([r["epoch"] for r in log] == [1, 2, 3, 4] for log in logs.values())
+    config = {name: json.loads((out / name / "run.json").read_text())["config"] for name in rows}
+    grew = [r["epoch"] for r in logs["lipgrow_r14_s0"] if any(e.startswith("grew") for e in r.get("events", []))]
+    assert (config["baseline_restarts_lip_r14_s0"]["schedule"], config["baseline_restarts_lip_r14_s0"]["restarts"]) == (
+        "cosine_reset", [float(e) for e in grew]) and grew  # LipGrow's restart baseline restarts where it grew
+    assert config["baseline_restarts_r14_s0"]["restarts"] == [2.0, 3.0]  # 37.5% and 68.75% of the run
+    table = (out / "summary.md").read_text()
+    assert table.splitlines()[2].startswith("| baseline_r14_s0 | 4 |") and all(f"| {r} | 4 |" in table for r in rows)
+    assert (out / "accuracy_vs_time.png").stat().st_size > 0
+
+    said = _script("reproduce_depth.sh", out, 4, 0, env=env)  # nothing left: nothing is trained twice
+    assert said.count("finished already") == 5 and _logs(out) == logs
+
+
+@bash
+def test_reproduce_trainer_benches_checks_folded_h_and_determinism(small_zip, tmp_path):
+    out = tmp_path / "trainer"
+    said = _script("reproduce_trainer.sh", out, env=_env(tmp_path, DATA=str(small_zip), ARCHS="cifar_resnet8",
+                   BATCHES="16", STEPS="2", GROWN="cifar_resnet14", FOLD_STEPS="3", DET_ARCH="cifar_resnet8", DET_EPOCHS="1"))
+    bench = json.loads((out / "bench_cifar_resnet8_b16.json").read_text())
+    assert bench["results"][0]["variant"] == "eager fp32" and bench["results"][0]["img_per_s"] > 0
+    assert json.loads((out / "bench_cifar_resnet14_h0.25.json").read_text())["h"] == 0.25
+    assert "largest parameter/buffer difference, folded vs not: 0\n" in said
+    assert "deterministic: identical True" in said and "plain: identical" in said
+
+
+def test_determinism_check_fails_when_the_deterministic_pair_differs(small_zip, tmp_path, monkeypatch):
+    determinism_check = _script_module("determinism_check")
+    trained = iter([[(1.0, 0.5)], [(1.0, 0.5)], [(1.0, 0.5)], [(1.0, 0.6)]])  # plain pair equal, deterministic not
+    monkeypatch.setattr(determinism_check, "resgrow", lambda argv: 0)
+    monkeypatch.setattr(determinism_check, "epochs_of", lambda run: next(trained))
+    monkeypatch.setattr(sys, "argv", ["determinism_check.py", "--data", str(small_zip), "--out", str(tmp_path)])
+    assert determinism_check.main() == 1
 
 
 def test_together_check_runs_and_finds_runs_together_equal_to_alone(small_zip, tmp_path):
-    """Package 3's together check, on CPU: its speed line, and weights equal bit for bit alone and together."""
+    """The together check: its speed line, and weights equal bit for bit alone and together."""
     report = tmp_path / "together_check.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), RESGROW_CACHE=str(tmp_path / "cache"))
     done = subprocess.run([sys.executable, "scripts/together_check.py", "--data", str(small_zip), "--device", "cpu",
                            "--arch", "cifar_resnet8", "--small", "cifar_resnet8", "--epochs", "2", "--json", str(report)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(report.read_text())
     assert result["same_as_alone"] == [True, True] and result["speed"]["work_per_second_vs_alone"] > 0
     assert "cifar_resnet8: last epoch alone" in done.stdout and done.stdout.count("together equals alone") == 2
 
 
-def test_fold_h_check_finds_folded_and_unfolded_steps_equal():
-    """Package 3's numbers check (gpu_fold_h.sh runs it on the GPU): on CPU, bit-identical and exit code 0."""
-    done = subprocess.run([sys.executable, "scripts/fold_h_check.py", "--arch", "cifar_resnet8", "--steps", "3",
-                           "--device", "cpu"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "folded True: 3 blocks folded" in done.stdout
-    assert done.stdout.rstrip().endswith("largest parameter/buffer difference, folded vs not: 0")
+def _script_module(name: str):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
 
 
-def test_growth_epochs_reads_lipgrows_committed_grows_for_its_restart_baseline():
-    """Package 2 restarts the lr where the committed 160-epoch lipgrow rows grew (gpu_depth.sh, RUNS=restarts_lip)."""
-    def growth_epochs(run, epochs):
-        return subprocess.run([sys.executable, "scripts/growth_epochs.py", f"benchmarks/issue3/160ep/{run}", str(epochs)],
-                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), capture_output=True, text=True)
-
-    assert [growth_epochs(f"lipgrow_r74_s{s}", 160).stdout for s in (0, 1)] == ["27,83\n", "22,80\n"]
-    for run, epochs in (("lipgrow_r74_s0", 40), ("baseline_r74_s0", 160), ("no_such_run", 160)):
-        done = growth_epochs(run, epochs)
-        assert done.returncode == 1 and done.stdout == "" and done.stderr.startswith("growth_epochs: "), run
+def test_growth_epochs_reads_where_a_finished_run_grew(capsys):
+    main = _script_module("growth_epochs").main
+    said = []
+    for s in (0, 1):
+        assert main([str(ROOT / f"benchmarks/depth/160ep/lipgrow_r74_s{s}"), "160"]) == 0
+        said.append(capsys.readouterr().out)
+    assert said == ["27,83\n", "22,80\n"]
+    for run, epochs in (("lipgrow_r74_s0", "40"), ("baseline_r74_s0", "160"), ("no_such_run", "160")):
+        assert main([str(ROOT / "benchmarks/depth/160ep" / run), epochs]) == 1, run
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("growth_epochs: "), run

@@ -68,12 +68,36 @@ def test_compare_plot(capsys, tmp_path, monkeypatch):
     seconds, epochs, size = figs[0].axes[:3]
     assert [line.get_label() for line in epochs.get_lines() if not line.get_label().startswith("_")] == \
         ["base", "grown (shared GPU): epochs only"]
-    assert len(seconds.get_lines()) == 2 and len(size.get_lines()) == 1  # base alone: its line, the target; its size
+    assert len(seconds.get_lines()) == 2 and len(size.get_lines()) == 2  # base alone: its line, the target; its size, its end
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     capsys.readouterr()
-    assert main(["compare", str(base), "--plot", str(tmp_path / "x.png")]) == 2
+    assert main(["compare", str(base), "--plot", str(tmp_path / "x.png")]) == 0  # the table, then a line on the plot
     said = capsys.readouterr()
-    assert said.err == "resgrow: error: --plot needs matplotlib: pip install 'resgrow[plot]'\n" and said.out == ""
+    assert said.out.startswith("| run |") and "| base | 2 | 90.00% |" in said.out
+    assert said.err == "resgrow: no plot: --plot needs matplotlib: pip install 'resgrow[plot]'\n"
+
+
+def test_the_plot_names_the_run_keeps_every_size_line_visible_and_counts_whole_epochs(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    base = _run(tmp_path / "base", _rows([0.5, 0.9], [10, 20], [4, 4]))
+    grown = _run(tmp_path / "grown", _rows([0.6, 0.89], [3, 8], [1, 4], {1: ["grew 1-1-1 -> 2-2-2 (epoch 1)"]}))
+    (base / "run.json").write_text(json.dumps({"arch": "resnet74", "data": "/data/cifar10-jpeg.zip"}))
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    assert main(["compare", str(base), str(grown), "--plot", str(tmp_path / "p.png")]) == 0
+    fig = figs[0]
+    assert fig._suptitle.get_text().startswith("resnet74 on cifar10-jpeg.zip\n")
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "grown"]  # one legend for every panel
+    epochs = fig.axes[1]
+    epochs.set_xlim(0.5, 2.5)
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in epochs.get_xticks())
+    size = [line for line in fig.axes[2].get_lines() if len(line.get_xdata()) > 1]
+    # the grown run ends at the baseline's size: it is drawn above it, thinner and dashed, so both show
+    assert size[1].get_zorder() > size[0].get_zorder() and size[1].get_linewidth() < size[0].get_linewidth()
+    assert size[1].get_linestyle() != "-"
 
 
 def test_seed_groups_average_over_seeds(capsys, tmp_path):
@@ -166,7 +190,19 @@ def test_steady_epoch_at_the_final_size_and_the_speed_warning(tmp_path):
     assert w == [x for x in protocol_warnings([base, grown, slow]) if "speeds" in x]
     other = _timed(tmp_path / "other", [5.0, 3.0, 3.0, 3.0], ["2-2-2"] * 4)  # another net: not compared
     short = _timed(tmp_path / "short", [5.0, 3.0, 3.0], ["4-4-4"] * 3)  # two steady epochs: too few to judge
-    assert speed_warnings([base, other, short]) == []
+    said = speed_warnings([base, other, short])  # no speed compared; the one that could not be checked is named
+    assert len(said) == 1 and said[0].startswith("the speed of short cannot be checked"), said
+
+
+def test_a_time_ratio_whose_speed_cannot_be_checked_is_warned_about(tmp_path):
+    """Four epochs: too few steady ones at the final size to check that two runs trained on machines of one speed."""
+    rows = lambda secs: [{"epoch": e, "test_acc": 0.5, "train_seconds": float(sum(secs[:e])), "epoch_seconds": s,  # noqa: E731
+                         "flops": 4, "blocks": "2-2-2", "widths": "16-32-64"} for e, s in enumerate(secs, 1)]
+    short = [load_run(_run(tmp_path / n, rows([2.0, 1.0, 1.0]))) for n in ("base", "method")]
+    assert any("the speed of base, method cannot be checked (fewer than 3 steady epochs" in w
+               for w in protocol_warnings(short))
+    long = [load_run(_run(tmp_path / n, rows([2.0, 1.0, 1.0, 1.0, 1.0]))) for n in ("base5", "method5")]
+    assert not any("cannot be checked" in w for w in protocol_warnings(long))
 
 
 def test_a_shared_clock_is_left_out_of_the_speed_check(tmp_path):

@@ -2,7 +2,9 @@ import io
 import os
 import pickle
 import shutil
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,7 +169,8 @@ def test_small_zip_and_directory(tmp_path):
 
 
 @pytest.mark.parametrize("bad_name,bad_data,match", [
-    ("train/a/1.jpg", b"\xff\xd8 this is not a jpeg", "cannot decode train/a/1.jpg"),
+    ("train/a/1.jpg", b"\xff\xd8 this is not a jpeg", r"cannot decode train/a/1.jpg \(not an image format Pillow reads\)$"),
+    ("train/a/2.png", b"GIF89a" + bytes(20), r"cannot decode train/a/2.png \((?!.*BytesIO).*\)$"),
     ("train/a/notes.txt", b"hello", "train/a/notes.txt is not an image"),
 ])
 def test_corrupt_or_non_image_file_in_zip(tmp_path, bad_name, bad_data, match):
@@ -307,3 +310,20 @@ def test_tiny_imagenet_as_distributed(tmp_path, top):
     files[f"{top}test/n01/0.JPEG"] = _jpeg(size=8)
     with pytest.raises(ResgrowError, match="n01_boxes.txt is not an image file"):
         load_dataset(_zip(tmp_path / "other.zip", files), cache_dir=tmp_path / "c")
+
+
+def test_the_sample_that_ships_with_resgrow_loads_by_name(tmp_path):
+    ds = load_dataset("cifar10-sample", cache_dir=tmp_path)
+    assert (len(ds.train), len(ds.test), ds.num_classes) == (2000, 500, 10)
+    assert ds.classes[:3] == ["airplane", "automobile", "bird"] and tuple(ds.train.images.shape[1:]) == (32, 32, 3)
+    assert sources.data_source("cifar10-sample") == "cifar10-sample"  # a name is recorded as a name, a path made absolute
+    assert sources.data_source("some/data.zip") == str((Path.cwd() / "some/data.zip").resolve())
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_the_decoding_bar_is_drawn_on_a_terminal_only(tmp_path, monkeypatch, capsys, terminal):
+    pytest.importorskip("tqdm")
+    z = _zip(tmp_path / "d.zip", {"train/a/0.jpg": _jpeg(), "test/a/0.jpg": _jpeg()})
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    load_dataset(z, cache_dir=tmp_path / "c", progress=True)
+    assert ("decoding d.zip" in capsys.readouterr().err) == terminal

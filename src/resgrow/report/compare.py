@@ -175,7 +175,7 @@ def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) 
             by_size.setdefault(r.final_size, []).append(r)
     out = []
     timed = [r for r in runs if not r.shared]
-    unchecked = [r.name for r in timed if len(r.steady_epochs) < STEADY_NEEDED]
+    unchecked = [r.name for r in timed if r.final_size and len(r.steady_epochs) < STEADY_NEEDED]
     if len(timed) >= 2 and unchecked:
         out.append(f"the speed of {', '.join(unchecked)} cannot be checked (fewer than {STEADY_NEEDED} steady epochs at "
                    "the final size): a time ratio may then carry a busy or different machine, not the method")

@@ -132,11 +132,14 @@ def test_run_dir_resume_and_checkpoint_errors(capsys, small_zip, tmp_path):
     out = tmp_path / "r"
     assert main(train_args(small_zip, out, "--stop-after", "1")) == 0
     said = capsys.readouterr().out
-    assert said.startswith("stopped after epoch 1/2 (--stop-after)") and "continue with --resume" in said, said
+    assert said.startswith("stopped after epoch 1/2 (--stop-after)") and f"continue with: resgrow train --resume --out {out}" in said, said
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     one_line_error(*run(capsys, *train_args(small_zip, out)), "already exists and is not empty", "--resume")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
+    one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "missing", "--resume")),
+                   f"cannot resume: run directory {tmp_path / 'missing'} does not exist")
+    (tmp_path / "empty").mkdir()
     one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "empty", "--resume")), "has no checkpoint.pt")
     (tmp_path / "a_file").write_text("")  # the data path does not exist either: the run directory is said first
     one_line_error(*run(capsys, *train_args(tmp_path / "no-such-data.zip", tmp_path / "a_file" / "r")),
@@ -470,3 +473,68 @@ def test_output_cut_short_by_a_pipe_ends_quietly():
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 141 and err == ""
+
+
+def test_a_cut_short_checkpoint_falls_back_to_the_one_before_it(capsys, small_zip, tmp_path):
+    out = tmp_path / "r"
+    assert main(train_args(small_zip, out, "--epochs", "3", "--stop-after", "2")) == 0
+    assert load_checkpoint(out / "checkpoint.prev.pt")["epoch"] == 1 and load_checkpoint(out / CHECKPOINT)["epoch"] == 2
+    good = (out / CHECKPOINT).read_bytes()
+    (out / CHECKPOINT).write_bytes(good[: len(good) // 2])  # a copy cut short
+    capsys.readouterr()
+    assert main(["eval", str(out), "--device", "cpu"]) == 0
+    said = capsys.readouterr()
+    assert "model of epoch 1/3" in said.out and "going on from the checkpoint before it" in said.err
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "checkpoint before it" in line] == [
+        f"checkpoint {out / CHECKPOINT} is unreadable (truncated or not a resgrow checkpoint: RuntimeError); going on "
+        f"from the checkpoint before it, {out / 'checkpoint.prev.pt'} (epoch 1)"], err
+    rows = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3] and load_checkpoint(out / CHECKPOINT)["epoch"] == 3
+
+
+def test_a_run_records_its_data_path_so_it_resumes_and_evaluates_from_anywhere(capsys, small_zip, tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    (work / "data.zip").write_bytes(small_zip.read_bytes())
+    monkeypatch.chdir(work)
+    assert main(train_args("data.zip", "run", "--stop-after", "1")) == 0
+    assert json.loads((work / "run" / "run.json").read_text())["data"] == str(work / "data.zip")
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", str(work / "run"), "--device", "cpu"]) == 0
+    (work / "data.zip").rename(work / "moved.zip")
+    capsys.readouterr()
+    for args in (["eval", str(work / "run"), "--device", "cpu"], ["train", "--resume", "--out", str(work / "run")]):
+        one_line_error(*run(capsys, *args), f"data path {str(work / 'data.zip')!r} (recorded by", "pass --data")
+    assert main(["train", "--resume", "--out", str(work / "run"), "--data", str(work / "moved.zip"), "--quiet"]) == 0
+
+
+def test_resgrow_alone_and_help_say_what_there_is_with_defaults(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: resgrow") and all(c in err for c in ("train", "compare", "eval", "bench", "models"))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split("options:", 1)[1].split())
+    for flag, default in (("--epochs EPOCHS", "160"), ("--batch-size BATCH_SIZE", "128"), ("--lr LR", "0.1"),
+                          ("--momentum MOMENTUM", "0.9"), ("--eta-min ETA_MIN", "0.0")):
+        assert f"(default {default})" in text.split(flag, 1)[1].split(" --", 1)[0], flag
+    import argparse
+
+    from resgrow.cli import build_parser
+
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    assert [a.dest for a in train._actions if not a.help] == []  # every option says what it does
+
+
+def test_bench_on_a_cpu_says_the_fast_path_needs_cuda(capsys):
+    assert main(["bench", "--arch", ARCH, "--batch-size", "8", "--steps", "1", "--device", "cpu"]) == 0
+    assert "the fast path (CUDA graph, bf16, channels_last) needs a CUDA GPU: on cpu only eager fp32" in capsys.readouterr().out
+
+
+def test_help_and_the_catalogues_start_without_loading_torch_where_they_need_none():
+    code = "import sys, resgrow.cli as c; c.build_parser().format_help(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src")))
+    assert done.stdout.strip() == "False", done.stderr

@@ -122,3 +122,20 @@ def test_batchnorm_without_counter_matches_torch(momentum):
         assert torch.equal(ours.state_dict()[k], ref.state_dict()[k])
     # the counter only moves where torch needs it (momentum=None: cumulative average)
     assert int(ours.num_batches_tracked) == (3 if momentum is None else 0)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "preact_resnet20", "wrn16_4", "resnet18", "resnet50"])
+@pytest.mark.parametrize("size", [32, (40, 24)])
+def test_flops_counted_from_layer_shapes_equal_torchs_flop_counter(name, size):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from resgrow.measure.flops import _count
+    from resgrow.models.registry import spec_for
+
+    spec = spec_for(name)
+    with torch.device("meta"):
+        model = ResNet(spec).eval()
+        x = torch.empty(1, 3, *((size, size) if isinstance(size, int) else size))
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    assert _count(spec, size) == counter.get_total_flops()

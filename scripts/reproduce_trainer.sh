@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The trainer-speed tables of BENCHMARKS.md: `resgrow bench` (eager fp32 against the fast path, in one
 # process) for resnet20, resnet56 and resnet110 at batch 128 and 512, resnet56 also with compiled blocks;
-# the fast path of a net grown twice (every h = 1/4) with and without h folded into the branches, and the
-# check that folding changes no number; then whether --deterministic makes two runs of one seed identical.
+# where a resnet56 step's GPU time goes (kernels per step); the fast path of a net grown twice (every h = 1/4)
+# with and without h folded into the branches, and the check that folding changes no number; the cost of
+# LipGrow's Lipschitz meter; then whether --deterministic makes two runs of one seed identical.
 #
 #   bash scripts/reproduce_trainer.sh OUTDIR
 #
@@ -21,7 +22,12 @@ for arch in ${ARCHS:-resnet20 resnet56 resnet110}; do
       --json "$out/bench_${arch}_b$bs.json"
   done
 done
+device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+if [[ $device == cuda ]]; then
+  python3 scripts/profile_step.py --arch resnet56 --batch-size 128 --bf16-weights
+fi
 resgrow bench --arch "$grown" --batch-size 128 --steps "$steps" --h 0.25 --data "$data" --json "$out/bench_${grown}_h0.25.json"
 python3 scripts/fold_h_check.py --arch "$grown" --steps "${FOLD_STEPS:-100}"
+python3 scripts/meter_cost.py --arch "$grown" --device "$device"
 python3 scripts/determinism_check.py --data "$data" --arch "${DET_ARCH:-resnet20}" --epochs "${DET_EPOCHS:-3}" \
   --out "$out/determinism"

@@ -5,7 +5,7 @@
 2. Sameness: two small runs with --deterministic, alone and then together: their final weights must
    be equal bit for bit (on CPU the tests check this; here it is checked with the GPU's streams).
 
-    python scripts/together_check.py --data .data/cifar10-jpeg.zip --device cuda --json $OUT/together_check.json
+    python scripts/together_check.py --data .data/cifar10-jpeg.zip --device cuda --json together_check.json
 
 Speed comes first: --deterministic sets process-wide flags that stay set.
 """

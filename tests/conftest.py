@@ -38,9 +38,13 @@ def weights(trainer):
 
 @pytest.fixture(scope="session")
 def mini_zip() -> Path:
+    """2,000 + 500 real CIFAR-10 images: the sample that ships with resgrow, or the cifar10-jpeg-mini.zip
+    (the same images) in the folder that RESGROW_TEST_DATA names, when it is set."""
     folder = os.environ.get("RESGROW_TEST_DATA")
     if not folder:
-        pytest.skip("RESGROW_TEST_DATA is unset; point it at the folder with cifar10-jpeg-mini.zip (../shared/data)")
+        from resgrow.data.sources import SAMPLES
+
+        return SAMPLES["cifar10-sample"]
     path = Path(folder) / "cifar10-jpeg-mini.zip"
     assert path.is_file(), f"RESGROW_TEST_DATA is set but {path} does not exist"
     return path

@@ -112,7 +112,7 @@ class LipschitzMeter:
     @torch.no_grad()
     def block_bounds(self, model: ResNet) -> list[float]:
         # cuDNN autotuning off: each grouped shape runs `iters` times per call and changes with every
-        # growth, so tuning never pays back (a cold call after a growth took 1.1 s on an H100, a warm one 0.005 s).
+        # growth, so tuning never pays back (a cold, tuned call after a growth costs a thousand warm ones).
         # The flag is process-wide: no run trained together may capture meanwhile (concurrency.py).
         with GPU_LOCK:
             tuned = torch.backends.cudnn.benchmark

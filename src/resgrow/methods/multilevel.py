@@ -12,11 +12,10 @@ resnet74; final / 2 where a stage's blocks do not divide by 4: resnet38's 6-6-6 
 The paper uses lr 0.5 -> 0.001 at batch 100 (--lr 0.5 --eta-min 0.001).
 Options: --start-blocks, --grow-at EPOCHS.
 When it helps: long schedules where the shallow early cycles save time; Chang et al. report about
-41% less time at equal accuracy on CIFAR-10/100 and STL-10.
-Measured here (BENCHMARKS.md, H100, resnet74, 160 epochs, seeds 0 and 1): 90.37% against the
-baseline's 90.22% (means) in 0.59x its time (0.56x its FLOPs). Under the CUDA graph time is close
-to linear in depth, so the growth epochs fix the ratio: the default split cannot go much below
-0.59x; growing later (--grow-at 90,125 of 160) predicts 0.50x.
+41% less time at equal accuracy on CIFAR-10/100 and STL-10. Under a CUDA graph a step's time is close
+to linear in depth, so the growth epochs fix the time ratio: the share of epochs spent at each depth
+times that depth's cost; growing later (--grow-at) saves more, at a risk to accuracy.
+Measured speed and accuracy: BENCHMARKS.md, "Depth growth".
 """
 
 from __future__ import annotations

@@ -3,15 +3,14 @@
 "blocks" (regional compilation) compiles each residual block's forward. Blocks take h as a tensor
 input (`use_tensor_h`), so on torch >= 2.5 blocks of the same type and shape share compiled code
 whatever their h: the compile cost scales with the number of distinct block shapes, not with
-depth, and a depth growth (new blocks of known shapes, h halved) compiles nothing new (CPU, inductor,
-2-2-2 -> 4-4-4: 64 s of recompiling with h as a float, 0.10 s now; scripts/compile_growth.py, BENCHMARKS.md).
+depth, and a depth growth (new blocks of known shapes, h halved) compiles nothing new (with h as a Python
+float, every block would recompile; scripts/compile_growth.py measures both).
 torch 2.4 still compiles every block instance separately. Inductor fuses each block's BN,
 ReLU, residual add and h scaling. That cuts the kernel count, which is what limits small CIFAR nets
 inside a CUDA graph. "model" compiles the whole forward: more fusion, but it recompiles after
 every size change. Compile time is counted as training time (it happens during the first capture).
-Opt-in: on an H100, resnet56 at batch 128, compiled blocks take the default step from 5.20 to 4.44 ms
-(28,853 img/s) but cost about 37 s of compiling per process, and 19 s for a 2-2-2 net, where a growth
-afterwards costs 0.02 s (BENCHMARKS.md): worth it for long runs only.
+Opt-in: compiled blocks shorten the step but cost tens of seconds of compiling per process, so they
+pay on long runs only (BENCHMARKS.md, "Trainer speed").
 """
 
 from __future__ import annotations

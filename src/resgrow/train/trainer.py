@@ -60,8 +60,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast (CUDA with native bf16, compute capability >= 8.0; fp32 elsewhere)
     channels_last: bool = True  # (CUDA only)
     graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
-    # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts; bit-identical, 4-5% faster
-    # steps on an H100 (BENCHMARKS.md). Only where bf16 autocast runs: without it there is nothing to replace.
+    # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts: bit-identical, fewer kernels
+    # per step (BENCHMARKS.md). Only where bf16 autocast runs: without it there is nothing to replace.
     bf16_weights: bool = True
     compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
     compile_backend: str = "inductor"

@@ -447,7 +447,7 @@ def test_models_and_methods_catalogues(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     for name, cls in METHODS.items():
-        assert f"\n{name}\n" in f"\n{out}" and all("--" + o.replace("_", "-") in out for o in cls.options)
+        assert f"\n{name}\n" in f"\n{out}" and all(o.flag in out for o in cls.options)
     assert "Chang" in out and "ICML 2020" in out and "options: --start-blocks, --grow-at" in out
     assert main(["methods", "lipgrow"]) == 0
     card = capsys.readouterr().out
@@ -524,8 +524,9 @@ def test_resgrow_alone_and_help_say_what_there_is_with_defaults(capsys):
 
     from resgrow.cli import build_parser
 
-    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    train = next(a for a in build_parser(methods=True)._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
     assert [a.dest for a in train._actions if not a.help] == []  # every option says what it does
+    assert {"--grow-at", "--lip-window"} <= {s for a in train._actions for s in a.option_strings}  # the methods' too
 
 
 def test_bench_on_a_cpu_says_the_fast_path_needs_cuda(capsys):
@@ -538,3 +539,40 @@ def test_help_and_the_catalogues_start_without_loading_torch_where_they_need_non
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src")))
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_method_declares_its_options_once_and_the_command_line_follows(capsys, small_zip, tmp_path, monkeypatch):
+    """A new method is its own class and one registry line: its flag, help, card and resume check come from
+    its declaration, with nothing added to the command line's code."""
+    from resgrow.methods import METHODS, Method, Option
+
+    class Patient(Method):
+        """Method card: patient, a fixed-size method that only counts epochs until it would act."""
+
+        name = "patient"
+        options = (Option("patience", "epochs to wait (default 3)", int),)
+
+        def __init__(self, patience: int = 3):
+            self.patience = patience
+
+        def settings(self):
+            return {"patience": self.patience}
+
+        def state_dict(self):
+            return {"patience": self.patience}
+
+        def load_state_dict(self, state):
+            self.patience = state["patience"]
+
+    monkeypatch.setitem(METHODS, "patient", Patient)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "patient: epochs to wait (default 3)" in " ".join(capsys.readouterr().out.split())
+    assert main(["methods", "patient"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("Options:\n  --patience: epochs to wait (default 3)")
+    out = tmp_path / "r"
+    assert main(train_args(small_zip, out, "--method", "patient", "--patience", "5", "--stop-after", "1")) == 0
+    one_line_error(*run(capsys, "train", "--resume", "--out", str(out), "--patience", "4"),
+                   "keeps the method options it started with", "--patience 4 (the run's: 5)")
+    one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "b", "--patience", "4")),
+                   "--patience does not apply to method 'baseline'")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DivergedError, ResgrowError, first_line
+from .options import floats
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,14 +43,9 @@ class _Help(argparse.HelpFormatter):
         return text
 
 
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(methods: bool = False) -> argparse.ArgumentParser:
+    """The command line. `methods`: also the methods' options of `train` (importing the methods loads torch,
+    which `--help` and the catalogue commands need not wait for)."""
     p = _Parser(prog="resgrow", description="Train residual networks faster by changing their size while they learn.")
     p.add_argument("--version", action="version", version=f"resgrow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -71,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", default="cosine", help="lr schedule: constant | step | cosine | cosine_restarts | cosine_reset")
     t.add_argument("--eta-min", type=float, default=0.0, help="lowest lr of the cosine schedules")
     t.add_argument("--warmup", type=float, default=0.0, help="epochs of linear lr warm-up")
-    t.add_argument("--milestones", type=_floats, default=(), help="step schedule: epochs, e.g. 80,120 (default 50%%,75%%)")
+    t.add_argument("--milestones", type=floats, default=(), help="step schedule: epochs, e.g. 80,120 (default 50%%,75%%)")
     t.add_argument("--gamma", type=float, default=0.1, help="step schedule: lr factor at each milestone")
-    t.add_argument("--restarts", type=_floats, default=(), help="cosine_restarts, cosine_reset: epochs, e.g. 60,110")
+    t.add_argument("--restarts", type=floats, default=(), help="cosine_restarts, cosine_reset: epochs, e.g. 60,110")
     t.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
     t.add_argument("--val-size", type=int, default=0, help="images carved out of train as a validation split")
@@ -103,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels: the same seed gives the same "
                    "numbers on the same GPU and software (slower; not for timing)")
     t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars to OUT/tb (pip install 'resgrow[tensorboard]')")
-    g = t.add_argument_group("growth methods (multilevel, lipgrow)")
-    g.add_argument("--start-blocks", default=None, help="blocks per stage to start from, e.g. 3-3-3 (default: final / 4, or / 2 where a stage's blocks do not divide by 4)")
-    g.add_argument("--grow-at", type=_floats, default=None, help="multilevel: growth epochs, e.g. 60,110 (default 60,110 of 160, scaled to --epochs)")
-    g.add_argument("--lip-threshold", type=float, default=None, help="lipgrow: grow when smoothed score / L0 exceeds this (default 1.4)")
-    g.add_argument("--lip-window", type=int, default=None, help="lipgrow: smoothing window in epochs (default 10)")
-    g.add_argument("--reserve", type=int, default=None, help="lipgrow: epochs the final model must get, at least 1 (default 30 of 164, scaled)")
+    if methods:
+        from .methods import all_options
+
+        g = t.add_argument_group("options of the methods (`resgrow methods NAME` for a method's card)")
+        for option, names in all_options():
+            g.add_argument(option.flag, dest=option.name, type=option.type, default=None,
+                           help=f"{', '.join(names)}: {option.help}")
 
     w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each), "
                        "to fill a big GPU with small nets; for accuracy, not timing",
@@ -183,7 +180,7 @@ def _methods(a) -> int:
         paragraphs = [" ".join(p.split()) for p in cls.card().split("\n\n")]
         lines = [paragraphs[0].removeprefix("Method card: ")]  # whose (the paper), or what for a card without one
         lines += [p.split(". ")[0].rstrip(".") + "." for p in paragraphs if p.startswith("What it does:")]
-        lines.append("options: " + (", ".join("--" + o.replace("_", "-") for o in cls.options) or "none"))
+        lines.append("options: " + (", ".join(o.flag for o in cls.options) or "none"))
         print(name + "".join(f"\n  {line}" for line in lines))
     print("\n`resgrow methods NAME` prints a method's card.")
     return 0
@@ -235,7 +232,7 @@ def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> Non
 # Not compared with the run's config by `train --resume`: where and how visibly the run goes on (free to
 # change), and arch, data, method and its options (checked on their own: by spec, path and method state).
 _FREE_ON_RESUME = {"command", "argv", "arch", "data", "out", "resume", "device", "quiet", "eval_batch_size", "stop_after",
-                   "data_dir", "cache_dir", "method", "start_blocks", "grow_at", "lip_threshold", "lip_window", "reserve"}
+                   "data_dir", "cache_dir", "method"}
 _FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}
 
 
@@ -258,10 +255,13 @@ def _take_run_settings(a, stored: dict, source: str) -> None:
     a.method = name
     run = dict(cfg, val_size=info.get("val_size", 0), image_size=info.get("image_size"),
                **{f"no_{k}": not cfg[k] for k in ("augment", "amp", "channels_last", "graphs") if k in cfg})
-    defaults = vars(build_parser().parse_args(["train", "--out", "-"]))
+    from .methods import all_options
+
+    defaults = vars(build_parser(methods=True).parse_args(["train", "--out", "-"]))
+    free = _FREE_ON_RESUME | {option.name for option, _ in all_options()}
     differ = []
     for key, given in vars(a).items():
-        if key in _FREE_ON_RESUME or given == defaults.get(key) or key not in run:
+        if key in free or given == defaults.get(key) or key not in run:
             continue
         have = run[key]
         if isinstance(given, tuple):
@@ -284,7 +284,7 @@ def _shown(value) -> str:
 def _check_method_settings(a, method, stored: dict, source: str) -> None:
     """Method options given with --resume must be the run's; the method then holds the run's values
     (so its progress line shows them; the trainer reloads its whole state later)."""
-    given = [k for k in method.options if getattr(a, k, None) is not None]
+    given = [k for k in method.option_names() if getattr(a, k, None) is not None]
     wanted = {k: v for k, v in method.settings().items() if k in given}  # as the method parsed them
     method.load_state_dict(stored["method"]["state"])
     run = method.settings()
@@ -311,7 +311,7 @@ def _prepare_train(a, label: str = ""):
     import torch
 
     from .data.sources import data_source, load_dataset
-    from .methods import build_method
+    from .methods import all_options, build_method
     from .models.custom import build_model, is_custom, model_factory
     from .models.resnet import ResNet
     from .models.registry import spec_for
@@ -331,8 +331,7 @@ def _prepare_train(a, label: str = ""):
     elif a.arch is None or a.data is None:
         raise ResgrowError("the following arguments are required: " + ", ".join(
             f"--{k}" for k in ("arch", "data") if getattr(a, k) is None) + " (only --resume may leave them out)")
-    method = build_method(a.method or "baseline", start_blocks=a.start_blocks, grow_at=a.grow_at,
-                          lip_threshold=a.lip_threshold, lip_window=a.lip_window, reserve=a.reserve)
+    method = build_method(a.method or "baseline", **{o.name: getattr(a, o.name, None) for o, _ in all_options()})
     if a.resume:
         _check_method_settings(a, method, stored, source)
     # Bad input fails here, before any data is loaded.
@@ -424,7 +423,7 @@ def _together(a) -> int:
         argv = shlex.split(text)
         if argv[:1] == ["train"]:
             argv = argv[1:]
-        args = build_parser().parse_args(["train", *argv])
+        args = build_parser(methods=True).parse_args(["train", *argv])
         args.argv = ["train", *argv]
         parsed.append(args)
     outs = [Path(x.out).resolve() for x in parsed]
@@ -550,11 +549,12 @@ def _bench(a) -> int:
 def main(argv=None) -> int:
     a = None
     try:
-        if not (sys.argv[1:] if argv is None else argv):  # `resgrow` alone: what it can do
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if not argv:  # `resgrow` alone: what it can do
             build_parser().print_help(sys.stderr)
             return 2
-        a = build_parser().parse_args(argv)
-        a.argv = list(sys.argv[1:] if argv is None else argv)  # run.json's command: the one given, also from Python
+        a = build_parser(methods=argv[0] in ("train", "together")).parse_args(argv)
+        a.argv = argv  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
                 "methods": _methods}[a.command](a)
     except BrokenPipeError:  # `resgrow compare ... | head` closed our stdout: it has read all it wanted

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ResgrowError
-from .base import Baseline, Change, Method
+from .base import Baseline, Change, Method, Option
 from .lipgrow import LipGrow
 from .multilevel import Multilevel
 
@@ -25,11 +25,20 @@ def build_method(name: str, **options) -> Method:
     """Build a method by name; options left at None are dropped, others must apply to the method."""
     cls = method_class(name)
     given = {k: v for k, v in options.items() if v is not None}
-    wrong = sorted(set(given) - set(getattr(cls, "options", ())))
+    wrong = sorted(set(given) - set(cls.option_names()))
     if wrong:
         flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
         raise ResgrowError(f"{flags} does not apply to method {name!r}")
     return cls(**given)
 
 
-__all__ = ["Method", "Change", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "build_method"]
+def all_options() -> list:
+    """Every registered method's options, each name once, with the methods that take it."""
+    seen: dict = {}
+    for name, cls in METHODS.items():
+        for o in cls.options:
+            seen.setdefault(o.name, (o, []))[1].append(name)
+    return list(seen.values())
+
+
+__all__ = ["Method", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "build_method"]

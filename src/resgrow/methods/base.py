@@ -8,28 +8,48 @@ graph and re-wraps DDP. A method never touches the optimizer, the graph or the w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Union
 
-from torch import nn
+from ..options import Option, floats  # noqa: F401 - part of the method interface
 
 if TYPE_CHECKING:
-    from ..train.optim import ParamMap
-    from ..train.trainer import RunContext
+    from torch import nn
+
+    from ..train.schedules import Schedule
+
+# new parameter name -> old parameter name, or (old name, transform of the old state tensor)
+ParamMap = dict[str, Union[str, "tuple[str, Callable[[Any], Any]]"]]
 
 
 @dataclass
 class Change:
-    model: nn.Module
-    param_map: "ParamMap"
+    model: "nn.Module"
+    param_map: ParamMap
     event: str  # e.g. "grew 3-3-3 -> 6-6-6 (score 1.43)"; goes into the log and the progress output
+
+
+@dataclass
+class RunContext:
+    """What a method sees at a hook. It may read anything and call `schedule.add_restart`."""
+
+    model: "nn.Module"
+    epoch: int  # epochs completed
+    epochs: int
+    step: int  # global step count
+    steps_per_epoch: int
+    schedule: "Schedule"
+    train_seconds: float
+    image_size: tuple  # (H, W) of the training images: what the model sees
+    row: dict = field(default_factory=dict)  # this epoch's metrics (on_epoch_end)
+    history: list = field(default_factory=list)
 
 
 class Method:
     """Base class: every hook does nothing, so the model never changes (the fixed-size baseline)."""
 
     name = "baseline"
-    options: tuple = ()  # keyword options the CLI may pass (e.g. "start_blocks")
+    options: tuple[Option, ...] = ()  # its options (see Option); the CLI's flags come from them
     resizes = False  # True: hands the trainer new models, so it needs a resgrow ResNet to start from
     log_columns: tuple = ()  # per-epoch numbers the method adds to ctx.row that also go into metrics.csv / TensorBoard
     step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
@@ -37,6 +57,10 @@ class Method:
     def check(self, spec, epochs: int, schedule: str) -> None:
         """Raise ResgrowError if the method cannot train the final architecture `spec` for `epochs`
         epochs with this schedule kind. Needs no data or model, so the CLI calls it before loading data."""
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(o.name for o in cls.options)
 
     def on_run_start(self, ctx: "RunContext") -> Change | None:
         """Called once before the first epoch of a fresh run (not on resume). May set schedule restarts."""
@@ -76,10 +100,10 @@ class Method:
         import inspect
         import sys
 
-        for doc in (cls.__doc__, sys.modules[cls.__module__].__doc__):
-            if doc and doc.lstrip().startswith("Method card"):
-                return inspect.cleandoc(doc)
-        return inspect.cleandoc(cls.__doc__ or f"{cls.name}: no method card")
+        card = next((doc for doc in (cls.__doc__, sys.modules[cls.__module__].__doc__)
+                     if doc and doc.lstrip().startswith("Method card")), cls.__doc__ or f"{cls.name}: no method card")
+        options = "".join(f"\n  {o.flag}: {o.help}" for o in cls.options)
+        return inspect.cleandoc(card) + ("\n\nOptions:" + options if options else "")
 
 
 class Baseline(Method):

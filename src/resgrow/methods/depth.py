@@ -7,7 +7,10 @@ from ..grow.depth import deepen
 from ..models.resnet import ResNet
 from ..models.spec import dashed
 from ..train.schedules import COSINES
-from .base import Change, Method
+from .base import Change, Method, Option
+
+START_BLOCKS = Option("start_blocks", "blocks per stage to start from, e.g. 3-3-3 (default: the final blocks / 4, "
+                      "or / 2 where a stage's blocks do not divide by 4)")
 
 
 def epochs_str(epochs) -> str:

@@ -20,8 +20,6 @@ Defaults: threshold 1.4 (CIFAR; the paper uses 1.3 on Tiny-ImageNet), window 10 
 30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74;
 final / 2 where a stage's blocks do not divide by 4).
 The paper trains with lr 0.5 -> 0.001, batch 128, wd 1e-4 over 164 epochs.
-Options: --start-blocks, --lip-threshold, --lip-window, --reserve (at least 1; the run needs an epoch
-for every grow before the reserve).
 Cost: the score is computed every epoch by warm-started power iterations (2 per conv), run as one
 grouped convolution per conv shape, with one host sync; its time is counted as training time and
 logged as `lip_seconds`.
@@ -40,7 +38,8 @@ import time
 
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
-from .depth import DepthGrowth, epochs_str
+from .base import Option
+from .depth import START_BLOCKS, DepthGrowth, epochs_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
@@ -123,7 +122,10 @@ class LipGrowTrigger:
 class LipGrow(DepthGrowth):
     name = "lipgrow"
     mode = "duplicate"
-    options = ("start_blocks", "lip_threshold", "lip_window", "reserve")
+    options = (START_BLOCKS,
+               Option("lip_threshold", "grow when the smoothed score over its first value L0 exceeds this (default 1.4)", float),
+               Option("lip_window", "smoothing window in epochs (default 10)", int),
+               Option("reserve", "epochs the final model must get, at least 1 (default 30 of 164, scaled)", int))
     log_columns = ("lip_score", "lip_ratio", "lip_seconds")
 
     def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None):

@@ -10,7 +10,6 @@ Defaults: 3 cycles over 160 epochs, interpolations at epochs 60 and 110, scaled 
 (first cycle 37.5% of the run, the rest split evenly); start blocks = final / 4 (3-3-3 for
 resnet74; final / 2 where a stage's blocks do not divide by 4: resnet38's 6-6-6 starts at 3-3-3).
 The paper uses lr 0.5 -> 0.001 at batch 100 (--lr 0.5 --eta-min 0.001).
-Options: --start-blocks, --grow-at EPOCHS.
 When it helps: long schedules where the shallow early cycles save time; Chang et al. report about
 41% less time at equal accuracy on CIFAR-10/100 and STL-10. Under a CUDA graph a step's time is close
 to linear in depth, so the growth epochs fix the time ratio: the share of epochs spent at each depth
@@ -22,13 +21,15 @@ from __future__ import annotations
 
 from ..errors import ResgrowError
 from ..models.spec import dashed
-from .depth import DepthGrowth, epochs_str
+from .base import Option, floats
+from .depth import START_BLOCKS, DepthGrowth, epochs_str
 
 
 class Multilevel(DepthGrowth):
     name = "multilevel"
     mode = "interpolate"
-    options = ("start_blocks", "grow_at")
+    options = (START_BLOCKS, Option("grow_at", "growth epochs, e.g. 60,110 (default: 60 and 110 of 160, scaled to "
+                                    "--epochs)", floats))
 
     def __init__(self, start_blocks=None, grow_at=None):
         super().__init__(start_blocks)

@@ -1,13 +1,14 @@
 """The trainer and what it is built from: schedules, SGD state carrying, the (captured) step, checkpoints."""
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .optim import ParamMap, carry_state, make_sgd
+from ..methods.base import ParamMap, RunContext
+from .optim import carry_state, make_sgd
 from .saved import evaluate_model, evaluate_run, load_model
 from .schedules import SCHEDULES, Schedule
 from .step import StepRunner, evaluate
 from .together import fit_together
 from .device import resolve_device
-from .trainer import CHECKPOINT, RunContext, TrainConfig, Trainer
+from .trainer import CHECKPOINT, TrainConfig, Trainer
 
 __all__ = ["Trainer", "TrainConfig", "RunContext", "Schedule", "SCHEDULES", "StepRunner", "evaluate",
            "make_sgd", "carry_state", "ParamMap", "save_checkpoint", "load_checkpoint", "load_model", "evaluate_model",

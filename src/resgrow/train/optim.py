@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
-
 import torch
 from torch import nn
 
 from ..errors import ResgrowError
-
-# new parameter name -> old parameter name, or (old name, transform of the old state tensor)
-ParamMap = dict[str, Union[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]]]
+from ..methods.base import ParamMap
 
 
 def make_sgd(model: nn.Module, lr, momentum: float, weight_decay: float, nesterov: bool, fused: bool) -> torch.optim.SGD:

@@ -20,7 +20,7 @@ from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
 from ..measure.flops import flops_per_image, param_count
-from ..methods.base import Baseline, Change, Method
+from ..methods.base import Baseline, Change, Method, RunContext
 from ..models.custom import check_model
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
@@ -116,22 +116,6 @@ def check_resizable(method: Method, model: nn.Module) -> None:
     if method.resizes and arch_of(model) is None:
         raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet "
                            f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {type(model).__name__}")
-
-
-@dataclass
-class RunContext:
-    """What a method sees at a hook. It may read anything and call `schedule.add_restart`."""
-
-    model: nn.Module
-    epoch: int  # epochs completed
-    epochs: int
-    step: int  # global step count
-    steps_per_epoch: int
-    schedule: Schedule
-    train_seconds: float
-    image_size: tuple  # (H, W) of the training images: what the model sees
-    row: dict = field(default_factory=dict)  # this epoch's metrics (on_epoch_end)
-    history: list = field(default_factory=list)
 
 
 class Trainer:

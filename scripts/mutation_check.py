@@ -171,6 +171,11 @@ MUTATIONS = [
     ("data/sources.py", "    if progress and sys.stderr.isatty():", "    if progress:", "tests/test_data.py"),
     ("measure/flops.py", "m.out_channels * math.prod(size) * m.in_channels", "m.out_channels * m.in_channels",
      "tests/test_models.py"),
+    # the open method interface: events with kinds, options and report columns declared by the method
+    ("events.py", 'return event(GROW if e.startswith("grew ") else "note", e)', 'return event("note", e)', "tests/test_compare.py"),
+    ("report/compare.py", "extra = list({c.title: c for r in runs for c in r.columns}.values())", "extra = []",
+     "tests/test_compare.py"),
+    ("methods/base.py", 'options = "".join(f"\\n  {o.flag}: {o.help}" for o in cls.options)', 'options = ""', "tests/test_cli.py"),
 ]
 
 

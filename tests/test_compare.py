@@ -213,4 +213,26 @@ def test_a_shared_clock_is_left_out_of_the_speed_check(tmp_path):
     assert len(speed_warnings([base, shared])) == 1  # alone, this would be another machine
     shared.info = {"shared_device": ["/runs/other"]}
     assert speed_warnings([base, shared]) == []
-    assert compare_table([base, shared]).splitlines()[3].split(" | ")[11] == "3.000 (shared GPU)"
+    table = compare_table([base, shared]).splitlines()
+    steady = table[0].split(" | ").index("steady epoch at final size (s)")
+    assert table[3].split(" | ")[steady] == "3.000 (shared GPU)"
+
+
+def test_growths_are_read_from_the_events_kind_and_from_older_logs_text(tmp_path):
+    grow = {"kind": "grow", "text": "doubled the depth", "from": "1-1-1", "to": "2-2-2", "why": "epoch 1"}
+    new = load_run(_run(tmp_path / "new", _rows([0.5, 0.6], [1, 2], [1, 2], {1: [{"kind": "start", "text": "grew is a word"},
+                                                                             grow]})))
+    old = load_run(_run(tmp_path / "old", _rows([0.5, 0.6], [1, 2], [1, 2], {1: ["grew 1-1-1 -> 2-2-2 (epoch 1)"]})))
+    assert new.growths == ["doubled the depth @ep1"] and [r["epoch"] for r in new.grow_rows] == [1]
+    assert old.growths == ["grew 1-1-1 -> 2-2-2 (epoch 1) @ep1"] and [r["epoch"] for r in old.grow_rows] == [1]
+
+
+def test_a_method_adds_its_own_columns_through_run_json(tmp_path):
+    base = _run(tmp_path / "base", _rows([0.5, 0.9], [10, 20], [4, 4]))
+    lip = _run(tmp_path / "lip", [dict(r, lip_seconds=s) for r, s in zip(_rows([0.5, 0.9], [5, 10], [1, 4]), (0.25, 0.75))])
+    (lip / "run.json").write_text(json.dumps({"report_columns": [{"title": "Lipschitz s/epoch", "field": "lip_seconds"}]}))
+    alone = compare_table([load_run(base)])
+    assert "Lipschitz" not in alone
+    head, _, b, m = compare_table([load_run(base), load_run(lip)]).splitlines()
+    col = head.split(" | ").index("Lipschitz s/epoch")
+    assert b.split(" | ")[col] == "-" and m.split(" | ")[col] == "0.500"  # the mean over the epochs

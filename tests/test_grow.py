@@ -314,10 +314,10 @@ def test_lipgrow_start_event_says_when_the_window_cannot_trigger():
     class Ctx:
         epochs, schedule, model = 12, type("Schedule", (), {"kind": "cosine"}), build("resnet38", 10)
     lg = build_method("lipgrow", reserve=2)
-    event = lg.on_run_start(Ctx).event
+    event = lg.on_run_start(Ctx).event["text"]
     assert "at the latest after epoch 10 (too short for --lip-window 10: a grow before epoch 11 can only be forced)" in event
     Ctx.epochs = 40
-    assert "too short" not in build_method("lipgrow", reserve=2).on_run_start(Ctx).event
+    assert "too short" not in build_method("lipgrow", reserve=2).on_run_start(Ctx).event["text"]
 
 
 def test_lipgrow_trigger_state_round_trips_and_checks_its_options():
@@ -398,8 +398,9 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     assert full.model.spec.blocks == (2, 2, 2) and full.model.spec.h == ((0.5, 0.5),) * 3
     rows = MetricsLog(tmp_path / "full").rows()
     events = [e for r in rows for e in r["events"]]
-    assert events[0].startswith("start 1-1-1") and any(e.startswith("grew 1-1-1 -> 2-2-2") for e in events)
-    grow_epoch = next(r["epoch"] for r in rows if any(e.startswith("grew") for e in r["events"]))
+    assert events[0]["kind"] == "start" and events[0]["text"].startswith("start 1-1-1")
+    assert any(e["kind"] == "grow" and (e["from"], e["to"]) == ("1-1-1", "2-2-2") for e in events)
+    grow_epoch = next(r["epoch"] for r in rows if any(e["kind"] == "grow" for e in r["events"]))
     assert rows[0]["blocks"] == "1-1-1" and rows[-1]["blocks"] == "2-2-2"
     assert full.schedule.restarts == [float(grow_epoch)]  # the cosine restarts at the growth
     # multilevel's cycles end at the next growth (all known at the start); lipgrow's anneal to the end
@@ -432,9 +433,9 @@ def test_lipgrow_logs_score_and_its_cost(mini, tmp_path, capsys):
     # the meter's time is training time: each row's clock adds the epoch, the method and any size change
     for prev, r in zip([{"train_seconds": 0.0}] + rows, rows):
         added = r["train_seconds"] - prev["train_seconds"] - r["epoch_seconds"] - r["method_seconds"]
-        assert added > -0.002 and (added < 0.002 or any(e.startswith(("grew", "start")) for e in r["events"]))
+        assert added > -0.002 and (added < 0.002 or any(e["kind"] in ("grow", "start") for e in r["events"]))
     epochs = rows[-1]["epoch"]  # one doubling, reserve 1: the grow is forced after epoch epochs - 1 at the latest
-    assert rows[0]["events"][0].endswith(f"grows when the smoothed ratio > 1.4, at the latest after epoch {epochs - 1}")
+    assert rows[0]["events"][0]["text"].endswith(f"grows when the smoothed ratio > 1.4, at the latest after epoch {epochs - 1}")
     with open(tmp_path / "r" / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert list(table[0])[-4:] == ["lip_score", "lip_ratio", "lip_seconds", "events"]
@@ -467,8 +468,11 @@ def test_cli_growth_run(tmp_path, small_zip):
             "--grow-at", "2"]
     assert main(argv) == 0
     rows = MetricsLog(out).rows()
-    assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"] and "grew 1-1-1 -> 2-2-2 (epoch 2)" in rows[1]["events"]
-    assert rows[0]["events"] == ["start 1-1-1 (final 2-2-2); grows at epoch 2"]  # the plan, in the first progress line
+    assert [r["blocks"] for r in rows] == ["1-1-1", "1-1-1", "2-2-2"]
+    assert rows[1]["events"] == [{"kind": "grow", "text": "grew 1-1-1 -> 2-2-2 (epoch 2)", "from": "1-1-1", "to": "2-2-2",
+                                  "why": "epoch 2"}]
+    assert rows[0]["events"] == [{"kind": "start", "text": "start 1-1-1 (final 2-2-2); grows at epoch 2",  # the plan
+                                  "blocks": "1-1-1", "final": "2-2-2", "grow_at": [2]}]
     assert json.loads((out / "run.json").read_text())["method"].startswith("multilevel(start 1-1-1")
     assert json.loads((out / "run.json").read_text())["method"] == "multilevel(start 1-1-1, grow at [2])"
     bad = argv[:6] + [str(tmp_path / "bad")] + argv[7:-1]

@@ -49,7 +49,7 @@ def test_reproduce_depth_resumes_stopped_rows_trains_each_once_and_tables_them(s
     logs = _logs(out)
     assert sorted(logs) == rows and all([r["epoch"] for r in log] == [1, 2, 3, 4] for log in logs.values())
     config = {name: json.loads((out / name / "run.json").read_text())["config"] for name in rows}
-    grew = [r["epoch"] for r in logs["lipgrow_r14_s0"] if any(e.startswith("grew") for e in r.get("events", []))]
+    grew = [r["epoch"] for r in logs["lipgrow_r14_s0"] if any(e["kind"] == "grow" for e in r.get("events", []))]
     assert (config["baseline_restarts_lip_r14_s0"]["schedule"], config["baseline_restarts_lip_r14_s0"]["restarts"]) == (
         "cosine_reset", [float(e) for e in grew]) and grew  # LipGrow's restart baseline restarts where it grew
     assert config["baseline_restarts_r14_s0"]["restarts"] == [2.0, 3.0]  # 37.5% and 68.75% of the run

@@ -198,7 +198,7 @@ def test_size_change_carries_momentum(mini, tmp_path):
 def test_growth_inside_a_run_is_logged_and_resumable(mini, tmp_path):
     full = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "full")
     rows = full.fit()
-    assert rows[0]["events"] == ["grew 1-1-1 -> 2-1-1"] and rows[0]["after_blocks"] == "2-1-1"
+    assert rows[0]["events"] == [{"kind": "grow", "text": "grew 1-1-1 -> 2-1-1"}] and rows[0]["after_blocks"] == "2-1-1"
     assert rows[1]["blocks"] == "2-1-1" and rows[1]["params"] > rows[0]["params"]
     part = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "part")
     part.fit(until=1)  # checkpoint taken right after the growth
@@ -257,7 +257,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(mini, tmp_path):
     ck = load_checkpoint(tmp_path / "r" / CHECKPOINT)
     assert ck["epoch"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     last = json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["epoch"] == 3 and "diverged" in last["events"] and not math.isfinite(last["train_loss"])
+    assert last["epoch"] == 3 and {"kind": "diverged", "text": "diverged"} in last["events"] and not math.isfinite(last["train_loss"])
 
 
 class BlowUpAfter(Method):

@@ -28,3 +28,20 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column a method adds to `resgrow compare`'s table, from a field it logs every epoch. The trainer
+    writes a run's columns into its run.json, so `compare` needs no method's code to show them."""
+
+    title: str
+    field: str  # the per-epoch log field
+    how: str = "mean"  # mean | sum | last: over the epochs that logged it
+    fmt: str = ".3f"
+
+    def value(self, rows: list[dict]) -> str:
+        got = [r[self.field] for r in rows if isinstance(r.get(self.field), (int, float))]
+        if not got:
+            return "-"
+        return format({"mean": sum(got) / len(got), "sum": sum(got), "last": got[-1]}[self.how], self.fmt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..options import Option, floats  # noqa: F401 - part of the method interface
+from ..options import Column, Option, floats  # noqa: F401 - part of the method interface
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,7 +26,7 @@ ParamMap = dict[str, Union[str, "tuple[str, Callable[[Any], Any]]"]]
 class Change:
     model: "nn.Module"
     param_map: ParamMap
-    event: str  # e.g. "grew 3-3-3 -> 6-6-6 (score 1.43)"; goes into the log and the progress output
+    event: "dict | str"  # resgrow.events.event(...), or a line of text; goes into the log and the progress output
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Method:
     options: tuple[Option, ...] = ()  # its options (see Option); the CLI's flags come from them
     resizes = False  # True: hands the trainer new models, so it needs a resgrow ResNet to start from
     log_columns: tuple = ()  # per-epoch numbers the method adds to ctx.row that also go into metrics.csv / TensorBoard
+    report_columns: tuple[Column, ...] = ()  # what `resgrow compare` shows of them (through run.json)
     step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
 
     def check(self, spec, epochs: int, schedule: str) -> None:

@@ -7,6 +7,7 @@ from ..grow.depth import deepen
 from ..models.resnet import ResNet
 from ..models.spec import dashed
 from ..train.schedules import COSINES
+from ..events import GROW, event
 from .base import Change, Method, Option
 
 START_BLOCKS = Option("start_blocks", "blocks per stage to start from, e.g. 3-3-3 (default: the final blocks / 4, "
@@ -96,14 +97,17 @@ class DepthGrowth(Method):
         self.start_blocks, self.k = self.plan(final.blocks, ctx.schedule.kind)
         start = ResNet(final.replace(blocks=self.start_blocks))
         self.final_blocks = final.blocks
-        return Change(start.to(next(ctx.model.parameters()).device), {}, f"start {start.spec.blocks_str()} (final {final.blocks_str()})")
+        return Change(start.to(next(ctx.model.parameters()).device), {},
+                      event("start", f"start {start.spec.blocks_str()} (final {final.blocks_str()})",
+                            blocks=start.spec.blocks_str(), final=final.blocks_str()))
 
     def grow(self, ctx, why: str) -> Change:
         old = ctx.model.spec.blocks_str()
         new, pmap = deepen(ctx.model, self.mode)
         self.grows.append({"epoch": ctx.epoch, "train_seconds": round(ctx.train_seconds, 3), "from": old,
                            "to": new.spec.blocks_str(), "why": why})
-        return Change(new, pmap, f"grew {old} -> {new.spec.blocks_str()} ({why})")
+        return Change(new, pmap, event(GROW, f"grew {old} -> {new.spec.blocks_str()} ({why})",
+                                       **{"from": old, "to": new.spec.blocks_str(), "why": why}))
 
     def start_str(self) -> str:
         if self.start_blocks:

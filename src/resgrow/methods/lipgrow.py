@@ -38,7 +38,7 @@ import time
 
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
-from .base import Option
+from .base import Column, Option
 from .depth import START_BLOCKS, DepthGrowth, epochs_str
 
 
@@ -127,6 +127,7 @@ class LipGrow(DepthGrowth):
                Option("lip_window", "smoothing window in epochs (default 10)", int),
                Option("reserve", "epochs the final model must get, at least 1 (default 30 of 164, scaled)", int))
     log_columns = ("lip_score", "lip_ratio", "lip_seconds")
+    report_columns = (Column("Lipschitz s/epoch", "lip_seconds"),)
 
     def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None):
         super().__init__(start_blocks)
@@ -143,10 +144,12 @@ class LipGrow(DepthGrowth):
         change = super().on_run_start(ctx)
         self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
         t = self.trigger
-        change.event += f"; grows when the smoothed ratio > {t.threshold}, at the latest after {epochs_str(t.deadlines())}"
+        change.event["text"] += (f"; grows when the smoothed ratio > {t.threshold}, at the latest after "
+                                 f"{epochs_str(t.deadlines())}")
+        change.event["deadlines"] = t.deadlines()
         if t.deadline() <= t.window:  # a ratio above 1 needs window + 1 scores
-            change.event += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} "
-                             f"can only be forced)")
+            change.event["text"] += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} "
+                                     f"can only be forced)")
         return change
 
     def on_epoch_end(self, ctx):

@@ -64,7 +64,8 @@ class Multilevel(DepthGrowth):
         self.grow_at = self.grow_epochs(ctx.epochs, self.k, self.start_blocks, self.final_blocks)
         for e in self.grow_at:
             ctx.schedule.add_restart(e)
-        change.event += f"; grows at {epochs_str(self.grow_at)}"
+        change.event["text"] += f"; grows at {epochs_str(self.grow_at)}"
+        change.event["grow_at"] = list(self.grow_at)
         return change
 
     def on_epoch_end(self, ctx):

@@ -5,7 +5,7 @@ its ratio, training FLOPs relative to the baseline (the sum over epochs of the F
 the model trained in that epoch: what growth saves in arithmetic), parameter-epochs relative to the
 baseline (the same sum of parameter counts, the measure LipGrow's paper reports), time to accuracy (training
 seconds until the test accuracy first reaches the baseline's final accuracy minus `gap` points),
-growth events, the Lipschitz meter's cost, the steady epoch time at the final size (the median
+growth events, the columns a method adds (LipGrow: its meter's cost), the steady epoch time at the final size (the median
 epoch once the final net is captured): runs that end at the same net should match there, and a warning
 says when they do not (different machines, whose speed every time ratio then carries), and the lr schedule. Never the
 best epoch: only the last one and the first crossing of a target fixed by the baseline.
@@ -21,6 +21,8 @@ from statistics import mean, median
 from pathlib import Path
 
 from ..errors import ResgrowError
+from ..events import event_text, is_growth
+from ..options import Column
 from ..models.spec import dashed
 from .metrics import MetricsLog
 
@@ -42,12 +44,12 @@ class RunSummary:
 
     @property
     def growths(self) -> list[str]:
-        return [f"{e} @ep{r['epoch']}" for r in self.log for e in r.get("events", []) if e.startswith("grew")]
+        return [f"{event_text(e)} @ep{r['epoch']}" for r in self.log for e in r.get("events", []) if is_growth(e)]
 
     @property
     def grow_rows(self) -> list[dict]:
         """The log rows of the epochs that ended with a growth."""
-        return [r for r in self.log if any(e.startswith("grew") for e in r.get("events", []))]
+        return [r for r in self.log if any(is_growth(e) for e in r.get("events", []))]
 
     @property
     def param_epochs(self) -> float:
@@ -55,9 +57,9 @@ class RunSummary:
         return sum(r.get("params") or 0 for r in self.log)
 
     @property
-    def lip_seconds(self) -> float | None:
-        lip = [r["lip_seconds"] for r in self.log if "lip_seconds" in r]
-        return sum(lip) / len(lip) if lip else None
+    def columns(self) -> list[Column]:
+        """The columns the run's method adds to the table (run.json's report_columns)."""
+        return [Column(**c) for c in (self.info or {}).get("report_columns", [])]
 
     @property
     def final_size(self) -> str | None:
@@ -195,11 +197,13 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     """Markdown table; ratios and the accuracy target are relative to runs[0]."""
     base = runs[0]
     target = base.test_acc - gap / 100
-    lines = [f"| run | epochs | final test acc | vs first (points) | training s | time vs first | training FLOPs vs first "
-             f"| param-epochs vs first | time to {target:.2%} (s, epoch) | growths | Lipschitz s/epoch "
-             f"| steady epoch at final size (s) | lr schedule |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    extra = list({c.title: c for r in runs for c in r.columns}.values())  # the methods' own columns, each once
+    head = ["run", "epochs", "final test acc", "vs first (points)", "training s", "time vs first", "training FLOPs vs first",
+            "param-epochs vs first", f"time to {target:.2%} (s, epoch)", "growths", *(c.title for c in extra),
+            "steady epoch at final size (s)", "lr schedule"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
+        own = {c.title: c for c in r.columns}
         tta = r.time_to(target)
         flops = f"{r.flops / base.flops:.2f}x" if base.flops else "-"
         pe = f"{r.param_epochs / base.param_epochs:.2f}x" if base.param_epochs else "-"
@@ -209,8 +213,8 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
             f"| {r.name} | {r.epochs} | {r.test_acc:.2%} | {100 * (r.test_acc - base.test_acc):+.2f} "
             f"| {r.train_seconds:.1f}{mark} | {ratio} | {flops} | {pe} "
             f"| {f'{tta[0]:.1f} ({tta[1]}){mark}' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
-            f"| {f'{r.lip_seconds:.3f}' if r.lip_seconds is not None else '-'} "
-            f"| {f'{r.steady_epoch:.3f}{mark}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
+            + "".join(f"| {own[c.title].value(r.log) if c.title in own else '-'} " for c in extra)
+            + f"| {f'{r.steady_epoch:.3f}{mark}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import atomic
 from ..errors import ResgrowError
+from ..events import event_text
 
 CSV_COLUMNS = ["epoch", "train_seconds", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
                "lr", "params", "flops", "blocks", "widths", "img_per_s", "events"]
@@ -102,7 +103,7 @@ class MetricsLog:
                 if isinstance(row.get(k), (int, float)):
                     tb.add_scalar(k, row[k], row["epoch"], walltime=row["train_seconds"])
             for e in row.get("events", []):
-                tb.add_text("events", e, row["epoch"], walltime=row["train_seconds"])
+                tb.add_text("events", event_text(e), row["epoch"], walltime=row["train_seconds"])
             tb.flush()
 
     def close(self) -> None:
@@ -113,5 +114,5 @@ class MetricsLog:
 
 def _flat(row: dict) -> dict:
     r = dict(row)
-    r["events"] = "; ".join(row.get("events", []))
+    r["events"] = "; ".join(map(event_text, row.get("events", [])))
     return r

@@ -6,6 +6,7 @@ changes; evaluation, logging and checkpoint writes are excluded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -19,6 +20,7 @@ from ..concurrency import GPU_LOCK
 from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
+from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
 from ..methods.base import Baseline, Change, Method, RunContext
 from ..models.custom import check_model
@@ -170,7 +172,7 @@ class Trainer:
         self.epoch, self.global_step, self.train_seconds = 0, 0, 0.0
         self.checkpoint_epoch = 0  # the epoch of the run's checkpoint (0: none yet)
         self.history: list[dict] = []
-        self._pending_events: list[str] = []
+        self._pending_events: list[dict] = []
         self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard,
                               method_columns=getattr(self.method, "log_columns", ())) if self.out else None
         self._lock = RunLock(self.out) if self.out else None  # held while fit() runs
@@ -222,7 +224,7 @@ class Trainer:
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
         self._sync()
         self.train_seconds += time.perf_counter() - t0
-        self._pending_events.append(change.event)
+        self._pending_events.append(as_event(change.event))
         return carried
 
     def _ctx(self, row: dict | None = None) -> RunContext:
@@ -393,7 +395,7 @@ class Trainer:
                "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
                "img_per_s": round(steps * cfg.batch_size / seconds, 1)}
         if not math.isfinite(train_loss):
-            row["events"] = self._pending_events + ["diverged"]
+            row["events"] = self._pending_events + [event("diverged", "diverged")]
             self._write_row(row)
             last = self.checkpoint_epoch  # with --checkpoint-every k, not always the epoch before
             where = (f"last good checkpoint {self.out / CHECKPOINT} (epoch {last})" if self.out and last > 0
@@ -449,6 +451,7 @@ class Trainer:
 
         info = dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec), model_class=self.model_class,
                     method=self.method.describe(),
+                    report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
@@ -477,7 +480,7 @@ def format_row(r: dict, epochs: int, method_says: str = "") -> str:
     test = f"  test {r['test_acc']:.2%}" if "test_acc" in r else ""
     val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
     said = f"  {method_says}" if method_says else ""
-    ev = f"  [{'; '.join(r['events'])}]" if r.get("events") else ""
+    ev = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
     return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
             f"  {r['img_per_s']:,.0f} img/s  {r['train_seconds']:.1f}s  {_size_str(r)}"
             f"  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")

@@ -43,6 +43,18 @@ class RunContext:
     image_size: tuple  # (H, W) of the training images: what the model sees
     row: dict = field(default_factory=dict)  # this epoch's metrics (on_epoch_end)
     history: list = field(default_factory=list)
+    lr_scales: dict = field(default_factory=dict)  # {group name: lr scale} of the method's parameter groups
+    set_lr_scales: Callable[[dict], None] | None = None  # change some of them: no new capture, takes effect next step
+
+
+@dataclass
+class ParamGroup:
+    """Parameters that share a learning rate: the schedule's lr times `lr_scale` (timm's convention).
+    Weight decay and momentum are the run's; the scale multiplies the lr alone."""
+
+    name: str
+    params: list[str]  # names of the model's parameters (model.named_parameters())
+    lr_scale: float = 1.0
 
 
 class Method:
@@ -62,6 +74,23 @@ class Method:
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return tuple(o.name for o in cls.options)
+
+    def param_groups(self, model: "nn.Module") -> list[ParamGroup] | None:
+        """The model's parameters in groups, every parameter in one, each with its initial lr scale; None (the
+        default): one group at scale 1. Asked whenever the trainer installs a model (at the start, after a
+        Change, on resume). A group keeps the scale it had when its name comes back; `ctx.set_lr_scales`
+        changes scales between steps: the captured step reads them from the device, so no new capture."""
+        return None
+
+    # A function (model, x, y) -> (loss, logits) that replaces the cross-entropy of the model's logits, run
+    # inside the (captured) step under autocast; None: cross-entropy with the run's label smoothing.
+    objective = None
+
+    def modules(self) -> dict[str, "nn.Module"]:
+        """Modules of the method's own beside the model (a teacher, a coarse net): the trainer puts them on the
+        run's device and layout and keeps their state in checkpoints. After `load_state_dict` the method must
+        return modules of the same shapes, into which the trainer loads their saved state."""
+        return {}
 
     def on_run_start(self, ctx: "RunContext") -> Change | None:
         """Called once before the first epoch of a fresh run (not on resume). May set schedule restarts."""

@@ -9,14 +9,18 @@ from ..errors import ResgrowError
 from ..methods.base import ParamMap
 
 
-def make_sgd(model: nn.Module, lr, momentum: float, weight_decay: float, nesterov: bool, fused: bool) -> torch.optim.SGD:
-    """SGD over all parameters, each with a momentum buffer from the start.
+def make_sgd(model: nn.Module, lr, momentum: float, weight_decay: float, nesterov: bool, fused: bool,
+             groups: list | None = None) -> torch.optim.SGD:
+    """SGD over all parameters, each with a momentum buffer from the start. `groups`: [(parameters, lr)]
+    that cover the model's parameters, each group with an lr of its own (a float, or a device tensor that a
+    captured step reads); None: one group with `lr`.
 
     A zero buffer is what torch's SGD would create at the first step anyway (buf = grad), but
     having it up front keeps the optimizer state's structure fixed, which a CUDA graph needs.
     """
     kw = {"fused": True} if fused else {"foreach": True}
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **kw)
+    params = [{"params": ps, "lr": group_lr} for ps, group_lr in groups] if groups else model.parameters()
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov, **kw)
     for p in model.parameters():
         opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
     return opt

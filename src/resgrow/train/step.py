@@ -24,9 +24,12 @@ from .bf16_weights import Bf16Weights
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
                  amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False,
-                 fold_h: bool = True):
+                 fold_h: bool = True, objective=None, before_step=None):
         self.model, self.optimizer, self.loader = model, optimizer, loader
         self.amp, self.use_graph, self.label_smoothing = amp, graph, label_smoothing
+        # objective(model, x, y) -> (loss, logits): a method's own loss instead of cross-entropy on the logits;
+        # before_step(): work the step does right before SGD (each parameter group's lr from its scale)
+        self.objective, self.before_step = objective, before_step
         # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
         self.lowp = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
         dev = loader.device
@@ -44,15 +47,20 @@ class StepRunner:
     def _step(self) -> None:
         x, y = self.loader.next_batch()
         with self._autocast():
-            if self.lowp is None:
+            if self.objective is not None:
+                loss, out = self.objective(self.model, x, y)
+            elif self.lowp is None:
                 out = self.model(x)
             else:
                 out, leaves = self.lowp.forward(x)
-            loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
+            if self.objective is None:
+                loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
         if self.lowp is None:
             loss.backward()
         else:
             self.lowp.backward(loss, leaves)
+        if self.before_step is not None:
+            self.before_step()
         self.optimizer.step()
         if self.graph is None and not self._capturing:
             self.optimizer.zero_grad(set_to_none=True)

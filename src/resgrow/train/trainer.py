@@ -31,6 +31,7 @@ from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .device import bf16_autocast, make_deterministic, resolve_device
+from .groups import LrGroups
 from .optim import carry_state, make_sgd
 from .progress import Progress
 from .run_dir import check_run_dir, never_trained
@@ -166,6 +167,7 @@ class Trainer:
                                  restarts=self.cfg.restarts)
         # One lr tensor for the whole run: a captured optimizer step reads it in place.
         self.lr = torch.tensor(self.schedule(0.0), device=self.device) if self.use_graphs else self.schedule(0.0)
+        self.groups = LrGroups(self.device, self.use_graphs)  # the method's parameter groups and their lr scales
         check_resizable(self.method, model)
         self.requested_spec, self.model_class = arch_of(model), type(model).__name__
         self.draws_random = False  # resgrow's ResNets draw nothing; a model of the user's own is checked below
@@ -193,7 +195,9 @@ class Trainer:
         model.train()
         self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
-        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs)
+        groups = self.groups.optimizer_groups(model, self.method.param_groups(model), self.lr)
+        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs,
+                       groups=groups)
         carried = None
         if old is not None:
             carried = carry_state(old[0], old[1], model, opt, param_map)
@@ -202,8 +206,18 @@ class Trainer:
             self._capture_seconds_done += self.runner.capture_seconds
         self.wrapped = self._wrap(model)
         self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
-                                 label_smoothing=self.cfg.label_smoothing, bf16_weights=self.cfg.bf16_weights)
+                                 label_smoothing=self.cfg.label_smoothing,
+                                 bf16_weights=self.cfg.bf16_weights and self.method.objective is None,
+                                 objective=self.method.objective,
+                                 before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
         return carried
+
+    def _place_modules(self) -> None:
+        """The method's own modules on the run's device and layout, in place (the method keeps its references)."""
+        for module in self.method.modules().values():
+            module.to(self.device)
+            if self.channels_last:
+                module.to(memory_format=torch.channels_last)
 
     @property
     def capture_seconds(self) -> float:
@@ -229,7 +243,8 @@ class Trainer:
 
     def _ctx(self, row: dict | None = None) -> RunContext:
         return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
-                          self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history)
+                          self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history,
+                          dict(self.groups.scales), self.groups.update)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -243,7 +258,8 @@ class Trainer:
             "model_class": self.model_class,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
-            "schedule": self.schedule.state_dict(),
+            "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
+            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(),
@@ -291,11 +307,15 @@ class Trainer:
 
     def _load_model_state(self, model: nn.Module, ck: dict) -> None:
         model.load_state_dict(ck["model"])
+        self.method.load_state_dict(ck["method"]["state"])  # before the install: its groups may depend on it
+        for name, module in self.method.modules().items():
+            module.load_state_dict(ck["modules"][name])
+        self._place_modules()
+        self.groups.scales = dict(ck.get("lr_scales", {}))
         self._install(model)
         for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
             self.optimizer.state[p]["momentum_buffer"].copy_(m)
         self.schedule.load_state_dict(ck["schedule"])
-        self.method.load_state_dict(ck["method"]["state"])
         self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
         self.checkpoint_epoch = self.epoch
         torch.set_rng_state(ck["rng"]["cpu"])
@@ -349,6 +369,7 @@ class Trainer:
             # Before run.json: a method that rejects its options leaves no file behind, and run.json
             # records the options it resolved (e.g. the growth epochs scaled to --epochs).
             change = self.method.on_run_start(self._ctx())
+            self._place_modules()
             if change is not None:
                 self.apply_change(change)
             self._write_run_info()
@@ -373,8 +394,7 @@ class Trainer:
             if self.use_graphs:
                 self.lr.fill_(lr)
             else:
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                self.groups.set_eager(self.optimizer, lr)
             self.runner.run()
             self.global_step += 1
             bar.update()

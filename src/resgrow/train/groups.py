@@ -1,0 +1,71 @@
+"""Parameter groups with learning-rate scales that a method changes between steps without a new capture.
+
+A method may split the model's parameters into groups (`Method.param_groups`), each trained at the
+schedule's lr times its scale (timm's `lr_scale`). On the CUDA-graph path the scales live in one device
+tensor and every group's lr is computed from it inside the captured step (one kernel), so changing a scale
+is a copy into that tensor, never a new capture. Eagerly, each group's lr is set before every step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import nn
+
+from ..errors import ResgrowError
+
+
+class LrGroups:
+    def __init__(self, device: torch.device, graphs: bool):
+        self.device, self.graphs = device, graphs
+        self.scales: dict[str, float] = {}  # every group's current scale: what a checkpoint keeps
+        self.names: list[str] = []  # the groups of the optimizer, in its order; [] for one plain group
+        self._scales = self._lrs = None  # device tensors of the captured path
+
+    def optimizer_groups(self, model: nn.Module, groups, lr) -> list | None:
+        """[(parameters, lr)] for `make_sgd` from the method's groups (None: one plain group). A group whose
+        name was known keeps its current scale; new ones start at theirs."""
+        if groups is None:
+            self.names, self._scales, self._lrs = [], None, None
+            return None
+        named = dict(model.named_parameters())
+        count = Counter(n for g in groups for n in g.params)
+        wrong = ([f"{n} is in {k} groups" for n, k in count.items() if k > 1] + [f"{n} is not a parameter" for n in count
+                 if n not in named] + [f"{n} is in no group" for n in named if n not in count])
+        if wrong or len({g.name for g in groups}) != len(groups):
+            raise ResgrowError("a method's parameter groups must hold every parameter once, under distinct names: "
+                               + "; ".join((wrong or ["two groups share a name"])[:3]))
+        self.scales = {g.name: self.scales.get(g.name, float(g.lr_scale)) for g in groups}
+        self.names = [g.name for g in groups]
+        if self.graphs:
+            self._scales = torch.tensor([self.scales[n] for n in self.names], device=self.device)
+            self._lrs = torch.empty_like(self._scales)
+            lrs = list(self._lrs.unbind())  # each group's lr: a view the captured step writes before SGD reads it
+        else:
+            lrs = [lr * self.scales[n] for n in self.names]
+        return [([named[p] for p in g.params], group_lr) for g, group_lr in zip(groups, lrs)]
+
+    def before_step(self, lr: torch.Tensor) -> None:
+        """Inside the captured step: every group's lr from the schedule's lr tensor and the scales."""
+        torch.mul(lr, self._scales, out=self._lrs)
+
+    @property
+    def captured(self) -> bool:
+        return self._lrs is not None
+
+    def set_eager(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        if not self.names:
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            return
+        for g, name in zip(optimizer.param_groups, self.names, strict=True):
+            g["lr"] = lr * self.scales[name]
+
+    def update(self, values: dict) -> None:
+        unknown = sorted(set(values) - set(self.names))
+        if unknown:
+            raise ResgrowError(f"no parameter group named {', '.join(unknown)} (groups: {', '.join(self.names) or 'none'})")
+        self.scales.update({k: float(v) for k, v in values.items()})
+        if self._scales is not None:
+            self._scales.copy_(torch.tensor([self.scales[n] for n in self.names]))

@@ -2,5 +2,7 @@
 
 from .depth import MODES as DEEPEN_MODES
 from .depth import deepen
+from .width import INITS as WIDEN_INITS
+from .width import widen, wider_spec
 
-__all__ = ["deepen", "DEEPEN_MODES"]
+__all__ = ["deepen", "DEEPEN_MODES", "widen", "wider_spec", "WIDEN_INITS"]

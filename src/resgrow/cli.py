@@ -104,8 +104,8 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
 
         g = t.add_argument_group("options of the methods (`resgrow methods NAME` for a method's card)")
         for option, names in all_options():
-            g.add_argument(option.flag, dest=option.name, type=option.type, default=None,
-                           help=f"{', '.join(names)}: {option.help}")
+            kind = {"action": argparse.BooleanOptionalAction} if option.type is bool else {"type": option.type}
+            g.add_argument(option.flag, dest=option.name, default=None, help=f"{', '.join(names)}: {option.help}", **kind)
 
     w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each), "
                        "to fill a big GPU with small nets; for accuracy, not timing",

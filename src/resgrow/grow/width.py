@@ -276,8 +276,9 @@ def _vector_map(path: str, names, O: Space, init: str) -> dict:
 
 def _state(O: Space, I: Space | None, init: str):
     """The optimizer state of a widened tensor: old entries carried (net2wider's shared readers divided like
-    their weights), new ones zero."""
-    def transform(t: torch.Tensor) -> torch.Tensor:
+    their weights), new ones zero. Its `gather` attribute carries old entries unchanged (for per-element
+    bookkeeping, such as which growth an element came from)."""
+    def transform(t: torch.Tensor, init: str = init) -> torch.Tensor:
         out = torch.zeros((O.new, *((I.new,) if I is not None else ()), *t.shape[2 if I is not None else 1:]),
                           dtype=t.dtype, device=t.device)
         (ro, so) = [x.to(t.device) for x in _index(O)]
@@ -290,4 +291,5 @@ def _state(O: Space, I: Space | None, init: str):
             block = block / I.share()[ri.cpu()].to(t.device, t.dtype).view(1, -1, *[1] * (t.dim() - 2))
         out[ro[:, None], ri[None, :]] = block
         return out
+    transform.gather = lambda t: transform(t, "vt")
     return transform

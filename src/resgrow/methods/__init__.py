@@ -6,8 +6,9 @@ from ..errors import ResgrowError
 from .base import Baseline, Change, Method, Option
 from .lipgrow import LipGrow
 from .multilevel import Multilevel
+from .widen import Widen
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen)}
 
 
 def register_method(cls: type[Method]) -> type[Method]:

@@ -48,6 +48,16 @@ class RunContext:
 
 
 @dataclass
+class SliceGroups:
+    """Per-element groups inside tensors: `ids[name]` holds, for every element of that parameter, the index of
+    its group in `names`; `scales` are the groups' initial lr scales. Parameters left out are at scale 1."""
+
+    names: list[str]
+    ids: dict[str, Any]  # parameter name -> integer tensor of the parameter's shape
+    scales: list[float]
+
+
+@dataclass
 class ParamGroup:
     """Parameters that share a learning rate: the schedule's lr times `lr_scale` (timm's convention).
     Weight decay and momentum are the run's; the scale multiplies the lr alone."""
@@ -80,6 +90,12 @@ class Method:
         default): one group at scale 1. Asked whenever the trainer installs a model (at the start, after a
         Change, on resume). A group keeps the scale it had when its name comes back; `ctx.set_lr_scales`
         changes scales between steps: the captured step reads them from the device, so no new capture."""
+        return None
+
+    def slice_groups(self, model: "nn.Module") -> "SliceGroups | None":
+        """Groups of single elements inside the parameters (the units a growth added to a tensor), each with an
+        lr scale; None (the default): none. They scale the gradient of their elements (momentum follows;
+        weight decay stays at the run's rate) and share `ctx.set_lr_scales` with `param_groups`."""
         return None
 
     # A function (model, x, y) -> (loss, logits) that replaces the cross-entropy of the model's logits, run

@@ -69,3 +69,46 @@ class LrGroups:
         self.scales.update({k: float(v) for k, v in values.items()})
         if self._scales is not None:
             self._scales.copy_(torch.tensor([self.scales[n] for n in self.names]))
+
+
+class SliceScales:
+    """A method's per-element groups (`Method.slice_groups`): each grouped parameter gets a mask of its elements'
+    scales, which a gradient hook multiplies in during the backward (so a captured step does too). A new scale
+    rewrites the masks between steps; the captured step reads them in place."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.scales: dict[str, float] = {}
+        self.names: list[str] = []
+        self._ids: dict[str, torch.Tensor] = {}
+        self._masks: dict[str, torch.Tensor] = {}
+
+    def install(self, model: nn.Module, groups) -> None:
+        self._ids, self._masks = {}, {}
+        if groups is None:
+            self.names = []
+            return
+        named = dict(model.named_parameters())
+        self.scales = {n: self.scales.get(n, float(s)) for n, s in zip(groups.names, groups.scales)}
+        self.names = list(groups.names)
+        for name, ids in groups.ids.items():
+            p = named[name]
+            if tuple(ids.shape) != tuple(p.shape):
+                raise ResgrowError(f"slice groups of {name} have shape {tuple(ids.shape)}, the parameter {tuple(p.shape)}")
+            self._ids[name] = ids.to(self.device, torch.long)
+            self._masks[name] = torch.empty_like(p, memory_format=torch.preserve_format)
+            p.register_hook(lambda grad, mask=self._masks[name]: grad * mask)
+        self._fill()
+
+    def _fill(self) -> None:
+        table = torch.tensor([self.scales[n] for n in self.names] or [1.0], device=self.device)
+        for name, mask in self._masks.items():
+            mask.copy_(table[self._ids[name]])
+
+    def update(self, values: dict) -> list[str]:
+        """Take the values that name these groups; return the names left for other groups."""
+        mine = {k: float(v) for k, v in values.items() if k in self.names}
+        if mine:
+            self.scales.update(mine)
+            self._fill()
+        return [k for k in values if k not in mine]

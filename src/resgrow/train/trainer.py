@@ -31,7 +31,7 @@ from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .device import bf16_autocast, make_deterministic, resolve_device
-from .groups import LrGroups
+from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
 from .progress import Progress
 from .run_dir import check_run_dir, never_trained
@@ -168,6 +168,7 @@ class Trainer:
         # One lr tensor for the whole run: a captured optimizer step reads it in place.
         self.lr = torch.tensor(self.schedule(0.0), device=self.device) if self.use_graphs else self.schedule(0.0)
         self.groups = LrGroups(self.device, self.use_graphs)  # the method's parameter groups and their lr scales
+        self.slices = SliceScales(self.device)  # its groups of elements inside parameters
         check_resizable(self.method, model)
         self.requested_spec, self.model_class = arch_of(model), type(model).__name__
         self.draws_random = False  # resgrow's ResNets draw nothing; a model of the user's own is checked below
@@ -196,6 +197,7 @@ class Trainer:
         self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
         groups = self.groups.optimizer_groups(model, self.method.param_groups(model), self.lr)
+        self.slices.install(model, self.method.slice_groups(model))
         opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs,
                        groups=groups)
         carried = None
@@ -207,7 +209,8 @@ class Trainer:
         self.wrapped = self._wrap(model)
         self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
                                  label_smoothing=self.cfg.label_smoothing,
-                                 bf16_weights=self.cfg.bf16_weights and self.method.objective is None,
+                                 # the weight copies bypass the fp32 parameters' autograd, and with it their hooks
+                                 bf16_weights=self.cfg.bf16_weights and self.method.objective is None and not self.slices.names,
                                  objective=self.method.objective,
                                  before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
         return carried
@@ -244,7 +247,12 @@ class Trainer:
     def _ctx(self, row: dict | None = None) -> RunContext:
         return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
                           self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history,
-                          dict(self.groups.scales), self.groups.update)
+                          {**self.groups.scales, **self.slices.scales}, self._set_lr_scales)
+
+    def _set_lr_scales(self, values: dict) -> None:
+        rest = self.slices.update(values)
+        if rest:
+            self.groups.update({k: values[k] for k in rest})
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -259,6 +267,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
+            "slice_scales": dict(self.slices.scales),
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
@@ -312,6 +321,7 @@ class Trainer:
             module.load_state_dict(ck["modules"][name])
         self._place_modules()
         self.groups.scales = dict(ck.get("lr_scales", {}))
+        self.slices.scales = dict(ck.get("slice_scales", {}))
         self._install(model)
         for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
             self.optimizer.state[p]["momentum_buffer"].copy_(m)

@@ -1,0 +1,191 @@
+"""Method card: widen (Yuan, Savarese, Maire, "Accelerated Training via Incrementally Growing Neural Networks
+using Variance Transfer and Learning Rate Adaptation", NeurIPS 2023).
+
+What it does: trains the net at a fraction of its final widths and widens every layer step by step until it
+reaches `--arch`, keeping the function at each growth. New channels come in cancelling pairs with random
+weights, and the old weights that feed a BN are rescaled so that activations keep the variance of a net
+built at the new width ("variance transfer"; `resgrow.grow.widen`, whose docstring says which factor applies
+to which layer and why). Learning-rate adaptation: the elements of the net are grouped by the growth that
+created them (group 0: the start), and group t trains at lr x ||W_t|| / ||W_0|| (Frobenius norms over the
+group's conv and linear weights; the paper's rule), recomputed after every epoch. The scale multiplies the
+gradient of the group's elements, so momentum carries it and weight decay stays at the run's rate (new units
+are not decayed faster than old ones). Per element, not per tensor, because a growth adds rows and columns
+inside existing tensors: each grouped tensor gets a mask of its elements' scales, applied in the backward of
+the captured step and rewritten between steps when the scales change.
+
+Schedule: widths are the final ones times start x (1 / start)^(k / growths), rounded to even (pairs need an even
+number of new channels), for k = 0 .. growths: with the defaults 0.25, 0.30, 0.35, 0.42, 0.5, 0.59, 0.71, 0.84,
+1.0 (the paper's +20% steps). Stage lengths grow by 20% from --t0 epochs (the paper's rule; T0 of a 160-epoch
+run, scaled to --epochs), or --widen-every N epochs; the final width keeps the epochs after the last growth.
+
+Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on. The paper trains ResNet-20 on CIFAR-10
+with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wider --no-lr-adapt is Net2Net's
+widening.
+When it helps: nets whose time follows their width (wide ResNets, or any net where the GPU is busy): the
+narrow early stages cost a fraction of the full net's FLOPs. A small CIFAR net that leaves the GPU idle
+gains little time, because a narrow step costs about what a wide one does.
+Measured speed and accuracy: BENCHMARKS.md, "Width growth".
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ResgrowError
+from ..events import GROW, event
+from ..grow.width import INITS, widen, wider_spec
+from ..models.resnet import ResNet
+from ..models.spec import dashed
+from ..train.schedules import COSINES
+from .base import Change, Method, Option, SliceGroups
+
+
+def even(x: float) -> int:
+    return max(2, 2 * round(x / 2))
+
+
+def width_schedule(final: tuple[int, ...], start: float, growths: int, padded: bool) -> list[tuple[int, ...]]:
+    """The widths of every stage at the start and after each growth (the last: `final`). `padded` (zero-padding
+    shortcuts): a stage grows at least as much as the one it extends, whose new channels it receives."""
+    out = []
+    for k in range(growths + 1):
+        f = start * (1 / start) ** (k / growths)
+        widths = list(final) if k == growths else [min(w, even(w * f)) for w in final]
+        if out and padded:
+            for s in range(1, len(widths)):
+                widths[s] = max(widths[s], out[-1][s] + widths[s - 1] - out[-1][s - 1])
+        out.append(tuple(widths))
+    for a, b in zip(out, out[1:]):
+        if a == b or any(x > y for x, y in zip(a, b)) or any(y > w for y, w in zip(b, final)):
+            raise ResgrowError(f"widths {dashed(final)} are too narrow for {growths} growths from {start:g} of them "
+                               f"({dashed(a)} -> {dashed(b)}): use fewer --growths or a larger --start-width")
+    return out
+
+
+def growth_epochs(epochs: int, growths: int, t0: float, every: int | None) -> list[int]:
+    """The epochs after which the net widens: stage lengths t0, 1.2 t0, 1.44 t0, ... (t0 of 160 epochs, scaled),
+    or `every` epochs apart. The last stage, at the final widths, gets the rest."""
+    lengths = [every] * growths if every else [t0 * epochs / 160 * 1.2 ** k for k in range(growths)]
+    at, total = [], 0.0
+    for length in lengths:
+        total += length
+        at.append(round(total))
+    if len(set(at)) != growths or at[0] < 1 or at[-1] >= epochs:
+        raise ResgrowError(f"{growths} growths do not fit {epochs} epochs with these stage lengths (growths after epochs "
+                           f"{at}): train longer, use fewer --growths or a smaller --t0 / --widen-every")
+    return at
+
+
+class Widen(Method):
+    name = "widen"
+    resizes = True
+    options = (
+        Option("start_width", "fraction of the final widths to start from (default 0.25)", float),
+        Option("growths", "widenings from the start to the final widths (default 8)", int),
+        Option("widen_init", f"how new channels start: {' | '.join(INITS)} (default vt)"),
+        Option("t0", "epochs before the first growth, of a 160-epoch run scaled to --epochs; each later stage is 1.2 "
+                     "times as long as the one before (default 8)", float),
+        Option("widen_every", "epochs between growths instead of --t0's growing stages", int),
+        Option("lr_adapt", "learning-rate adaptation per growth (default on; --no-lr-adapt turns it off)", bool),
+    )
+
+    def __init__(self, start_width: float = 0.25, growths: int = 8, widen_init: str = "vt", t0: float = 8.0,
+                 widen_every: int | None = None, lr_adapt: bool = True):
+        if not 0 < start_width < 1 or growths < 1 or t0 <= 0 or (widen_every is not None and widen_every < 1):
+            raise ResgrowError(f"widen needs 0 < --start-width < 1, --growths >= 1, --t0 > 0 and --widen-every >= 1 "
+                               f"(got {start_width}, {growths}, {t0}, {widen_every})")
+        if widen_init not in INITS:
+            raise ResgrowError(f"unknown --widen-init {widen_init!r}; known: {', '.join(INITS)}")
+        self.start_width, self.growths, self.init, self.t0 = start_width, growths, widen_init, t0
+        self.every, self.lr_adapt = widen_every, lr_adapt
+        self.widths: list[tuple[int, ...]] = []  # the whole schedule, known at run start
+        self.at: list[int] = []
+        self.done = 0  # growths so far
+        self.ids: dict[str, torch.Tensor] = {}  # per parameter: the growth that created each element
+
+    def plan(self, spec, epochs: int, schedule: str) -> tuple[list, list]:
+        if schedule not in COSINES:
+            raise ResgrowError("method widen trains with one cosine schedule over the run; use --schedule cosine")
+        widths = width_schedule(spec.widths, self.start_width, self.growths, spec.shortcut == "A")
+        return widths, growth_epochs(epochs, self.growths, self.t0, self.every)
+
+    def check(self, spec, epochs, schedule):
+        self.plan(spec, epochs, schedule)
+
+    def on_run_start(self, ctx):
+        final = ctx.model.spec
+        self.widths, self.at = self.plan(final, ctx.epochs, ctx.schedule.kind)
+        start = ResNet(wider_spec(final, self.widths[0])).to(next(ctx.model.parameters()).device)
+        self.ids = {n: torch.zeros(p.shape, dtype=torch.uint8) for n, p in start.named_parameters()}
+        text = (f"start {dashed(self.widths[0])} (final {final.widths_str()}); widens after epochs "
+                f"{', '.join(map(str, self.at))}")
+        return Change(start, {}, event("start", text, widths=dashed(self.widths[0]), final=final.widths_str(),
+                                       grow_at=list(self.at)))
+
+    def on_epoch_end(self, ctx):
+        if self.lr_adapt:
+            ctx.row["lr_scales"] = self.scales(ctx.model)
+        if self.done < self.growths and ctx.epoch == self.at[self.done]:
+            return self.grow(ctx)
+        if self.lr_adapt:
+            ctx.set_lr_scales(dict(zip(self.group_names(), ctx.row["lr_scales"])))
+        return None
+
+    def grow(self, ctx) -> Change:
+        old, new_widths = ctx.model.spec.widths_str(), self.widths[self.done + 1]
+        wider, pmap = widen(ctx.model, new_widths, init=self.init)
+        self.done += 1
+        self.ids = {n: self._carried(old_name, fn) for n, (old_name, fn) in pmap.items()}
+        why = f"epoch {ctx.epoch}, growth {self.done} of {self.growths}"
+        return Change(wider, pmap, event(GROW, f"widened {old} -> {dashed(new_widths)} ({why})",
+                                         **{"from": old, "to": dashed(new_widths), "why": why}))
+
+    def _carried(self, old_name: str, transform) -> torch.Tensor:
+        """The growth each element of a widened tensor came from: carried for old elements, this one for new."""
+        shifted = transform.gather(self.ids[old_name].double() + 1)  # new elements come out as 0
+        return torch.where(shifted > 0, shifted - 1, float(self.done)).to(torch.uint8)
+
+    # ------------------------------------------------------------ learning-rate adaptation
+
+    def group_names(self) -> list[str]:
+        return [f"growth{t}" for t in range(self.done + 1)]
+
+    def slice_groups(self, model):
+        if not self.lr_adapt or not self.ids:
+            return None
+        return SliceGroups(self.group_names(), dict(self.ids), self.scales(model))
+
+    @torch.no_grad()
+    def scales(self, model) -> list[float]:
+        """||W_t|| / ||W_0|| for every growth t so far, over conv and linear weights (one host sync)."""
+        sq = torch.zeros(self.done + 1, dtype=torch.float64, device=next(model.parameters()).device)
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                sq.index_add_(0, self.ids[name].to(sq.device).flatten().long(), p.detach().double().flatten() ** 2)
+        norms = sq.sqrt().tolist()
+        return [round(n / norms[0], 6) if norms[0] else 1.0 for n in norms]
+
+    def progress(self, row: dict) -> str:
+        nxt = f"next growth after epoch {self.at[self.done]}" if self.done < self.growths else "final widths"
+        scales = f"; lr scales {', '.join(f'{s:.3g}' for s in row['lr_scales'])}" if row.get("lr_scales") else ""
+        return nxt + scales
+
+    def describe(self) -> str:
+        how = f"every {self.every} epochs" if self.every else f"t0 {self.t0:g}"
+        return (f"widen(start {self.start_width:g}, {self.growths} growths, {how}, init {self.init}, "
+                f"lr adaptation {'on' if self.lr_adapt else 'off'})")
+
+    def state_dict(self) -> dict:
+        return {"widths": [list(w) for w in self.widths], "at": self.at, "done": self.done, "ids": self.ids,
+                "settings": self.settings()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.widths, self.at, self.done = [tuple(w) for w in state["widths"]], list(state["at"]), state["done"]
+        self.ids = dict(state["ids"])
+        s = state["settings"]
+        self.start_width, self.growths, self.init, self.t0 = s["start_width"], s["growths"], s["widen_init"], s["t0"]
+        self.every, self.lr_adapt = s["widen_every"], s["lr_adapt"]
+
+    def settings(self) -> dict:
+        return {"start_width": self.start_width, "growths": self.growths, "widen_init": self.init, "t0": self.t0,
+                "widen_every": self.every, "lr_adapt": self.lr_adapt}

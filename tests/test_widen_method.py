@@ -1,0 +1,108 @@
+"""`--method widen`: the width schedule, growth epochs, learning-rate adaptation, exact resume across a
+width growth, and bad inputs refused before any data is read."""
+
+import json
+
+import pytest
+import torch
+
+from resgrow.cli import main
+from resgrow.errors import ResgrowError
+from resgrow.methods import build_method
+from resgrow.methods.widen import growth_epochs, width_schedule
+from resgrow.models import build
+from resgrow.train import Trainer, load_checkpoint
+
+from conftest import cfg, weights
+
+
+def test_the_default_schedule_widens_by_a_fifth_from_a_quarter_to_the_final_widths():
+    widths = width_schedule((64, 128, 256), 0.25, 8, padded=False)
+    assert widths[0] == (16, 32, 64) and widths[-1] == (64, 128, 256) and len(widths) == 9
+    assert [w[2] for w in widths] == [64, 76, 90, 108, 128, 152, 182, 216, 256]  # x1.19 a growth, even
+    assert all(x % 2 == 0 for w in widths for x in w)
+    padded = width_schedule((16, 32, 64), 0.25, 4, padded=True)  # a stage grows at least as its input does
+    assert all(b[s] - a[s] >= b[s - 1] - a[s - 1] for a, b in zip(padded, padded[1:]) for s in (1, 2))
+    with pytest.raises(ResgrowError, match="too narrow for 8 growths"):
+        width_schedule((4, 4, 4), 0.25, 8, padded=True)
+
+
+def test_growth_epochs_follow_stages_a_fifth_longer_each_or_a_fixed_interval():
+    assert growth_epochs(160, 8, 8.0, None) == [8, 18, 29, 43, 60, 79, 103, 132]  # stages of 8, 9.6, 11.5, ... epochs
+    assert growth_epochs(40, 3, 8.0, 5) == [5, 10, 15]
+    with pytest.raises(ResgrowError, match="do not fit 10 epochs"):
+        growth_epochs(10, 8, 8.0, None)
+
+
+def _run(mini, out, epochs=4, **options):
+    torch.manual_seed(0)
+    method = build_method("widen", growths=2, start_width=0.5, widen_every=1, **options)
+    return Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=epochs), method, out=out)
+
+
+def test_a_widen_run_reaches_the_final_widths_with_lr_scales_by_the_rule(mini, tmp_path):
+    trainer = _run(mini, tmp_path / "r")
+    rows = trainer.fit()
+    assert [r["widths"] for r in rows] == ["8-16-32", "12-22-46", "16-32-64", "16-32-64"]
+    grows = [e for r in rows for e in r["events"] if e["kind"] == "grow"]
+    assert [(e["from"], e["to"]) for e in grows] == [("8-16-32", "12-22-46"), ("12-22-46", "16-32-64")]
+    # lr scale of growth t = ||W_t|| / ||W_0|| over conv and linear weights, from the elements' growth ids
+    model, ids = trainer.model, trainer.method.ids
+    sq = torch.zeros(3, dtype=torch.float64)
+    for name, p in model.named_parameters():
+        if p.dim() >= 2:
+            sq.index_add_(0, ids[name].flatten().long(), p.detach().double().flatten() ** 2)
+    want = (sq.sqrt() / sq[0].sqrt()).tolist()
+    assert rows[-1]["lr_scales"] == pytest.approx(want, rel=1e-5) and len(set(rows[-1]["lr_scales"])) == 3
+    assert trainer.slices.scales == pytest.approx(dict(zip(["growth0", "growth1", "growth2"], want)), rel=1e-5)
+    # a block's inner channels: 32 from the start, 14 from the first growth, 18 from the second (rows of conv1)
+    rows_of = ids["stages.2.blocks.0.conv1.weight"].flatten(1)
+    assert (rows_of[46:] == 2).all() and set(rows_of[32:46].unique().tolist()) == {1, 2}
+    assert set(rows_of[:32].unique().tolist()) == {0, 1, 2} and (rows_of[:32] == 0).any()
+
+
+def test_a_run_killed_after_a_width_growth_resumes_to_the_same_weights(mini, tmp_path):
+    full = _run(mini, tmp_path / "full")
+    full.fit()
+    _run(mini, tmp_path / "part").fit(until=2)  # the second epoch ended with a growth
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["spec"]["widths"] == [16, 32, 64]
+    resumed = Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=4),
+                      build_method("widen", growths=2, start_width=0.5, widen_every=1), out=tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_without_lr_adaptation_there_are_no_groups_and_the_weight_copies_stay(mini, tmp_path):
+    trainer = _run(mini, tmp_path / "r", lr_adapt=False, widen_init="net2wider")
+    rows = trainer.fit()
+    assert "lr_scales" not in rows[-1] and trainer.slices.names == [] and rows[-1]["widths"] == "16-32-64"
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--arch", "cifar_resnet8", "--start-width", "0.05"], "too narrow"),
+    (["--arch", "cifar_resnet8", "--growths", "3", "--widen-every", "2"], "do not fit 4 epochs"),
+    (["--arch", "cifar_resnet8", "--widen-init", "copy"], "unknown --widen-init 'copy'"),
+    (["--arch", "cifar_resnet8", "--start-width", "1.5"], "0 < --start-width < 1"),
+    (["--arch", "cifar_resnet8", "--schedule", "step"], "use --schedule cosine"),
+    (["--arch", "cifar_resnet8", "--lip-window", "3"], "--lip-window does not apply to method 'widen'"),
+])
+def test_bad_widen_options_are_one_line_before_any_data_is_read(capsys, tmp_path, args, words):
+    rc = main(["train", "--data", str(tmp_path / "no-such-data.zip"), "--out", str(tmp_path / "r"), "--epochs", "4",
+               "--method", "widen", "--device", "cpu", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_widen_from_the_command_line_resumes_with_its_options(capsys, small_zip, tmp_path):
+    out = tmp_path / "r"
+    base = ["train", "--arch", "cifar_resnet8", "--data", str(small_zip), "--epochs", "3", "--batch-size", "50",
+            "--device", "cpu", "--quiet", "--method", "widen", "--growths", "1", "--start-width", "0.5", "--widen-every", "1"]
+    assert main([*base, "--out", str(out), "--no-lr-adapt", "--stop-after", "2"]) == 0
+    assert main(["train", "--resume", "--out", str(out), "--lr-adapt"]) == 2
+    assert "--lr-adapt True (the run's: False)" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["widths"] for r in rows] == ["8-16-32", "16-32-64", "16-32-64"]
+    assert main(["compare", str(out)]) == 0
+    assert "widened 8-16-32 -> 16-32-64 (epoch 1, growth 1 of 1) @ep1" in capsys.readouterr().out

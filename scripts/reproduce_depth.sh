@@ -27,23 +27,8 @@ common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 --lr 0.1 --
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*0.6875)}')")
 late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
 
-finished() {  # the run logged its last epoch
-  [[ -f $1/metrics.jsonl ]] && python3 -c "import json,sys; sys.exit(json.loads(open(sys.argv[1]).readlines()[-1])['epoch'] != $E)" "$1/metrics.jsonl"
-}
-
-warmed=
-train() {  # train NAME FLAGS...: one row, skipped when finished, resumed when stopped
-  local name=$1 d=$out/$1; shift
-  if finished "$d"; then echo "$name: finished already"; return; fi
-  if [[ -z $warmed ]] && command -v nvidia-smi > /dev/null; then  # a fresh GPU's first process pays one-time
-    # set-up (seconds): an unreported epoch takes it, not the first row
-    resgrow train "${common[@]}" --epochs 1 --out "$(mktemp -d)/warm-up" > /dev/null 2>&1 || true
-    warmed=1
-  fi
-  local resume=(); [[ -f $d/checkpoint.pt ]] && resume=(--resume)
-  echo "$name: training${resume:+ (resumed)}"
-  resgrow train "${common[@]}" --out "$d" "$@" "${resume[@]}" ${STOP_AFTER:+--stop-after "$STOP_AFTER"}
-}
+here=$(dirname "$0")
+source "$here/rows.sh"
 
 want() { [[ $rows == *" $1 "* ]]; }
 for seed in ${seeds//,/ }; do
@@ -52,7 +37,7 @@ for seed in ${seeds//,/ }; do
   if want restarts; then train "baseline_restarts_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$restarts"; fi
   if want lipgrow; then train "lipgrow_${tag}_s$seed" "${s[@]}" --method lipgrow --start-blocks "$start" --lip-window "${LIP_WINDOW:-10}"; fi
   if want restarts_lip; then  # LipGrow's lr: back to the peak where its row grew, then annealing to the end
-    if lip=$(python3 scripts/growth_epochs.py "$out/lipgrow_${tag}_s$seed" "$E" 2> /dev/null); then
+    if lip=$(python3 "$here/growth_epochs.py" "$out/lipgrow_${tag}_s$seed" "$E" 2> /dev/null); then
       train "baseline_restarts_lip_${tag}_s$seed" "${s[@]}" --schedule cosine_reset --restarts "$lip"
     else echo "baseline_restarts_lip_${tag}_s$seed: waits for a finished lipgrow_${tag}_s$seed row"; fi
   fi
@@ -63,8 +48,4 @@ for seed in ${seeds//,/ }; do
   if want restarts_late; then train "baseline_restarts_late_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$late"; fi
 done
 
-runs=()  # the baseline first: every ratio is against it
-for d in "$out"/baseline_"${tag}"_s* "$out"/*_s*; do
-  if [[ -f $d/metrics.jsonl && " ${runs[*]} " != *" $d "* ]]; then runs+=("$d"); fi
-done
-resgrow compare --seeds --plot "$out/accuracy_vs_time.png" "${runs[@]}" | tee "$out/summary.md"
+table "baseline_${tag}"

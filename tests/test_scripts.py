@@ -62,6 +62,23 @@ def test_reproduce_depth_resumes_stopped_rows_trains_each_once_and_tables_them(s
 
 
 @bash
+def test_reproduce_width_trains_the_baseline_and_both_widenings_and_tables_them(small_zip, tmp_path):
+    out = tmp_path / "width"
+    env = _env(tmp_path, DATA=str(small_zip), GROWTH="--growths 2 --widen-every 1 --start-width 0.5")
+    said = _script("reproduce_width.sh", out, "cifar_resnet8", 3, 0, env=env)
+    logs = _logs(out)
+    assert sorted(logs) == ["baseline_cifar_resnet8_s0", "net2wider_cifar_resnet8_s0", "widen_cifar_resnet8_s0"]
+    assert [r["widths"] for r in logs["widen_cifar_resnet8_s0"]] == ["8-16-32", "12-22-46", "16-32-64"]
+    assert "lr_scales" in logs["widen_cifar_resnet8_s0"][-1] and "lr_scales" not in logs["net2wider_cifar_resnet8_s0"][-1]
+    method = json.loads((out / "net2wider_cifar_resnet8_s0" / "run.json").read_text())["method"]
+    assert "init net2wider, lr adaptation off" in method
+    table = (out / "summary.md").read_text()
+    assert table.splitlines()[2].startswith("| baseline_cifar_resnet8_s0 | 3 |") and all(f"| {n} | 3 |" in table for n in logs)
+    assert said.count(": training\n") == 3
+    assert _script("reproduce_width.sh", out, "cifar_resnet8", 3, 0, env=env).count("finished already") == 3
+
+
+@bash
 def test_reproduce_trainer_benches_checks_folded_h_and_determinism(small_zip, tmp_path):
     out = tmp_path / "trainer"
     said = _script("reproduce_trainer.sh", out, env=_env(tmp_path, DATA=str(small_zip), ARCHS="cifar_resnet8",

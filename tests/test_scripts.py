@@ -64,7 +64,8 @@ def test_reproduce_depth_resumes_stopped_rows_trains_each_once_and_tables_them(s
 @bash
 def test_reproduce_width_trains_the_baseline_and_both_widenings_and_tables_them(small_zip, tmp_path):
     out = tmp_path / "width"
-    env = _env(tmp_path, DATA=str(small_zip), GROWTH="--growths 2 --widen-every 1 --start-width 0.5")
+    env = _env(tmp_path, DATA=str(small_zip), GROWTH="--growths 2 --widen-every 1 --start-width 0.5",
+               ROWS="baseline widen net2wider")
     said = _script("reproduce_width.sh", out, "cifar_resnet8", 3, 0, env=env)
     logs = _logs(out)
     assert sorted(logs) == ["baseline_cifar_resnet8_s0", "net2wider_cifar_resnet8_s0", "widen_cifar_resnet8_s0"]

@@ -106,3 +106,27 @@ def test_widen_from_the_command_line_resumes_with_its_options(capsys, small_zip,
     assert [r["widths"] for r in rows] == ["8-16-32", "16-32-64", "16-32-64"]
     assert main(["compare", str(out)]) == 0
     assert "widened 8-16-32 -> 16-32-64 (epoch 1, growth 1 of 1) @ep1" in capsys.readouterr().out
+
+
+def test_batch_adaptation_trains_narrow_nets_on_larger_batches_with_the_lr_scaled_alike(mini, tmp_path):
+    """cifar_resnet8 from a quarter of its widths: about 1/16 of the FLOPs, so 8 times the batch (the cap); at half
+    its widths a little over 1/4 (the stem's cost is linear in width), so 2 times; the lr follows the batch
+    (linear scaling). A resume after a change keeps the batch."""
+    def run(out):
+        torch.manual_seed(0)
+        method = build_method("widen", growths=2, start_width=0.25, widen_every=1, batch_adapt=True)
+        return Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=4, batch_size=25), method, out=out)
+
+    full = run(tmp_path / "full")
+    rows = full.fit()
+    assert [r["batch_size"] for r in rows] == [200, 50, 25, 25]
+    steps = [2000 // b for b in (200, 50, 25, 25)]
+    assert [r["lr"] for r in rows] == pytest.approx([8 * full.schedule(1 - 1 / steps[0]), 2 * full.schedule(2 - 1 / steps[1]),
+                                                     full.schedule(3 - 1 / steps[2]), full.schedule(4 - 1 / steps[3])])
+    run(tmp_path / "part").fit(until=1)
+    resumed = Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=4, batch_size=25),
+                      build_method("widen", growths=2, start_width=0.25, widen_every=1, batch_adapt=True),
+                      out=tmp_path / "part", resume=True)
+    assert resumed.fit()[1]["batch_size"] == 50
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

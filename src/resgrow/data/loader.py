@@ -64,24 +64,30 @@ class DeviceLoader:
         n, h, w, _ = split.images.shape
         if batch_size < 1 or batch_size > n:
             raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images ({n})")
-        self.device, self.batch_size, self.seed = torch.device(device), batch_size, seed
+        self.device, self.seed = torch.device(device), seed
         self.pad, self.flip = (pad if augment else 0), (flip and augment)
         self.n, self.h, self.w = n, h, w
-        self.steps = n // batch_size
         images = split.images
         if self.pad:
             images = F.pad(images, (0, 0, self.pad, self.pad, self.pad, self.pad))  # zeros around H and W
         self.images = to_device(images, self.device, "training")
         self.labels = split.labels.to(self.device)
         self.normalize = _Normalize(mean, std, self.device, channels_last)
-        m = self.steps * batch_size
-        self.order = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=self.device)
-        self.offsets = torch.zeros(self.steps, batch_size, 2, dtype=torch.int64, device=self.device)
-        self.flips = torch.zeros(self.steps, batch_size, 1, dtype=torch.bool, device=self.device)
         self.step = torch.zeros(1, dtype=torch.int64, device=self.device)
         self.rows = torch.arange(h, device=self.device)
         self.cols = torch.arange(w, device=self.device)
-        self._m = m
+        self.resize(batch_size)
+
+    def resize(self, batch_size: int) -> None:
+        """Another batch size from the next epoch on (the images stay where they are); a step captured
+        before reads the old buffers, so the trainer captures anew."""
+        if batch_size < 1 or batch_size > self.n:
+            raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images ({self.n})")
+        self.batch_size, self.steps = batch_size, self.n // batch_size
+        self._m = self.steps * batch_size
+        self.order = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=self.device)
+        self.offsets = torch.zeros(self.steps, batch_size, 2, dtype=torch.int64, device=self.device)
+        self.flips = torch.zeros(self.steps, batch_size, 1, dtype=torch.bool, device=self.device)
 
     def start_epoch(self, epoch: int) -> None:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))

@@ -27,6 +27,9 @@ class Change:
     model: "nn.Module"
     param_map: ParamMap
     event: "dict | str"  # resgrow.events.event(...), or a line of text; goes into the log and the progress output
+    # Train with this batch size from the next epoch on, the lr scaled in proportion to it (the linear scaling
+    # rule of Goyal et al. 2017) against the run's --batch-size and --lr; None: keep the one in use.
+    batch_size: int | None = None
 
 
 @dataclass
@@ -43,6 +46,7 @@ class RunContext:
     image_size: tuple  # (H, W) of the training images: what the model sees
     row: dict = field(default_factory=dict)  # this epoch's metrics (on_epoch_end)
     history: list = field(default_factory=list)
+    batch_size: int = 0  # the run's --batch-size (a Change may train with another)
     lr_scales: dict = field(default_factory=dict)  # {group name: lr scale} of the method's parameter groups
     set_lr_scales: Callable[[dict], None] | None = None  # change some of them: no new capture, takes effect next step
 

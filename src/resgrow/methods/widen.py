@@ -18,7 +18,12 @@ number of new channels), for k = 0 .. growths: with the defaults 0.25, 0.30, 0.3
 1.0 (the paper's +20% steps). Stage lengths grow by 20% from --t0 epochs (the paper's rule; T0 of a 160-epoch
 run, scaled to --epochs), or --widen-every N epochs; the final width keeps the epochs after the last growth.
 
-Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on. The paper trains ResNet-20 on CIFAR-10
+Batch adaptation (--batch-adapt, off by default): while the net is narrow it trains on --batch-size times the
+largest power of two, at most 8, that keeps a step's FLOPs at most the final net's, with the lr multiplied by
+the same factor (the linear scaling rule of Goyal et al. 2017), so a narrow net fills the GPU as the final
+one does; the paper reports most of its wall-clock saving from this.
+
+Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on, batch adaptation off. The paper trains ResNet-20 on CIFAR-10
 with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wider --no-lr-adapt is Net2Net's
 widening.
 When it helps: nets whose time follows their width (wide ResNets, or any net where the GPU is busy): the
@@ -29,11 +34,14 @@ Measured speed and accuracy: BENCHMARKS.md, "Width growth".
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import ResgrowError
 from ..events import GROW, event
 from ..grow.width import INITS, widen, wider_spec
+from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import dashed
 from ..train.schedules import COSINES
@@ -87,21 +95,25 @@ class Widen(Method):
                      "times as long as the one before (default 8)", float),
         Option("widen_every", "epochs between growths instead of --t0's growing stages", int),
         Option("lr_adapt", "learning-rate adaptation per growth (default on; --no-lr-adapt turns it off)", bool),
+        Option("batch_adapt", "larger batches while the net is narrow: --batch-size times the largest power of two up "
+                              "to 8 that keeps a step's FLOPs at most the final net's, the lr scaled alike (default off)",
+               bool),
     )
 
     def __init__(self, start_width: float = 0.25, growths: int = 8, widen_init: str = "vt", t0: float = 8.0,
-                 widen_every: int | None = None, lr_adapt: bool = True):
+                 widen_every: int | None = None, lr_adapt: bool = True, batch_adapt: bool = False):
         if not 0 < start_width < 1 or growths < 1 or t0 <= 0 or (widen_every is not None and widen_every < 1):
             raise ResgrowError(f"widen needs 0 < --start-width < 1, --growths >= 1, --t0 > 0 and --widen-every >= 1 "
                                f"(got {start_width}, {growths}, {t0}, {widen_every})")
         if widen_init not in INITS:
             raise ResgrowError(f"unknown --widen-init {widen_init!r}; known: {', '.join(INITS)}")
         self.start_width, self.growths, self.init, self.t0 = start_width, growths, widen_init, t0
-        self.every, self.lr_adapt = widen_every, lr_adapt
+        self.every, self.lr_adapt, self.batch_adapt = widen_every, lr_adapt, batch_adapt
         self.widths: list[tuple[int, ...]] = []  # the whole schedule, known at run start
         self.at: list[int] = []
         self.done = 0  # growths so far
         self.ids: dict[str, torch.Tensor] = {}  # per parameter: the growth that created each element
+        self.final_flops, self.base_batch = 0, 0  # batch adaptation's reference: the final net, --batch-size
 
     def plan(self, spec, epochs: int, schedule: str) -> tuple[list, list]:
         if schedule not in COSINES:
@@ -119,8 +131,9 @@ class Widen(Method):
         self.ids = {n: torch.zeros(p.shape, dtype=torch.uint8) for n, p in start.named_parameters()}
         text = (f"start {dashed(self.widths[0])} (final {final.widths_str()}); widens after epochs "
                 f"{', '.join(map(str, self.at))}")
+        self.final_flops, self.base_batch = flops_per_image(final, ctx.image_size), ctx.batch_size
         return Change(start, {}, event("start", text, widths=dashed(self.widths[0]), final=final.widths_str(),
-                                       grow_at=list(self.at)))
+                                       grow_at=list(self.at)), self.batch_for(start.spec, ctx.image_size))
 
     def on_epoch_end(self, ctx):
         if self.lr_adapt:
@@ -138,7 +151,16 @@ class Widen(Method):
         self.ids = {n: self._carried(old_name, fn) for n, (old_name, fn) in pmap.items()}
         why = f"epoch {ctx.epoch}, growth {self.done} of {self.growths}"
         return Change(wider, pmap, event(GROW, f"widened {old} -> {dashed(new_widths)} ({why})",
-                                         **{"from": old, "to": dashed(new_widths), "why": why}))
+                                         **{"from": old, "to": dashed(new_widths), "why": why}),
+                      self.batch_for(wider.spec, ctx.image_size))
+
+    def batch_for(self, spec, image_size) -> int | None:
+        """Batch adaptation: the run's batch size times the largest power of two (at most 8) that keeps a step's
+        FLOPs at most the final net's; None without it."""
+        if not self.batch_adapt:
+            return None
+        ratio = self.final_flops / flops_per_image(spec, image_size)
+        return self.base_batch * min(8, 2 ** int(math.log2(max(ratio, 1.0))))
 
     def _carried(self, old_name: str, transform) -> torch.Tensor:
         """The growth each element of a widened tensor came from: carried for old elements, this one for new."""
@@ -173,19 +195,20 @@ class Widen(Method):
     def describe(self) -> str:
         how = f"every {self.every} epochs" if self.every else f"t0 {self.t0:g}"
         return (f"widen(start {self.start_width:g}, {self.growths} growths, {how}, init {self.init}, "
-                f"lr adaptation {'on' if self.lr_adapt else 'off'})")
+                f"lr adaptation {'on' if self.lr_adapt else 'off'}{', batch adaptation' if self.batch_adapt else ''})")
 
     def state_dict(self) -> dict:
         return {"widths": [list(w) for w in self.widths], "at": self.at, "done": self.done, "ids": self.ids,
-                "settings": self.settings()}
+                "settings": self.settings(), "final_flops": self.final_flops, "base_batch": self.base_batch}
 
     def load_state_dict(self, state: dict) -> None:
         self.widths, self.at, self.done = [tuple(w) for w in state["widths"]], list(state["at"]), state["done"]
         self.ids = dict(state["ids"])
         s = state["settings"]
         self.start_width, self.growths, self.init, self.t0 = s["start_width"], s["growths"], s["widen_init"], s["t0"]
-        self.every, self.lr_adapt = s["widen_every"], s["lr_adapt"]
+        self.every, self.lr_adapt, self.batch_adapt = s["widen_every"], s["lr_adapt"], s["batch_adapt"]
+        self.final_flops, self.base_batch = state["final_flops"], state["base_batch"]
 
     def settings(self) -> dict:
         return {"start_width": self.start_width, "growths": self.growths, "widen_init": self.init, "t0": self.t0,
-                "widen_every": self.every, "lr_adapt": self.lr_adapt}
+                "widen_every": self.every, "lr_adapt": self.lr_adapt, "batch_adapt": self.batch_adapt}

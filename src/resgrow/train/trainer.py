@@ -238,6 +238,8 @@ class Trainer:
         if not isinstance(change.model, ResNet):
             raise ResgrowError(f"a size change must hand over a resgrow ResNet, not {type(change.model).__name__}")
         t0 = time.perf_counter()
+        if change.batch_size is not None and change.batch_size != self.loader.batch_size:
+            self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
         self._sync()
         self.train_seconds += time.perf_counter() - t0
@@ -247,6 +249,7 @@ class Trainer:
     def _ctx(self, row: dict | None = None) -> RunContext:
         return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
                           self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history,
+                          self.cfg.batch_size,
                           {**self.groups.scales, **self.slices.scales}, self._set_lr_scales)
 
     def _set_lr_scales(self, values: dict) -> None:
@@ -267,7 +270,7 @@ class Trainer:
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
-            "slice_scales": dict(self.slices.scales),
+            "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
@@ -322,6 +325,8 @@ class Trainer:
         self._place_modules()
         self.groups.scales = dict(ck.get("lr_scales", {}))
         self.slices.scales = dict(ck.get("slice_scales", {}))
+        if ck.get("batch_size", self.loader.batch_size) != self.loader.batch_size:
+            self.loader.resize(ck["batch_size"])
         self._install(model)
         for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
             self.optimizer.state[p]["momentum_buffer"].copy_(m)
@@ -394,13 +399,14 @@ class Trainer:
         self.loader.start_epoch(e)
         self.runner.reset_metrics()
         prev = f" loss {self.history[-1]['train_loss']:.3f}" if self.history else ""
-        bar = Progress(steps, cfg.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
+        factor = self.loader.batch_size / cfg.batch_size  # a method's batch size brings its lr along
+        bar = Progress(steps, self.loader.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
                        f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet)
         captures_before = self.capture_seconds
         self._sync()
         t0 = time.perf_counter()
         for i in range(steps):
-            lr = self.schedule(e + i / steps)
+            lr = self.schedule(e + i / steps) * factor
             if self.use_graphs:
                 self.lr.fill_(lr)
             else:
@@ -410,6 +416,8 @@ class Trainer:
             bar.update()
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:
                 change = self.method.on_step(self._ctx())
+                if change is not None and change.batch_size is not None:
+                    raise ResgrowError("a method changes the batch size at an epoch's end (on_epoch_end), not in on_step")
                 if change is not None:
                     t_change = time.perf_counter()
                     self.apply_change(change)
@@ -423,7 +431,7 @@ class Trainer:
         row = {"epoch": self.epoch, "train_seconds": round(self.train_seconds, 3), "epoch_seconds": round(seconds, 3),
                "capture_seconds": round(self.capture_seconds - captures_before, 3),
                "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
-               "img_per_s": round(steps * cfg.batch_size / seconds, 1)}
+               "img_per_s": round(steps * self.loader.batch_size / seconds, 1), "batch_size": self.loader.batch_size}
         if not math.isfinite(train_loss):
             row["events"] = self._pending_events + [event("diverged", "diverged")]
             self._write_row(row)

@@ -176,6 +176,21 @@ MUTATIONS = [
     ("report/compare.py", "extra = list({c.title: c for r in runs for c in r.columns}.values())", "extra = []",
      "tests/test_compare.py"),
     ("methods/base.py", 'options = "".join(f"\\n  {o.flag}: {o.help}" for o in cls.options)', 'options = ""', "tests/test_cli.py"),
+    # the step a method shapes: groups, element masks, batch size
+    ("train/groups.py", "torch.mul(lr, self._scales, out=self._lrs)", "self._lrs.copy_(self._scales)", "tests/test_method_step.py"),
+    ("train/groups.py", "p.register_hook(lambda grad, mask=self._masks[name]: grad * mask)", "pass", "tests/test_method_step.py"),
+    ("train/trainer.py", "lr = self.schedule(e + i / steps) * factor", "lr = self.schedule(e + i / steps)",
+     "tests/test_widen_method.py"),
+    ("train/trainer.py", '            self.loader.resize(ck["batch_size"])', "            pass", "tests/test_widen_method.py"),
+    # width growth
+    ("grow/width.py", "        w[:, b] = -w[:, a]", "        w[:, b] = w[:, a]", "tests/test_width.py"),
+    ("grow/width.py", 'c = math.sqrt(I.old / I.new) if (init == "vt" and rescale and layer.bn) else 1.0', "c = 1.0",
+     "tests/test_width.py"),
+    ("grow/width.py", "o.running_var * c * c + (c * c - 1) * o.eps", "o.running_var * c * c", "tests/test_width.py"),
+    ("methods/widen.py", "return self.base_batch * min(8, 2 ** int(math.log2(max(ratio, 1.0))))", "return self.base_batch",
+     "tests/test_widen_method.py"),
+    ("methods/widen.py", "return torch.where(shifted > 0, shifted - 1, float(self.done)).to(torch.uint8)",
+     "return torch.where(shifted > 0, shifted - 1, 0.0).to(torch.uint8)", "tests/test_widen_method.py"),
 ]
 
 

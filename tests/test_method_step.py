@@ -141,3 +141,26 @@ def test_a_methods_objective_and_module_train_and_resume_exactly(mini, tmp_path)
     resumed.fit()
     assert _same(weights(full), weights(resumed))
     assert _same(resumed.method.teacher.state_dict(), teacher)  # frozen, and restored from the checkpoint
+
+
+class FrozenRow(Method):
+    """Element groups inside a tensor: the classifier's first row at scale 0, every other element at 1."""
+
+    name = "frozen_row"
+
+    def slice_groups(self, model):
+        from resgrow.methods.base import SliceGroups
+
+        ids = torch.ones(model.head[2].weight.shape, dtype=torch.long)
+        ids[0] = 0
+        return SliceGroups(["frozen", "rest"], {"head.2.weight": ids}, [0.0, 1.0])
+
+
+def test_element_groups_scale_the_gradient_of_their_elements_only(mini):
+    model = tiny()
+    start = model.head[2].weight.detach().clone()
+    trainer = Trainer(model, mini, cfg(epochs=1, weight_decay=0.0), FrozenRow())  # no decay: only the gradient moves it
+    trainer.fit()
+    after = trainer.model.head[2].weight.detach()
+    assert torch.equal(after[0], start[0]) and not torch.equal(after[1:], start[1:])
+    assert trainer.runner.lowp is None  # the bf16 weight copies would bypass the masks: off

@@ -236,3 +236,20 @@ def test_a_method_adds_its_own_columns_through_run_json(tmp_path):
     head, _, b, m = compare_table([load_run(base), load_run(lip)]).splitlines()
     col = head.split(" | ").index("Lipschitz s/epoch")
     assert b.split(" | ")[col] == "-" and m.split(" | ")[col] == "0.500"  # the mean over the epochs
+
+
+def test_the_plot_adds_each_growths_lr_scale_when_a_run_adapts_them(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    base = _run(tmp_path / "base", _rows([0.5, 0.9], [10, 20], [4, 4]))
+    scales = [[1.0], [1.0, 1.05], [1.0, 1.04, 1.4]]
+    widen = _run(tmp_path / "widen", [dict(r, lr_scales=s) for r, s in zip(_rows([0.4, 0.7, 0.88], [2, 5, 9], [1, 2, 4]), scales)])
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    assert main(["compare", str(base), "--plot", str(tmp_path / "a.png")]) == 0
+    assert len(figs[-1].axes) == 3  # no run adapts its lr: no fourth panel
+    assert main(["compare", str(base), str(widen), "--plot", str(tmp_path / "b.png")]) == 0
+    panel = figs[-1].axes[3]
+    assert [list(line.get_ydata()) for line in panel.get_lines()] == [[1.0, 1.0, 1.0], [1.05, 1.04], [1.4]]
+    assert [list(line.get_xdata()) for line in panel.get_lines()] == [[1, 2, 3], [2, 3], [3]]

@@ -239,7 +239,8 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    scaled = [r for r in runs if any(x.get("lr_scales") for x in r.log)]  # runs that adapt the lr per growth
+    fig, axes = plt.subplots(1, 3 + bool(scaled), figsize=(17 + 5.5 * bool(scaled), 5))
     axes[1].sharey(axes[0])
     axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     for k, r in enumerate(runs):
@@ -259,7 +260,9 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
                          ls="-" if k == 0 else (0, (4 + k, 2 + k)))
             axes[2].plot(secs[-1:], gflops[-1:], "o", color=color, ms=6, zorder=12)
     target = 100 * runs[0].test_acc - gap
-    for ax, xlabel in zip(axes, ("training seconds", "epoch", "training seconds")):
+    if scaled:
+        _plot_lr_scales(axes[3], scaled, runs)
+    for ax, xlabel in zip(axes, ("training seconds", "epoch", "training seconds", "epoch")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     for ax in axes[:2]:
@@ -277,6 +280,19 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_lr_scales(ax, scaled: list[RunSummary], runs: list[RunSummary]) -> None:
+    """Each growth's lr scale against epochs (widen's learning-rate adaptation): a line per group, darker
+    for later growths, in the run's colour."""
+    for r in scaled:
+        color = f"C{runs.index(r) % 10}"
+        rows = [x for x in r.log if x.get("lr_scales")]
+        for g in range(max(len(x["lr_scales"]) for x in rows)):
+            pts = [(x["epoch"], x["lr_scales"][g]) for x in rows if len(x["lr_scales"]) > g]
+            ax.plot(*zip(*pts), color=color, lw=1.2, alpha=0.35 + 0.65 * g / max(1, len(rows[-1]["lr_scales"]) - 1),
+                    label="_nolegend_")
+    ax.set_ylabel("lr scale per growth (group t: ||W_t|| / ||W_0||)")
 
 
 def _what(r: RunSummary) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from ..errors import ResgrowError
 from .base import Baseline, Change, Method, Option
 from .lipgrow import LipGrow
+from .mgopt import MGOpt
 from .multilevel import Multilevel
 from .widen import Widen
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen, MGOpt)}
 
 
 def register_method(cls: type[Method]) -> type[Method]:

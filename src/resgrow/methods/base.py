@@ -102,6 +102,11 @@ class Method:
         weight decay stays at the run's rate) and share `ctx.set_lr_scales` with `param_groups`."""
         return None
 
+    # A function (step) -> None that replaces the trainer's step, for a method that drives sub-steps of its own
+    # (a V-cycle); `step` is a resgrow.train.step.MethodStep: the model, its optimizer, the next batch, autocast,
+    # the metrics. It runs eagerly, without a CUDA graph. None: the trainer's (captured) step.
+    train_step = None
+
     # A function (model, x, y) -> (loss, logits) that replaces the cross-entropy of the model's logits, run
     # inside the (captured) step under autocast; None: cross-entropy with the run's label smoothing.
     objective = None

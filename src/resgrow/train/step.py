@@ -64,8 +64,7 @@ class StepRunner:
         self.optimizer.step()
         if self.graph is None and not self._capturing:
             self.optimizer.zero_grad(set_to_none=True)
-        self.loss_sum += loss.detach().float()
-        self.correct += (out.argmax(1) == y).sum()
+        self.record(loss, out, y)
 
     _capturing = False
 
@@ -123,6 +122,11 @@ class StepRunner:
         out += [s["momentum_buffer"] for s in self.optimizer.state.values() if s.get("momentum_buffer") is not None]
         return out + [self.loader.step, self.loss_sum, self.correct]
 
+    def record(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:
+        """Count a step's loss and correct predictions into the epoch's metrics (on the device, no sync)."""
+        self.loss_sum += loss.detach().float()
+        self.correct += (out.argmax(1) == y).sum()
+
     def reset_metrics(self) -> None:
         self.loss_sum.zero_()
         self.correct.zero_()
@@ -131,6 +135,17 @@ class StepRunner:
         """Mean loss and accuracy over `steps` steps; the one host sync of an epoch."""
         loss, correct = torch.stack([self.loss_sum.double(), self.correct.double()]).tolist()
         return loss / max(steps, 1), correct / max(steps * self.loader.batch_size, 1)
+
+
+class MethodStep:
+    """What a method that drives its own step (`Method.train_step`) works with: the model and its optimizer
+    (whose lr the trainer has set for this step), `next_batch()`, `autocast()` for the forward passes, and
+    `record(loss, logits, y)` for the epoch's train loss and accuracy (one step: one record)."""
+
+    def __init__(self, runner: StepRunner, lr: float):
+        self.model, self.optimizer, self.lr = runner.model, runner.optimizer, lr
+        self.next_batch, self.autocast, self.record = runner.loader.next_batch, runner._autocast, runner.record
+        self.device = runner.loader.device
 
 
 @torch.no_grad()

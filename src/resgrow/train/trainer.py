@@ -37,7 +37,7 @@ from .progress import Progress
 from .run_dir import check_run_dir, never_trained
 from .run_lock import RunLock
 from .schedules import COSINES, Schedule
-from .step import StepRunner, evaluate
+from .step import MethodStep, StepRunner, evaluate
 
 
 @dataclass
@@ -207,10 +207,12 @@ class Trainer:
         if self.runner is not None:
             self._capture_seconds_done += self.runner.capture_seconds
         self.wrapped = self._wrap(model)
-        self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp, graph=self.use_graphs,
+        self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp,
+                                 graph=self.use_graphs and self.method.train_step is None,
                                  label_smoothing=self.cfg.label_smoothing,
-                                 # the weight copies bypass the fp32 parameters' autograd, and with it their hooks
-                                 bf16_weights=self.cfg.bf16_weights and self.method.objective is None and not self.slices.names,
+                                 # the weight copies replace the plain forward, and bypass the fp32 parameters' hooks
+                                 bf16_weights=self.cfg.bf16_weights and not self.slices.names
+                                 and self.method.objective is None and self.method.train_step is None,
                                  objective=self.method.objective,
                                  before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
         return carried
@@ -411,7 +413,10 @@ class Trainer:
                 self.lr.fill_(lr)
             else:
                 self.groups.set_eager(self.optimizer, lr)
-            self.runner.run()
+            if self.method.train_step is None:
+                self.runner.run()
+            else:
+                self.method.train_step(MethodStep(self.runner, lr))
             self.global_step += 1
             bar.update()
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:

@@ -1,0 +1,274 @@
+"""Method card: mgopt (Gaedke-Merzhäuser, Kopaničáková, Krause, "Multilevel minimization for deep residual
+networks", 2020, arXiv 2004.06196).
+
+What it does: trains the fine net (`--arch`) with V-cycles over coarser nets: the same net with half the
+blocks and twice the step h, once per level below it (`resgrow.grow.levels`). On one mini-batch, a V-cycle
+takes --nu-pre fine SGD steps, restricts the weights to the coarse level (injection or full weighting) and
+gives the coarse objective a first-order (tau) correction, f~_H(x) = f_H(x) - <v, x> with
+v = grad f_H(Pi x_h) - R grad f_h(x_h), so that its gradient at the restricted point is the restricted fine
+gradient. It then takes --nu-c SGD steps on the coarsest level (or recurses through the levels between),
+prolongs the coarse change e = P(x_H - Pi x_h) (constant or linear), and adds alpha e to the fine weights only
+if e is a descent direction (<e, g> < 0): alpha by Armijo backtracking from --alpha (halving, at most 6
+times), or --alpha fixed. Then --nu-post fine steps. Every level keeps its own SGD momentum across cycles
+and its own BN statistics: gradients and line-search passes of a level never move its statistics.
+
+Cost: every epoch logs its work in fine-gradient equivalents (`grad_equivalents`): a fine step or gradient
+counts 1, a coarse one its FLOPs relative to the fine net, a forward pass alone a third of that.
+Defaults: 2 levels, nu_pre = nu_post = 1, nu_c = 3, injection, constant prolongation, Armijo from alpha 1, a
+V-cycle every step (--mg-every k: every k-th step, plain steps between). Runs eagerly: the V-cycle's
+sub-steps are not captured as CUDA graphs yet, so on a GPU a step costs far more than the baseline's.
+When it helps: the paper reports more than 3x less work to equal accuracy on small examples; a public port
+lost accuracy after one MG/OPT epoch on CIFAR. resgrow measures it against single-level training on the
+same work (BENCHMARKS.md, "MG/OPT").
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ResgrowError
+from ..grow.levels import PROLONGATIONS, RESTRICTIONS, coarse_spec, corrected_loss, prolong, restrict, restrict_gradient
+from ..measure.flops import flops_per_image
+from ..models.resnet import ResNet
+from ..models.spec import ArchSpec
+from ..options import Column
+from .base import Method, Option
+
+LINE_SEARCHES = ("armijo", "fixed")
+ARMIJO_C, ARMIJO_HALVINGS = 1e-4, 6
+
+
+@contextlib.contextmanager
+def frozen_statistics(model):
+    """Forward passes that must not move the BN statistics (gradients and line search): put them back after."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, s in zip(model.buffers(), saved):
+                b.copy_(s)
+
+
+class MGOpt(Method):
+    name = "mgopt"
+    resizes = True  # trains the given size, but the levels are built from a resgrow ResNet's spec
+    options = (
+        Option("levels", "levels including the fine net; each coarser one halves the blocks (default 2)", int),
+        Option("nu_pre", "fine SGD steps before the coarse correction (default 1)", int),
+        Option("nu_post", "fine SGD steps after it (default 1)", int),
+        Option("nu_c", "SGD steps on the coarsest level (default 3)", int),
+        Option("restriction", f"restriction of weights: {' | '.join(RESTRICTIONS)} (default injection)"),
+        Option("prolongation", f"prolongation of the correction: {' | '.join(PROLONGATIONS)} (default constant)"),
+        Option("line_search", f"step length of the correction: {' | '.join(LINE_SEARCHES)} (default armijo)"),
+        Option("alpha", "the correction's (first) step length (default 1)", float),
+        Option("mg_every", "a V-cycle every k-th step, plain fine steps between (default 1)", int),
+    )
+    log_columns = ("grad_equivalents", "accepted")
+    report_columns = (Column("fine-gradient equivalents", "grad_equivalents", "sum", ".0f"),
+                      Column("corrections accepted", "accepted", "mean", ".2f"))
+
+    def __init__(self, levels: int = 2, nu_pre: int = 1, nu_post: int = 1, nu_c: int = 3, restriction: str = "injection",
+                 prolongation: str = "constant", line_search: str = "armijo", alpha: float = 1.0, mg_every: int = 1):
+        if levels < 2 or min(nu_pre, nu_post) < 0 or nu_c < 1 or alpha <= 0 or mg_every < 1:
+            raise ResgrowError(f"mgopt needs --levels >= 2, --nu-pre/--nu-post >= 0, --nu-c >= 1, --alpha > 0 and "
+                               f"--mg-every >= 1 (got {levels}, {nu_pre}/{nu_post}, {nu_c}, {alpha}, {mg_every})")
+        for value, known, flag in ((restriction, RESTRICTIONS, "--restriction"), (prolongation, PROLONGATIONS, "--prolongation"),
+                                   (line_search, LINE_SEARCHES, "--line-search")):
+            if value not in known:
+                raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
+        self.levels, self.nu_pre, self.nu_post, self.nu_c = levels, nu_pre, nu_post, nu_c
+        self.restriction, self.prolongation, self.line_search = restriction, prolongation, line_search
+        self.alpha, self.every = alpha, mg_every
+        self.coarse: list[ResNet] = []  # levels 1 .. levels-1
+        self.optimizers: list[torch.optim.SGD] = []
+        self.steps, self.work, self.cycles, self.accepted = 0, 0.0, 0, 0
+        self.cost: list[float] = []  # per level, a gradient's FLOPs relative to the fine net's
+        self.last: dict = {}  # the last correction: what the tests and the log look at
+
+    def check(self, spec, epochs, schedule):
+        for _ in range(self.levels - 1):
+            spec = coarse_spec(spec)
+
+    def on_run_start(self, ctx):
+        self.check(ctx.model.spec, ctx.epochs, "cosine")
+        self._build(ctx.model)
+        return None
+
+    def _build(self, fine: ResNet) -> None:
+        self.coarse = []
+        level = fine
+        for _ in range(self.levels - 1):
+            level = restrict(level, self.restriction)
+            self.coarse.append(level)
+        flops = [flops_per_image(m.spec, 32) for m in [fine, *self.coarse]]  # ratios: the image size cancels
+        self.cost = [f / flops[0] for f in flops]
+
+    def modules(self):
+        return {f"level{i + 1}": m for i, m in enumerate(self.coarse)}
+
+    # ------------------------------------------------------------ one training step
+
+    def train_step(self, step):
+        if not self.optimizers:  # the coarse levels' own SGD, with the fine optimizer's settings
+            g = step.optimizer.param_groups[0]
+            self.optimizers = [torch.optim.SGD(m.parameters(), lr=step.lr, momentum=g["momentum"],
+                                               weight_decay=g["weight_decay"], nesterov=g["nesterov"]) for m in self.coarse]
+            self._restore_momentum()
+        x, y = step.next_batch()
+        self.steps += 1
+        levels = [step.model, *self.coarse]
+        opts = [step.optimizer, *self.optimizers]
+        for o in self.optimizers:
+            for group in o.param_groups:
+                group["lr"] = step.lr
+        if self.steps % self.every:
+            loss, out = self._sgd(levels, opts, 0, x, y, None, step)
+            step.record(loss, out, y)
+            return
+        loss = out = None
+        for _ in range(self.nu_pre):
+            loss, out = self._sgd(levels, opts, 0, x, y, None, step)
+        self._cycle(levels, opts, 0, x, y, None, step)
+        for _ in range(self.nu_post):
+            loss, out = self._sgd(levels, opts, 0, x, y, None, step)
+        if loss is None:  # no fine step: the epoch's loss is the fine objective after the cycle
+            with torch.no_grad(), frozen_statistics(step.model), step.autocast():
+                out = step.model(x)
+                loss = F.cross_entropy(out, y)
+            self.work += self.cost[0] / 3
+        step.record(loss, out, y)
+
+    def _objective(self, model, x, y, v, step):
+        with step.autocast():
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        return (loss if v is None else corrected_loss(loss.float(), model, v)), out
+
+    def _sgd(self, levels, opts, level, x, y, v, step):
+        opts[level].zero_grad(set_to_none=True)
+        loss, out = self._objective(levels[level], x, y, v, step)
+        loss.backward()
+        opts[level].step()
+        self.work += self.cost[level]
+        return loss.detach(), out.detach()
+
+    def _gradient(self, model, level, x, y, v, step) -> tuple[dict, torch.Tensor]:
+        """The level's objective and its gradient at the current weights; statistics and .grad left alone."""
+        params = [p for _, p in model.named_parameters()]
+        with frozen_statistics(model):
+            loss, _ = self._objective(model, x, y, v, step)
+            grads = torch.autograd.grad(loss, params)
+        self.work += self.cost[level]
+        return {n: g.detach() for (n, _), g in zip(model.named_parameters(), grads)}, loss.detach()
+
+    @torch.no_grad()
+    def _value(self, model, level, x, y, v, step) -> float:
+        with frozen_statistics(model):
+            loss, _ = self._objective(model, x, y, v, step)
+        self.work += self.cost[level] / 3
+        return float(loss)
+
+    def _cycle(self, levels, opts, level, x, y, v, step) -> None:
+        """One V-cycle from `level` (its objective corrected by `v`) down to the coarsest and back."""
+        fine, coarse = levels[level], levels[level + 1]
+        g, f0 = self._gradient(fine, level, x, y, v, step)
+        restrict(fine, self.restriction, into=coarse)
+        start = {n: p.detach().clone() for n, p in coarse.named_parameters()}
+        g_coarse, _ = self._gradient(coarse, level + 1, x, y, None, step)
+        names = list(start)
+        rg = restrict_gradient(g, fine.spec, names, self.prolongation)
+        v_coarse = {n: g_coarse[n] - rg[n] for n in names}
+        if level + 1 == len(levels) - 1:
+            for _ in range(self.nu_c):
+                self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
+        else:
+            for _ in range(self.nu_pre):
+                self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
+            self._cycle(levels, opts, level + 1, x, y, v_coarse, step)
+            for _ in range(self.nu_post):
+                self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
+        delta = {n: p.detach() - start[n] for n, p in coarse.named_parameters()}
+        e = prolong(delta, fine.spec, [n for n, _ in fine.named_parameters()], self.prolongation)
+        slope = float(sum((g[n] * e[n]).sum() for n in e))
+        self.last = {"slope": slope, "f0": float(f0), "accepted": False}
+        if level == 0:
+            self.cycles += 1
+        if not slope < 0:  # not a descent direction: the fine weights stay
+            return
+        alpha = self._step_length(fine, level, x, y, v, step, e, float(f0), slope)
+        if alpha is None:
+            return
+        with torch.no_grad():
+            for n, p in fine.named_parameters():
+                p.add_(e[n], alpha=alpha)
+        self.last.update(accepted=True, alpha=alpha)
+        if level == 0:
+            self.accepted += 1
+
+    @torch.no_grad()
+    def _step_length(self, model, level, x, y, v, step, e, f0: float, slope: float) -> float | None:
+        """Armijo backtracking (f(x + a e) <= f(x) + c a <g, e>, halving a), or the fixed alpha."""
+        if self.line_search == "fixed":
+            return self.alpha
+        params = dict(model.named_parameters())
+        alpha = self.alpha
+        for _ in range(ARMIJO_HALVINGS + 1):
+            for n, p in params.items():
+                p.add_(e[n], alpha=alpha)
+            value = self._value(model, level, x, y, v, step)
+            for n, p in params.items():
+                p.sub_(e[n], alpha=alpha)
+            if value <= f0 + ARMIJO_C * alpha * slope:
+                self.last["f_new"] = value
+                return alpha
+            alpha /= 2
+        return None
+
+    # ------------------------------------------------------------ epochs, state
+
+    def on_epoch_end(self, ctx):
+        ctx.row["grad_equivalents"] = round(self.work, 3)
+        ctx.row["accepted"] = round(self.accepted / self.cycles, 4) if self.cycles else None
+        self.work, self.cycles, self.accepted = 0.0, 0, 0
+        return None
+
+    def progress(self, row: dict) -> str:
+        acc = f", {row['accepted']:.0%} of corrections accepted" if row.get("accepted") is not None else ""
+        return f"{row.get('grad_equivalents', 0):.0f} fine-gradient equivalents{acc}"
+
+    def describe(self) -> str:
+        ls = f"Armijo from alpha {self.alpha:g}" if self.line_search == "armijo" else f"alpha {self.alpha:g}"
+        return (f"mgopt({self.levels} levels, nu {self.nu_pre}/{self.nu_c}/{self.nu_post}, {self.restriction}, "
+                f"{self.prolongation}, {ls}, every {self.every} step{'s' * (self.every > 1)})")
+
+    def settings(self) -> dict:
+        return {"levels": self.levels, "nu_pre": self.nu_pre, "nu_post": self.nu_post, "nu_c": self.nu_c,
+                "restriction": self.restriction, "prolongation": self.prolongation, "line_search": self.line_search,
+                "alpha": self.alpha, "mg_every": self.every}
+
+    def state_dict(self) -> dict:
+        momentum = [[o.state.get(p, {}).get("momentum_buffer") for p in m.parameters()]
+                    for o, m in zip(self.optimizers, self.coarse)] if self.optimizers else []
+        return {"settings": self.settings(), "steps": self.steps, "work": self.work, "cycles": self.cycles,
+                "accepted": self.accepted, "specs": [m.spec.to_dict() for m in self.coarse], "cost": self.cost,
+                "momentum": momentum}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The coarse nets come back with their shapes (the trainer loads their weights and statistics), their
+        momentum when the first step makes their optimizers."""
+        self.__init__(**state["settings"])
+        self.steps, self.work, self.cycles, self.accepted = state["steps"], state["work"], state["cycles"], state["accepted"]
+        self.coarse = [ResNet(ArchSpec.from_dict(d)) for d in state["specs"]]
+        self.cost, self._momentum = list(state["cost"]), state["momentum"]
+
+    _momentum: list = []
+
+    def _restore_momentum(self) -> None:
+        for o, m, bufs in zip(self.optimizers, self.coarse, self._momentum):
+            for p, b in zip(m.parameters(), bufs):
+                if b is not None:
+                    o.state[p]["momentum_buffer"] = b.to(p.device).clone()

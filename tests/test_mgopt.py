@@ -1,0 +1,101 @@
+"""--method mgopt: a V-cycle's correction is a descent direction that satisfies Armijo, levels keep their own
+statistics, the work is counted, a run resumes exactly, and bad inputs are one line before any data."""
+
+import contextlib
+
+import pytest
+import torch
+
+from resgrow.cli import main
+from resgrow.methods import build_method
+from resgrow.models import ArchSpec, ResNet
+from resgrow.train import Trainer
+
+from conftest import cfg, weights
+
+SPEC = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)
+
+
+class Step:
+    """What the trainer hands a method's train_step, on one fixed batch."""
+
+    def __init__(self, model, x, y):
+        self.model, self.lr, self.batch = model, 0.05, (x, y)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        self.recorded = []
+
+    def next_batch(self):
+        return self.batch
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def record(self, loss, out, y):
+        self.recorded.append(float(loss))
+
+
+def _setup(**options):
+    torch.manual_seed(0)
+    model = ResNet(SPEC).double()
+    method = build_method("mgopt", **options)
+    method._build(model)
+    x, y = torch.randn(16, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (16,))
+    return model, method, Step(model, x, y)
+
+
+def test_an_accepted_correction_descends_and_satisfies_armijo_on_its_batch():
+    model, method, step = _setup(nu_pre=0, nu_post=0)
+    for _ in range(3):
+        method.train_step(step)
+        last = method.last
+        assert last["slope"] < 0 and last["accepted"], last
+        assert last["f_new"] <= last["f0"] + 1e-4 * last["alpha"] * last["slope"]
+    assert step.recorded and step.recorded[-1] == pytest.approx(last["f_new"], rel=1e-9)
+
+
+def test_each_level_keeps_its_own_statistics():
+    model, method, step = _setup(nu_pre=0, nu_post=0)
+    fine_stats = {n: b.clone() for n, b in model.named_buffers()}
+    coarse_stats = {n: b.clone() for n, b in method.coarse[0].named_buffers()}
+    method.train_step(step)
+    assert all(torch.equal(fine_stats[n], b) for n, b in model.named_buffers())  # gradients, line search: frozen
+    assert any(not torch.equal(coarse_stats[n], b) for n, b in method.coarse[0].named_buffers() if "running" in n)
+
+
+def test_the_work_of_a_step_is_counted_in_fine_gradient_equivalents():
+    model, method, step = _setup(nu_pre=1, nu_post=1, nu_c=3, line_search="fixed")
+    coarse = method.cost[1]
+    assert 0.4 < coarse < 0.7  # half the blocks: a little over half the FLOPs (stem and head are carried)
+    method.train_step(step)
+    assert method.work == pytest.approx(2 + 1 + coarse + 3 * coarse)  # 2 fine steps, 2 gradients, 3 coarse steps
+
+
+def test_a_run_resumes_exactly_mid_run(mini, tmp_path):
+    def run(out, resume=False):
+        torch.manual_seed(0)
+        return Trainer(ResNet(SPEC), mini, cfg(epochs=2, batch_size=100), build_method("mgopt", mg_every=2), out=out,
+                       resume=resume)
+
+    full = run(tmp_path / "full")
+    rows = full.fit()
+    assert rows[-1]["grad_equivalents"] > 0 and 0 <= rows[-1]["accepted"] <= 1
+    run(tmp_path / "part").fit(until=1)
+    resumed = run(tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ca, cb = full.method.coarse[0].state_dict(), resumed.method.coarse[0].state_dict()
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--arch", "resnet20"], "cannot be halved"),
+    (["--arch", "resnet74", "--levels", "4"], "cannot be halved"),
+    (["--arch", "resnet74", "--restriction", "average"], "unknown --restriction 'average'"),
+    (["--arch", "resnet74", "--nu-c", "0"], "--nu-c >= 1"),
+])
+def test_bad_mgopt_options_are_one_line_before_any_data_is_read(capsys, tmp_path, args, words):
+    rc = main(["train", "--data", str(tmp_path / "no-such-data.zip"), "--out", str(tmp_path / "r"), "--method", "mgopt",
+               "--device", "cpu", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and words in err[0], err

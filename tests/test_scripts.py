@@ -80,6 +80,18 @@ def test_reproduce_width_trains_the_baseline_and_both_widenings_and_tables_them(
 
 
 @bash
+def test_reproduce_mgopt_trains_sgd_and_mgopt_and_tables_their_work(small_zip, tmp_path):
+    out = tmp_path / "mgopt"
+    env = _env(tmp_path, DATA=str(small_zip), ROWS="baseline mgopt2", EXTRA="--batch-size 50")
+    _script("reproduce_mgopt.sh", out, "cifar_resnet26", 1, 0, env=env)
+    logs = _logs(out)
+    assert sorted(logs) == ["baseline_cifar_resnet26_s0", "mgopt2_cifar_resnet26_s0"]
+    assert logs["mgopt2_cifar_resnet26_s0"][-1]["grad_equivalents"] > 8  # 8 steps, each more than one gradient
+    table = (out / "summary.md").read_text()
+    assert "fine-gradient equivalents" in table and table.splitlines()[2].startswith("| baseline_cifar_resnet26_s0 | 1 |")
+
+
+@bash
 def test_reproduce_trainer_benches_checks_folded_h_and_determinism(small_zip, tmp_path):
     out = tmp_path / "trainer"
     said = _script("reproduce_trainer.sh", out, env=_env(tmp_path, DATA=str(small_zip), ARCHS="cifar_resnet8",

@@ -191,6 +191,18 @@ MUTATIONS = [
      "tests/test_widen_method.py"),
     ("methods/widen.py", "return torch.where(shifted > 0, shifted - 1, float(self.done)).to(torch.uint8)",
      "return torch.where(shifted > 0, shifted - 1, 0.0).to(torch.uint8)", "tests/test_widen_method.py"),
+    # MG/OPT: its transfer operators and its V-cycle
+    ("grow/levels.py", "m[j, 2 * j - 1], m[j, 2 * j], m[j, 2 * j + 1] = 0.25, 0.5, 0.25",
+     "m[j, 2 * j - 1], m[j, 2 * j], m[j, 2 * j + 1] = 0.25, 0.25, 0.5", "tests/test_levels.py"),
+    ("grow/levels.py", "return apply([m.T for m in prolongation(fine, kind)], fine_values, names)",
+     "return apply(restriction(fine), fine_values, names)", "tests/test_levels.py"),
+    ("grow/levels.py", "return loss - sum((v[n] * p).sum() for n, p in model.named_parameters())", "return loss",
+     "tests/test_levels.py"),
+    ("methods/mgopt.py", "        if not slope < 0:", "        if False:", "tests/test_mgopt.py"),
+    ("methods/mgopt.py", "            if value <= f0 + ARMIJO_C * alpha * slope:", "            if True:", "tests/test_mgopt.py"),
+    ("methods/mgopt.py", "        with frozen_statistics(model):\n            loss, _ = self._objective(model, x, y, v, step)\n            grads",
+     "        with contextlib.nullcontext():\n            loss, _ = self._objective(model, x, y, v, step)\n            grads",
+     "tests/test_mgopt.py"),
 ]
 
 

@@ -99,3 +99,33 @@ def test_bad_mgopt_options_are_one_line_before_any_data_is_read(capsys, tmp_path
                "--device", "cpu", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_a_correction_that_does_not_descend_is_refused_and_the_fine_weights_stay():
+    model, method, step = _setup(nu_pre=0, nu_post=0, line_search="fixed")
+    real = method._sgd
+
+    def ascend(levels, opts, level, x, y, v, step_):  # coarse steps uphill: the prolonged change ascends too
+        if level == 0:
+            return real(levels, opts, level, x, y, v, step_)
+        for group in opts[level].param_groups:
+            group["lr"] = -abs(group["lr"])
+        return real(levels, opts, level, x, y, v, step_)
+
+    method._sgd = ascend
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method.train_step(step)
+    assert method.last["slope"] > 0 and not method.last["accepted"]
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_armijo_halves_a_step_that_is_too_long_and_refuses_one_that_never_fits():
+    model, method, step = _setup(nu_pre=0, nu_post=0, alpha=1e4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method.train_step(step)
+    last = method.last
+    if last["accepted"]:
+        assert last["alpha"] < 1e4 and last["f_new"] <= last["f0"] + 1e-4 * last["alpha"] * last["slope"]
+    else:
+        assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -215,13 +215,14 @@ class MGOpt(Method):
         if self.line_search == "fixed":
             return self.alpha
         params = dict(model.named_parameters())
+        start = {n: p.clone() for n, p in params.items()}  # put back exactly: x + a e - a e is not x in floats
         alpha = self.alpha
         for _ in range(ARMIJO_HALVINGS + 1):
             for n, p in params.items():
                 p.add_(e[n], alpha=alpha)
             value = self._value(model, level, x, y, v, step)
             for n, p in params.items():
-                p.sub_(e[n], alpha=alpha)
+                p.copy_(start[n])
             if value <= f0 + ARMIJO_C * alpha * slope:
                 self.last["f_new"] = value
                 return alpha

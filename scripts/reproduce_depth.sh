@@ -17,20 +17,15 @@
 #   STOP_AFTER   stop every row after this epoch (resumably), e.g. to split the work over several jobs
 set -euo pipefail
 out=${1:?usage: bash scripts/reproduce_depth.sh OUTDIR [EPOCHS] [SEEDS]}; E=${2:-160}; seeds=${3:-0,1}
-data=${DATA:-.data/cifar10-jpeg.zip}; arch=${ARCH:-resnet74}; start=${START:-3-3-3}
-rows=" ${ROWS:-baseline restarts lipgrow restarts_lip multilevel} "
-[[ -e $data ]] || { echo "reproduce_depth: no data at $data (set DATA)" >&2; exit 2; }
-mkdir -p "$out"
+arch=${ARCH:-resnet74}; start=${START:-3-3-3}
+rows="baseline restarts lipgrow restarts_lip multilevel"
+here=$(dirname "$0")
+source "$here/rows.sh"
 tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74: rows like lipgrow_r74_s0
-common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 --lr 0.1 --wd 5e-4 --quiet ${EXTRA:-})
 # multilevel's default growth epochs (37.5% of the run, then the rest halved) and the late ones
 restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*0.6875)}')")
 late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
 
-here=$(dirname "$0")
-source "$here/rows.sh"
-
-want() { [[ $rows == *" $1 "* ]]; }
 for seed in ${seeds//,/ }; do
   s=(--seed "$seed")
   if want baseline; then train "baseline_${tag}_s$seed" "${s[@]}"; fi

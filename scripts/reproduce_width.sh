@@ -11,15 +11,9 @@
 # "--growths 4 --widen-every 5"), STOP_AFTER (stop every row after that epoch).
 set -euo pipefail
 out=${1:?usage: bash scripts/reproduce_width.sh OUTDIR ARCH EPOCHS [SEEDS]}; arch=${2:?ARCH}; E=${3:?EPOCHS}; seeds=${4:-0,1}
-data=${DATA:-.data/cifar10-jpeg.zip}
-rows=" ${ROWS:-baseline widen net2wider batch} "
-[[ -e $data ]] || { echo "reproduce_width: no data at $data (set DATA)" >&2; exit 2; }
-mkdir -p "$out"
-common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 --lr 0.1 --wd 5e-4 --quiet ${EXTRA:-})
-here=$(dirname "$0")
-source "$here/rows.sh"
+rows="baseline widen net2wider batch"
+source "$(dirname "$0")/rows.sh"
 
-want() { [[ $rows == *" $1 "* ]]; }
 for seed in ${seeds//,/ }; do
   s=(--seed "$seed")
   if want baseline; then train "baseline_${arch}_s$seed" "${s[@]}"; fi

@@ -1,5 +1,13 @@
 # Shared by the reproduce_*.sh recipes (sourced, not run): one `resgrow train` per row in OUTDIR/<row>, skipped when
-# finished, resumed when stopped; then the table. The recipe sets: out, E (epochs), common (the flags of every row).
+# finished, resumed when stopped; then the table. The recipe sets out, arch, E (epochs) and rows (its row names,
+# space-separated, or ROWS) before sourcing; this sets the data (DATA), `common` (the flags of every row) and `want`.
+
+data=${DATA:-.data/cifar10-jpeg.zip}
+[[ -e $data || $data == cifar10-sample ]] || { echo "$(basename "$0" .sh): no data at $data (set DATA)" >&2; exit 2; }
+mkdir -p "$out"
+common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 --lr 0.1 --wd 5e-4 --quiet ${EXTRA:-})
+rows=" ${ROWS:-$rows} "
+want() { [[ $rows == *" $1 "* ]]; }  # is row $1 asked for
 
 finished() {  # the run logged its last epoch
   [[ -f $1/metrics.jsonl ]] && python3 -c "import json,sys; sys.exit(json.loads(open(sys.argv[1]).readlines()[-1])['epoch'] != $E)" "$1/metrics.jsonl"

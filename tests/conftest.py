@@ -56,6 +56,12 @@ def mini(mini_zip, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def small(small_zip, tmp_path_factory):
+    """The small zip's 400 + 100 images, loaded: for training runs that only need to be exact, not long."""
+    return load_dataset(small_zip, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
 def small_zip(mini_zip, tmp_path_factory) -> Path:
     """40 train and 10 test images per class from the mini zip: for CLI runs that only need to work."""
     import zipfile

@@ -70,10 +70,10 @@ def test_the_work_of_a_step_is_counted_in_fine_gradient_equivalents():
     assert method.work == pytest.approx(2 + 1 + coarse + 3 * coarse)  # 2 fine steps, 2 gradients, 3 coarse steps
 
 
-def test_a_run_resumes_exactly_mid_run(mini, tmp_path):
+def test_a_run_resumes_exactly_mid_run(small, tmp_path):
     def run(out, resume=False):
         torch.manual_seed(0)
-        return Trainer(ResNet(SPEC), mini, cfg(epochs=2, batch_size=100), build_method("mgopt", mg_every=2), out=out,
+        return Trainer(ResNet(SPEC), small, cfg(epochs=2, batch_size=50), build_method("mgopt", mg_every=2), out=out,
                        resume=resume)
 
     full = run(tmp_path / "full")

@@ -34,14 +34,14 @@ def test_growth_epochs_follow_stages_a_fifth_longer_each_or_a_fixed_interval():
         growth_epochs(10, 8, 8.0, None)
 
 
-def _run(mini, out, epochs=4, **options):
+def _run(data, out, epochs=4, **options):
     torch.manual_seed(0)
     method = build_method("widen", growths=2, start_width=0.5, widen_every=1, **options)
-    return Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=epochs), method, out=out)
+    return Trainer(build("cifar_resnet8", data.num_classes), data, cfg(epochs=epochs), method, out=out)
 
 
-def test_a_widen_run_reaches_the_final_widths_with_lr_scales_by_the_rule(mini, tmp_path):
-    trainer = _run(mini, tmp_path / "r")
+def test_a_widen_run_reaches_the_final_widths_with_lr_scales_by_the_rule(small, tmp_path):
+    trainer = _run(small, tmp_path / "r")
     rows = trainer.fit()
     assert [r["widths"] for r in rows] == ["8-16-32", "12-22-46", "16-32-64", "16-32-64"]
     grows = [e for r in rows for e in r["events"] if e["kind"] == "grow"]
@@ -61,20 +61,20 @@ def test_a_widen_run_reaches_the_final_widths_with_lr_scales_by_the_rule(mini, t
     assert set(rows_of[:32].unique().tolist()) == {0, 1, 2} and (rows_of[:32] == 0).any()
 
 
-def test_a_run_killed_after_a_width_growth_resumes_to_the_same_weights(mini, tmp_path):
-    full = _run(mini, tmp_path / "full")
+def test_a_run_killed_after_a_width_growth_resumes_to_the_same_weights(small, tmp_path):
+    full = _run(small, tmp_path / "full")
     full.fit()
-    _run(mini, tmp_path / "part").fit(until=2)  # the second epoch ended with a growth
+    _run(small, tmp_path / "part").fit(until=2)  # the second epoch ended with a growth
     assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["spec"]["widths"] == [16, 32, 64]
-    resumed = Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=4),
+    resumed = Trainer(build("cifar_resnet8", small.num_classes), small, cfg(epochs=4),
                       build_method("widen", growths=2, start_width=0.5, widen_every=1), out=tmp_path / "part", resume=True)
     resumed.fit()
     a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_without_lr_adaptation_there_are_no_groups_and_the_weight_copies_stay(mini, tmp_path):
-    trainer = _run(mini, tmp_path / "r", lr_adapt=False, widen_init="net2wider")
+def test_without_lr_adaptation_there_are_no_groups_and_the_weight_copies_stay(small, tmp_path):
+    trainer = _run(small, tmp_path / "r", lr_adapt=False, widen_init="net2wider")
     rows = trainer.fit()
     assert "lr_scales" not in rows[-1] and trainer.slices.names == [] and rows[-1]["widths"] == "16-32-64"
 
@@ -108,23 +108,23 @@ def test_widen_from_the_command_line_resumes_with_its_options(capsys, small_zip,
     assert "widened 8-16-32 -> 16-32-64 (epoch 1, growth 1 of 1) @ep1" in capsys.readouterr().out
 
 
-def test_batch_adaptation_trains_narrow_nets_on_larger_batches_with_the_lr_scaled_alike(mini, tmp_path):
+def test_batch_adaptation_trains_narrow_nets_on_larger_batches_with_the_lr_scaled_alike(small, tmp_path):
     """cifar_resnet8 from a quarter of its widths: about 1/16 of the FLOPs, so 8 times the batch (the cap); at half
     its widths a little over 1/4 (the stem's cost is linear in width), so 2 times; the lr follows the batch
     (linear scaling). A resume after a change keeps the batch."""
     def run(out):
         torch.manual_seed(0)
         method = build_method("widen", growths=2, start_width=0.25, widen_every=1, batch_adapt=True)
-        return Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=4, batch_size=25), method, out=out)
+        return Trainer(build("cifar_resnet8", small.num_classes), small, cfg(epochs=4, batch_size=25), method, out=out)
 
     full = run(tmp_path / "full")
     rows = full.fit()
     assert [r["batch_size"] for r in rows] == [200, 50, 25, 25]
-    steps = [2000 // b for b in (200, 50, 25, 25)]
+    steps = [len(small.train) // b for b in (200, 50, 25, 25)]
     assert [r["lr"] for r in rows] == pytest.approx([8 * full.schedule(1 - 1 / steps[0]), 2 * full.schedule(2 - 1 / steps[1]),
                                                      full.schedule(3 - 1 / steps[2]), full.schedule(4 - 1 / steps[3])])
     run(tmp_path / "part").fit(until=1)
-    resumed = Trainer(build("cifar_resnet8", mini.num_classes), mini, cfg(epochs=4, batch_size=25),
+    resumed = Trainer(build("cifar_resnet8", small.num_classes), small, cfg(epochs=4, batch_size=25),
                       build_method("widen", growths=2, start_width=0.25, widen_every=1, batch_adapt=True),
                       out=tmp_path / "part", resume=True)
     assert resumed.fit()[1]["batch_size"] == 50

@@ -24,7 +24,6 @@ same work (BENCHMARKS.md, "MG/OPT").
 
 from __future__ import annotations
 
-import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from ..errors import ResgrowError
 from ..grow.levels import PROLONGATIONS, RESTRICTIONS, coarse_spec, corrected_loss, prolong, restrict, restrict_gradient
 from ..measure.flops import flops_per_image
+from ..models.custom import kept_buffers
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..options import Column
@@ -39,18 +39,6 @@ from .base import Method, Option
 
 LINE_SEARCHES = ("armijo", "fixed")
 ARMIJO_C, ARMIJO_HALVINGS = 1e-4, 6
-
-
-@contextlib.contextmanager
-def frozen_statistics(model):
-    """Forward passes that must not move the BN statistics (gradients and line search): put them back after."""
-    saved = [b.clone() for b in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, s in zip(model.buffers(), saved):
-                b.copy_(s)
 
 
 class MGOpt(Method):
@@ -136,7 +124,7 @@ class MGOpt(Method):
         for _ in range(self.nu_post):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
         if loss is None:  # no fine step: the epoch's loss is the fine objective after the cycle
-            with torch.no_grad(), frozen_statistics(step.model), step.autocast():
+            with torch.no_grad(), kept_buffers(step.model), step.autocast():
                 out = step.model(x)
                 loss = F.cross_entropy(out, y)
             self.work += self.cost[0] / 3
@@ -159,7 +147,7 @@ class MGOpt(Method):
     def _gradient(self, model, level, x, y, v, step) -> tuple[dict, torch.Tensor]:
         """The level's objective and its gradient at the current weights; statistics and .grad left alone."""
         params = [p for _, p in model.named_parameters()]
-        with frozen_statistics(model):
+        with kept_buffers(model):
             loss, _ = self._objective(model, x, y, v, step)
             grads = torch.autograd.grad(loss, params)
         self.work += self.cost[level]
@@ -167,7 +155,7 @@ class MGOpt(Method):
 
     @torch.no_grad()
     def _value(self, model, level, x, y, v, step) -> float:
-        with frozen_statistics(model):
+        with kept_buffers(model):
             loss, _ = self._objective(model, x, y, v, step)
         self.work += self.cost[level] / 3
         return float(loss)

@@ -8,6 +8,8 @@ only, never from a checkpoint: loading a checkpoint imports nothing (weights_onl
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib
 import inspect
 from typing import Callable, NamedTuple
@@ -102,17 +104,25 @@ def _train_forward(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[
     RNG are put back. A model's train-mode output can differ in kind from eval's (torchvision's
     Inception adds auxiliary logits)."""
     p = next(model.parameters())
-    saved = {k: b.detach().clone() for k, b in model.named_buffers()}
     devices = [p.device] if p.device.type == "cuda" else []
     was_training = model.training
     model.train()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        with kept_buffers(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
             before = _rng_states(devices)
             out = model(torch.zeros(2, *input_size, device=p.device))
             return out, any(not torch.equal(a, b) for a, b in zip(before, _rng_states(devices)))
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def kept_buffers(model: nn.Module):
+    """Forward passes that must leave the buffers (BN statistics, counters) as they were: put them back after."""
+    saved = {k: b.detach().clone() for k, b in model.named_buffers()}
+    try:
+        yield
+    finally:
         with torch.no_grad():
             for k, b in model.named_buffers():
                 if k in saved and b.shape == saved[k].shape:  # a buffer the forward replaced is its own

@@ -253,3 +253,32 @@ def test_the_plot_adds_each_growths_lr_scale_when_a_run_adapts_them(tmp_path, mo
     panel = figs[-1].axes[3]
     assert [list(line.get_ydata()) for line in panel.get_lines()] == [[1.0, 1.0, 1.0], [1.05, 1.04], [1.4]]
     assert [list(line.get_xdata()) for line in panel.get_lines()] == [[1, 2, 3], [2, 3], [3]]
+
+
+def test_training_flops_count_the_work_a_run_logs_in_gradients_of_its_requested_net(tmp_path):
+    base = _run(tmp_path / "base", [dict(r, steps=10, grad_equivalents=10) for r in _rows([0.5, 0.9], [10, 20], [4, 4])])
+    # five fine-gradient equivalents a step (V-cycles), on the same net
+    mg = _run(tmp_path / "mg", [dict(r, steps=10, grad_equivalents=50) for r in _rows([0.5, 0.9], [50, 100], [4, 4])])
+    for d in (base, mg):
+        (d / "run.json").write_text(json.dumps({"reference_flops": 4}))
+    old = _run(tmp_path / "old", _rows([0.5, 0.9], [10, 20], [4, 4]))  # logs before the work was logged: its model's
+    runs = [load_run(base), load_run(mg), load_run(old)]
+    assert [r.flops for r in runs] == [8, 40, 8]
+    assert "| 5.00x |" in compare_table(runs).splitlines()[3]
+
+
+def test_every_run_logs_its_work_in_gradients_of_the_requested_net(small):
+    import torch
+
+    from conftest import cfg
+    from resgrow.methods import build_method
+    from resgrow.models import ArchSpec, ResNet
+    from resgrow.train import Trainer
+
+    torch.manual_seed(0)
+    spec = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
+    trainer = Trainer(ResNet(spec), small, cfg(epochs=2, batch_size=100), build_method("multilevel", start_blocks="1-1-1"))
+    first, last = trainer.fit()
+    assert last["grad_equivalents"] == pytest.approx(last["steps"]) and first["blocks"] == "1-1-1"
+    assert first["grad_equivalents"] == pytest.approx(first["steps"] * first["flops"] / last["flops"], abs=1e-3)
+    assert first["grad_equivalents"] < 0.8 * first["steps"]

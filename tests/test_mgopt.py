@@ -93,6 +93,9 @@ def test_a_run_resumes_exactly_mid_run(small, tmp_path):
     (["--arch", "resnet74", "--levels", "4"], "cannot be halved"),
     (["--arch", "resnet74", "--restriction", "average"], "unknown --restriction 'average'"),
     (["--arch", "resnet74", "--nu-c", "0"], "--nu-c >= 1"),
+    (["--arch", "resnet74", "--line-search", "best", "--alphas", "1,-1"], "positive --alphas"),
+    (["--arch", "resnet74", "--mg-until", "0"], "--mg-until in (0, 1]"),
+    (["--arch", "resnet74", "--epochs", "4", "--levels", "3", "--nested-epochs", "2"], "leaves no epoch"),
 ])
 def test_bad_mgopt_options_are_one_line_before_any_data_is_read(capsys, tmp_path, args, words):
     rc = main(["train", "--data", str(tmp_path / "no-such-data.zip"), "--out", str(tmp_path / "r"), "--method", "mgopt",
@@ -129,3 +132,100 @@ def test_armijo_halves_a_step_that_is_too_long_and_refuses_one_that_never_fits()
     else:
         assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_the_best_of_the_alphas_is_taken_only_if_it_lowers_the_objective():
+    model, method, step = _setup(nu_pre=0, nu_post=0, line_search="best", alphas=(1.0, 0.5, 0.25))
+    for _ in range(3):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        method.train_step(step)
+        last = method.last
+        values = last["values"]
+        assert float(last["f_new"]) == float(values.min())
+        if bool(last["accepted"]):
+            assert float(values.min()) < float(last["f0"]) and float(last["slope"]) < 0
+            assert float(last["alpha"]) == (1.0, 0.5, 0.25)[int(values.argmin())]
+        else:
+            assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert method.accepted >= 1  # the first correction of a fresh net on its batch descends
+
+
+def test_the_best_of_the_alphas_is_chosen_without_reading_a_value_on_the_host(monkeypatch):
+    model, method, step = _setup(nu_pre=0, nu_post=0, line_search="best")
+    real = method._take_best
+
+    def no_host_reads(*args):
+        def refuse(*_a, **_k):
+            raise AssertionError("a value was read on the host")
+
+        with monkeypatch.context() as m:
+            for name in ("item", "__float__", "__bool__", "__int__", "tolist"):
+                m.setattr(torch.Tensor, name, refuse)
+            real(*args)
+
+    method._take_best = no_host_reads
+    method.train_step(step)
+    assert "values" in method.last and float(method.last["accepted"]) in (0.0, 1.0)
+
+
+def test_reset_momentum_gives_the_coarse_levels_a_fresh_momentum_at_every_cycle():
+    def fine_after_two(reset, clear_by_hand):
+        model, method, step = _setup(nu_pre=0, nu_post=0, line_search="fixed", alpha=0.5, reset_momentum=reset)
+        method.train_step(step)
+        if clear_by_hand:
+            for o in method.optimizers:
+                o.state.clear()
+        method.train_step(step)
+        return [p.detach().clone() for p in model.parameters()]
+
+    reset, by_hand, kept = fine_after_two(True, False), fine_after_two(False, True), fine_after_two(False, False)
+    assert all(torch.equal(a, b) for a, b in zip(reset, by_hand))
+    assert not all(torch.equal(a, b) for a, b in zip(reset, kept))
+
+
+def test_v_cycles_stop_after_mg_until_and_plain_steps_count_one_gradient(small):
+    torch.manual_seed(0)
+    rows = Trainer(ResNet(SPEC), small, cfg(epochs=2, batch_size=100),
+                   build_method("mgopt", mg_until=0.5, line_search="fixed")).fit()
+    steps = rows[0]["steps"]
+    assert rows[0]["accepted"] is not None and rows[0]["grad_equivalents"] > 3 * steps
+    assert rows[1]["accepted"] is None and rows[1]["grad_equivalents"] == pytest.approx(steps)
+
+
+def test_nested_iteration_trains_the_coarsest_level_first_then_cycles_on_the_fine_net(small):
+    torch.manual_seed(0)
+    trainer = Trainer(ResNet(SPEC), small, cfg(epochs=3, batch_size=100),
+                      build_method("mgopt", nested_epochs=1, line_search="fixed"))
+    rows = trainer.fit()
+    assert [r["blocks"] for r in rows] == ["2-2-2", "4-4-4", "4-4-4"]
+    assert rows[0]["accepted"] is None and rows[1]["accepted"] is not None
+    assert rows[0]["grad_equivalents"] == pytest.approx(rows[0]["steps"] * trainer.method.cost[1], rel=1e-3)
+    assert [e["kind"] for e in rows[0]["events"]] == ["start", "grow"]
+    assert trainer.model.spec == SPEC and trainer.method.coarse[0].spec.blocks == (2, 2, 2)
+
+
+def test_a_nested_run_resumes_exactly_across_the_prolongation(small, tmp_path):
+    def run(out, resume=False):
+        torch.manual_seed(0)
+        return Trainer(ResNet(SPEC), small, cfg(epochs=2, batch_size=100),
+                       build_method("mgopt", nested_epochs=1, line_search="best"), out=out, resume=resume)
+
+    full = run(tmp_path / "full")
+    full.fit()
+    run(tmp_path / "part").fit(until=1)
+    resumed = run(tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert full.history[-1]["grad_equivalents"] == resumed.history[-1]["grad_equivalents"]
+
+
+def test_prolonging_a_level_up_then_injecting_it_back_gives_the_level():
+    from resgrow.grow.levels import restrict
+
+    model, method, _ = _setup()
+    coarse = method.coarse[0]
+    method.level = 1
+    finer = method._finer(coarse)
+    back = restrict(finer, "injection")
+    assert all(torch.equal(p, q) for p, q in zip(back.parameters(), coarse.parameters()))

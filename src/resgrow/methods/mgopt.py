@@ -9,13 +9,22 @@ v = grad f_H(Pi x_h) - R grad f_h(x_h), so that its gradient at the restricted p
 gradient. It then takes --nu-c SGD steps on the coarsest level (or recurses through the levels between),
 prolongs the coarse change e = P(x_H - Pi x_h) (constant or linear), and adds alpha e to the fine weights only
 if e is a descent direction (<e, g> < 0): alpha by Armijo backtracking from --alpha (halving, at most 6
-times), or --alpha fixed. Then --nu-post fine steps. Every level keeps its own SGD momentum across cycles
-and its own BN statistics: gradients and line-search passes of a level never move its statistics.
+times), --alpha fixed, or the best of --alphas on the batch (`--line-search best`: every candidate is
+evaluated and chosen on the device, with no host sync; the correction is taken only if the best candidate
+lowers the objective). Then --nu-post fine steps. Every level keeps its own SGD momentum across cycles
+(--reset-momentum: a fresh one every cycle) and its own BN statistics: gradients and line-search passes of a
+level never move its statistics.
+
+Nested iteration (--nested-epochs N, as Chang's multilevel starts): the coarsest level is trained alone first,
+N epochs per coarse level, each prolonged (P on weights and statistics, fresh momentum) to the next finer
+level, the schedule running on; the V-cycles start on the fine net. --mg-until F: V-cycles only in the first F
+of the run, plain fine steps after.
 
 Cost: every epoch logs its work in fine-gradient equivalents (`grad_equivalents`): a fine step or gradient
 counts 1, a coarse one its FLOPs relative to the fine net, a forward pass alone a third of that.
 Defaults: 2 levels, nu_pre = nu_post = 1, nu_c = 3, injection, constant prolongation, Armijo from alpha 1, a
-V-cycle every step (--mg-every k: every k-th step, plain steps between). Runs eagerly: the V-cycle's
+V-cycle every step (--mg-every k: every k-th step, plain steps between) for the whole run, no nested
+iteration, alphas 1, 0.5, 0.25, 0.125 for `best`. Runs eagerly: the V-cycle's
 sub-steps are not captured as CUDA graphs yet, so on a GPU a step costs far more than the baseline's.
 When it helps: the paper reports more than 3x less work to equal accuracy on small examples; a public port
 lost accuracy after one MG/OPT epoch on CIFAR. resgrow measures it against single-level training on the
@@ -35,9 +44,11 @@ from ..models.custom import kept_buffers
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..options import Column
-from .base import Method, Option
+from ..events import GROW, event
+from .base import Change, Method, Option, floats
 
-LINE_SEARCHES = ("armijo", "fixed")
+LINE_SEARCHES = ("armijo", "fixed", "best")
+ALPHAS = (1.0, 0.5, 0.25, 0.125)
 ARMIJO_C, ARMIJO_HALVINGS = 1e-4, 6
 
 
@@ -53,24 +64,36 @@ class MGOpt(Method):
         Option("prolongation", f"prolongation of the correction: {' | '.join(PROLONGATIONS)} (default constant)"),
         Option("line_search", f"step length of the correction: {' | '.join(LINE_SEARCHES)} (default armijo)"),
         Option("alpha", "the correction's (first) step length (default 1)", float),
+        Option("alphas", "the candidates of --line-search best, e.g. 1,0.5,0.25 (default 1,0.5,0.25,0.125)", floats),
+        Option("reset_momentum", "a fresh momentum on the coarse levels at every V-cycle (default: kept)", bool),
         Option("mg_every", "a V-cycle every k-th step, plain fine steps between (default 1)", int),
+        Option("mg_until", "V-cycles in this first fraction of the run only, plain fine steps after (default 1)", float),
+        Option("nested_epochs", "nested iteration: epochs on each coarse level, coarsest first, before the fine net "
+               "(default 0: none)", int),
     )
     log_columns = ("grad_equivalents", "accepted")
     report_columns = (Column("fine-gradient equivalents", "grad_equivalents", "sum", ".0f"),
                       Column("corrections accepted", "accepted", "mean", ".2f"))
 
     def __init__(self, levels: int = 2, nu_pre: int = 1, nu_post: int = 1, nu_c: int = 3, restriction: str = "injection",
-                 prolongation: str = "constant", line_search: str = "armijo", alpha: float = 1.0, mg_every: int = 1):
+                 prolongation: str = "constant", line_search: str = "armijo", alpha: float = 1.0, alphas=ALPHAS,
+                 reset_momentum: bool = False, mg_every: int = 1, mg_until: float = 1.0, nested_epochs: int = 0):
         if levels < 2 or min(nu_pre, nu_post) < 0 or nu_c < 1 or alpha <= 0 or mg_every < 1:
             raise ResgrowError(f"mgopt needs --levels >= 2, --nu-pre/--nu-post >= 0, --nu-c >= 1, --alpha > 0 and "
                                f"--mg-every >= 1 (got {levels}, {nu_pre}/{nu_post}, {nu_c}, {alpha}, {mg_every})")
+        if not alphas or min(alphas) <= 0 or not 0 < mg_until <= 1 or nested_epochs < 0:
+            raise ResgrowError(f"mgopt needs positive --alphas, --mg-until in (0, 1] and --nested-epochs >= 0 "
+                               f"(got {','.join(map(str, alphas)) or 'none'}, {mg_until}, {nested_epochs})")
         for value, known, flag in ((restriction, RESTRICTIONS, "--restriction"), (prolongation, PROLONGATIONS, "--prolongation"),
                                    (line_search, LINE_SEARCHES, "--line-search")):
             if value not in known:
                 raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
         self.levels, self.nu_pre, self.nu_post, self.nu_c = levels, nu_pre, nu_post, nu_c
         self.restriction, self.prolongation, self.line_search = restriction, prolongation, line_search
-        self.alpha, self.every = alpha, mg_every
+        self.alpha, self.alphas, self.reset_momentum = alpha, tuple(float(a) for a in alphas), bool(reset_momentum)
+        self.every, self.until, self.nested = mg_every, mg_until, nested_epochs
+        self.epoch, self.epochs = 0, 0
+        self.level = 0  # the level the trainer's model is at: > 0 during nested iteration
         self.coarse: list[ResNet] = []  # levels 1 .. levels-1
         self.optimizers: list[torch.optim.SGD] = []
         self.steps, self.work, self.cycles, self.accepted = 0, 0.0, 0, 0
@@ -80,11 +103,34 @@ class MGOpt(Method):
     def check(self, spec, epochs, schedule):
         for _ in range(self.levels - 1):
             spec = coarse_spec(spec)
+        if self.nested * (self.levels - 1) >= epochs:
+            raise ResgrowError(f"--nested-epochs {self.nested} on {self.levels - 1} coarse level(s) leaves no epoch of "
+                               f"the {epochs} for the fine net")
 
     def on_run_start(self, ctx):
         self.check(ctx.model.spec, ctx.epochs, "cosine")
+        self.epochs = ctx.epochs
         self._build(ctx.model)
-        return None
+        if not self.nested:
+            return None
+        coarsest, self.level = self.coarse[-1], self.levels - 1
+        self.coarse = []  # the V-cycles' levels are built again from the fine net once it is reached
+        return Change(coarsest, {}, event("start", f"start {coarsest.spec.blocks_str()} (nested iteration; fine "
+                                                   f"{ctx.model.spec.blocks_str()})", blocks=coarsest.spec.blocks_str(),
+                                          final=ctx.model.spec.blocks_str()))
+
+    def _finer(self, model: ResNet) -> ResNet:
+        """The next finer level of `model`, its weights and statistics prolonged."""
+        spec = self.specs[self.level - 1]
+        ref = next(model.parameters())
+        finer = ResNet(spec).to(ref.device, ref.dtype)
+        with torch.no_grad():
+            for values, own in ((dict(model.named_parameters()), dict(finer.named_parameters())),
+                                (dict(model.named_buffers()), dict(finer.named_buffers()))):
+                for name, value in prolong({n: t.detach() for n, t in values.items()}, spec, list(own),
+                                           self.prolongation).items():
+                    own[name].copy_(value)
+        return finer
 
     def _build(self, fine: ResNet) -> None:
         self.coarse = []
@@ -92,8 +138,10 @@ class MGOpt(Method):
         for _ in range(self.levels - 1):
             level = restrict(level, self.restriction)
             self.coarse.append(level)
-        flops = [flops_per_image(m.spec, 32) for m in [fine, *self.coarse]]  # ratios: the image size cancels
+        self.specs = [m.spec for m in [fine, *self.coarse]]
+        flops = [flops_per_image(s, 32) for s in self.specs]  # ratios: the image size cancels
         self.cost = [f / flops[0] for f in flops]
+        self.optimizers, self._momentum = [], []  # made, with the fine optimizer's settings, at the next step
 
     def modules(self):
         return {f"level{i + 1}": m for i, m in enumerate(self.coarse)}
@@ -113,7 +161,9 @@ class MGOpt(Method):
         for o in self.optimizers:
             for group in o.param_groups:
                 group["lr"] = step.lr
-        if self.steps % self.every:
+            if self.reset_momentum:
+                o.state.clear()
+        if self.level or self.steps % self.every or (self.epochs and self.epoch >= self.until * self.epochs):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
             step.record(loss, out, y)
             return
@@ -141,7 +191,7 @@ class MGOpt(Method):
         loss, out = self._objective(levels[level], x, y, v, step)
         loss.backward()
         opts[level].step()
-        self.work += self.cost[level]
+        self.work += self.cost[self.level + level]
         return loss.detach(), out.detach()
 
     def _gradient(self, model, level, x, y, v, step) -> tuple[dict, torch.Tensor]:
@@ -150,15 +200,15 @@ class MGOpt(Method):
         with kept_buffers(model):
             loss, _ = self._objective(model, x, y, v, step)
             grads = torch.autograd.grad(loss, params)
-        self.work += self.cost[level]
+        self.work += self.cost[self.level + level]
         return {n: g.detach() for (n, _), g in zip(model.named_parameters(), grads)}, loss.detach()
 
     @torch.no_grad()
-    def _value(self, model, level, x, y, v, step) -> float:
+    def _value(self, model, level, x, y, v, step) -> torch.Tensor:
         with kept_buffers(model):
             loss, _ = self._objective(model, x, y, v, step)
-        self.work += self.cost[level] / 3
-        return float(loss)
+        self.work += self.cost[self.level + level] / 3
+        return loss.detach()
 
     def _cycle(self, levels, opts, level, x, y, v, step) -> None:
         """One V-cycle from `level` (its objective corrected by `v`) down to the coarsest and back."""
@@ -181,13 +231,16 @@ class MGOpt(Method):
                 self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
         delta = {n: p.detach() - start[n] for n, p in coarse.named_parameters()}
         e = prolong(delta, fine.spec, [n for n, _ in fine.named_parameters()], self.prolongation)
-        slope = float(sum((g[n] * e[n]).sum() for n in e))
-        self.last = {"slope": slope, "f0": float(f0), "accepted": False}
+        slope = sum((g[n] * e[n]).sum() for n in e)
         if level == 0:
             self.cycles += 1
-        if not slope < 0:  # not a descent direction: the fine weights stay
+        if self.line_search == "best":
+            self._take_best(fine, level, x, y, v, step, e, f0, slope)
             return
-        alpha = self._step_length(fine, level, x, y, v, step, e, float(f0), slope)
+        self.last = {"slope": float(slope), "f0": float(f0), "accepted": False}
+        if not self.last["slope"] < 0:  # not a descent direction: the fine weights stay
+            return
+        alpha = self._step_length(fine, level, x, y, v, step, e, self.last["f0"], self.last["slope"])
         if alpha is None:
             return
         with torch.no_grad():
@@ -198,53 +251,91 @@ class MGOpt(Method):
             self.accepted += 1
 
     @torch.no_grad()
+    def _trial(self, model, level, x, y, v, step, e, alpha: float) -> torch.Tensor:
+        """The objective at x + alpha e, with the weights put back exactly (x + a e - a e is not x in floats)."""
+        params = dict(model.named_parameters())
+        start = {n: p.clone() for n, p in params.items()}
+        for n, p in params.items():
+            p.add_(e[n], alpha=alpha)
+        value = self._value(model, level, x, y, v, step)
+        for n, p in params.items():
+            p.copy_(start[n])
+        return value
+
+    @torch.no_grad()
     def _step_length(self, model, level, x, y, v, step, e, f0: float, slope: float) -> float | None:
         """Armijo backtracking (f(x + a e) <= f(x) + c a <g, e>, halving a), or the fixed alpha."""
         if self.line_search == "fixed":
             return self.alpha
-        params = dict(model.named_parameters())
-        start = {n: p.clone() for n, p in params.items()}  # put back exactly: x + a e - a e is not x in floats
         alpha = self.alpha
         for _ in range(ARMIJO_HALVINGS + 1):
-            for n, p in params.items():
-                p.add_(e[n], alpha=alpha)
-            value = self._value(model, level, x, y, v, step)
-            for n, p in params.items():
-                p.copy_(start[n])
+            value = float(self._trial(model, level, x, y, v, step, e, alpha))
             if value <= f0 + ARMIJO_C * alpha * slope:
                 self.last["f_new"] = value
                 return alpha
             alpha /= 2
         return None
 
+    @torch.no_grad()
+    def _take_best(self, model, level, x, y, v, step, e, f0: torch.Tensor, slope: torch.Tensor) -> None:
+        """x += a e for the candidate a with the lowest objective on the batch, if it is below f(x) and e descends;
+        else x stays (a = 0). Chosen on the device: no host sync, so a captured step can hold it."""
+        values = torch.stack([self._trial(model, level, x, y, v, step, e, a).float() for a in self.alphas])
+        best = values.argmin()
+        ok = (values[best] < f0.float()) & (slope < 0)
+        alpha = torch.where(ok, torch.tensor(self.alphas, device=values.device)[best], 0.0)
+        for n, p in model.named_parameters():
+            p.add_(e[n] * alpha.to(p.dtype))
+        self.last = {"slope": slope, "f0": f0, "f_new": values[best], "alpha": alpha, "accepted": ok, "values": values}
+        if level == 0:
+            self.accepted = self.accepted + ok.int()
+
     # ------------------------------------------------------------ epochs, state
 
     def on_epoch_end(self, ctx):
-        ctx.row["grad_equivalents"] = round(self.work, 3)
-        ctx.row["accepted"] = round(self.accepted / self.cycles, 4) if self.cycles else None
+        ctx.row["grad_equivalents"] = round(self.work, 3)  # replaces the trainer's count: one gradient a step
+        ctx.row["accepted"] = round(float(self.accepted) / self.cycles, 4) if self.cycles else None
         self.work, self.cycles, self.accepted = 0.0, 0, 0
+        self.epoch = ctx.epoch
+        if self.level and ctx.epoch == self.nested * (self.levels - self.level):
+            return self._prolong_up(ctx.model)
         return None
+
+    def _prolong_up(self, model: ResNet) -> Change:
+        """Nested iteration: the next finer level, prolonged; on reaching the fine net, its V-cycle levels."""
+        finer = self._finer(model)
+        self.level -= 1
+        if self.level == 0:
+            self._build(finer)
+        old, new = model.spec.blocks_str(), finer.spec.blocks_str()
+        return Change(finer, {}, event(GROW, f"grew {old} -> {new} (nested iteration, epoch {self.epoch})",
+                                       **{"from": old, "to": new, "why": f"nested iteration, epoch {self.epoch}"}))
 
     def progress(self, row: dict) -> str:
         acc = f", {row['accepted']:.0%} of corrections accepted" if row.get("accepted") is not None else ""
         return f"{row.get('grad_equivalents', 0):.0f} fine-gradient equivalents{acc}"
 
     def describe(self) -> str:
-        ls = f"Armijo from alpha {self.alpha:g}" if self.line_search == "armijo" else f"alpha {self.alpha:g}"
+        ls = {"armijo": f"Armijo from alpha {self.alpha:g}", "fixed": f"alpha {self.alpha:g}",
+              "best": f"best of alphas {','.join(f'{a:g}' for a in self.alphas)}"}[self.line_search]
+        extra = "".join([", momentum reset" * self.reset_momentum, f", until {self.until:g} of the run" * (self.until < 1),
+                         f", nested {self.nested} epochs a level" * bool(self.nested)])
         return (f"mgopt({self.levels} levels, nu {self.nu_pre}/{self.nu_c}/{self.nu_post}, {self.restriction}, "
-                f"{self.prolongation}, {ls}, every {self.every} step{'s' * (self.every > 1)})")
+                f"{self.prolongation}, {ls}, every {self.every} step{'s' * (self.every > 1)}{extra})")
 
     def settings(self) -> dict:
         return {"levels": self.levels, "nu_pre": self.nu_pre, "nu_post": self.nu_post, "nu_c": self.nu_c,
                 "restriction": self.restriction, "prolongation": self.prolongation, "line_search": self.line_search,
-                "alpha": self.alpha, "mg_every": self.every}
+                "alpha": self.alpha, "alphas": list(self.alphas), "reset_momentum": self.reset_momentum,
+                "mg_every": self.every, "mg_until": self.until, "nested_epochs": self.nested}
 
     def state_dict(self) -> dict:
         momentum = [[o.state.get(p, {}).get("momentum_buffer") for p in m.parameters()]
                     for o, m in zip(self.optimizers, self.coarse)] if self.optimizers else []
         return {"settings": self.settings(), "steps": self.steps, "work": self.work, "cycles": self.cycles,
-                "accepted": self.accepted, "specs": [m.spec.to_dict() for m in self.coarse], "cost": self.cost,
-                "momentum": momentum}
+                "accepted": float(self.accepted), "specs": [m.spec.to_dict() for m in self.coarse], "cost": self.cost,
+                "momentum": momentum, "epoch": self.epoch, "epochs": self.epochs, "level": self.level,
+                "level_specs": [sp.to_dict() for sp in self.specs]}
 
     def load_state_dict(self, state: dict) -> None:
         """The coarse nets come back with their shapes (the trainer loads their weights and statistics), their
@@ -253,6 +344,8 @@ class MGOpt(Method):
         self.steps, self.work, self.cycles, self.accepted = state["steps"], state["work"], state["cycles"], state["accepted"]
         self.coarse = [ResNet(ArchSpec.from_dict(d)) for d in state["specs"]]
         self.cost, self._momentum = list(state["cost"]), state["momentum"]
+        self.epoch, self.epochs, self.level = state["epoch"], state["epochs"], state["level"]
+        self.specs = [ArchSpec.from_dict(d) for d in state["level_specs"]]
 
     _momentum: list = []
 

@@ -97,6 +97,14 @@ class RunSummary:
         return None
 
 
+def _epoch_flops(row: dict, reference: float | None) -> float:
+    """An epoch's FLOPs per image: its work in gradients of the requested net, per step, times that net's
+    FLOPs (a method that does more than one pass a step, MG/OPT, logs its own work); older logs: the model's."""
+    if reference and row.get("steps") and row.get("grad_equivalents") is not None:
+        return reference * row["grad_equivalents"] / row["steps"]
+    return row.get("flops") or 0
+
+
 def load_run(path: str | Path) -> RunSummary:
     d = Path(path)
     metrics = MetricsLog(d)
@@ -109,11 +117,11 @@ def load_run(path: str | Path) -> RunSummary:
         raise ResgrowError(f"{f} is not valid JSON lines ({e})") from None
     if not log or "test_acc" not in log[-1]:
         raise ResgrowError(f"{f} has no evaluated final epoch yet (is the run finished?)")
-    flops = sum(r.get("flops") or 0 for r in log)
     try:
         info = json.loads((d / "run.json").read_text())
     except (OSError, ValueError):
         info = None
+    flops = sum(_epoch_flops(r, (info or {}).get("reference_flops")) for r in log)
     return RunSummary(d.name, log[-1]["epoch"], log[-1]["test_acc"], log[-1]["train_seconds"], flops, log, info)
 
 

@@ -14,7 +14,7 @@ from ..errors import ResgrowError
 from ..events import event_text
 
 CSV_COLUMNS = ["epoch", "train_seconds", "train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc",
-               "lr", "params", "flops", "blocks", "widths", "img_per_s", "events"]
+               "lr", "params", "flops", "grad_equivalents", "blocks", "widths", "img_per_s", "events"]
 
 
 TB_SCALARS = ["train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc", "lr", "img_per_s",

@@ -185,6 +185,7 @@ class Trainer:
         self._stop_at = self.cfg.epochs  # the last epoch of a fit() call (fit(until=K): K), always checkpointed
         self.label, self.bars = "", True  # runs trained together: each line names its run; no interleaved bars
         self._install(model)
+        self._reference_flops = self._size["flops"]  # the requested net's: one of its gradients is the unit of work
 
     # ------------------------------------------------------------------ setup and the size-change protocol
 
@@ -453,6 +454,9 @@ class Trainer:
                     row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
             row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
         row.update(self._size)
+        # The epoch's work in gradients of the requested net (a method that does more per step counts its own)
+        row["steps"] = steps
+        row["grad_equivalents"] = round(steps * self._size["flops"] / self._reference_flops, 3)
         t0 = time.perf_counter()
         change = self.method.on_epoch_end(self._ctx(row))
         self._sync()
@@ -493,7 +497,7 @@ class Trainer:
         import platform
 
         info = dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec), model_class=self.model_class,
-                    method=self.method.describe(),
+                    method=self.method.describe(), reference_flops=self._reference_flops,
                     report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,

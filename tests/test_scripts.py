@@ -92,6 +92,36 @@ def test_reproduce_mgopt_trains_sgd_and_mgopt_and_tables_their_work(small_zip, t
 
 
 @bash
+def test_reproduce_wide2narrow_trains_the_method_and_the_thin_net_for_its_time(small_zip, tmp_path):
+    out = tmp_path / "w2n"
+    env = _env(tmp_path, DATA=str(small_zip), EXTRA="--batch-size 100",
+               W2N="--teacher-epochs 1 --imitate-epochs 1 --distill-epochs 1")
+    _script("reproduce_wide2narrow.sh", out, "cifar_resnet8", 6, 0, env=env)
+    logs = _logs(out)
+    base, method = logs["baseline_cifar_resnet8_s0"], logs["wide2narrow_cifar_resnet8_s0"]
+    equal = logs["baseline_equal_time_cifar_resnet8_s0"]
+    assert len(equal) == max(1, round(6 * method[-1]["train_seconds"] / base[-1]["train_seconds"]))
+    table = (out / "summary.md").read_text()
+    assert "teacher's final test acc" in table and table.splitlines()[2].startswith("| baseline_cifar_resnet8_s0 | 6 |")
+
+
+@bash
+def test_reproduce_frontier_trains_the_budgets_once_and_holds_a_run_against_them(small_zip, tmp_path):
+    out = tmp_path / "frontier"
+    env = _env(tmp_path, DATA=str(small_zip), EXTRA="--batch-size 100")
+    grown = tmp_path / "grown_s0"
+    subprocess.run([sys.executable, "-m", "resgrow", "train", "--arch", "cifar_resnet14", "--data", str(small_zip),
+                    "--epochs", "2", "--batch-size", "100", "--method", "multilevel", "--start-blocks", "1-1-1",
+                    "--quiet", "--out", str(grown)], env=env, check=True, capture_output=True)
+    _script("reproduce_frontier.sh", out, "cifar_resnet14", "1 3", 0, grown, env=env)
+    said = _script("reproduce_frontier.sh", out, "cifar_resnet14", "1 3", 0, grown, env=env)
+    assert said.count("finished already") == 2
+    assert sorted(_logs(out)) == ["baseline_cifar_resnet14_1ep_s0", "baseline_cifar_resnet14_3ep_s0"]
+    table = (out / "frontier.md").read_text()
+    assert "| 1 epochs | 1 |" in table and "| 3 epochs | 1 |" in table and "| grown | 1 |" in table
+
+
+@bash
 def test_reproduce_trainer_benches_checks_folded_h_and_determinism(small_zip, tmp_path):
     out = tmp_path / "trainer"
     said = _script("reproduce_trainer.sh", out, env=_env(tmp_path, DATA=str(small_zip), ARCHS="cifar_resnet8",

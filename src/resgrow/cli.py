@@ -148,6 +148,9 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "_s<seed> (e.g. multilevel_r74_s0, multilevel_r74_s1): mean accuracy and time over the seeds")
     c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs, and model size against training seconds, to this image "
                    "(pip install 'resgrow[plot]')")
+    c.add_argument("--frontier", action="store_true", help="hold every run against the fixed-size baseline's "
+                   "accuracy-time frontier, from plain baseline runs of the net at several --epochs (seeds averaged): "
+                   "the baseline's accuracy at each run's time and its time for each run's accuracy; --plot draws it")
     m = sub.add_parser("models", help="the architecture names --arch takes, with their size")
     m.add_argument("--classes", type=int, default=10, help="classes of the head the sizes are counted for (default 10)")
     k = sub.add_parser("methods", help="the training methods --method takes; with a name, its method card")
@@ -190,6 +193,8 @@ def _compare(a) -> int:
     from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, seeds_table
 
     runs = [load_run(d) for d in a.runs]
+    if a.frontier:
+        return _frontier(a, runs)
     print(compare_table(runs, a.gap))
     if a.seeds:
         print()
@@ -203,6 +208,23 @@ def _compare(a) -> int:
         try:
             plot_runs(runs, a.plot, a.gap)
         except ResgrowError as e:  # no matplotlib: the table stands on its own
+            print(f"resgrow: no plot: {e}", file=sys.stderr)
+            return 0
+        print(f"plot: {a.plot}", file=sys.stderr)
+    return 0
+
+
+def _frontier(a, runs) -> int:
+    from .report.compare import protocol_warnings
+    from .report.frontier import frontier_table, plot_frontier
+
+    print(frontier_table(runs))
+    for w in protocol_warnings(runs, skip=("epochs",)):
+        print(f"> warning: {w}")
+    if a.plot:
+        try:
+            plot_frontier(runs, a.plot)
+        except ResgrowError as e:
             print(f"resgrow: no plot: {e}", file=sys.stderr)
             return 0
         print(f"plot: {a.plot}", file=sys.stderr)
@@ -345,6 +367,8 @@ def _prepare_train(a, label: str = ""):
         method.check(spec_for(a.arch), a.epochs, a.schedule)
     else:
         spec_for(a.arch)
+    if not a.resume:
+        method.check_data(data_source(a.data))
     if a.bf16_weights and a.no_amp:
         raise ResgrowError("bf16 weight copies (--bf16-weights) stand in for autocast's casts, so they need bf16 "
                            "autocast: drop --no-amp or --bf16-weights")

@@ -7,9 +7,10 @@ from .base import Baseline, Change, Method, Option
 from .lipgrow import LipGrow
 from .mgopt import MGOpt
 from .multilevel import Multilevel
+from .wide2narrow import WideToNarrow
 from .widen import Widen
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen, MGOpt)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen, MGOpt, WideToNarrow)}
 
 
 def register_method(cls: type[Method]) -> type[Method]:

@@ -85,6 +85,15 @@ class Method:
         """Raise ResgrowError if the method cannot train the final architecture `spec` for `epochs`
         epochs with this schedule kind. Needs no data or model, so the CLI calls it before loading data."""
 
+    def check_data(self, source: str) -> None:
+        """Raise ResgrowError if the method cannot train on the data at `source` (an absolute path, as run.json
+        records it), e.g. a teacher trained on other data. Called before the data is read."""
+
+    def attach(self, model: "nn.Module") -> "nn.Module":
+        """On resume, the freshly built model before its weights are loaded: a method whose phase puts modules
+        of its own on the model (imitation maps) adds them here, so that the checkpoint's weights fit."""
+        return model
+
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         return tuple(o.name for o in cls.options)

@@ -47,6 +47,23 @@ class ResNet(nn.Module):
             x = stage(x)
         return self.head(x)
 
+    def units(self, kind: str = "stage") -> list[nn.Module]:
+        """The net's units in forward order, between stem and head: its stages, or all its blocks."""
+        if kind == "stage":
+            return list(self.stages)
+        if kind == "block":
+            return [block for _, _, block in self.iter_blocks()]
+        raise ResgrowError(f"unknown unit {kind!r}; known: stage, block")
+
+    def forward_features(self, x: torch.Tensor, kind: str = "stage", upto: int | None = None) -> list[torch.Tensor]:
+        """The output of every unit (`units(kind)`), the stem's output fed to the first; `upto`: stop after that
+        unit. For imitating or distilling intermediate features."""
+        x, out = self.stem(x), []
+        for unit in self.units(kind)[: None if upto is None else upto + 1]:
+            x = unit(x)
+            out.append(x)
+        return out
+
     def iter_blocks(self):
         """Yield (stage index, block index, block) in forward order."""
         for s, stage in enumerate(self.stages):

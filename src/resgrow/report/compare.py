@@ -154,9 +154,10 @@ def _fast(fp: dict | None) -> str | None:
     return ", ".join(k for k, v in sorted(fp.items()) if v and v != "none") or "eager"
 
 
-def protocol_warnings(runs: list[RunSummary]) -> list[str]:
+def protocol_warnings(runs: list[RunSummary], skip: tuple[str, ...] = ()) -> list[str]:
     """Where a run's setup differs from the first run's (device, data, arch, recipe, fast path):
-    one line per difference, so that a table never silently compares unlike runs."""
+    one line per difference, so that a table never silently compares unlike runs. `skip`: what may differ
+    (a frontier's budgets differ in epochs)."""
     out = [f"{r.name} has no run.json: its setup is not checked" for r in runs if r.info is None]
     out += [f"{r.name} is unfinished: it has trained {r.epochs} of its {planned} epochs, so its numbers are not final"
             for r in runs if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
@@ -165,6 +166,8 @@ def protocol_warnings(runs: list[RunSummary]) -> list[str]:
             for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]
     known = [r for r in runs if r.info is not None]
     for what, get, why in _SAME if len(known) >= 2 else ():
+        if what in skip:
+            continue
         values = {r.name: get(r.info) for r in known}
         if len({repr(v) for v in values.values()}) > 1:
             each = "; ".join(f"{name} {v}" for name, v in values.items())

@@ -321,8 +321,9 @@ class Trainer:
                                f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} now)")
 
     def _load_model_state(self, model: nn.Module, ck: dict) -> None:
-        model.load_state_dict(ck["model"])
         self.method.load_state_dict(ck["method"]["state"])  # before the install: its groups may depend on it
+        model = self.method.attach(model)  # modules a method's phase puts on the model
+        model.load_state_dict(ck["model"])
         for name, module in self.method.modules().items():
             module.load_state_dict(ck["modules"][name])
         self._place_modules()

@@ -217,6 +217,17 @@ MUTATIONS = [
     ("methods/wide2narrow.py", 'scales = {f"unit{i}": 1.0, f"below{i}": self.lower_lr, f"above{i}": 0.0}',
      'scales = {f"unit{i}": 1.0, f"below{i}": 1.0, f"above{i}": 1.0}', "tests/test_wide2narrow.py"),
     ("train/trainer.py", "        model = self.method.attach(model)", "", "tests/test_wide2narrow.py"),
+    # several processes
+    ("train/step.py", "        self.ranks.mean_grads(self.model.parameters())\n", "", "tests/test_distributed.py"),
+    ("train/trainer.py", "        self.ranks.average_buffers(self.model)\n", "", "tests/test_distributed.py"),
+    ("train/trainer.py", "            self.ranks.broadcast_([self.model, *self.method.modules().values()])  # one start", "            pass  # one start",
+     "tests/test_distributed.py"),
+    ("train/trainer.py", "        self.ranks.same_rng(self.device)\n        change = self.method.on_epoch_end",
+     "        change = self.method.on_epoch_end", "tests/test_distributed.py"),
+    ("train/trainer.py", "            if ck.get(\"world_size\", 1) != self.ranks.world:", "            if False:", "tests/test_distributed.py"),
+    ("data/loader.py", "[:, self.rank]", "[:, 0]", "tests/test_distributed.py"),
+    ("data/loader.py", "split.images[rank::world]", "split.images", "tests/test_distributed.py"),
+    ("train/step.py", "        steps *= self.ranks.world\n", "", "tests/test_distributed.py"),
     # the baseline's frontier
     ("report/frontier.py", "return a.acc + (b.acc - a.acc) * (seconds - a.seconds) / (b.seconds - a.seconds)", "return a.acc",
      "tests/test_frontier.py"),

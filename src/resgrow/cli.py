@@ -322,9 +322,12 @@ def _norm(value):
 
 def _train(a) -> int:
     trainer = _prepare_train(a)
-    with _stop_on_signals([trainer]) as stop:
-        rows = trainer.fit(until=a.stop_after)
-    return _report(trainer, rows, stop.signal)
+    try:
+        with _stop_on_signals([trainer]) as stop:
+            rows = trainer.fit(until=a.stop_after)
+        return _report(trainer, rows, stop.signal)
+    finally:
+        trainer.ranks.close()
 
 
 def _prepare_train(a, label: str = ""):
@@ -374,7 +377,9 @@ def _prepare_train(a, label: str = ""):
                            "autocast: drop --no-amp or --bf16-weights")
     if a.stop_after is not None and a.stop_after < 1:
         raise ResgrowError(f"--stop-after must be an epoch >= 1, not {a.stop_after}")
-    check_run_dir(out, a.resume)
+    ranks = _join_ranks(a.device)
+    if ranks.main:  # rank 0 alone: the others would find the directory it has just begun to write
+        check_run_dir(out, a.resume)
     if a.resume:
         cfg = TrainConfig.from_dict(stored["config"])
         cfg.device, cfg.quiet = a.device, a.quiet
@@ -397,7 +402,11 @@ def _prepare_train(a, label: str = ""):
         cfg.validate()  # before the data is read
     elif cfg.eval_batch_size < 1:
         raise ResgrowError(f"--eval-batch-size must be >= 1, not {cfg.eval_batch_size}")
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    if ranks.several:
+        cfg.quiet = cfg.quiet or not ranks.main
+        if device.type == "cuda":
+            cfg.device = f"cuda:{ranks.local_rank}"
     stored_info = dict(stored.get("run_info", {}), data=data_source(a.data)) if a.resume else {}  # where the data is now
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size
@@ -409,7 +418,10 @@ def _prepare_train(a, label: str = ""):
         method.check(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
     info = stored_info or {"arch": a.arch, "data": data_source(a.data), "val_size": a.val_size, "image_size": a.image_size,
                            "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
-    trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info)
+    trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info, ranks=ranks)
+    if ranks.several and ranks.main:
+        print(f"{label}resgrow: {ranks.world} processes x batch {cfg.batch_size} = global batch "
+              f"{ranks.world * cfg.batch_size} (lr {cfg.lr:g} as given)", file=sys.stderr)
     if not cfg.quiet:
         print(f"{label}resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
               f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}"
@@ -419,8 +431,10 @@ def _prepare_train(a, label: str = ""):
 
 def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
     """The run's last line: where it stopped and how to go on, or its final accuracy; the exit code.
-    `sig`: the signal that asked the run to stop, if it did."""
+    `sig`: the signal that asked the run to stop, if it did. Several processes: rank 0 says it."""
     cfg, out = trainer.cfg, trainer.out
+    if not trainer.ranks.main:
+        return 128 + sig if trainer.stop_requested and trainer.epoch < cfg.epochs else 0
     if trainer.stop_requested and trainer.epoch < cfg.epochs:
         print(f"resgrow: stopped on {signal.Signals(sig).name} after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
               f"(continue with: {_resume_command(out)})", file=sys.stderr)
@@ -494,6 +508,14 @@ def _failed(trainer, e: BaseException) -> int:
 # its time limit (`#SBATCH --signal=USR1@120`), since Slurm's SIGTERM at the limit leaves only KillWait (30 s
 # by default) before SIGKILL, which may be shorter than an epoch.
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+def _join_ranks(device: str):
+    """This process's place among torchrun's processes (a single process without torchrun)."""
+    from .train.device import resolve_device
+    from .train.distributed import Ranks, launched
+
+    return Ranks.from_env(resolve_device(device).type) if launched() else Ranks()
 
 
 @contextlib.contextmanager

@@ -60,8 +60,12 @@ class DeviceLoader:
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device | str, mean, std, *,
-                 augment: bool = True, pad: int = 4, flip: bool = True, seed: int = 0, channels_last: bool = False):
+                 augment: bool = True, pad: int = 4, flip: bool = True, seed: int = 0, channels_last: bool = False,
+                 rank: int = 0, world: int = 1):
         n, h, w, _ = split.images.shape
+        # Several processes: each step's global batch is `world` x `batch_size` images of the epoch's one
+        # permutation; this process takes slice `rank` of it.
+        self.rank, self.world = rank, world
         if batch_size < 1 or batch_size > n:
             raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images ({n})")
         self.device, self.seed = torch.device(device), seed
@@ -81,10 +85,11 @@ class DeviceLoader:
     def resize(self, batch_size: int) -> None:
         """Another batch size from the next epoch on (the images stay where they are); a step captured
         before reads the old buffers, so the trainer captures anew."""
-        if batch_size < 1 or batch_size > self.n:
-            raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images ({self.n})")
-        self.batch_size, self.steps = batch_size, self.n // batch_size
-        self._m = self.steps * batch_size
+        if batch_size < 1 or batch_size * self.world > self.n:
+            raise ResgrowError(f"batch size {batch_size}{f' x {self.world} processes' if self.world > 1 else ''} must be "
+                               f"between 1 and the number of training images ({self.n})")
+        self.batch_size, self.steps = batch_size, self.n // (batch_size * self.world)
+        self._m = self.steps * batch_size * self.world
         self.order = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=self.device)
         self.offsets = torch.zeros(self.steps, batch_size, 2, dtype=torch.int64, device=self.device)
         self.flips = torch.zeros(self.steps, batch_size, 1, dtype=torch.bool, device=self.device)
@@ -95,10 +100,11 @@ class DeviceLoader:
         order = torch.randperm(self.n, generator=g)[:m]
         offsets = torch.randint(0, 2 * self.pad + 1, (m, 2), generator=g)
         flips = torch.rand(m, generator=g) < 0.5 if self.flip else torch.zeros(m, dtype=torch.bool)
+        shard = lambda t: t.view(self.steps, self.world, self.batch_size, *t.shape[1:])[:, self.rank]  # noqa: E731
         # In place: a captured graph keeps reading these same buffers.
-        self.order.copy_(order.view_as(self.order))
-        self.offsets.copy_(offsets.view_as(self.offsets))
-        self.flips.copy_(flips.view_as(self.flips))
+        self.order.copy_(shard(order))
+        self.offsets.copy_(shard(offsets))
+        self.flips.copy_(shard(flips).view_as(self.flips))
         self.step.zero_()
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,9 +122,11 @@ class DeviceLoader:
 class EvalLoader:
     """Fixed-order, unaugmented batches of a split kept on the device."""
 
-    def __init__(self, split: Split, batch_size: int, device, mean, std, channels_last: bool = False, what="test"):
-        self.images = to_device(split.images, device, what)
-        self.labels = split.labels.to(device)
+    def __init__(self, split: Split, batch_size: int, device, mean, std, channels_last: bool = False, what="test",
+                 rank: int = 0, world: int = 1):
+        # several processes: each evaluates every world-th image, and the sums are added up
+        self.images = to_device(split.images[rank::world], device, what)
+        self.labels = split.labels[rank::world].to(device)
         self.batch_size = batch_size
         self.normalize = _Normalize(mean, std, device, channels_last)
 

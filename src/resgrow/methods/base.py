@@ -49,6 +49,8 @@ class RunContext:
     batch_size: int = 0  # the run's --batch-size (a Change may train with another)
     lr_scales: dict = field(default_factory=dict)  # {group name: lr scale} of the method's parameter groups
     set_lr_scales: Callable[[dict], None] | None = None  # change some of them: no new capture, takes effect next step
+    # Several processes: rank 0's value of a number that decides a change (a score), on every rank
+    shared_value: Callable[[float], float] = float
 
 
 @dataclass

@@ -24,8 +24,11 @@ from .bf16_weights import Bf16Weights
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
                  amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False,
-                 fold_h: bool = True, objective=None, before_step=None):
+                 fold_h: bool = True, objective=None, before_step=None, ranks=None):
+        from .distributed import Ranks
+
         self.model, self.optimizer, self.loader = model, optimizer, loader
+        self.ranks = ranks or Ranks()  # several processes: gradients averaged inside the step, metrics summed
         self.amp, self.use_graph, self.label_smoothing = amp, graph, label_smoothing
         # objective(model, x, y) -> (loss, logits): a method's own loss instead of cross-entropy on the logits;
         # before_step(): work the step does right before SGD (each parameter group's lr from its scale)
@@ -59,6 +62,7 @@ class StepRunner:
             loss.backward()
         else:
             self.lowp.backward(loss, leaves)
+        self.ranks.mean_grads(self.model.parameters())
         if self.before_step is not None:
             self.before_step()
         self.optimizer.step()
@@ -133,7 +137,8 @@ class StepRunner:
 
     def read_metrics(self, steps: int) -> tuple[float, float]:
         """Mean loss and accuracy over `steps` steps; the one host sync of an epoch."""
-        loss, correct = torch.stack([self.loss_sum.double(), self.correct.double()]).tolist()
+        loss, correct = self.ranks.sum_(torch.stack([self.loss_sum.double(), self.correct.double()])).tolist()
+        steps *= self.ranks.world
         return loss / max(steps, 1), correct / max(steps * self.loader.batch_size, 1)
 
 
@@ -149,8 +154,8 @@ class MethodStep:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, amp: bool) -> tuple[float, float]:
-    """Mean loss and accuracy over a fixed split; one host sync at the end."""
+def evaluate(model: nn.Module, loader, amp: bool, ranks=None) -> tuple[float, float]:
+    """Mean loss and accuracy over a fixed split (its shards summed over `ranks`); one host sync at the end."""
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
@@ -163,5 +168,6 @@ def evaluate(model: nn.Module, loader, amp: bool) -> tuple[float, float]:
             loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
             correct += (out.argmax(1) == y).sum()
     model.train(was_training)
-    loss, c = torch.stack([loss_sum, correct.double()]).tolist()
-    return loss / len(loader), c / len(loader)
+    sums = torch.stack([loss_sum, correct.double(), torch.tensor(float(len(loader)), dtype=torch.float64, device=dev)])
+    loss, c, n = (ranks.sum_(sums) if ranks is not None else sums).tolist()
+    return loss / n, c / n

@@ -31,6 +31,7 @@ from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
 from .device import bf16_autocast, make_deterministic, resolve_device
+from .distributed import Ranks
 from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
 from .progress import Progress
@@ -130,12 +131,18 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig | None = None,
                  method: Method | None = None, out: str | Path | None = None, resume: bool = False,
-                 run_info: dict | None = None):
+                 run_info: dict | None = None, ranks: Ranks | None = None):
         self.cfg = config or TrainConfig()
+        self.ranks = ranks or Ranks()  # several processes (torchrun): see train/distributed.py
         if not resume:  # a resumed run's config trained once already: a newer rule must not strand it
             self.cfg.validate()
         self.data, self.method = data, method or Baseline()
         self.out = Path(out) if out else None
+        # Only rank 0 writes the run directory; every rank reads its checkpoint to resume.
+        self.read_dir, self.out = self.out, (self.out if self.ranks.main else None)
+        if self.ranks.several and self.method.train_step is not None:
+            raise ResgrowError(f"method {self.method.name} drives its own step, which runs in one process for now; "
+                               "train it without torchrun")
         self.run_info = dict(run_info or {})
         self.device = resolve_device(self.cfg.device)
         cuda = self.device.type == "cuda"
@@ -146,7 +153,8 @@ class Trainer:
             if self.out is None:
                 raise ResgrowError("TensorBoard logging needs a run directory (out=...)")
             check_tensorboard()
-        check_run_dir(self.out, resume)
+        if self.ranks.main:
+            check_run_dir(self.out, resume)
         self.resume = resume
         if self.cfg.deterministic:
             make_deterministic()
@@ -156,10 +164,11 @@ class Trainer:
             torch.cuda.set_device(self.device)
 
         self.mean, self.std = channel_stats(data.train.images)
+        shard = dict(rank=self.ranks.rank, world=self.ranks.world)
         self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
-                                   augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last)
+                                   augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last, **shard)
         ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
-                                        self.channels_last, what)
+                                        self.channels_last, what, **shard)
         self.test_loader = ev(data.test, "test")
         self.val_loader = ev(data.val, "validation") if data.val is not None else None
         self.schedule = Schedule(self.cfg.schedule, self.cfg.lr, self.cfg.epochs, eta_min=self.cfg.eta_min,
@@ -214,7 +223,7 @@ class Trainer:
                                  # the weight copies replace the plain forward, and bypass the fp32 parameters' hooks
                                  bf16_weights=self.cfg.bf16_weights and not self.slices.names
                                  and self.method.objective is None and self.method.train_step is None,
-                                 objective=self.method.objective,
+                                 objective=self.method.objective, ranks=self.ranks,
                                  before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
         return carried
 
@@ -244,6 +253,7 @@ class Trainer:
         if change.batch_size is not None and change.batch_size != self.loader.batch_size:
             self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
+        self.ranks.broadcast_([self.model, *self.method.modules().values()])  # new units drawn at random included
         self._sync()
         self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(as_event(change.event))
@@ -253,7 +263,8 @@ class Trainer:
         return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
                           self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history,
                           self.cfg.batch_size,
-                          {**self.groups.scales, **self.slices.scales}, self._set_lr_scales)
+                          {**self.groups.scales, **self.slices.scales}, self._set_lr_scales,
+                          lambda x: self.ranks.value(x, self.device))
 
     def _set_lr_scales(self, values: dict) -> None:
         rest = self.slices.update(values)
@@ -277,7 +288,7 @@ class Trainer:
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
-            "data_cfg": self.data_cfg(),
+            "data_cfg": self.data_cfg(), "world_size": self.ranks.world,
         }
 
     def data_cfg(self) -> dict:
@@ -290,6 +301,10 @@ class Trainer:
             if (ck["spec"] is None) != (self.requested_spec is None) or ck.get("model_class", "ResNet") != self.model_class:
                 raise ResgrowError(f"{source} holds a {ck.get('model_class', 'ResNet')}, not the given {self.model_class}")
             self._check_same_data(ck.get("data_cfg"), source)
+            if ck.get("world_size", 1) != self.ranks.world:
+                n = ck.get("world_size", 1)
+                raise ResgrowError(f"{source} was trained by {n} process{'es' * (n > 1)}, and its batches are sharded "
+                                   f"so: resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
             if ck["method"]["name"] != self.method.name:
                 raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
             if ck["spec"] is None:  # a model of the user's own: load into the one given
@@ -374,10 +389,11 @@ class Trainer:
         if self.out is not None and (self.resume or fresh):
             check_run_dir(self.out, self.resume)  # again, now under the lock: decisive
         if self.resume:
-            ck, path = load_run_checkpoint(self.out, self._say)
+            ck, path = load_run_checkpoint(self.read_dir, self._say)
             self.load_state_dict(ck, f"checkpoint {path}")
-            self.log.truncate(self.epoch)
-            self.history = self.log.rows()
+            if self.log is not None:
+                self.log.truncate(self.epoch)
+            self.history = [r for r in MetricsLog(self.read_dir).rows() if r["epoch"] <= self.epoch]
             self.resume = False
             self._say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
             if self.run_info.get("shared_device"):  # resumed in `together` (train/together.py): run.json says so
@@ -387,10 +403,12 @@ class Trainer:
                 self._say(f"{self.out} holds a run that stopped before its first epoch ended: starting it again")
             # Before run.json: a method that rejects its options leaves no file behind, and run.json
             # records the options it resolved (e.g. the growth epochs scaled to --epochs).
+            self.ranks.same_rng(self.device)
             change = self.method.on_run_start(self._ctx())
             self._place_modules()
             if change is not None:
                 self.apply_change(change)
+            self.ranks.broadcast_([self.model, *self.method.modules().values()])  # one start on every rank
             self._write_run_info()
         stop = self.cfg.epochs if until is None else min(until, self.cfg.epochs)
         self._stop_at = stop  # the last epoch of this call always gets a checkpoint: it is where a resume starts
@@ -405,7 +423,7 @@ class Trainer:
         prev = f" loss {self.history[-1]['train_loss']:.3f}" if self.history else ""
         factor = self.loader.batch_size / cfg.batch_size  # a method's batch size brings its lr along
         bar = Progress(steps, self.loader.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
-                       f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet)
+                       f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet and self.ranks.main)
         captures_before = self.capture_seconds
         self._sync()
         t0 = time.perf_counter()
@@ -422,6 +440,7 @@ class Trainer:
             self.global_step += 1
             bar.update()
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:
+                self.ranks.same_rng(self.device)
                 change = self.method.on_step(self._ctx())
                 if change is not None and change.batch_size is not None:
                     raise ResgrowError("a method changes the batch size at an epoch's end (on_epoch_end), not in on_step")
@@ -430,6 +449,7 @@ class Trainer:
                     self.apply_change(change)
                     t0 += time.perf_counter() - t_change  # apply_change books its own time
         train_loss, train_acc = self.runner.read_metrics(steps)  # syncs
+        self.ranks.average_buffers(self.model)
         seconds = time.perf_counter() - t0
         bar.close()
         self.train_seconds += seconds
@@ -438,7 +458,7 @@ class Trainer:
         row = {"epoch": self.epoch, "train_seconds": round(self.train_seconds, 3), "epoch_seconds": round(seconds, 3),
                "capture_seconds": round(self.capture_seconds - captures_before, 3),
                "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
-               "img_per_s": round(steps * self.loader.batch_size / seconds, 1), "batch_size": self.loader.batch_size}
+               "img_per_s": round(steps * self.loader.batch_size * self.ranks.world / seconds, 1), "batch_size": self.loader.batch_size}
         if not math.isfinite(train_loss):
             row["events"] = self._pending_events + [event("diverged", "diverged")]
             self._write_row(row)
@@ -450,16 +470,19 @@ class Trainer:
         if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
             t_eval = time.perf_counter()
             with GPU_LOCK:  # new shapes (cuDNN autotuning, workspaces): never inside another run's capture
-                row["test_loss"], row["test_acc"] = evaluate(self.model, self.test_loader, self.amp)
+                row["test_loss"], row["test_acc"] = evaluate(self.model, self.test_loader, self.amp, self.ranks)
                 if self.val_loader is not None:
-                    row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp)
+                    row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp, self.ranks)
             row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
         row.update(self._size)
         # The epoch's work in gradients of the requested net (a method that does more per step counts its own)
         row["steps"] = steps
         row["grad_equivalents"] = round(steps * self._size["flops"] / self._reference_flops, 3)
         t0 = time.perf_counter()
+        self.ranks.same_rng(self.device)
         change = self.method.on_epoch_end(self._ctx(row))
+        self.ranks.same(f"the change after epoch {self.epoch}", _change_text(change))
+        self.stop_requested = self.ranks.any(self.stop_requested, self.device)  # every rank stops after one epoch
         self._sync()
         row["method_seconds"] = round(time.perf_counter() - t0, 4)  # a method's decisions cost training time
         self.train_seconds += row["method_seconds"]
@@ -498,7 +521,8 @@ class Trainer:
         import platform
 
         info = dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec), model_class=self.model_class,
-                    method=self.method.describe(), reference_flops=self._reference_flops,
+                    method=self.method.describe(), reference_flops=self._reference_flops, world_size=self.ranks.world,
+                    global_batch_size=self.cfg.batch_size * self.ranks.world,
                     report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
@@ -521,7 +545,8 @@ class Trainer:
             atomic.write_text(path, json.dumps(dict(json.loads(path.read_text()), **fields), indent=2) + "\n")
 
     def _say(self, msg: str) -> None:
-        print(self.label + msg, file=sys.stderr, flush=True)
+        if self.ranks.main:  # several processes: one voice
+            print(self.label + msg, file=sys.stderr, flush=True)
 
 
 def format_row(r: dict, epochs: int, method_says: str = "") -> str:
@@ -536,6 +561,14 @@ def format_row(r: dict, epochs: int, method_says: str = "") -> str:
 
 def _size_str(r: dict) -> str:
     return f"{r['blocks']} x {r['widths']}" if "blocks" in r else r.get("model", "?")
+
+
+def _change_text(change) -> str:
+    """What a change does, to check that every rank makes the same one."""
+    if change is None:
+        return "none"
+    spec = arch_of(change.model)
+    return f"{spec.blocks_str() + ' x ' + spec.widths_str() if spec else type(change.model).__name__}, batch {change.batch_size}"
 
 
 def _dict(spec: ArchSpec | None) -> dict | None:

@@ -228,6 +228,14 @@ MUTATIONS = [
     ("data/loader.py", "[:, self.rank]", "[:, 0]", "tests/test_distributed.py"),
     ("data/loader.py", "split.images[rank::world]", "split.images", "tests/test_distributed.py"),
     ("train/step.py", "        steps *= self.ranks.world\n", "", "tests/test_distributed.py"),
+    # streamed data
+    ("data/stream.py", "[:, self.rank].reshape(-1)", "[:, 0].reshape(-1)", "tests/test_stream.py"),
+    ("data/stream.py", "rng = np.random.default_rng([self.seed, self.epoch, i])", "rng = np.random.default_rng()",
+     "tests/test_stream.py"),
+    ("train/step.py", "            stage()\n        if not self.use_graph:", "            pass\n        if not self.use_graph:",
+     "tests/test_stream.py"),
+    ("data/stream.py", "self.indices = list(range(rank, len(split), world))", "self.indices = list(range(len(split)))",
+     "tests/test_stream.py"),
     # the baseline's frontier
     ("report/frontier.py", "return a.acc + (b.acc - a.acc) * (seconds - a.seconds) / (b.seconds - a.seconds)", "return a.acc",
      "tests/test_frontier.py"),

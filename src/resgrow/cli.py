@@ -75,6 +75,16 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--val-size", type=int, default=0, help="images carved out of train as a validation split")
     t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
                    "(shorter side to N, centre crop); needed when the images differ in size")
+    t.add_argument("--recipe", default=None, choices=("imagenet",), help="a preset for what the command leaves out: "
+                   "imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd 1e-4, lr x0.1 "
+                   "at epochs 30 and 60, streamed 224 px random-resized crops)")
+    t.add_argument("--stream", action="store_true", help="read the images from their ImageFolder zip or directory as "
+                   "training goes (host workers decode and augment), for sets that do not fit in device memory; "
+                   "--image-size is then the crop size (default 224)")
+    t.add_argument("--stream-augment", default="imagenet", choices=("imagenet", "crop"), help="streamed augmentation: "
+                   "random-resized crop + flip (imagenet), or pad-4 crop + flip as in memory (crop)")
+    t.add_argument("--workers", type=int, default=None, help="streamed data: host processes that read and augment "
+                   "images (default min(8, CPUs))")
     t.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs (and after the last)")
     t.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation batch (default 1000; "
                    "may be changed on --resume: it does not change training)")
@@ -254,7 +264,7 @@ def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> Non
 # Not compared with the run's config by `train --resume`: where and how visibly the run goes on (free to
 # change), and arch, data, method and its options (checked on their own: by spec, path and method state).
 _FREE_ON_RESUME = {"command", "argv", "arch", "data", "out", "resume", "device", "quiet", "eval_batch_size", "stop_after",
-                   "data_dir", "cache_dir", "method"}
+                   "data_dir", "cache_dir", "method", "workers"}
 _FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}
 
 
@@ -348,6 +358,8 @@ def _prepare_train(a, label: str = ""):
     from .train.trainer import TrainConfig, Trainer
 
     out, stored = Path(a.out), None
+    if a.recipe and not a.resume:
+        _apply_recipe(a)
     if a.resume:  # the run's own settings first: the command may leave them out
         check_run_dir(out, True)
         stored, source = load_run_checkpoint(out)  # refuses a corrupt or tampered file up front
@@ -383,6 +395,7 @@ def _prepare_train(a, label: str = ""):
     if a.resume:
         cfg = TrainConfig.from_dict(stored["config"])
         cfg.device, cfg.quiet = a.device, a.quiet
+        cfg.workers = a.workers if a.workers is not None else cfg.workers  # the same batches with any number
         cfg.eval_batch_size = cfg.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size
         info = stored.get("run_info", {})
         # data moved, or named from another directory: the trainer checks that it holds the same images
@@ -397,7 +410,7 @@ def _prepare_train(a, label: str = ""):
                           eval_batch_size=TrainConfig.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size,
                           device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights is not False, compile=a.compile, seed=a.seed, quiet=a.quiet,
-                          tensorboard=a.tensorboard, deterministic=a.deterministic)
+                          tensorboard=a.tensorboard, deterministic=a.deterministic, workers=a.workers)
     if not a.resume:  # a stored config trained once already: a newer rule must not strand its run
         cfg.validate()  # before the data is read
     elif cfg.eval_batch_size < 1:
@@ -410,14 +423,22 @@ def _prepare_train(a, label: str = ""):
     stored_info = dict(stored.get("run_info", {}), data=data_source(a.data)) if a.resume else {}  # where the data is now
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size
-    data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
-                        progress=not a.quiet, image_size=image_size)
+    stream = stored_info.get("stream") if a.resume else ({"augment": a.stream_augment} if a.stream else None)
+    if stream is not None:
+        from .data.stream import open_stream
+
+        if val_size:
+            raise ResgrowError("--val-size carves a split out of images in memory; a streamed set takes its test/ or val/")
+        data = open_stream(a.data, image_size or 224, stream["augment"])
+    else:
+        data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
+                            progress=not a.quiet, image_size=image_size)
     torch.manual_seed(cfg.seed)
     model = build_model(a.arch, data.num_classes)
     if is_custom(a.arch) and isinstance(model, ResNet) and not a.resume:
         method.check(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
     info = stored_info or {"arch": a.arch, "data": data_source(a.data), "val_size": a.val_size, "image_size": a.image_size,
-                           "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
+                           "stream": stream, "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info, ranks=ranks)
     if ranks.several and ranks.main:
         print(f"{label}resgrow: {ranks.world} processes x batch {cfg.batch_size} = global batch "
@@ -508,6 +529,30 @@ def _failed(trainer, e: BaseException) -> int:
 # its time limit (`#SBATCH --signal=USR1@120`), since Slurm's SIGTERM at the limit leaves only KillWait (30 s
 # by default) before SIGKILL, which may be shorter than an epoch.
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+# torchvision's classification reference for ResNets: SGD lr 0.1 at global batch 256 (8 GPUs x 32), momentum 0.9,
+# wd 1e-4, 90 epochs, lr x0.1 every 30; random-resized 224 px crops + flip, resize 256 + centre crop for evaluation.
+IMAGENET_RECIPE = {"epochs": 90, "weight_decay": 1e-4, "schedule": "step", "gamma": 0.1, "image_size": 224,
+                   "stream": True, "stream_augment": "imagenet"}
+IMAGENET_BATCH, IMAGENET_LR = 256, 0.1
+
+
+def _apply_recipe(a) -> None:
+    """--recipe imagenet: the reference's values for every setting the command does not give."""
+    argv = list(getattr(a, "argv", None) or sys.argv[1:])
+    given = {t.split("=")[0][2:].replace("-", "_") for t in argv if t.startswith("--")}
+    given |= {"weight_decay"} if "wd" in given else set()
+    for key, value in IMAGENET_RECIPE.items():
+        if key not in given:
+            setattr(a, key, value)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "batch_size" not in given:
+        a.batch_size = max(1, IMAGENET_BATCH // world)
+    if "lr" not in given:  # the linear scaling rule for another global batch
+        a.lr = IMAGENET_LR * a.batch_size * world / IMAGENET_BATCH
+    if "milestones" not in given:
+        a.milestones = (round(a.epochs / 3), round(2 * a.epochs / 3))
 
 
 def _join_ranks(device: str):

@@ -29,8 +29,8 @@ def to_device(images: torch.Tensor, device: torch.device, what: str) -> torch.Te
         need = images.numel() * images.element_size()
         if need > free - 2**30:  # keep a GiB for the model, its activations and the CUDA graph
             raise ResgrowError(f"the {what} images ({need / 2**30:.1f} GiB as uint8) do not fit in the free memory of "
-                               f"{device} ({free / 2**30:.1f} GiB): resgrow keeps the whole dataset on the device; "
-                               "use a smaller --image-size or fewer images")
+                               f"{device} ({free / 2**30:.1f} GiB): stream them from their files (--stream), or use a "
+                               "smaller --image-size")
     return images.to(device)
 
 

@@ -73,6 +73,9 @@ class StepRunner:
     _capturing = False
 
     def run(self) -> None:
+        stage = getattr(self.loader, "stage", None)
+        if stage is not None:  # streamed data: the next batch into the buffers the step reads
+            stage()
         if not self.use_graph:
             self._step()
             return
@@ -149,8 +152,15 @@ class MethodStep:
 
     def __init__(self, runner: StepRunner, lr: float):
         self.model, self.optimizer, self.lr = runner.model, runner.optimizer, lr
-        self.next_batch, self.autocast, self.record = runner.loader.next_batch, runner._autocast, runner.record
+        self.next_batch, self.autocast, self.record = self._next_batch, runner._autocast, runner.record
+        self._loader = runner.loader
         self.device = runner.loader.device
+
+    def _next_batch(self):
+        stage = getattr(self._loader, "stage", None)
+        if stage is not None:
+            stage()
+        return self._loader.next_batch()
 
 
 @torch.no_grad()

@@ -73,6 +73,7 @@ class TrainConfig:
     tensorboard: bool = False  # also log per-epoch scalars to <out>/tb (needs the tensorboard package)
     seed: int = 0
     quiet: bool = False
+    workers: int | None = None  # streamed data: host processes that read and augment images (default min(8, CPUs))
 
     def validate(self) -> None:
         """One line for the first setting that cannot train (the CLI calls this before reading data)."""
@@ -163,14 +164,8 @@ class Trainer:
         if cuda and self.device.index is not None:  # cuda:N: graph capture and streams use the current device
             torch.cuda.set_device(self.device)
 
-        self.mean, self.std = channel_stats(data.train.images)
-        shard = dict(rank=self.ranks.rank, world=self.ranks.world)
-        self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
-                                   augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last, **shard)
-        ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
-                                        self.channels_last, what, **shard)
-        self.test_loader = ev(data.test, "test")
-        self.val_loader = ev(data.val, "validation") if data.val is not None else None
+        self.streamed = getattr(data, "streamed", False)  # files read as training goes (data/stream.py)
+        self._make_loaders(data)
         self.schedule = Schedule(self.cfg.schedule, self.cfg.lr, self.cfg.epochs, eta_min=self.cfg.eta_min,
                                  warmup=self.cfg.warmup, milestones=self.cfg.milestones, gamma=self.cfg.gamma,
                                  restarts=self.cfg.restarts)
@@ -197,6 +192,30 @@ class Trainer:
         self._reference_flops = self._size["flops"]  # the requested net's: one of its gradients is the unit of work
 
     # ------------------------------------------------------------------ setup and the size-change protocol
+
+    def _make_loaders(self, data) -> None:
+        shard = dict(rank=self.ranks.rank, world=self.ranks.world)
+        if self.streamed:
+            from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamEval, StreamLoader
+
+            self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+            self.loader = StreamLoader(data, self.cfg.batch_size, self.device, self.mean, self.std, seed=self.cfg.seed,
+                                       channels_last=self.channels_last, workers=self.cfg.workers, **shard)
+            self.test_loader = StreamEval(data.test, data.size, data.augment, self.cfg.eval_batch_size, self.device,
+                                          self.mean, self.std, self.channels_last, workers=self.cfg.workers, **shard)
+            self.val_loader = None
+            return
+        self.mean, self.std = channel_stats(data.train.images)
+        self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
+                                   augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last, **shard)
+        ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
+                                        self.channels_last, what, **shard)
+        self.test_loader = ev(data.test, "test")
+        self.val_loader = ev(data.val, "validation") if data.val is not None else None
+
+    def _image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the training images as the model sees them."""
+        return self.data.image_shape if self.streamed else tuple(self.data.train.images.shape[1:])
 
     def _install(self, model: nn.Module, old: tuple | None = None, param_map=None) -> dict | None:
         """Make `model` the one being trained: device, layout, optimizer (state carried), step runner."""
@@ -293,7 +312,7 @@ class Trainer:
 
     def data_cfg(self) -> dict:
         """How the model's inputs are prepared, stored so that the trained model can be used alone."""
-        _, h, w, c = self.data.train.images.shape
+        h, w, c = self._image_shape()
         return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w], "classes": list(self.data.classes)}
 
     def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
@@ -459,6 +478,8 @@ class Trainer:
                "capture_seconds": round(self.capture_seconds - captures_before, 3),
                "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
                "img_per_s": round(steps * self.loader.batch_size * self.ranks.world / seconds, 1), "batch_size": self.loader.batch_size}
+        if self.streamed:  # how much of the epoch the step waited for the workers: is the run input-bound?
+            row["data_wait_seconds"] = round(self.loader.wait_seconds, 3)
         if not math.isfinite(train_loss):
             row["events"] = self._pending_events + [event("diverged", "diverged")]
             self._write_row(row)
@@ -498,7 +519,7 @@ class Trainer:
 
     def _size_fields(self, model: nn.Module) -> dict:
         """What the log says about the model's size; for a model of the user's own, its class name."""
-        h, w, c = self.loader.h, self.loader.w, self.data.train.images.shape[-1]
+        h, w, c = self.loader.h, self.loader.w, self._image_shape()[-1]
         spec = arch_of(model)
         if spec is None:
             checked = check_model(model, (c, h, w), self.data.num_classes)  # also counts its FLOPs
@@ -555,8 +576,14 @@ def format_row(r: dict, epochs: int, method_says: str = "") -> str:
     said = f"  {method_says}" if method_says else ""
     ev = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
     return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
-            f"  {r['img_per_s']:,.0f} img/s  {r['train_seconds']:.1f}s  {_size_str(r)}"
+            f"  {r['img_per_s']:,.0f} img/s{_wait_str(r)}  {r['train_seconds']:.1f}s  {_size_str(r)}"
             f"  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")
+
+
+def _wait_str(r: dict) -> str:
+    if "data_wait_seconds" not in r or not r.get("epoch_seconds"):
+        return ""
+    return f" ({r['data_wait_seconds'] / r['epoch_seconds']:.0%} waiting for data)"
 
 
 def _size_str(r: dict) -> str:

@@ -1,16 +1,17 @@
 """Method card: wide2narrow (Zhou, Ye, Chen, Meng, Tan, Song, Le, Liu, "Go wide, then narrow: efficient training
 of deep thin networks", ICML 2020).
 
-What it does: trains the thin net (`--arch`) in phases, each with its own cosine cycle:
-1. the wide net: `--arch` with the inner 3x3 convs of every block --teacher-width K times wider (the paper's
-   choice: block and stage outputs keep the thin net's channels), or every width K times wider
-   (--teacher-widen all), trained on labels; or a finished resgrow run given as --teacher (weights only);
-2. layerwise imitation, bottom to top: units are stages or blocks (--imitate-unit); unit i of the thin net
-   takes the thin net's own output of unit i-1 and its output is matched by MSE to the wide net's output of
-   unit i on the same images, for --imitate-epochs epochs per unit. The units below train at --lower-lr
-   times the lr (0, the default: frozen, and no backward through them), the ones above wait;
-3. logit distillation: KL between the softened outputs of both nets (--temperature), for --distill-epochs;
-4. labels, for the rest of the run.
+What it does: trains a wide net, then the thin net (`--arch`) taught by it, in four phases, each with its
+own cosine cycle.
+(1) The wide net: `--arch` with the inner 3x3 convs of every block --teacher-width K times wider (the
+    paper's choice: block and stage outputs keep the thin net's channels), or every width K times wider
+    (--teacher-widen all), trained on labels; or a finished resgrow run given as --teacher (weights only).
+(2) Layerwise imitation, bottom to top: units are stages or blocks (--imitate-unit); unit i of the thin
+    net takes the thin net's own output of unit i-1, and its output is matched by MSE to the wide net's
+    output of unit i on the same images, for --imitate-epochs epochs per unit. The units below train at
+    --lower-lr times the lr (0, the default: frozen, and no backward through them); the ones above wait.
+(3) Logit distillation: KL between the softened outputs of both nets (--temperature), --distill-epochs.
+(4) Labels, for the rest of the run.
 The wide net is frozen and in eval mode from phase 2 on (its BN uses its running statistics: its features
 are fixed targets, not moved by the thin net's batches) and leaves the checkpoints when phase 4 starts.
 
@@ -314,7 +315,8 @@ class WideToNarrow(Method):
             return None
         i = self.current[1]
         units = model.units(self.unit_kind)
-        owner = {id(p): f"below{i}" for p in model.stem.parameters()} if i else {id(p): f"unit{i}" for p in model.stem.parameters()}
+        stem = f"below{i}" if i else f"unit{i}"  # the stem belongs to the first unit
+        owner = {id(p): stem for p in model.stem.parameters()}
         for j, unit in enumerate(units):
             for p in unit.parameters():
                 owner[id(p)] = f"unit{i}" if j == i else (f"below{i}" if j < i else f"above{i}")

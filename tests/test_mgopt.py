@@ -55,11 +55,20 @@ def test_an_accepted_correction_descends_and_satisfies_armijo_on_its_batch():
 
 def test_each_level_keeps_its_own_statistics():
     model, method, step = _setup(nu_pre=0, nu_post=0)
+    method.train_step(step)  # the coarse optimizer exists from here
     fine_stats = {n: b.clone() for n, b in model.named_buffers()}
     coarse_stats = {n: b.clone() for n, b in method.coarse[0].named_buffers()}
-    method.train_step(step)
+    x, y = step.batch
+    method._cycle([model, *method.coarse], [step.optimizer, *method.optimizers], 0, x, y, None, step)
     assert all(torch.equal(fine_stats[n], b) for n, b in model.named_buffers())  # gradients, line search: frozen
     assert any(not torch.equal(coarse_stats[n], b) for n, b in method.coarse[0].named_buffers() if "running" in n)
+
+
+def test_without_fine_steps_the_fine_statistics_still_follow_the_fine_net():
+    model, method, step = _setup(nu_pre=0, nu_post=0)
+    before = {n: b.clone() for n, b in model.named_buffers() if "running_mean" in n}
+    method.train_step(step)
+    assert all(not torch.equal(before[n], b) for n, b in model.named_buffers() if "running_mean" in n)
 
 
 def test_the_work_of_a_step_is_counted_in_fine_gradient_equivalents():

@@ -173,8 +173,9 @@ class MGOpt(Method):
         self._cycle(levels, opts, 0, x, y, None, step)
         for _ in range(self.nu_post):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
-        if loss is None:  # no fine step: the epoch's loss is the fine objective after the cycle
-            with torch.no_grad(), kept_buffers(step.model), step.autocast():
+        if loss is None:  # no fine step: the epoch's loss is the fine objective after the cycle, and this pass
+            # gathers the fine net's BN statistics, which no fine step does (evaluation would use stale ones)
+            with torch.no_grad(), step.autocast():
                 out = step.model(x)
                 loss = F.cross_entropy(out, y)
             self.work += self.cost[0] / 3

@@ -39,7 +39,8 @@ def _worker(rank, world, port, data, out, method, options, epochs, batch, keep, 
 
     ranks = Ranks.from_env("cpu")
     torch.manual_seed(rank)  # each rank draws its own start and its own new units: rank 0's must reach them all
-    trainer = Trainer(ResNet(SPEC), data, cfg(epochs=epochs, batch_size=batch), build_method(method, **options),
+    spec = SPEC if method != "mgopt" else SPEC.replace(blocks=(4, 4, 4))  # MG/OPT halves the blocks
+    trainer = Trainer(ResNet(spec), data, cfg(epochs=epochs, batch_size=batch), build_method(method, **options),
                       out=out, resume=resume, ranks=ranks)
     torch.manual_seed(100 + rank)
     if resume:
@@ -84,6 +85,7 @@ def _same(a: dict, b: dict) -> bool:
     ("multilevel", {"start_blocks": "1-1-1"}),  # a depth growth after epoch 1
     ("widen", {"widen_init": "net2wider", "growths": 1, "widen_every": 1}),  # new units drawn at random
     ("lipgrow", {"start_blocks": "1-1-1", "lip_window": 1}),  # a score measured on each rank, rank 0's decides
+    ("mgopt", {"nested_epochs": 1}),  # V-cycles: sub-steps, gradients and line searches averaged over the ranks
 ])
 def test_two_ranks_stay_bitwise_identical_through_every_epoch_and_growth(small, tmp_path, method, options):
     _spawn(2, small, tmp_path / "run", method, options, epochs=3, keep=tmp_path)
@@ -91,7 +93,7 @@ def test_two_ranks_stay_bitwise_identical_through_every_epoch_and_growth(small, 
         r0, r1 = torch.load(tmp_path / f"r0_e{e}.pt"), torch.load(tmp_path / f"r1_e{e}.pt")
         assert _same(r0, r1), f"epoch {e}"
     rows = torch.load(tmp_path / "rows.pt")
-    assert any("grow" in r["kinds"] for r in rows)
+    assert any("grow" in r["kinds"] for r in rows)  # MG/OPT too: its nested iteration grows into the fine net
     assert len({(r["blocks"], r["widths"]) for r in rows}) == 2  # the ranks grew, and stayed the same
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written by rank 0 alone
 

@@ -20,7 +20,9 @@ class Step:
     """What the trainer hands a method's train_step, on one fixed batch."""
 
     def __init__(self, model, x, y):
-        self.model, self.lr, self.batch = model, 0.05, (x, y)
+        from resgrow.train.distributed import Ranks
+
+        self.model, self.lr, self.batch, self.ranks = model, 0.05, (x, y), Ranks()
         self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
         self.recorded = []
 

@@ -191,6 +191,7 @@ class MGOpt(Method):
         opts[level].zero_grad(set_to_none=True)
         loss, out = self._objective(levels[level], x, y, v, step)
         loss.backward()
+        step.ranks.mean_grads(levels[level].parameters())  # several processes: every rank takes the same step
         opts[level].step()
         self.work += self.cost[self.level + level]
         return loss.detach(), out.detach()
@@ -200,16 +201,20 @@ class MGOpt(Method):
         params = [p for _, p in model.named_parameters()]
         with kept_buffers(model):
             loss, _ = self._objective(model, x, y, v, step)
-            grads = torch.autograd.grad(loss, params)
+            grads = [g.detach() for g in torch.autograd.grad(loss, params)]
+        loss = loss.detach().clone()
+        step.ranks.mean_([*grads, loss])  # the whole global batch's gradient and objective, on every rank
         self.work += self.cost[self.level + level]
-        return {n: g.detach() for (n, _), g in zip(model.named_parameters(), grads)}, loss.detach()
+        return {n: g for (n, _), g in zip(model.named_parameters(), grads)}, loss
 
     @torch.no_grad()
     def _value(self, model, level, x, y, v, step) -> torch.Tensor:
         with kept_buffers(model):
             loss, _ = self._objective(model, x, y, v, step)
         self.work += self.cost[self.level + level] / 3
-        return loss.detach()
+        loss = loss.detach().clone()
+        step.ranks.mean_([loss])  # a line search decides alike on every rank
+        return loss
 
     def _cycle(self, levels, opts, level, x, y, v, step) -> None:
         """One V-cycle from `level` (its objective corrected by `v`) down to the coarsest and back."""

@@ -74,21 +74,25 @@ class Ranks:
 
     def mean_grads(self, params) -> None:
         """Average the gradients over the ranks: one flattened all-reduce per dtype."""
+        if self.several:
+            self.mean_([p.grad for p in params if p.grad is not None])
+
+    def mean_(self, tensors) -> None:
+        """Average `tensors` over the ranks, in place: one flattened all-reduce per dtype."""
         if not self.several:
             return
         import torch.distributed as dist
         from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
         by_dtype: dict = {}
-        for p in params:
-            if p.grad is not None:
-                by_dtype.setdefault(p.grad.dtype, []).append(p.grad)
-        for grads in by_dtype.values():
-            flat = _flatten_dense_tensors(grads)
+        for t in tensors:
+            by_dtype.setdefault(t.dtype, []).append(t)
+        for group in by_dtype.values():
+            flat = _flatten_dense_tensors(group)
             dist.all_reduce(flat)
             flat.div_(self.world)
-            for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-                g.copy_(reduced)
+            for t, reduced in zip(group, _unflatten_dense_tensors(flat, group)):
+                t.copy_(reduced)
 
     @torch.no_grad()
     def average_buffers(self, model) -> None:

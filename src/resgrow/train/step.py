@@ -154,6 +154,7 @@ class MethodStep:
         self.model, self.optimizer, self.lr = runner.model, runner.optimizer, lr
         self.next_batch, self.autocast, self.record = self._next_batch, runner._autocast, runner.record
         self._loader = runner.loader
+        self.ranks = runner.ranks  # several processes: a method averages its own gradients and values over them
         self.device = runner.loader.device
 
     def _next_batch(self):

@@ -141,9 +141,6 @@ class Trainer:
         self.out = Path(out) if out else None
         # Only rank 0 writes the run directory; every rank reads its checkpoint to resume.
         self.read_dir, self.out = self.out, (self.out if self.ranks.main else None)
-        if self.ranks.several and self.method.train_step is not None:
-            raise ResgrowError(f"method {self.method.name} drives its own step, which runs in one process for now; "
-                               "train it without torchrun")
         self.run_info = dict(run_info or {})
         self.device = resolve_device(self.cfg.device)
         cuda = self.device.type == "cuda"
@@ -468,7 +465,8 @@ class Trainer:
                     self.apply_change(change)
                     t0 += time.perf_counter() - t_change  # apply_change books its own time
         train_loss, train_acc = self.runner.read_metrics(steps)  # syncs
-        self.ranks.average_buffers(self.model)
+        for module in (self.model, *self.method.modules().values()):  # MG/OPT's coarse levels have statistics too
+            self.ranks.average_buffers(module)
         seconds = time.perf_counter() - t0
         bar.close()
         self.train_seconds += seconds

@@ -107,6 +107,10 @@ class DeviceLoader:
         self.flips.copy_(shard(flips).view_as(self.flips))
         self.step.zero_()
 
+    def stage(self) -> None:
+        """Before each step: nothing to do, the batch is gathered on the device inside the step (a streamed
+        loader copies its next batch in here)."""
+
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         i = self.step
         idx = self.order.index_select(0, i).squeeze(0)

@@ -51,9 +51,16 @@ class Dataset:
     val: Split | None = None
     test_folder: str = "test"  # an ImageFolder without test/ takes its val/ folder as the test split
 
+    streamed = False  # kept in memory (data/stream.py's StreamData is read from its files)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the training images."""
+        return tuple(self.train.images.shape[1:])
 
     def summary(self) -> str:
         n, h, w, c = self.train.images.shape

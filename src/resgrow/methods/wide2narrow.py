@@ -361,7 +361,9 @@ class WideToNarrow(Method):
     def load_state_dict(self, state: dict) -> None:
         """The waiting thin net or the frozen wide one come back with their shapes; the trainer loads their
         weights and statistics (`modules`)."""
-        self.__init__(**{k: v for k, v in state["settings"].items() if not (k == "teacher" and v and not Path(v).exists())})
+        # The checkpoint holds the wide net's weights: a --teacher run moved away since is not needed any more
+        gone = state["settings"].get("teacher") and not Path(state["settings"]["teacher"]).exists()
+        self.__init__(**{k: v for k, v in state["settings"].items() if not (gone and k == "teacher")})
         self.plan = [tuple(p) for p in state["plan"]]
         self.phase, self.teacher_info, self.cost = state["phase"], state["teacher_info"], state["cost"]
         if state["thin_spec"]:

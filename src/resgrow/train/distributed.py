@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ResgrowError
 
-TIMEOUT_S = 300  # a collective waits this long for a rank that died before the others give up
+RANK_WAIT_S = 300  # how long a collective waits for a rank that stopped answering before the others give up
 
 
 def launched() -> bool:
@@ -40,7 +40,7 @@ class Ranks:
         self.rank, self.world, self.local_rank = rank, world, local_rank
 
     @classmethod
-    def from_env(cls, device_type: str, timeout_s: float = TIMEOUT_S) -> "Ranks":
+    def from_env(cls, device_type: str, wait_s: float = RANK_WAIT_S) -> "Ranks":
         """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
         import torch.distributed as dist
 
@@ -53,7 +53,7 @@ class Ranks:
             backend = "nccl" if device_type == "cuda" else "gloo"
             if device_type == "cuda":
                 torch.cuda.set_device(local)
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+            dist.init_process_group(backend, timeout=timedelta(seconds=wait_s))
         return cls(rank, world, local)
 
     @property

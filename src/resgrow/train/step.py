@@ -73,9 +73,7 @@ class StepRunner:
     _capturing = False
 
     def run(self) -> None:
-        stage = getattr(self.loader, "stage", None)
-        if stage is not None:  # streamed data: the next batch into the buffers the step reads
-            stage()
+        self.loader.stage()  # streamed data: the next batch into the buffers the step reads
         if not self.use_graph:
             self._step()
             return
@@ -158,9 +156,7 @@ class MethodStep:
         self.device = runner.loader.device
 
     def _next_batch(self):
-        stage = getattr(self._loader, "stage", None)
-        if stage is not None:
-            stage()
+        self._loader.stage()
         return self._loader.next_batch()
 
 

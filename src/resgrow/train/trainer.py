@@ -161,7 +161,6 @@ class Trainer:
         if cuda and self.device.index is not None:  # cuda:N: graph capture and streams use the current device
             torch.cuda.set_device(self.device)
 
-        self.streamed = getattr(data, "streamed", False)  # files read as training goes (data/stream.py)
         self._make_loaders(data)
         self.schedule = Schedule(self.cfg.schedule, self.cfg.lr, self.cfg.epochs, eta_min=self.cfg.eta_min,
                                  warmup=self.cfg.warmup, milestones=self.cfg.milestones, gamma=self.cfg.gamma,
@@ -192,7 +191,7 @@ class Trainer:
 
     def _make_loaders(self, data) -> None:
         shard = dict(rank=self.ranks.rank, world=self.ranks.world)
-        if self.streamed:
+        if data.streamed:  # files read as training goes (data/stream.py)
             from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamEval, StreamLoader
 
             self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
@@ -209,10 +208,6 @@ class Trainer:
                                         self.channels_last, what, **shard)
         self.test_loader = ev(data.test, "test")
         self.val_loader = ev(data.val, "validation") if data.val is not None else None
-
-    def _image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the training images as the model sees them."""
-        return self.data.image_shape if self.streamed else tuple(self.data.train.images.shape[1:])
 
     def _install(self, model: nn.Module, old: tuple | None = None, param_map=None) -> dict | None:
         """Make `model` the one being trained: device, layout, optimizer (state carried), step runner."""
@@ -309,7 +304,7 @@ class Trainer:
 
     def data_cfg(self) -> dict:
         """How the model's inputs are prepared, stored so that the trained model can be used alone."""
-        h, w, c = self._image_shape()
+        h, w, c = self.data.image_shape
         return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w], "classes": list(self.data.classes)}
 
     def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
@@ -476,7 +471,7 @@ class Trainer:
                "capture_seconds": round(self.capture_seconds - captures_before, 3),
                "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
                "img_per_s": round(steps * self.loader.batch_size * self.ranks.world / seconds, 1), "batch_size": self.loader.batch_size}
-        if self.streamed:  # how much of the epoch the step waited for the workers: is the run input-bound?
+        if self.data.streamed:  # how much of the epoch the step waited for the workers: is the run input-bound?
             row["data_wait_seconds"] = round(self.loader.wait_seconds, 3)
         if not math.isfinite(train_loss):
             row["events"] = self._pending_events + [event("diverged", "diverged")]
@@ -517,7 +512,7 @@ class Trainer:
 
     def _size_fields(self, model: nn.Module) -> dict:
         """What the log says about the model's size; for a model of the user's own, its class name."""
-        h, w, c = self.loader.h, self.loader.w, self._image_shape()[-1]
+        h, w, c = self.loader.h, self.loader.w, self.data.image_shape[-1]
         spec = arch_of(model)
         if spec is None:
             checked = check_model(model, (c, h, w), self.data.num_classes)  # also counts its FLOPs

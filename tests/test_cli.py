@@ -65,6 +65,9 @@ def test_bad_options(capsys, small_zip, tmp_path, args, words):
     (["--arch", "resnet38", "--method", "multilevel", "--schedule", "step"], ["use --schedule cosine"]),
     (["--arch", "resnet38", "--method", "lipgrow", "--start-blocks", "1-1-1"], ["cannot reach 6-6-6 from 1-1-1"]),
     (["--arch", "resnet20", "--method", "multilevel"], ["3-3-3 cannot be reached by doubling"]),
+    (["--arch", "resnet50", "--method", "lipgrow"], ["3-4-6-3 cannot be reached by doubling", "or give --partial-growth"]),
+    (["--arch", "resnet50", "--method", "multilevel", "--partial-growth", "--start-blocks", "1-5-1-1"],
+     ["start blocks 1-5-1-1 exceed the final blocks 3-4-6-3"]),
     (["--arch", "resnet38", "--method", "multilevel", "--start-blocks", "6-6-6"], ["nothing to grow"]),
     (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "1,2"], ["gives 2 epochs but 1 doubling is needed (3-3-3 -> 6-6-6)"]),
     (["--arch", "resnet38", "--method", "multilevel", "--grow-at", "2"], ["inside (0, 2)"]),
@@ -183,6 +186,7 @@ def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_
         (["--no-augment", "--wd", "1e-4"], ["--no-augment (the run was started without it)", "--wd 0.0001 (the run's: 0.0005)"]),
         (["--restarts", "2"], ["--restarts 2 (the run's: none)"]),
         (["--lip-window", "2"], ["keeps the method options it started with", "--lip-window 2 (the run's: 1)"]),
+        (["--partial-growth"], ["keeps the method options it started with", "--partial-growth True (the run's: False)"]),
         (["--method", "multilevel"], ["trained with method 'lipgrow', not 'multilevel'"]),
         (["--grow-at", "2"], ["--grow-at does not apply to method 'lipgrow'"]),
     ]:

@@ -11,7 +11,7 @@ from resgrow.measure import param_count
 from resgrow.measure.lipschitz import LipschitzMeter, bn_bound, conv_operator_norm
 from resgrow.methods import Change, LipGrow, Multilevel, build_method
 from resgrow.methods.lipgrow import LipGrowTrigger
-from resgrow.methods.depth import default_start, doublings, parse_blocks, reachable_starts
+from resgrow.methods.depth import default_start, doublings, growth_path, parse_blocks, reachable_starts
 from resgrow.models import ArchSpec, ResNet, build, spec_for
 from resgrow.report.metrics import MetricsLog
 from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
@@ -80,6 +80,30 @@ def test_one_block_stage_gets_a_zero_branch_partner():
     assert torch.equal(deeper.stages[1].blocks[1].bn2.weight, torch.zeros(16))
     assert "stages.1.blocks.1.bn2.weight" not in pmap and "stages.1.blocks.1.conv1.weight" not in pmap
     assert pmap["stages.0.blocks.1.conv1.weight"] == "stages.0.blocks.0.conv1.weight"
+
+
+def test_partial_growth_splits_evenly_spread_blocks_and_keeps_the_function_in_identity_mode():
+    """ResNet-50's 3-4-6-3 is no doubling of any start: 1-1-2-1 -> 2-2-4-2 -> 3-4-6-3, each stage capped."""
+    torch.manual_seed(0)
+    spec = ArchSpec("bottleneck", (2, 2, 4, 2), (32, 64, 128, 256), stem="imagenet", stem_width=16, shortcut="B")
+    model = randomize_bn(ResNet(spec)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    same, pmap = deepen(model, "identity", blocks=(3, 4, 6, 3))
+    assert same.spec.blocks == (3, 4, 6, 3) and (same(x) - model(x)).abs().max() <= 1e-5
+    grown, pmap = deepen(model, "interpolate", blocks=(3, 4, 6, 3))
+    # stage 2 (4 -> 6) splits blocks 1 and 3 (floor(0.5 * 4/2), floor(1.5 * 4/2)); the others keep h
+    assert grown.spec.h == ((1.0, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5), (1.0, 0.5, 0.5, 1.0, 0.5, 0.5), (1.0, 0.5, 0.5))
+    sources = [pmap[f"stages.2.blocks.{j}.conv1.weight"] for j in range(6)]
+    assert sources == [f"stages.2.blocks.{i}.conv1.weight" for i in (0, 1, 1, 2, 3, 3)]
+    assert torch.equal(grown.state_dict()["stages.2.blocks.5.bn1.running_var"],
+                       model.state_dict()["stages.2.blocks.3.bn1.running_var"])
+    assert deepen(model, "interpolate", blocks=(4, 4, 8, 4))[0].spec.h == deepen(model, "interpolate")[0].spec.h
+    for bad, match in (((2, 2, 9, 2), "between its blocks and twice them"), ((1, 2, 4, 2), "between its blocks"),
+                       ((3, 4), "4 stages"), ((2, 2, 4, 2), "nothing to grow")):
+        with pytest.raises(ResgrowError, match=match):
+            deepen(model, blocks=bad)
+    with pytest.raises(ResgrowError, match="not both"):
+        deepen(model, stages=[0], blocks=(3, 4, 6, 3))
 
 
 def test_deepen_errors():
@@ -340,10 +364,19 @@ def test_method_options_and_blocks():
     assert parse_blocks("3-3-3") == (3, 3, 3) and doublings((3, 3, 3), (12, 12, 12)) == 2
     assert default_start((12, 12, 12)) == (3, 3, 3) and default_start((6, 6, 6)) == (3, 3, 3)
     assert default_start((8, 8, 8)) == (2, 2, 2) and reachable_starts((12, 12, 12)) == [(6, 6, 6), (3, 3, 3)]
-    with pytest.raises(ResgrowError, match="doubling every stage; no start reaches it"):
+    with pytest.raises(ResgrowError, match="doubling every stage; no start reaches it.* or give --partial-growth$"):
         doublings((3, 3, 3), (9, 9, 9))
-    with pytest.raises(ResgrowError, match="from 4-4-4 by doubling every stage; --start-blocks can be 6-6-6 or 3-3-3$"):
+    with pytest.raises(ResgrowError, match="from 4-4-4 by doubling every stage; --start-blocks can be 6-6-6 or 3-3-3, "
+                                           "or give --partial-growth$"):
         doublings((4, 4, 4), (12, 12, 12))
+    # partial growth: every stage doubles, capped at its final blocks; where doubling reaches, the same path
+    assert default_start((3, 4, 6, 3), partial=True) == (1, 1, 2, 1) and default_start((12, 12, 12), partial=True) == (3, 3, 3)
+    assert growth_path((1, 1, 2, 1), (3, 4, 6, 3), partial=True) == [(2, 2, 4, 2), (3, 4, 6, 3)]
+    assert growth_path((3, 3, 3), (9, 9, 9), partial=True) == [(6, 6, 6), (9, 9, 9)]
+    assert growth_path((2, 2), (3, 8), partial=True) == [(3, 4), (3, 8)]
+    assert growth_path((3, 3), (12, 12), partial=True) == growth_path((3, 3), (12, 12)) == [(6, 6), (12, 12)]
+    with pytest.raises(ResgrowError, match="exceed the final blocks"):
+        growth_path((2, 5), (3, 4), partial=True)
     with pytest.raises(ResgrowError, match="--grow-at does not apply to method 'lipgrow'"):
         build_method("lipgrow", grow_at=(10,))
     assert isinstance(build_method("multilevel", start_blocks="1-1-1", grow_at=None), Multilevel)
@@ -416,6 +449,27 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
         assert [r["lip_score"] for r in rows] == [r["lip_score"] for r in MetricsLog(tmp_path / "part").rows()]
     what = lambda m: [(g["epoch"], g["from"], g["to"], g["why"]) for g in m.grows]  # noqa: E731 (seconds differ)
     assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
+
+
+def test_partial_growth_reaches_a_depth_no_doubling_reaches_and_resumes_between_growths(mini, tmp_path):
+    final = ArchSpec("basic", (3, 2, 1), (8, 16, 32), stem_width=8)  # no start doubles up to it
+
+    def run(out, until=None, resume=False):
+        torch.manual_seed(0)
+        t = Trainer(ResNet(final), mini, TrainConfig(epochs=3, batch_size=100, device="cpu", quiet=True),
+                    method=Multilevel(grow_at=[1, 2], partial_growth=True), out=out, resume=resume)
+        t.fit(until=until)
+        return t
+
+    full = run(tmp_path / "full")
+    rows = MetricsLog(tmp_path / "full").rows()
+    assert [r["blocks"] for r in rows] == ["1-1-1", "2-2-1", "3-2-1"]
+    assert rows[0]["events"][0]["text"].startswith("start 1-1-1 (final 3-2-1, partial growth: 2-2-1 -> 3-2-1)")
+    assert full.model.spec.h == ((0.5, 0.25, 0.25), (0.5, 0.5), (1.0,))
+    run(tmp_path / "part", until=1)  # stopped after the first growth: the second must still reach 3-2-1
+    resumed = run(tmp_path / "part", resume=True)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert resumed.model.spec == full.model.spec and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_lipgrow_logs_score_and_its_cost(mini, tmp_path, capsys):

@@ -102,15 +102,22 @@ def test_the_imagenet_recipe_fills_in_what_the_command_leaves_out(monkeypatch):
     assert a.lr == pytest.approx(0.2)
 
 
-@pytest.mark.parametrize("method,options", [("multilevel", {"start_blocks": "1-1-1-1"}),
-                                            ("widen", {"growths": 1, "widen_every": 1})])
-def test_growth_methods_train_imagenet_style_nets_on_streamed_data(small_zip, method, options):
+BASIC18 = dict(block="basic", blocks=(2, 2, 2, 2), widths=(8, 16, 32, 64))
+BOTTLENECK50 = dict(block="bottleneck", blocks=(3, 4, 6, 3), widths=(32, 64, 128, 256))  # resnet50's blocks, thin
+
+
+@pytest.mark.parametrize("net,method,options,epochs", [
+    (BASIC18, "multilevel", {"start_blocks": "1-1-1-1"}, 2),
+    (BASIC18, "widen", {"growths": 1, "widen_every": 1}, 2),
+    (BOTTLENECK50, "multilevel", {"partial_growth": True, "grow_at": (1, 2)}, 3),  # 1-1-2-1 -> 2-2-4-2 -> 3-4-6-3
+], ids=["resnet18-multilevel", "resnet18-widen", "resnet50-multilevel-partial"])
+def test_growth_methods_train_imagenet_style_nets_on_streamed_data(small_zip, net, method, options, epochs):
     from resgrow.methods import build_method
     from resgrow.models import ArchSpec
 
-    spec = ArchSpec("basic", (2, 2, 2, 2), (8, 16, 32, 64), stem="imagenet", shortcut="B", stem_width=8)
+    spec = ArchSpec(**net, stem="imagenet", shortcut="B", stem_width=8)
     torch.manual_seed(0)
-    rows = Trainer(ResNet(spec), open_stream(small_zip, 32), cfg(epochs=2, batch_size=100, workers=1),
+    rows = Trainer(ResNet(spec), open_stream(small_zip, 32), cfg(epochs=epochs, batch_size=100, workers=1),
                    build_method(method, **options)).fit()
     assert (rows[0]["blocks"], rows[0]["widths"]) != (rows[-1]["blocks"], rows[-1]["widths"])
-    assert (rows[-1]["blocks"], rows[-1]["widths"]) == ("2-2-2-2", "8-16-32-64")
+    assert (rows[-1]["blocks"], rows[-1]["widths"]) == (spec.blocks_str(), spec.widths_str())

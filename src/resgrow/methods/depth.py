@@ -12,6 +12,10 @@ from .base import Change, Method, Option
 
 START_BLOCKS = Option("start_blocks", "blocks per stage to start from, e.g. 3-3-3 (default: the final blocks / 4, "
                       "or / 2 where a stage's blocks do not divide by 4)")
+PARTIAL_GROWTH = Option("partial_growth", "let a growth add fewer blocks than double: every stage doubles, capped at "
+                        "its final blocks, so depths no doubling reaches can be grown (ResNet-50's 3-4-6-3 from "
+                        "1-1-2-1, 9-9-9 from 3-3-3); the default start becomes the final blocks / 4, rounded up "
+                        "(default: off, every growth doubles every stage as the papers do)", bool)
 
 
 def epochs_str(epochs) -> str:
@@ -32,19 +36,41 @@ def parse_blocks(text: str | tuple) -> tuple[int, ...]:
     return blocks
 
 
+PARTIAL_HINT = "or give --partial-growth"
+
+
 def doublings(start: tuple[int, ...], final: tuple[int, ...]) -> int:
     """k such that final = start * 2^k in every stage."""
-    if len(start) != len(final):
-        raise ResgrowError(f"start blocks {dashed(start)} and final blocks {dashed(final)} "
-                           "have different numbers of stages")
+    _same_stages(start, final)
     for k in range(0, 12):
         if all(s * 2**k == f for s, f in zip(start, final)):
             return k
     starts = reachable_starts(final)
-    hint = (f"--start-blocks can be {' or '.join(map(dashed, starts))}" if starts else
+    hint = (f"--start-blocks can be {' or '.join(map(dashed, starts))}, {PARTIAL_HINT}" if starts else
             "no start reaches it (it has an odd number of blocks in a stage): pick an arch with even blocks per "
-            "stage (resnet38, resnet74, resnet146, ...)")
+            f"stage (resnet38, resnet74, resnet146, ...) {PARTIAL_HINT}")
     raise ResgrowError(f"cannot reach {dashed(final)} from {dashed(start)} by doubling every stage; {hint}")
+
+
+def _same_stages(start: tuple[int, ...], final: tuple[int, ...]) -> None:
+    if len(start) != len(final):
+        raise ResgrowError(f"start blocks {dashed(start)} and final blocks {dashed(final)} "
+                           "have different numbers of stages")
+
+
+def growth_path(start: tuple[int, ...], final: tuple[int, ...], partial: bool = False) -> list[tuple[int, ...]]:
+    """The blocks per stage after each growth, from `start` (excluded) to `final`: every stage doubles,
+    and with `partial` is capped at its final blocks (1-1-2-1 -> 2-2-4-2 -> 3-4-6-3)."""
+    if not partial:
+        return [tuple(s * 2**j for s in start) for j in range(1, doublings(start, final) + 1)]
+    _same_stages(start, final)
+    if any(s > f for s, f in zip(start, final)):
+        raise ResgrowError(f"start blocks {dashed(start)} exceed the final blocks {dashed(final)} in a stage")
+    path, now = [], start
+    while now != final:
+        now = tuple(min(2 * n, f) for n, f in zip(now, final))
+        path.append(now)
+    return path
 
 
 def reachable_starts(final: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -56,13 +82,16 @@ def reachable_starts(final: tuple[int, ...]) -> list[tuple[int, ...]]:
     return out
 
 
-def default_start(final: tuple[int, ...]) -> tuple[int, ...]:
-    """Two doublings when the final depth allows it (12-12-12 -> 3-3-3), else one."""
+def default_start(final: tuple[int, ...], partial: bool = False) -> tuple[int, ...]:
+    """Two doublings when the final depth allows it (12-12-12 -> 3-3-3), else one; with `partial`, the
+    final blocks / 4 rounded up where no doubling reaches them (3-4-6-3 -> 1-1-2-1)."""
     starts = reachable_starts(final)
     if starts:
         return starts[min(1, len(starts) - 1)]
+    if partial:
+        return tuple(-(-f // 4) for f in final)
     raise ResgrowError(f"final blocks {dashed(final)} cannot be reached by doubling; pick an arch with "
-                       "even blocks per stage (resnet38, resnet74, resnet146, ...) or give --start-blocks")
+                       f"even blocks per stage (resnet38, resnet74, resnet146, ...), give --start-blocks, {PARTIAL_HINT}")
 
 
 class DepthGrowth(Method):
@@ -71,20 +100,22 @@ class DepthGrowth(Method):
     mode = "interpolate"
     resizes = True
 
-    def __init__(self, start_blocks=None):
+    def __init__(self, start_blocks=None, partial_growth: bool = False):
         self.start_blocks = parse_blocks(start_blocks) if start_blocks is not None else None
-        self.k = None  # doublings, known at run start
+        self.partial = bool(partial_growth)
+        self.k = None  # growths, known at run start
+        self.final_blocks = None  # the run's arch's blocks, known at run start
         self.start_by_default = None  # what check() found the default start to be, for describe()
         self.grows: list[dict] = []
 
     def plan(self, final_blocks: tuple[int, ...], schedule: str) -> tuple[tuple[int, ...], int]:
-        """(start blocks, doublings) for this final depth; errors for what cannot be grown."""
+        """(start blocks, growths) for this final depth; errors for what cannot be grown."""
         if schedule not in COSINES:
             raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
-        start = self.start_blocks or default_start(final_blocks)
+        start = self.start_blocks or default_start(final_blocks, self.partial)
         if not self.start_blocks:
             self.start_by_default = start
-        k = doublings(start, final_blocks)
+        k = len(growth_path(start, final_blocks, self.partial))
         if k == 0:
             raise ResgrowError(f"start blocks equal the final blocks {dashed(final_blocks)}: nothing to grow")
         return start, k
@@ -97,34 +128,44 @@ class DepthGrowth(Method):
         self.start_blocks, self.k = self.plan(final.blocks, ctx.schedule.kind)
         start = ResNet(final.replace(blocks=self.start_blocks))
         self.final_blocks = final.blocks
+        path = growth_path(self.start_blocks, final.blocks, self.partial)
+        how = f", partial growth: {' -> '.join(map(dashed, path))}" if self.partial else ""
         return Change(start.to(next(ctx.model.parameters()).device), {},
-                      event("start", f"start {start.spec.blocks_str()} (final {final.blocks_str()})",
+                      event("start", f"start {start.spec.blocks_str()} (final {final.blocks_str()}{how})",
                             blocks=start.spec.blocks_str(), final=final.blocks_str()))
 
     def grow(self, ctx, why: str) -> Change:
         old = ctx.model.spec.blocks_str()
-        new, pmap = deepen(ctx.model, self.mode)
+        # every stage doubles, capped at its final blocks (the cap only bites with partial growth)
+        to = tuple(min(2 * n, f) for n, f in zip(ctx.model.spec.blocks, self.final_blocks)) if self.final_blocks else None
+        new, pmap = deepen(ctx.model, self.mode, blocks=to)
         self.grows.append({"epoch": ctx.epoch, "train_seconds": round(ctx.train_seconds, 3), "from": old,
                            "to": new.spec.blocks_str(), "why": why})
         return Change(new, pmap, event(GROW, f"grew {old} -> {new.spec.blocks_str()} ({why})",
                                        **{"from": old, "to": new.spec.blocks_str(), "why": why}))
 
     def start_str(self) -> str:
+        partial = ", partial growth" if self.partial else ""
         if self.start_blocks:
-            return dashed(self.start_blocks)
+            return dashed(self.start_blocks) + partial
         # final/4 unless a stage's blocks do not divide by 4 (6-6-6 starts at 3-3-3)
-        return f"{dashed(self.start_by_default)} (default)" if self.start_by_default else "default"
+        return (f"{dashed(self.start_by_default)} (default)" if self.start_by_default else "default") + partial
 
     @property
     def grows_left(self) -> int:
         return (self.k or 0) - len(self.grows)
 
     def state_dict(self) -> dict:
-        return {"start_blocks": list(self.start_blocks or ()), "k": self.k, "grows": self.grows}
+        return {"start_blocks": list(self.start_blocks or ()), "k": self.k, "grows": self.grows,
+                "final_blocks": list(self.final_blocks or ()), "partial_growth": self.partial}
 
     def load_state_dict(self, state: dict) -> None:
         self.start_blocks = tuple(state["start_blocks"]) or None
         self.k, self.grows = state["k"], list(state["grows"])
+        self.partial = state.get("partial_growth", False)
+        # checkpoints written before partial growth: every growth doubled
+        final = state.get("final_blocks") or [b * 2**(self.k or 0) for b in self.start_blocks or ()]
+        self.final_blocks = tuple(final) or None
 
     def settings(self) -> dict:
-        return {"start_blocks": self.start_blocks}
+        return {"start_blocks": self.start_blocks, "partial_growth": self.partial}

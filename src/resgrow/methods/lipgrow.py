@@ -20,6 +20,8 @@ Defaults: threshold 1.4 (CIFAR; the paper uses 1.3 on Tiny-ImageNet), window 10 
 30 epochs of 164 scaled to --epochs, start blocks = final / 4 (3-3-3 -> 12-12-12 for resnet74;
 final / 2 where a stage's blocks do not divide by 4).
 The paper trains with lr 0.5 -> 0.001, batch 128, wd 1e-4 over 164 epochs.
+Depths no doubling reaches (ResNet-50's 3-4-6-3) grow with --partial-growth (ours, not the paper's):
+every stage doubles, capped at its final blocks, and only the blocks given a partner are split.
 Cost: the score is computed every epoch by warm-started power iterations (2 per conv), run as one
 grouped convolution per conv shape, with one host sync; its time is counted as training time and
 logged as `lip_seconds`.
@@ -39,7 +41,7 @@ import time
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
 from .base import Column, Option
-from .depth import START_BLOCKS, DepthGrowth, epochs_str
+from .depth import PARTIAL_GROWTH, START_BLOCKS, DepthGrowth, epochs_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
@@ -125,12 +127,14 @@ class LipGrow(DepthGrowth):
     options = (START_BLOCKS,
                Option("lip_threshold", "grow when the smoothed score over its first value L0 exceeds this (default 1.4)", float),
                Option("lip_window", "smoothing window in epochs (default 10)", int),
-               Option("reserve", "epochs the final model must get, at least 1 (default 30 of 164, scaled)", int))
+               Option("reserve", "epochs the final model must get, at least 1 (default 30 of 164, scaled)", int),
+               PARTIAL_GROWTH)
     log_columns = ("lip_score", "lip_ratio", "lip_seconds")
     report_columns = (Column("Lipschitz s/epoch", "lip_seconds"),)
 
-    def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None):
-        super().__init__(start_blocks)
+    def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None,
+                 partial_growth: bool = False):
+        super().__init__(start_blocks, partial_growth)
         check_options(lip_threshold, lip_window, reserve)
         self.threshold, self.window, self.reserve = float(lip_threshold), int(lip_window), reserve
         self.meter = LipschitzMeter()  # its image size is the run's, set at every epoch end

@@ -401,22 +401,22 @@ def test_the_first_line_names_the_default_start_and_epochs_it_will_use():
 FINAL = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
 
 
-def _run(mini, method, out, epochs=3, until=None, resume=False, quiet=True):
+def _run(data, method, out, epochs=3, until=None, resume=False, quiet=True):
     torch.manual_seed(0)
-    t = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=epochs, batch_size=100, device="cpu", quiet=quiet),
+    t = Trainer(ResNet(FINAL), data, TrainConfig(epochs=epochs, batch_size=100, device="cpu", quiet=quiet),
                 method=method, out=out, resume=resume)
     t.fit(until=until)
     return t
 
 
-def test_a_fixed_size_run_can_follow_lipgrows_learning_rate(mini, tmp_path):
+def test_a_fixed_size_run_can_follow_lipgrows_learning_rate(small, tmp_path):
     """The restart baseline of a LipGrow run: --schedule cosine_reset --restarts <its grow epochs> gives
     the fixed-size net the same lr, step for step, so a gain from growth is told apart from one from restarts."""
-    grown = _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "lipgrow", epochs=4)
+    grown = _run(small, LipGrow(lip_window=1, reserve=1), tmp_path / "lipgrow", epochs=4)
     at = grown.schedule.restarts
     assert len(at) == 1
     torch.manual_seed(0)
-    fixed = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=4, batch_size=100, device="cpu", quiet=True,
+    fixed = Trainer(ResNet(FINAL), small, TrainConfig(epochs=4, batch_size=100, device="cpu", quiet=True,
                                                      schedule="cosine_reset", restarts=tuple(at)), out=tmp_path / "fixed")
     fixed.fit()
     lrs = [[r["lr"] for r in MetricsLog(tmp_path / d).rows()] for d in ("lipgrow", "fixed")]
@@ -426,8 +426,8 @@ def test_a_fixed_size_run_can_follow_lipgrows_learning_rate(mini, tmp_path):
 
 
 @pytest.mark.parametrize("make", [lambda: Multilevel(), lambda: LipGrow(lip_window=1, reserve=1)], ids=["multilevel", "lipgrow"])
-def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, make):
-    full = _run(mini, make(), tmp_path / "full")
+def test_methods_reach_the_final_depth_and_resume_after_growth(small, tmp_path, make):
+    full = _run(small, make(), tmp_path / "full")
     assert full.model.spec.blocks == (2, 2, 2) and full.model.spec.h == ((0.5, 0.5),) * 3
     rows = MetricsLog(tmp_path / "full").rows()
     events = [e for r in rows for e in r["events"]]
@@ -439,9 +439,9 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     # multilevel's cycles end at the next growth (all known at the start); lipgrow's anneal to the end
     assert full.schedule.kind == ("cosine_reset" if isinstance(full.method, LipGrow) else "cosine_restarts")
 
-    _run(mini, make(), tmp_path / "part", until=grow_epoch)  # stopped right after the growth
+    _run(small, make(), tmp_path / "part", until=grow_epoch)  # stopped right after the growth
     assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["spec"]["blocks"] == [2, 2, 2]
-    resumed = _run(mini, make(), tmp_path / "part", resume=True)
+    resumed = _run(small, make(), tmp_path / "part", resume=True)
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.schedule.restarts == full.schedule.restarts
@@ -451,12 +451,12 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(mini, tmp_path, m
     assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
 
 
-def test_partial_growth_reaches_a_depth_no_doubling_reaches_and_resumes_between_growths(mini, tmp_path):
+def test_partial_growth_reaches_a_depth_no_doubling_reaches_and_resumes_between_growths(small, tmp_path):
     final = ArchSpec("basic", (3, 2, 1), (8, 16, 32), stem_width=8)  # no start doubles up to it
 
     def run(out, until=None, resume=False):
         torch.manual_seed(0)
-        t = Trainer(ResNet(final), mini, TrainConfig(epochs=3, batch_size=100, device="cpu", quiet=True),
+        t = Trainer(ResNet(final), small, TrainConfig(epochs=3, batch_size=100, device="cpu", quiet=True),
                     method=Multilevel(grow_at=[1, 2], partial_growth=True), out=out, resume=resume)
         t.fit(until=until)
         return t
@@ -472,8 +472,8 @@ def test_partial_growth_reaches_a_depth_no_doubling_reaches_and_resumes_between_
     assert resumed.model.spec == full.model.spec and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_lipgrow_logs_score_and_its_cost(mini, tmp_path, capsys):
-    _run(mini, LipGrow(lip_window=1, reserve=1), tmp_path / "r", quiet=False)
+def test_lipgrow_logs_score_and_its_cost(small, tmp_path, capsys):
+    _run(small, LipGrow(lip_window=1, reserve=1), tmp_path / "r", quiet=False)
     rows = MetricsLog(tmp_path / "r").rows()
     # the progress line shows the score, and the ratio against the threshold while a grow is to come
     said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
@@ -535,7 +535,7 @@ def test_cli_growth_run(tmp_path, small_zip):
     assert main(bad + ["2", "--stop-after", "1"]) == 0
 
 
-def test_a_grown_run_with_folded_h_trains_bit_for_bit_like_autocast(mini, monkeypatch):
+def test_a_grown_run_with_folded_h_trains_bit_for_bit_like_autocast(small, monkeypatch):
     """Through the trainer and a growth (h 1 -> 1/2): the bf16 step with h folded in (the CUDA default) and
     plain bf16 autocast give the same run. The trainer uses autocast on CUDA only, so it is forced here."""
     import resgrow.train.trainer as trainer_mod
@@ -549,7 +549,7 @@ def test_a_grown_run_with_folded_h_trains_bit_for_bit_like_autocast(mini, monkey
     runs = {}
     for bf16w in (False, True):
         torch.manual_seed(0)
-        t = Trainer(ResNet(FINAL), mini, TrainConfig(epochs=3, batch_size=100, device="cpu", quiet=True, bf16_weights=bf16w),
+        t = Trainer(ResNet(FINAL), small, TrainConfig(epochs=3, batch_size=100, device="cpu", quiet=True, bf16_weights=bf16w),
                     method=Multilevel(grow_at=[1]))
         rows = t.fit()
         runs[bf16w] = (t, [(r["train_loss"], r["test_acc"]) for r in rows])

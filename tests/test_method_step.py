@@ -50,16 +50,16 @@ def test_a_group_at_scale_zero_does_not_move_and_the_others_train(mini):
     assert [p["lr"] for p in trainer.optimizer.param_groups] == [0.0, trainer.schedule(2 - 1 / trainer.loader.steps)]
 
 
-def test_scales_change_between_steps_and_a_resume_keeps_them(mini, tmp_path):
+def test_scales_change_between_steps_and_a_resume_keeps_them(small, tmp_path):
     method = HeadSlower(0.5)
-    full = Trainer(tiny(), mini, cfg(), method, out=tmp_path / "full")
+    full = Trainer(tiny(), small, cfg(), method, out=tmp_path / "full")
     full.fit()
     assert method.seen == [{"head": 0.5, "body": 1.0}, {"head": 0.25, "body": 1.0}, {"head": 0.25, "body": 1.0}]
     lr = full.schedule(3 - 1 / full.loader.steps)  # the last step's
     assert [p["lr"] for p in full.optimizer.param_groups] == [lr * 0.25, lr]
-    Trainer(tiny(), mini, cfg(), HeadSlower(0.5), out=tmp_path / "part").fit(until=2)
+    Trainer(tiny(), small, cfg(), HeadSlower(0.5), out=tmp_path / "part").fit(until=2)
     assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["lr_scales"] == {"head": 0.25, "body": 1.0}
-    resumed = Trainer(tiny(seed=7), mini, cfg(), HeadSlower(0.5), out=tmp_path / "part", resume=True)
+    resumed = Trainer(tiny(seed=7), small, cfg(), HeadSlower(0.5), out=tmp_path / "part", resume=True)
     resumed.fit()
     assert _same(weights(full), weights(resumed))
 
@@ -128,16 +128,16 @@ class Distil(Method):
         return F.cross_entropy(out, y) + kl, out
 
 
-def test_a_methods_objective_and_module_train_and_resume_exactly(mini, tmp_path):
-    full = Trainer(tiny(), mini, cfg(), Distil(), out=tmp_path / "full")
+def test_a_methods_objective_and_module_train_and_resume_exactly(small, tmp_path):
+    full = Trainer(tiny(), small, cfg(), Distil(), out=tmp_path / "full")
     full.fit()
-    plain = Trainer(tiny(), mini, cfg())
+    plain = Trainer(tiny(), small, cfg())
     plain.fit()
     assert not _same(weights(full), weights(plain))  # the objective is the method's, not cross-entropy alone
     teacher = full.method.teacher.state_dict()
     assert load_checkpoint(tmp_path / "full" / "checkpoint.pt")["modules"]["teacher"].keys() == teacher.keys()
-    Trainer(tiny(), mini, cfg(), Distil(), out=tmp_path / "part").fit(until=1)
-    resumed = Trainer(tiny(seed=5), mini, cfg(), Distil(), out=tmp_path / "part", resume=True)
+    Trainer(tiny(), small, cfg(), Distil(), out=tmp_path / "part").fit(until=1)
+    resumed = Trainer(tiny(seed=5), small, cfg(), Distil(), out=tmp_path / "part", resume=True)
     resumed.fit()
     assert _same(weights(full), weights(resumed))
     assert _same(resumed.method.teacher.state_dict(), teacher)  # frozen, and restored from the checkpoint

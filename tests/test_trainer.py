@@ -33,15 +33,15 @@ def test_short_real_run_beats_chance(mini, tmp_path):
     assert ArchSpec.from_dict(run["spec"]) == TINY
 
 
-def test_resume_equals_uninterrupted(mini, tmp_path):
-    full = Trainer(tiny(), mini, cfg(), out=tmp_path / "full")
+def test_resume_equals_uninterrupted(small, tmp_path):
+    full = Trainer(tiny(), small, cfg(), out=tmp_path / "full")
     full.fit()
-    part = Trainer(tiny(), mini, cfg(), out=tmp_path / "part")
-    assert Trainer(tiny(), mini, cfg()).fit(until=0) == []  # until=0 trains nothing (it used to mean "all")
+    part = Trainer(tiny(), small, cfg(), out=tmp_path / "part")
+    assert Trainer(tiny(), small, cfg()).fit(until=0) == []  # until=0 trains nothing (it used to mean "all")
     part.fit(until=1)  # the process "dies" here; only the directory survives
     del part
     torch.manual_seed(1234)  # a fresh process would not share the global RNG state either
-    resumed = Trainer(tiny(seed=99), mini, cfg(), out=tmp_path / "part", resume=True)
+    resumed = Trainer(tiny(seed=99), small, cfg(), out=tmp_path / "part", resume=True)
     resumed.fit()
     a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys()
@@ -62,25 +62,25 @@ def test_a_stop_after_epoch_k_checkpoints_epoch_k_whatever_checkpoint_every_says
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["epoch"] == 3 and resumed.epoch == 3
 
 
-def test_resume_after_a_kill_in_the_middle_of_a_log_row(mini, tmp_path):
+def test_resume_after_a_kill_in_the_middle_of_a_log_row(small, tmp_path):
     """A process killed while appending to metrics.jsonl leaves half a row (of an epoch after the
     checkpoint): resume drops it and rewrites both logs whole; damage before the last line is one error."""
     run = tmp_path / "r"
-    Trainer(tiny(), mini, cfg(), out=run).fit(until=2)
+    Trainer(tiny(), small, cfg(), out=run).fit(until=2)
     log = run / "metrics.jsonl"
     log.write_text(log.read_text() + '{"epoch": 3, "train_seconds": 1.')  # the kill
-    rows = Trainer(tiny(), mini, cfg(), out=run, resume=True).fit()
+    rows = Trainer(tiny(), small, cfg(), out=run, resume=True).fit()
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1, 2, 3]
     csv_lines = (run / "metrics.csv").read_text().splitlines()
     assert len(csv_lines) == 4 and csv_lines[3].startswith("3,") and not list(run.glob(".*tmp*"))  # no temporary file left behind
 
     bad = tmp_path / "bad"
-    Trainer(tiny(), mini, cfg(), out=bad).fit(until=2)
+    Trainer(tiny(), small, cfg(), out=bad).fit(until=2)
     lines = (bad / "metrics.jsonl").read_text().splitlines()
     (bad / "metrics.jsonl").write_text("{broken\n" + lines[1] + "\n")
     with pytest.raises(ResgrowError, match="damaged before its last line.*checkpoint is intact"):
-        Trainer(tiny(), mini, cfg(), out=bad, resume=True).fit()
+        Trainer(tiny(), small, cfg(), out=bad, resume=True).fit()
     assert (bad / CHECKPOINT).is_file()
 
 
@@ -195,15 +195,15 @@ def test_size_change_carries_momentum(mini, tmp_path):
     assert set(trainer.optimizer.state) == set(trainer.model.parameters())
 
 
-def test_growth_inside_a_run_is_logged_and_resumable(mini, tmp_path):
-    full = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "full")
+def test_growth_inside_a_run_is_logged_and_resumable(small, tmp_path):
+    full = Trainer(tiny(), small, cfg(), method=Deepen1(), out=tmp_path / "full")
     rows = full.fit()
     assert rows[0]["events"] == [{"kind": "grow", "text": "grew 1-1-1 -> 2-1-1"}] and rows[0]["after_blocks"] == "2-1-1"
     assert rows[1]["blocks"] == "2-1-1" and rows[1]["params"] > rows[0]["params"]
-    part = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "part")
+    part = Trainer(tiny(), small, cfg(), method=Deepen1(), out=tmp_path / "part")
     part.fit(until=1)  # checkpoint taken right after the growth
     assert load_checkpoint(tmp_path / "part" / CHECKPOINT)["spec"]["blocks"] == [2, 1, 1]
-    resumed = Trainer(tiny(), mini, cfg(), method=Deepen1(), out=tmp_path / "part", resume=True)
+    resumed = Trainer(tiny(), small, cfg(), method=Deepen1(), out=tmp_path / "part", resume=True)
     resumed.fit()
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -271,13 +271,13 @@ class BlowUpAfter(Method):
             ctx.schedule.lr = 1e12
 
 
-def test_a_diverged_run_names_the_checkpoint_it_has_not_the_epoch_before(mini, tmp_path):
-    trainer = Trainer(tiny(), mini, cfg(epochs=4, checkpoint_every=2), method=BlowUpAfter(3), out=tmp_path / "r")
+def test_a_diverged_run_names_the_checkpoint_it_has_not_the_epoch_before(small, tmp_path):
+    trainer = Trainer(tiny(), small, cfg(epochs=4, checkpoint_every=2), method=BlowUpAfter(3), out=tmp_path / "r")
     with pytest.raises(DivergedError, match=r"epoch 4.*last good checkpoint .*\(epoch 2\)"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["epoch"] == 2
     with pytest.raises(DivergedError, match="no checkpoint was written before it"):
-        Trainer(tiny(), mini, cfg(epochs=4, checkpoint_every=3), method=BlowUpAfter(1), out=tmp_path / "s").fit()
+        Trainer(tiny(), small, cfg(epochs=4, checkpoint_every=3), method=BlowUpAfter(1), out=tmp_path / "s").fit()
 
 
 class Boom:
@@ -470,13 +470,13 @@ def test_schedules():
         Schedule("linear", 0.1, 10)
 
 
-def test_compiled_blocks_train_like_eager_and_survive_growth(mini, tmp_path):
+def test_compiled_blocks_train_like_eager_and_survive_growth(small, tmp_path):
     """Plumbing of --compile blocks, with dynamo's eager backend (no codegen): same numbers, same names."""
     from resgrow.grow import deepen
 
-    plain = Trainer(tiny(), mini, cfg(epochs=2))
+    plain = Trainer(tiny(), small, cfg(epochs=2))
     plain.fit(until=1)
-    compiled = Trainer(tiny(), mini, cfg(epochs=2, compile="blocks", compile_backend="eager"), out=tmp_path / "c")
+    compiled = Trainer(tiny(), small, cfg(epochs=2, compile="blocks", compile_backend="eager"), out=tmp_path / "c")
     compiled.fit(until=1)
     a, b = plain.model.state_dict(), compiled.model.state_dict()
     assert a.keys() == b.keys()
@@ -679,7 +679,7 @@ def test_bf16_weight_copies_with_compiled_blocks(mini):
         assert torch.equal(a, b), name
 
 
-def test_tensorboard_scalars_follow_resume(mini, tmp_path):
+def test_tensorboard_scalars_follow_resume(small, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -688,8 +688,8 @@ def test_tensorboard_scalars_follow_resume(mini, tmp_path):
     save = Trainer._save
     with pytest.MonkeyPatch.context() as mp:  # the process dies after logging epoch 3, before its checkpoint
         mp.setattr(Trainer, "_save", lambda self: save(self) if self.epoch % 2 == 0 else None)
-        Trainer(tiny(), mini, c, out=out).fit(until=3)
-    Trainer(tiny(), mini, c, out=out, resume=True).fit()  # trains epoch 3 again
+        Trainer(tiny(), small, c, out=out).fit(until=3)
+    Trainer(tiny(), small, c, out=out, resume=True).fit()  # trains epoch 3 again
     acc = EventAccumulator(str(out / "tb"))
     acc.Reload()
     test = acc.Scalars("test_acc")

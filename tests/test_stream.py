@@ -1,11 +1,16 @@
 """Streamed data (--stream): images read, decoded and augmented by host workers into the buffers the step reads;
 the same batches on any number of workers and shards, a resumed run exact, accuracy as in memory."""
 
+import dataclasses
+import io
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 
 from resgrow.cli import main
+from resgrow.errors import ResgrowError
 from resgrow.data.stream import StreamLoader, open_stream, random_resized_crop, throughput
 from resgrow.models import ResNet
 from resgrow.train import Trainer
@@ -45,6 +50,73 @@ def test_the_batches_are_the_same_for_any_number_of_workers_and_sharded_like_the
     labels = sorted(torch.cat([y for shard in shards for _, y in shard]).tolist())
     assert labels == sorted(data.test.labels.tolist())
     assert throughput(data, workers=0, batch_size=50, batches=2) > 0
+
+
+def pil_decoder(datas):
+    """What torchvision's nvJPEG decoder returns (CHW uint8 RGB images), by Pillow: the device path on the CPU."""
+    from PIL import Image
+
+    return [torch.from_numpy(np.asarray(Image.open(io.BytesIO(bytes(d.numpy()))).convert("RGB")).copy()).permute(2, 0, 1)
+            for d in datas]
+
+
+def folder_with_a_png(small_zip, root):
+    """An ImageFolder directory of the small zip's images, one of them a PNG (which the workers decode)."""
+    from PIL import Image
+
+    with zipfile.ZipFile(small_zip) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        for n in names:
+            (root / n).parent.mkdir(parents=True, exist_ok=True)
+            (root / n).write_bytes(z.read(n))
+    first = sorted(n for n in names if n.startswith("train/"))[0]
+    Image.open(root / first).save((root / first).with_suffix(".png"))
+    (root / first).unlink()
+    return root
+
+
+def test_decoding_on_the_device_gives_the_host_workers_batches_within_resampling_noise(small_zip, tmp_path):
+    data = open_stream(folder_with_a_png(small_zip, tmp_path / "set"), 24, decode="device")
+    host = StreamLoader(dataclasses.replace(data, decode="host"), 100, "cpu", *STATS, seed=3, workers=0)
+    dev = StreamLoader(data, 100, "cpu", *STATS, seed=3, workers=1, decoder=pil_decoder)
+    assert dev.crops is not None and host.crops is None
+    for epoch in (0, 1):
+        for loader in (host, dev):
+            loader.start_epoch(epoch)
+        for _ in range(host.steps):
+            host.stage(), dev.stage()
+            assert torch.equal(host.y, dev.y)  # the same images, in the same order
+            # the same crops and flips from the same generator; Pillow's and torch's antialiased bilinear
+            # resampling differ by rounding
+            diff = (host.x.float() - dev.x.float()).abs()
+            assert diff.mean() < 1.5 and diff.quantile(0.99) < 12, (diff.mean(), diff.quantile(0.99))
+        assert dev._staged == dev._prepared == dev.steps  # nothing prepared past the epoch's end
+    png = next(i for i, f in enumerate(data.train.files) if f.endswith(".png"))
+    pixels, crop, _ = dev.images[png]  # decoded and augmented by the worker
+    assert crop.tolist() == [-1] * 5 and pixels.shape == (24, 24, 3)
+    file_bytes, crop, _ = dev.images[png + 1]  # a JPEG: its bytes, and the crop and flip for the device
+    assert file_bytes.dim() == 1 and file_bytes[:2].tolist() == [0xFF, 0xD8] and min(crop.tolist()) >= 0
+
+
+def test_where_streamed_images_are_decoded_is_resolved_before_the_data_is_read(capsys, small_zip, tmp_path, monkeypatch):
+    from resgrow.data import stream
+
+    assert stream.resolve_decode("auto", "imagenet", torch.device("cpu")) == ("host", None)
+    with pytest.raises(ResgrowError, match="applies to the imagenet augmentation"):
+        open_stream(small_zip, 24, "crop", decode="device")
+    common = ["train", "--arch", "cifar_resnet8", "--data", str(tmp_path / "no-such.zip"), "--device", "cpu",
+              "--out", str(tmp_path / "r")]
+    for extra, words in [(["--stream", "--decode", "device"], "needs a CUDA device and torchvision's nvJPEG decoder"),
+                         (["--decode", "host"], "--decode applies to streamed data (--stream)")]:
+        assert main([*common, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    # where the decoder is at hand, a run decodes there and says so in its first line
+    monkeypatch.setattr(stream, "device_decoder", lambda device: pil_decoder)
+    assert main(["train", "--arch", "cifar_resnet8", "--data", str(small_zip), "--stream", "--image-size", "24",
+                 "--epochs", "1", "--batch-size", "100", "--device", "cpu", "--workers", "0", "--out", str(tmp_path / "d")]) == 0
+    said = capsys.readouterr()
+    assert "streamed at 24x24 (decoded on the device)" in said.out + said.err
 
 
 def test_a_streamed_run_resumes_to_the_same_weights(small_zip, tmp_path):

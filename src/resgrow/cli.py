@@ -79,12 +79,15 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd 1e-4, lr x0.1 "
                    "at epochs 30 and 60, streamed 224 px random-resized crops)")
     t.add_argument("--stream", action="store_true", help="read the images from their ImageFolder zip or directory as "
-                   "training goes (host workers decode and augment), for sets that do not fit in device memory; "
+                   "training goes (host workers read them; --decode says where they are decoded), for sets that do not fit in device memory; "
                    "--image-size is then the crop size (default 224)")
     t.add_argument("--stream-augment", default="imagenet", choices=("imagenet", "crop"), help="streamed augmentation: "
                    "random-resized crop + flip (imagenet), or pad-4 crop + flip as in memory (crop)")
     t.add_argument("--workers", type=int, default=None, help="streamed data: host processes that read and augment "
                    "images (default min(8, CPUs))")
+    t.add_argument("--decode", default=None, choices=("auto", "host", "device"), help="streamed data: where training "
+                   "JPEGs are decoded and cropped: on the GPU by torchvision's nvJPEG decoder (device), by the host "
+                   "workers (host), or on the GPU where that decoder is at hand (auto, the default)")
     t.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs (and after the last)")
     t.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation batch (default 1000; "
                    "may be changed on --resume: it does not change training)")
@@ -423,13 +426,22 @@ def _prepare_train(a, label: str = ""):
     stored_info = dict(stored.get("run_info", {}), data=data_source(a.data)) if a.resume else {}  # where the data is now
     val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
     image_size = stored_info.get("image_size") if a.resume else a.image_size
-    stream = stored_info.get("stream") if a.resume else ({"augment": a.stream_augment} if a.stream else None)
+    stream = stored_info.get("stream") if a.resume else (
+        {"augment": a.stream_augment, "decode": a.decode or "auto"} if a.stream else None)
     if stream is not None:
-        from .data.stream import open_stream
+        from .data.stream import open_stream, resolve_decode
 
         if val_size:
             raise ResgrowError("--val-size carves a split out of images in memory; a streamed set takes its test/ or val/")
-        data = open_stream(a.data, image_size or 224, stream["augment"])
+        decode = stream.get("decode", "host")  # runs streamed before --decode existed decoded on the host
+        if a.resume and a.decode not in (None, decode):
+            raise ResgrowError(f"a resumed run keeps the settings it started with; drop --decode {a.decode} "
+                               f"(the run's: {decode})")
+        if decode == "device":
+            resolve_decode(decode, stream["augment"], device)  # one line now, not after the data is read
+        data = open_stream(a.data, image_size or 224, stream["augment"], decode)
+    elif a.decode is not None:
+        raise ResgrowError("--decode applies to streamed data (--stream)")
     else:
         data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
                             progress=not a.quiet, image_size=image_size)

@@ -192,11 +192,13 @@ class Trainer:
     def _make_loaders(self, data) -> None:
         shard = dict(rank=self.ranks.rank, world=self.ranks.world)
         if data.streamed:  # files read as training goes (data/stream.py)
-            from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamEval, StreamLoader
+            from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamEval, StreamLoader, resolve_decode
 
             self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+            data.decode, decoder = resolve_decode(data.decode, data.augment, self.device)  # "auto": where, said in the first line
             self.loader = StreamLoader(data, self.cfg.batch_size, self.device, self.mean, self.std, seed=self.cfg.seed,
-                                       channels_last=self.channels_last, workers=self.cfg.workers, **shard)
+                                       channels_last=self.channels_last, workers=self.cfg.workers, decoder=decoder,
+                                       **shard)
             self.test_loader = StreamEval(data.test, data.size, data.augment, self.cfg.eval_batch_size, self.device,
                                           self.mean, self.std, self.channels_last, workers=self.cfg.workers, **shard)
             self.val_loader = None

@@ -75,27 +75,45 @@ def folder_with_a_png(small_zip, root):
     return root
 
 
-def test_decoding_on_the_device_gives_the_host_workers_batches_within_resampling_noise(small_zip, tmp_path):
-    data = open_stream(folder_with_a_png(small_zip, tmp_path / "set"), 24, decode="device")
-    host = StreamLoader(dataclasses.replace(data, decode="host"), 100, "cpu", *STATS, seed=3, workers=0)
-    dev = StreamLoader(data, 100, "cpu", *STATS, seed=3, workers=1, decoder=pil_decoder)
+def check_device_decoding(data, device, decoder, mean_below: float, p99_below: float) -> None:
+    """Batches decoded on `device` by `decoder` against the host workers': the same images in the same order, the
+    same crops and flips from the same generator; Pillow's and torch's antialiased bilinear resampling (and a
+    decoder's rounding) differ by a little."""
+    host = StreamLoader(dataclasses.replace(data, decode="host"), 100, device, *STATS, seed=3, workers=0)
+    dev = StreamLoader(data, 100, device, *STATS, seed=3, workers=1, decoder=decoder)
     assert dev.crops is not None and host.crops is None
     for epoch in (0, 1):
         for loader in (host, dev):
             loader.start_epoch(epoch)
         for _ in range(host.steps):
             host.stage(), dev.stage()
-            assert torch.equal(host.y, dev.y)  # the same images, in the same order
-            # the same crops and flips from the same generator; Pillow's and torch's antialiased bilinear
-            # resampling differ by rounding
-            diff = (host.x.float() - dev.x.float()).abs()
-            assert diff.mean() < 1.5 and diff.quantile(0.99) < 12, (diff.mean(), diff.quantile(0.99))
+            assert torch.equal(host.y.cpu(), dev.y.cpu())
+            diff = (host.x.float() - dev.x.float()).abs().cpu()
+            assert diff.mean() < mean_below and diff.quantile(0.99) < p99_below, (diff.mean(), diff.quantile(0.99))
         assert dev._staged == dev._prepared == dev.steps  # nothing prepared past the epoch's end
+
+
+def test_decoding_on_the_device_gives_the_host_workers_batches_within_resampling_noise(small_zip, tmp_path):
+    data = open_stream(folder_with_a_png(small_zip, tmp_path / "set"), 24, decode="device")
+    check_device_decoding(data, "cpu", pil_decoder, 1.5, 12)
+    dev = StreamLoader(data, 100, "cpu", *STATS, seed=3, workers=0, decoder=pil_decoder)
     png = next(i for i, f in enumerate(data.train.files) if f.endswith(".png"))
     pixels, crop, _ = dev.images[png]  # decoded and augmented by the worker
     assert crop.tolist() == [-1] * 5 and pixels.shape == (24, 24, 3)
     file_bytes, crop, _ = dev.images[png + 1]  # a JPEG: its bytes, and the crop and flip for the device
     assert file_bytes.dim() == 1 and file_bytes[:2].tolist() == [0xFF, 0xD8] and min(crop.tolist()) >= 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nvJPEG decodes on a CUDA device")
+def test_nvjpeg_on_the_gpu_gives_the_host_workers_batches_within_decoding_noise(small_zip, tmp_path):
+    from resgrow.data.stream import device_decoder
+
+    decoder = device_decoder("cuda")
+    if decoder is None:
+        pytest.skip("torchvision's nvJPEG decoder is not at hand")
+    # nvJPEG's IDCT and chroma upsampling are not libjpeg's: a looser bound than Pillow against itself
+    check_device_decoding(open_stream(folder_with_a_png(small_zip, tmp_path / "set"), 24, decode="device"),
+                          "cuda", decoder, 3, 24)
 
 
 def test_where_streamed_images_are_decoded_is_resolved_before_the_data_is_read(capsys, small_zip, tmp_path, monkeypatch):

@@ -18,8 +18,8 @@ Decoding on the GPU (`decode="device"`, or "auto" where torchvision's nvJPEG dec
 at hand): for "imagenet" training batches, the workers only read each file and its JPEG header, and draw the
 crop and flip from the same seeded generator; the batch is decoded on the device in one batched call, and
 each image cropped, resized (bilinear, antialiased, as Pillow's) and flipped there. This runs on a side
-stream one batch ahead, so it overlaps the training step. Other files (PNG, CMYK JPEGs) are still decoded by
-the workers; evaluation batches are too (a small share of an epoch).
+stream one batch ahead, so it overlaps the training step. Other files (PNGs, CMYK or greyscale JPEGs) are
+decoded by the workers; evaluation batches are too (a small share of an epoch).
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd 1e-4, lr x0.1 "
                    "at epochs 30 and 60, streamed 224 px random-resized crops)")
     t.add_argument("--stream", action="store_true", help="read the images from their ImageFolder zip or directory as "
-                   "training goes (host workers read them; --decode says where they are decoded), for sets that do not fit in device memory; "
-                   "--image-size is then the crop size (default 224)")
+                   "training goes (host workers read them; --decode says where they are decoded), for sets that do "
+                   "not fit in device memory; --image-size is then the crop size (default 224)")
     t.add_argument("--stream-augment", default="imagenet", choices=("imagenet", "crop"), help="streamed augmentation: "
                    "random-resized crop + flip (imagenet), or pad-4 crop + flip as in memory (crop)")
     t.add_argument("--workers", type=int, default=None, help="streamed data: host processes that read and augment "

@@ -261,13 +261,13 @@ def resolve_decode(decode: str, augment: str, device):
     return ("device", decoder) if decoder is not None else ("host", None)
 
 
-def place_crops(images, crops: torch.Tensor, out: torch.Tensor) -> None:
+def place_crops(images, crops: list, out: torch.Tensor) -> None:
     """Crop, resize (bilinear, antialiased) and flip decoded CHW uint8 `images` into rows of `out` (B, S, S, 3
-    uint8): images[j] goes to the j-th row whose crop is set."""
+    uint8) by `crops` ([left, top, width, height, flip] per row): images[j] goes to the j-th row whose crop is
+    set (left >= 0)."""
     size = out.shape[1]
-    rows = [k for k, c in enumerate(crops.tolist()) if c[0] >= 0]
-    for k, img in zip(rows, images):
-        left, top, w, h, flip = crops[k].tolist()
+    rows = [(k, c) for k, c in enumerate(crops) if c[0] >= 0]
+    for (k, (left, top, w, h, flip)), img in zip(rows, images):
         crop = img[:, top:top + h, left:left + w].unsqueeze(0).float()
         res = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
         if flip:
@@ -298,9 +298,10 @@ class _DeviceCrops:
             self._prepare(payloads, crops, labels)
 
     def _prepare(self, payloads, crops, labels) -> None:
-        jpegs = [p for p, c in zip(payloads, crops.tolist()) if c[0] >= 0]
+        crops = crops.tolist()  # a host tensor: read once per batch
+        jpegs = [p for p, c in zip(payloads, crops) if c[0] >= 0]
         place_crops(self.decode(jpegs) if jpegs else [], crops, self.x)
-        for k, (p, c) in enumerate(zip(payloads, crops.tolist())):
+        for k, (p, c) in enumerate(zip(payloads, crops)):
             if c[0] < 0:  # decoded and augmented by the worker
                 self.x[k].copy_(p, non_blocking=True)
         self.y.copy_(labels, non_blocking=True)

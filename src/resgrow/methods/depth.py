@@ -68,9 +68,15 @@ def growth_path(start: tuple[int, ...], final: tuple[int, ...], partial: bool = 
         raise ResgrowError(f"start blocks {dashed(start)} exceed the final blocks {dashed(final)} in a stage")
     path, now = [], start
     while now != final:
-        now = tuple(min(2 * n, f) for n, f in zip(now, final))
+        now = next_blocks(now, final)
         path.append(now)
     return path
+
+
+def next_blocks(now: tuple[int, ...], final: tuple[int, ...]) -> tuple[int, ...]:
+    """The blocks after one growth: every stage doubles, capped at its final blocks (the cap bites only with
+    partial growth: a doubling path reaches `final` exactly)."""
+    return tuple(min(2 * n, f) for n, f in zip(now, final))
 
 
 def reachable_starts(final: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -136,8 +142,7 @@ class DepthGrowth(Method):
 
     def grow(self, ctx, why: str) -> Change:
         old = ctx.model.spec.blocks_str()
-        # every stage doubles, capped at its final blocks (the cap only bites with partial growth)
-        to = tuple(min(2 * n, f) for n, f in zip(ctx.model.spec.blocks, self.final_blocks)) if self.final_blocks else None
+        to = next_blocks(ctx.model.spec.blocks, self.final_blocks) if self.final_blocks else None
         new, pmap = deepen(ctx.model, self.mode, blocks=to)
         self.grows.append({"epoch": ctx.epoch, "train_seconds": round(ctx.train_seconds, 3), "from": old,
                            "to": new.spec.blocks_str(), "why": why})

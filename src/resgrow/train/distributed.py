@@ -98,16 +98,7 @@ class Ranks:
     def average_buffers(self, model) -> None:
         """The mean over the ranks of the model's floating-point buffers (BN running statistics, which each rank
         gathers from its own shard): the same model on every rank for evaluation, decisions and checkpoints."""
-        if not self.several:
-            return
-        bufs = [b for b in model.buffers() if b.is_floating_point()]
-        if bufs:
-            from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
-
-            flat = _flatten_dense_tensors(bufs)
-            self.sum_(flat).div_(self.world)
-            for b, mean in zip(bufs, _unflatten_dense_tensors(flat, bufs)):
-                b.copy_(mean)
+        self.mean_([b for b in model.buffers() if b.is_floating_point()])
 
     @torch.no_grad()
     def broadcast_(self, modules) -> None:

@@ -54,7 +54,20 @@ def _worker(rank, world, port, data, out, method, options, epochs, batch, keep, 
     if rank == 0:
         torch.save([dict({k: r[k] for k in ("train_loss", "test_acc", "steps", "blocks", "widths")},
                          kinds=[e["kind"] for e in r["events"]]) for r in trainer.history], Path(keep) / "rows.pt")
+    _close_and_check_released(ranks)
+
+
+def _close_and_check_released(ranks):
+    """Close the group and check that nothing else holds it: a group that outlives destroy_process_group is
+    torn down at interpreter exit, where gloo aborts a rank (SIGABRT) whose peer is still running."""
+    import torch.distributed as dist
+
+    group = dist.distributed_c10d._get_default_group()
+    if ranks.rank == 0:
+        time.sleep(0.5)  # the other rank leaves first, as rank 0 does when it writes the last checkpoint
     ranks.close()
+    held = sys.getrefcount(group) - 2  # the local name and getrefcount's own argument
+    assert held == 0, f"rank {ranks.rank}: {held} references to the process group outlive its destruction"
 
 
 def _spawn(world, data, out, method="baseline", options=None, epochs=2, batch=50, keep=None, resume=False, until=None):

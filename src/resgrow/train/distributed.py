@@ -32,12 +32,24 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _import_before_the_group() -> None:
+    """Import, before the process group exists, the torch modules that bind `group.WORLD` as a default
+    argument when imported (torch.distributed.nn.functional: ten functions). torch imports them lazily (the
+    first optimizer built imports torch._dynamo, which imports them); imported after the group exists, they
+    hold it past destroy_process_group, so gloo tears it down at interpreter exit instead, where a rank whose
+    peer is still running (rank 0 writing the last checkpoint) dies of SIGABRT ("terminate called without an
+    active exception") after a complete run. Imported first, they bind None."""
+    import torch._dynamo  # noqa: F401
+    import torch.distributed.nn.functional  # noqa: F401
+
+
 class Ranks:
     """This process's place among the training processes; a single process by default, where every
     operation is a no-op."""
 
-    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0):
+    def __init__(self, rank: int = 0, world: int = 1, local_rank: int = 0, joined: bool = False):
         self.rank, self.world, self.local_rank = rank, world, local_rank
+        self.joined = joined  # from_env joined a process group (of one process too): close() leaves it
 
     @classmethod
     def from_env(cls, device_type: str, wait_s: float = RANK_WAIT_S) -> "Ranks":
@@ -50,11 +62,12 @@ class Ranks:
         except (KeyError, ValueError):
             raise ResgrowError("several processes need torchrun's RANK and WORLD_SIZE in the environment") from None
         if not dist.is_initialized():
+            _import_before_the_group()
             backend = "nccl" if device_type == "cuda" else "gloo"
             if device_type == "cuda":
                 torch.cuda.set_device(local)
             dist.init_process_group(backend, timeout=timedelta(seconds=wait_s))
-        return cls(rank, world, local)
+        return cls(rank, world, local, joined=True)
 
     @property
     def main(self) -> bool:
@@ -159,8 +172,9 @@ class Ranks:
             raise ResgrowError(f"the ranks disagree on {what}: " + "; ".join(f"rank {r}: {s}" for r, s in enumerate(said)))
 
     def close(self) -> None:
-        if self.several:
+        if self.joined:
             import torch.distributed as dist
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+            self.joined = False

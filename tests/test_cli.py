@@ -185,8 +185,8 @@ def test_resume_takes_the_run_settings_and_refuses_different_ones(capsys, small_
                                             "--lr 0.5 (the run's: 0.1)"]),
         (["--no-augment", "--wd", "1e-4"], ["--no-augment (the run was started without it)", "--wd 0.0001 (the run's: 0.0005)"]),
         (["--restarts", "2"], ["--restarts 2 (the run's: none)"]),
-        (["--lip-window", "2"], ["keeps the method options it started with", "--lip-window 2 (the run's: 1)"]),
-        (["--partial-growth"], ["keeps the method options it started with", "--partial-growth True (the run's: False)"]),
+        (["--lip-window", "2"], ["keeps the settings it started with", "--lip-window 2 (the run's: 1)"]),
+        (["--partial-growth"], ["keeps the settings it started with", "--partial-growth True (the run's: False)"]),
         (["--method", "multilevel"], ["trained with method 'lipgrow', not 'multilevel'"]),
         (["--grow-at", "2"], ["--grow-at does not apply to method 'lipgrow'"]),
     ]:
@@ -577,6 +577,6 @@ def test_a_method_declares_its_options_once_and_the_command_line_follows(capsys,
     out = tmp_path / "r"
     assert main(train_args(small_zip, out, "--method", "patient", "--patience", "5", "--stop-after", "1")) == 0
     one_line_error(*run(capsys, "train", "--resume", "--out", str(out), "--patience", "4"),
-                   "keeps the method options it started with", "--patience 4 (the run's: 5)")
+                   "keeps the settings it started with", "--patience 4 (the run's: 5)")
     one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "b", "--patience", "4")),
                    "--patience does not apply to method 'baseline'")

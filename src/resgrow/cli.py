@@ -21,6 +21,7 @@ from pathlib import Path
 from . import __version__
 from .errors import DivergedError, ResgrowError, first_line
 from .options import floats
+from .resume import differences, refuse, shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +40,7 @@ class _Help(argparse.HelpFormatter):
         default = action.default
         if (action.option_strings and "default" not in text and "%(default)" not in text
                 and default is not None and default is not False and default != () and default != argparse.SUPPRESS):
-            text += f" (default {_shown(default) if isinstance(default, tuple) else '%(default)s'})"
+            text += f" (default {shown(default) if isinstance(default, tuple) else '%(default)s'})"
         return text
 
 
@@ -294,43 +295,23 @@ def _take_run_settings(a, stored: dict, source: str) -> None:
 
     defaults = vars(build_parser(methods=True).parse_args(["train", "--out", "-"]))
     free = _FREE_ON_RESUME | {option.name for option, _ in all_options()}
-    differ = []
-    for key, given in vars(a).items():
-        if key in free or given == defaults.get(key) or key not in run:
-            continue
-        have = run[key]
-        if isinstance(given, tuple):
-            given, have = list(given), [float(x) for x in have]
-        if given == have:
-            continue
-        flag = "--no-bf16-weights" if key == "bf16_weights" and not given else _FLAGS.get(key, "--" + key.replace("_", "-"))
-        differ.append(f"{flag} (the run was started without it)" if isinstance(given, bool) else
-                      f"{flag} {_shown(getattr(a, key))} (the run's: {_shown(run[key])})")
-    if differ:
-        raise ResgrowError(f"a resumed run keeps the settings it started with; drop these or start a new run: {'; '.join(differ)}")
+    given = {k: v for k, v in vars(a).items() if k not in free and v != defaults.get(k)}
+    refuse(differences(given, run), source, _said)
 
 
-def _shown(value) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(f"{float(x):g}" for x in value) or "none"
-    return str(value)
+def _said(key: str, given, had) -> str:
+    """A differing training setting as the command line names it (a switch: that the run lacked it)."""
+    flag = "--no-bf16-weights" if key == "bf16_weights" and not given else _FLAGS.get(key, "--" + key.replace("_", "-"))
+    return f"{flag} (the run was started without it)" if isinstance(given, bool) else f"{flag} {shown(given)} (the run's: {shown(had)})"
 
 
 def _check_method_settings(a, method, stored: dict, source: str) -> None:
     """Method options given with --resume must be the run's; the method then holds the run's values
     (so its progress line shows them; the trainer reloads its whole state later)."""
-    given = [k for k in method.option_names() if getattr(a, k, None) is not None]
-    wanted = {k: v for k, v in method.settings().items() if k in given}  # as the method parsed them
+    given = {k: v for k, v in method.settings().items() if getattr(a, k, None) is not None}  # as the method parsed them
     method.load_state_dict(stored["method"]["state"])
-    run = method.settings()
-    differ = [f"--{k.replace('_', '-')} {_shown(getattr(a, k))} (the run's: {_shown(run.get(k))})"
-              for k, v in wanted.items() if _norm(v) != _norm(run.get(k))]
-    if differ:
-        raise ResgrowError(f"{source} keeps the method options it started with; drop these or start a new run: {'; '.join(differ)}")
-
-
-def _norm(value):
-    return [float(x) for x in value] if isinstance(value, (list, tuple)) else value
+    refuse(differences(given, method.settings()), source,
+           lambda k, v, had: f"--{k.replace('_', '-')} {shown(v)} (the run's: {shown(had)})")
 
 
 def _train(a) -> int:

@@ -38,6 +38,7 @@ from .progress import Progress
 from .run_dir import check_run_dir, never_trained
 from .run_lock import RunLock
 from .schedules import COSINES, Schedule
+from ..resume import check_resume
 from .step import MethodStep, StepRunner, evaluate
 
 
@@ -184,7 +185,7 @@ class Trainer:
         self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
         self._stop_at = self.cfg.epochs  # the last epoch of a fit() call (fit(until=K): K), always checkpointed
         self.label, self.bars = "", True  # runs trained together: each line names its run; no interleaved bars
-        self._install(model)
+        self._install(model, method_groups=not resume)  # resumed: the checkpoint's model and method state replace them
         self._reference_flops = self._size["flops"]  # the requested net's: one of its gradients is the unit of work
 
     # ------------------------------------------------------------------ setup and the size-change protocol
@@ -211,16 +212,18 @@ class Trainer:
         self.test_loader = ev(data.test, "test")
         self.val_loader = ev(data.val, "validation") if data.val is not None else None
 
-    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None) -> dict | None:
-        """Make `model` the one being trained: device, layout, optimizer (state carried), step runner."""
+    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None, method_groups: bool = True) -> dict | None:
+        """Make `model` the one being trained: device, layout, optimizer (state carried), step runner.
+        `method_groups`: ask the method for its parameter and element groups (not for a model about to be
+        replaced by a checkpoint's, which the method's groups, loaded with its state, may not fit)."""
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train()
         self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
-        groups = self.groups.optimizer_groups(model, self.method.param_groups(model), self.lr)
-        self.slices.install(model, self.method.slice_groups(model))
+        groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if method_groups else None, self.lr)
+        self.slices.install(model, self.method.slice_groups(model) if method_groups else None)
         opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs,
                        groups=groups)
         carried = None
@@ -320,6 +323,7 @@ class Trainer:
                                    f"so: resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
             if ck["method"]["name"] != self.method.name:
                 raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
+            check_resume(self.cfg, self.method, ck, source)
             if ck["spec"] is None:  # a model of the user's own: load into the one given
                 self._load_model_state(self.model, ck)
                 return

@@ -7,7 +7,7 @@ import torch
 
 # CLI runs inside tests must not write decoded-data caches into the user's home.
 os.environ.setdefault("RESGROW_CACHE", tempfile.mkdtemp(prefix="resgrow-test-cache-"))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 from resgrow.data import load_dataset  # noqa: E402
 from resgrow.models import ArchSpec  # noqa: E402
@@ -17,10 +17,12 @@ TINY = ArchSpec("basic", (1, 1, 1), (8, 16, 32), stem_width=8)
 
 
 def cfg(**kw):
-    """The tests' training settings: short, small batches, CPU, quiet."""
+    """The tests' training settings: short, small batches, CPU, quiet, fp32. fp32 whatever the CPU: bf16 autocast
+    (the default where the CPU computes bf16 natively) is exact run to run too, but the tests must train alike on
+    every CPU; the bf16 path has tests of its own (test_cpu_precision.py)."""
     from resgrow.train import TrainConfig
 
-    return TrainConfig(**{**dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True), **kw})
+    return TrainConfig(**{**dict(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True, precision="fp32"), **kw})
 
 
 def tiny(seed=0):

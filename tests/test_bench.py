@@ -4,10 +4,28 @@ import resgrow.bench as bench_mod
 from resgrow.bench import bench, format_results, synthetic_split
 
 
-def test_bench_times_eager_on_cpu():
-    res = bench("resnet20", 16, torch.device("cpu"), synthetic_split(64), steps=2, warmup=1)
-    assert [r["variant"] for r in res] == ["eager fp32"]  # the others need CUDA
-    assert res[0]["img_per_s"] > 0 and res[0]["speedup"] == 1.0
+CPU_VARIANTS = ["eager fp32", "eager fp32 channels_last", "eager bf16", "eager bf16 channels_last"]
+
+
+def test_bench_times_every_cpu_variant_side_by_side():
+    res = bench("cifar_resnet8", 16, torch.device("cpu"), synthetic_split(64), steps=2, warmup=1)
+    assert [r["variant"] for r in res] == CPU_VARIANTS  # the CUDA-graph variants need CUDA
+    assert all(r["img_per_s"] > 0 for r in res) and res[0]["speedup"] == 1.0
+    assert res[1]["speedup"] == res[1]["img_per_s"] / res[0]["img_per_s"]
+
+
+def test_the_cpu_default_is_bf16_channels_last_where_the_cpu_has_native_bf16(monkeypatch):
+    from resgrow.train import device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
+    assert bench_mod.train_default(cpu) == bench_mod.CPU_DEFAULT == "eager bf16 channels_last"
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: [])
+    assert bench_mod.train_default(cpu) == bench_mod.CPU_FP32_DEFAULT == "eager fp32 channels_last"
+    rows = [{"variant": "eager fp32", "img_per_s": 800.0, "ms_per_step": 160.0, "capture_s": None, "speedup": 1.0},
+            {"variant": bench_mod.CPU_DEFAULT, "img_per_s": 1700.0, "ms_per_step": 75.3, "capture_s": None, "speedup": 2.125}]
+    last = format_results("resnet20", 128, "cpu", rows, default=bench_mod.CPU_DEFAULT).splitlines()[-1]
+    assert last == "resgrow train's default fast path on this CPU (eager bf16 channels_last): 1,700 img/s, 2.12x eager fp32"
 
 
 def test_a_failing_variant_is_reported_not_fatal(monkeypatch):
@@ -46,8 +64,8 @@ def test_bench_h_builds_a_grown_nets_step_folded_or_not():
         assert {b.h for _, _, b in runner.model.iter_blocks()} == {0.25}
         assert len(runner.lowp.folded) == folded
         runner.run()  # the bf16 autocast step runs eagerly on CPU
-    res = bench("resnet20", 16, torch.device("cpu"), split, steps=2, warmup=1, h=0.25)
-    assert [r["variant"] for r in res] == ["eager fp32"]  # the fast-path variants, folded or not, need CUDA
+    res = bench("cifar_resnet8", 16, torch.device("cpu"), split, steps=2, warmup=1, h=0.25)
+    assert [r["variant"] for r in res] == CPU_VARIANTS  # the CUDA-graph variants, folded or not, need CUDA
     assert "every block's h = 0.25" in format_results("resnet20", 16, "cpu", res, 0.25).splitlines()[0]
 
 

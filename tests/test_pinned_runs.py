@@ -1,14 +1,16 @@
-"""Short CPU runs of every method, pinned: a change to the trainer, the step or a method must leave their
-numbers as they were (the training step is being opened for new methods; these runs must not notice).
+"""Short CPU runs of every method that trains, pinned: a change to the trainer, the step or a method must
+leave their numbers where they were, on any CPU.
 
-Each run's per-epoch losses, accuracies and lr, and a digest of its final weights, are kept in
-`tests/pinned/runs.json`. On the CPU kind and torch version that wrote them, the digest must match bit for
-bit; elsewhere (another vector unit, another torch) the losses must agree to 1e-3 and the accuracies
-to 2 points. To re-pin after a
-change that is meant to alter the numbers: `RESGROW_PIN=1 python -m pytest tests/test_pinned_runs.py`.
+Each run's per-epoch losses, accuracies, lr and size are kept in `tests/pinned/runs.json`, with the
+tolerances the comparison allows. Two CPUs round differently (another vector unit, another oneDNN kernel,
+another thread count), so stored numbers are never compared bit for bit: the tolerances are twice the
+largest spread measured between numeric back-ends of one machine (`scripts/pin_runs.py`, which says how, and
+writes the file). Bit-for-bit equality is checked only between runs of one test process (the resume tests).
+
+`RESGROW_PIN=FILE` makes this module write its runs' numbers to FILE and skip instead of comparing: that is
+how `scripts/pin_runs.py` collects them; it never passes as a test.
 """
 
-import hashlib
 import json
 import math
 import os
@@ -19,44 +21,78 @@ import torch
 
 from resgrow.data import load_dataset
 from resgrow.methods import build_method
-from resgrow.models import build
+from resgrow.models import ArchSpec, ResNet
 from resgrow.train import TrainConfig, Trainer
 
 PINNED = Path(__file__).parent / "pinned" / "runs.json"
-RUNS = {"baseline": {}, "multilevel": {"start_blocks": "1-1-1"},
-        "lipgrow": {"start_blocks": "1-1-1", "lip_window": 1, "reserve": 1}}
+R14 = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
+R26 = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)
+# method: (final net, options); 3 epochs of the small zip, batch 50
+RUNS = {
+    "baseline": (R14, {}),
+    "multilevel": (R14, {"start_blocks": "1-1-1"}),
+    "lipgrow": (R14, {"start_blocks": "1-1-1", "lip_window": 1, "reserve": 1}),
+    "widen": (R14, {"growths": 1, "start_width": 0.5, "widen_every": 1}),
+    "mgopt": (R26, {"nested_epochs": 1}),
+    "wide2narrow": (R14, {"teacher_width": 2, "teacher_epochs": 1, "imitate_epochs": 1, "distill_epochs": 0}),
+}
+NUMBERS = ("train_loss", "test_loss", "train_acc", "test_acc")
 
 
-def _where() -> str:
-    return f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}"
-
-
-def _train(small_zip, tmp_path, method: str) -> dict:
-    data = load_dataset(small_zip, cache_dir=tmp_path / "cache")
+def pinned_run(data, out: Path, method: str) -> dict:
+    spec, options = RUNS[method]
     torch.manual_seed(0)
-    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True, seed=0)
-    trainer = Trainer(build("cifar_resnet14", data.num_classes), data, cfg, build_method(method, **RUNS[method]),
-                      out=tmp_path / method)
-    rows = trainer.fit()
-    h = hashlib.blake2b(digest_size=16)
-    for k, v in trainer.model.state_dict().items():
-        h.update(k.encode() + v.detach().contiguous().numpy().tobytes())
-    keys = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "blocks")
-    return {"rows": [{k: r.get(k) for k in keys} for r in rows], "weights": h.hexdigest()}
+    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True, seed=0, precision="fp32")
+    rows = Trainer(ResNet(spec), data, cfg, build_method(method, **options), out=out).fit()
+    return {"rows": [{k: r.get(k) for k in (*NUMBERS, "lr", "blocks", "widths")} for r in rows]}
+
+
+def within(got: dict, want: dict, tolerance: dict) -> list[str]:
+    """What differs between two runs' rows beyond `tolerance` ({"loss_rel": r, "acc_abs": a}); [] if nothing."""
+    if len(got["rows"]) != len(want["rows"]):
+        return [f"{len(got['rows'])} epochs, pinned {len(want['rows'])}"]
+    off = []
+    for e, (a, b) in enumerate(zip(got["rows"], want["rows"]), 1):
+        for k in ("blocks", "widths"):
+            if a[k] != b[k]:
+                off.append(f"epoch {e} {k} {a[k]} (pinned {b[k]})")
+        if not math.isclose(a["lr"], b["lr"], rel_tol=1e-9):
+            off.append(f"epoch {e} lr {a['lr']} (pinned {b['lr']})")
+        off += [f"epoch {e} {k} {a[k]:.6g} (pinned {b[k]:.6g})" for k in ("train_loss", "test_loss")
+                if not math.isclose(a[k], b[k], rel_tol=tolerance["loss_rel"])]
+        off += [f"epoch {e} {k} {a[k]:.4f} (pinned {b[k]:.4f})" for k in ("train_acc", "test_acc")
+                if abs(a[k] - b[k]) > tolerance["acc_abs"] + 1e-9]
+    return off
+
+
+@pytest.fixture(scope="module")
+def pinned_data(small_zip, tmp_path_factory):
+    return load_dataset(small_zip, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.mark.parametrize("method", list(RUNS))
-def test_a_short_run_of_each_method_trains_as_pinned(small_zip, tmp_path, method):
-    got = _train(small_zip, tmp_path, method)
-    pinned = json.loads(PINNED.read_text()) if PINNED.exists() else {"where": _where(), "runs": {}}
-    if os.environ.get("RESGROW_PIN"):
-        pinned["where"] = _where()
-        pinned["runs"][method] = got
-        PINNED.write_text(json.dumps(pinned, indent=1) + "\n")
-    want = pinned["runs"][method]
-    if pinned["where"] == _where():
-        assert got == want  # bit for bit
-    for a, b in zip(got["rows"], want["rows"], strict=True):  # another machine rounds differently, a little
-        assert a["blocks"] == b["blocks"] and a["lr"] == pytest.approx(b["lr"], rel=1e-12)
-        assert all(math.isclose(a[k], b[k], rel_tol=1e-3) for k in ("train_loss", "test_loss")), (a, b)
-        assert all(abs(a[k] - b[k]) <= 0.02 for k in ("train_acc", "test_acc")), (a, b)
+def test_a_short_run_of_each_method_trains_as_pinned(pinned_data, tmp_path, method):
+    got = pinned_run(pinned_data, tmp_path / method, method)
+    target = os.environ.get("RESGROW_PIN")
+    if target:
+        path = Path(target)
+        runs = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**runs, method: got}, indent=1) + "\n")
+        pytest.skip(f"RESGROW_PIN: wrote the {method} run to {path}, compared nothing")
+    pinned = json.loads(PINNED.read_text())
+    off = within(got, pinned["runs"][method], pinned["tolerance"])
+    assert not off, f"{method}: " + "; ".join(off)
+
+
+def test_the_comparison_refuses_a_run_that_moved_beyond_the_tolerance():
+    pinned = json.loads(PINNED.read_text())
+    tol, want = pinned["tolerance"], pinned["runs"]["baseline"]
+    assert within(want, want, tol) == []
+    moved = json.loads(json.dumps(want))
+    moved["rows"][-1]["train_loss"] *= 1 + 2 * tol["loss_rel"]
+    moved["rows"][0]["test_acc"] += 2 * tol["acc_abs"] + 0.01
+    moved["rows"][1]["lr"] *= 1.001
+    off = within(moved, want, tol)
+    assert len(off) == 3 and [o.split(" (")[0].rsplit(" ", 1)[0] for o in off] == ["epoch 1 test_acc", "epoch 2 lr",
+                                                                                  "epoch 3 train_loss"], off
+    assert tol["loss_rel"] < 0.05 and tol["acc_abs"] <= 0.05  # tight enough to notice a changed rule

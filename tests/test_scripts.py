@@ -173,3 +173,27 @@ def test_growth_epochs_reads_where_a_finished_run_grew(capsys):
         assert main([str(ROOT / "benchmarks/depth/160ep" / run), epochs]) == 1, run
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("growth_epochs: "), run
+
+
+@bash
+def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_stopped_table(small_zip, tmp_path):
+    out = tmp_path / "cpu"
+    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet8", EPOCHS="3", BUDGETS="2 3", ROWS="frontier widen",
+               METHOD_FLAGS="--growths 1 --widen-every 1", LOAD_WARN="1000")
+    said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, STOP_AFTER="1"))  # cut short
+    assert said.count(": training\n") == 3
+    said = _script("reproduce_cpu.sh", out, "width", 0, env=env)  # the same command goes on
+    assert said.count(": training (resumed)\n") == 3
+    logs = _logs(out)
+    assert sorted(logs) == ["baseline_cifar_resnet8_2ep_s0", "baseline_cifar_resnet8_3ep_s0", "widen_cifar_resnet8_s0"]
+    assert [len(v) for v in logs.values()] == [2, 3, 3]
+    runs = [json.loads((out / d / "run.json").read_text()) for d in logs]
+    assert all(r["device"] == "cpu" and r["precision"] for r in runs)
+    machine = (out / "machine.log").read_text().splitlines()
+    assert len(machine) == 2 + 3 + 2 + 3 and "probe (start)" in machine[0] and "load average" in machine[1]
+    assert all("threads, torch" in line for line in machine)
+    probes = (out / "probes.log").read_text().splitlines()
+    assert [p.split()[1] for p in probes] == ["start", "end"] * 2 and all(p.endswith(" img/s") for p in probes)
+    assert "widen_cifar_resnet8_s0" in (out / "frontier.md").read_text() and (out / "frontier.png").stat().st_size > 0
+    said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, LOAD_WARN="-1"))  # finished: nothing trains
+    assert ": training" not in said

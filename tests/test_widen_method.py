@@ -30,8 +30,6 @@ def test_the_default_schedule_widens_by_a_fifth_from_a_quarter_to_the_final_widt
 def test_growth_epochs_follow_stages_a_fifth_longer_each_or_a_fixed_interval():
     assert growth_epochs(160, 8, 8.0, None) == [8, 18, 29, 43, 60, 79, 103, 132]  # stages of 8, 9.6, 11.5, ... epochs
     assert growth_epochs(40, 3, 8.0, 5) == [5, 10, 15]
-    with pytest.raises(ResgrowError, match="do not fit 10 epochs"):
-        growth_epochs(10, 8, 8.0, None)
 
 
 def _run(data, out, epochs=4, **options):
@@ -81,7 +79,8 @@ def test_without_lr_adaptation_there_are_no_groups_and_the_weight_copies_stay(sm
 
 @pytest.mark.parametrize("args,words", [
     (["--arch", "cifar_resnet8", "--start-width", "0.05"], "too narrow"),
-    (["--arch", "cifar_resnet8", "--growths", "3", "--widen-every", "2"], "do not fit 4 epochs"),
+    (["--arch", "cifar_resnet8", "--growths", "3", "--widen-every", "2"], "need a run of at least 7 epochs, not 4"),
+    (["--arch", "cifar_resnet8", "--growths", "8"], "8 growths need a run of at least 9 epochs"),
     (["--arch", "cifar_resnet8", "--widen-init", "copy"], "unknown --widen-init 'copy'"),
     (["--arch", "cifar_resnet8", "--start-width", "1.5"], "0 < --start-width < 1"),
     (["--arch", "cifar_resnet8", "--schedule", "step"], "use --schedule cosine"),
@@ -130,3 +129,45 @@ def test_batch_adaptation_trains_narrow_nets_on_larger_batches_with_the_lr_scale
     assert resumed.fit()[1]["batch_size"] == 50
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("arch", ["cifar_resnet8", "preact_resnet8", "wrn10_2", "resnet18", "resnet50"])
+def test_every_family_widens_from_the_command_line_to_exactly_its_arch(capsys, small_zip, tmp_path, arch):
+    """Stems and inner convs whose widths are not the stages' (wide ResNets, bottlenecks) are aimed at the final
+    net too: the run ends at --arch, not at a rounding of it."""
+    from resgrow.models.registry import spec_for
+
+    out = tmp_path / arch
+    assert main(["train", "--arch", arch, "--data", str(small_zip), "--epochs", "3", "--batch-size", "100", "--device",
+                 "cpu", "--quiet", "--method", "widen", "--growths", "2", "--widen-every", "1", "--out", str(out)]) == 0
+    spec = load_checkpoint(out / "checkpoint.pt")["spec"]
+    want = spec_for(arch).replace(num_classes=10).to_dict()
+    assert {k: spec[k] for k in ("widths", "inner_widths", "stem_width")} == \
+        {k: want[k] for k in ("widths", "inner_widths", "stem_width")}
+
+
+def test_a_schedule_aims_every_width_at_the_final_net_and_refuses_one_it_cannot_make():
+    from resgrow.methods.widen import spec_schedule
+    from resgrow.models import ArchSpec
+    from resgrow.models.registry import spec_for
+
+    wrn = spec_for("wrn16_4")  # stem 16, stages 64-128-256
+    specs = spec_schedule(wrn, 0.25, 8)
+    assert [s.stem_width for s in specs] == [4, 4, 6, 6, 8, 10, 12, 14, 16] and specs[-1] == wrn
+    assert specs[0].widths == (16, 32, 64) and all(a.widths <= b.widths for a, b in zip(specs, specs[1:]))
+    r50 = spec_schedule(spec_for("resnet50"), 0.25, 8)
+    assert r50[0].inner_widths == (16, 32, 64, 128) and r50[-1].inner_widths == (64, 128, 256, 512)
+    odd = ArchSpec("basic", (1, 1, 1), (16, 32, 63), stem_width=16)
+    with pytest.raises(ResgrowError, match="odd number"):
+        spec_schedule(odd, 0.25, 2)
+    assert spec_schedule(odd, 0.25, 2, init="net2wider")[-1] == odd
+
+
+def test_default_stage_lengths_fit_any_run_that_holds_the_growths():
+    assert growth_epochs(10, 8, 8.0, None) == [1, 2, 3, 4, 5, 6, 7, 8]  # the scaled t0 would round to epoch 0
+    assert growth_epochs(9, 8, 8.0, None) == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert growth_epochs(30, 8, 8.0, None) == [2, 3, 5, 8, 11, 15, 19, 25]
+    with pytest.raises(ResgrowError, match="need a run of at least 9 epochs"):
+        growth_epochs(8, 8, 8.0, None)
+    with pytest.raises(ResgrowError, match="need a run of at least 7 epochs, not 6"):
+        growth_epochs(6, 3, 8.0, 2)

@@ -25,6 +25,8 @@ DEFAULT = "cuda graph bf16 channels_last + bf16 weight copies"  # what `resgrow 
 VARIANTS = {
     "eager fp32": (False, False, False, True, False),
     "eager fp32, cudnn.benchmark off": (False, False, False, False, False),
+    "eager fp32 channels_last": (False, True, False, True, False),
+    "eager bf16": (True, False, False, True, False),
     "eager bf16 channels_last": (True, True, False, True, False),
     "cuda graph fp32": (False, False, True, True, False),
     "cuda graph fp32 channels_last": (False, True, True, True, False),
@@ -33,6 +35,7 @@ VARIANTS = {
     DEFAULT: (True, True, True, True, True),
 }
 FP32_DEFAULT = "cuda graph fp32 channels_last"  # what it runs on a GPU without native bf16 (a V100, a T4)
+CPU_DEFAULT, CPU_FP32_DEFAULT = "eager bf16 channels_last", "eager fp32 channels_last"  # a CPU with native bf16, without
 COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
 UNFOLDED = DEFAULT + ", h not folded"  # with bench(h != 1): the add's backward scales each branch's gradient
 
@@ -54,11 +57,12 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
     if h != 1.0:
         table[UNFOLDED] = VARIANTS[DEFAULT]
     if compile_blocks:
-        table.update({k + COMPILED: v for k, v in VARIANTS.items() if k.startswith("cuda graph bf16 channels_last")})
+        fast = "cuda graph bf16 channels_last" if device.type == "cuda" else CPU_DEFAULT
+        table.update({k + COMPILED: v for k, v in VARIANTS.items() if k.startswith(fast)})
     for name, (amp, cl, graph, autotune, bf16w) in table.items():
         if variants and name not in variants:
             continue
-        if device.type != "cuda" and (amp or cl or graph or not autotune):
+        if device.type != "cuda" and (graph or not autotune):  # no CUDA graphs or cuDNN on a CPU
             continue
         try:
             r = _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph,
@@ -133,7 +137,10 @@ def train_default(device: torch.device) -> str:
     """The variant `resgrow train` runs on `device` (device.bf16_autocast decides bf16 or fp32)."""
     from .train.device import bf16_autocast
 
-    return DEFAULT if bf16_autocast(True, device) else FP32_DEFAULT
+    bf16 = bf16_autocast("auto", device, say=False)
+    if device.type != "cuda":
+        return CPU_DEFAULT if bf16 else CPU_FP32_DEFAULT
+    return DEFAULT if bf16 else FP32_DEFAULT
 
 
 def format_results(arch: str, batch_size: int, device: str, results: list[dict], h: float = 1.0,
@@ -149,6 +156,8 @@ def format_results(arch: str, batch_size: int, device: str, results: list[dict],
         lines.append(f"{r['variant']:<68}{r['img_per_s']:>10,.0f}{r['ms_per_step']:>10.2f}{speed}{cap:>11}")
     row = next((r for r in results if r["variant"] == default and r.get("speedup")), None)
     if row:
-        lines.append(f"resgrow train's default fast path{' on this GPU' if default != DEFAULT else ''}: "
-                     f"{row['img_per_s']:,.0f} img/s, {row['speedup']:.2f}x eager fp32, capture {row['capture_s']:.2f} s")
+        capture = f", capture {row['capture_s']:.2f} s" if row["capture_s"] is not None else ""
+        where = {DEFAULT: "", FP32_DEFAULT: " on this GPU"}.get(default, f" on this CPU ({default})")
+        lines.append(f"resgrow train's default fast path{where}: {row['img_per_s']:,.0f} img/s, "
+                     f"{row['speedup']:.2f}x eager fp32{capture}")
     return "\n".join(lines)

@@ -100,8 +100,11 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "same --data may change)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
     t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
-    t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
-    t.add_argument("--no-channels-last", action="store_true", help="NCHW instead of channels_last memory layout on CUDA")
+    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 autocast where the device computes bf16 natively (a GPU of compute capability 8.0 on; "
+                   "a CPU with AVX-512 BF16 or AMX), fp32 elsewhere; fp32 or bf16 force it (the first line says which)")
+    t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast (as --precision fp32)")
+    t.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the channels_last memory layout")
     t.add_argument("--bf16-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="make the bf16 weights with one multi-tensor copy per step instead of autocast's per-layer casts "
                    "(same numbers, fewer kernels per step; on by default wherever bf16 autocast is)")
@@ -339,6 +342,7 @@ def _prepare_train(a, label: str = ""):
     from .train.schedules import check_schedule
     from .train.device import resolve_device
     from .train.run_dir import check_run_dir
+    from .train.device import precision_note
     from .train.trainer import TrainConfig, Trainer
 
     out, stored = Path(a.out), None
@@ -392,7 +396,7 @@ def _prepare_train(a, label: str = ""):
                           milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,
                           augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
                           eval_batch_size=TrainConfig.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size,
-                          device=a.device, amp=not a.no_amp, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
+                          device=a.device, amp=not a.no_amp, precision=a.precision, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
                           bf16_weights=a.bf16_weights is not False, compile=a.compile, seed=a.seed, quiet=a.quiet,
                           tensorboard=a.tensorboard, deterministic=a.deterministic, workers=a.workers)
     if not a.resume:  # a stored config trained once already: a newer rule must not strand its run
@@ -438,7 +442,8 @@ def _prepare_train(a, label: str = ""):
               f"{ranks.world * cfg.batch_size} (lr {cfg.lr:g} as given)", file=sys.stderr)
     if not cfg.quiet:
         print(f"{label}resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
-              f"bf16 {trainer.amp}, channels_last {trainer.channels_last}, cuda graphs {trainer.use_graphs}"
+              f"precision {precision_note(trainer.amp, trainer.device)}, channels_last {trainer.channels_last}, "
+              f"cuda graphs {trainer.use_graphs}"
               f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
     return trainer
 
@@ -619,11 +624,17 @@ def _bench(a) -> int:
     else:
         split, classes, src = synthetic_split(), 10, "random uint8 images"
     results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h)
-    name = __import__("torch").cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    import torch
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(format_results(a.arch, a.batch_size, f"{name} ({src})", results, a.h, train_default(device)))
     if device.type != "cuda":
-        print(f"the fast path (CUDA graph, bf16, channels_last) needs a CUDA GPU: on {device.type} only eager fp32 is "
-              "timed, which is what resgrow train runs there")
+        from .train.device import cpu_bf16_flags, cpu_name
+
+        flags = cpu_bf16_flags()
+        print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
+              f"{'native bf16 (' + ', '.join(flags) + ')' if flags else 'no native bf16: bf16 is emulated'}; "
+              "CUDA graphs need a GPU")
     if a.json:
         Path(a.json).write_text(json.dumps({"arch": a.arch, "batch_size": a.batch_size, "device": name, "data": src,
                                             "h": a.h, "results": results}, indent=2) + "\n")

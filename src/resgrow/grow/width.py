@@ -10,9 +10,14 @@ its two spaces, so all families (post-activation and pre-activation blocks, bott
 - "vt" (Yuan, Savarese, Maire 2023): new channels come in pairs. Both members of a pair get the same
   random incoming weights (fan-in [W; V; V]), so they carry equal values; every layer that reads them
   gets opposite weights (fan-out [W, Z, -Z]), so their contributions cancel and the function is kept.
-  V and Z are drawn at He's variance for the new fan-in (2 / fan-in). Variance transfer: a layer whose
+  V and Z are drawn at He's variance for the new fan-in (2 / fan-in), the paper's fan-in
+  parameterization. resgrow's nets are initialised at He's fan-out variance (2 / fan-out), so the two
+  agree only where a layer has as many output as input channels (times its kernel size): in a stage's
+  first conv, which doubles the channels, new elements start at twice the variance a fresh net's have,
+  and in a bottleneck's 1x1 convs at a quarter or four times it. Variance transfer: a layer whose
   fan-in grows and that feeds a BN has its old weights multiplied by sqrt(C_old / C_new), the factor
-  that keeps a 1/fan-in-variance weight at the variance of a net built at the new width; the BN's
+  that keeps a 1/fan-in-variance weight at the variance of a net built at the new width under that
+  parameterization; the BN's
   running statistics follow (mean x c, variance x c^2, its eps folded in), so eval outputs stay equal
   and training's batch statistics absorb the factor. A layer whose output is not normalised (a
   pre-activation block's last conv, the classifier) keeps its weights: a factor there would change the
@@ -159,13 +164,15 @@ def _sizes(spec: ArchSpec, spaces: dict[str, tuple]) -> dict[str, int]:
 
 # ---------------------------------------------------------------- the operator
 
-def wider_spec(spec: ArchSpec, widths, stem_width: int | None = None) -> ArchSpec:
-    """`spec` at stage widths `widths`: inner widths in the same proportion to the stage widths as before, the
-    stem's width tied to the first stage's when it was (as in He et al.'s CIFAR nets), else scaled with it."""
+def wider_spec(spec: ArchSpec, widths, stem_width: int | None = None, inner_widths=None) -> ArchSpec:
+    """`spec` at stage widths `widths`. Not given: inner widths in the same proportion to the stage widths as
+    before, the stem's width tied to the first stage's when it was (as in He et al.'s CIFAR nets), else scaled
+    with it. A schedule that must end at a given net gives both (`methods.widen.spec_schedule`)."""
     widths = tuple(int(w) for w in widths)
     if len(widths) != len(spec.widths):
         raise ResgrowError(f"widths {'-'.join(map(str, widths))} need one per stage ({len(spec.widths)})")
-    inner = tuple(max(1, round(i * w / o)) for i, w, o in zip(spec.inner_widths, widths, spec.widths))
+    inner = tuple(int(i) for i in inner_widths) if inner_widths is not None else \
+        tuple(max(1, round(i * w / o)) for i, w, o in zip(spec.inner_widths, widths, spec.widths))
     if stem_width is None:
         stem_width = widths[0] if spec.stem_width == spec.widths[0] else max(1, round(spec.stem_width * widths[0] / spec.widths[0]))
     return spec.replace(widths=widths, inner_widths=inner, stem_width=int(stem_width))
@@ -173,8 +180,8 @@ def wider_spec(spec: ArchSpec, widths, stem_width: int | None = None) -> ArchSpe
 
 @torch.no_grad()
 def widen(model: ResNet, widths, init: str = "vt", noise: float = 0.0, stem_width: int | None = None,
-          generator: torch.Generator | None = None, rescale: bool = True) -> tuple[ResNet, dict]:
-    """`model` with stage widths `widths` (inner and stem widths follow: `wider_spec`), and a map from each new
+          generator: torch.Generator | None = None, rescale: bool = True, inner_widths=None) -> tuple[ResNet, dict]:
+    """`model` with stage widths `widths` (inner and stem widths follow unless given: `wider_spec`), and a map from each new
     parameter name to (old name, transform of its optimizer state). The new model is on the old one's device
     and dtype and in its train/eval mode. Random draws come from `generator` (default: one seeded from
     torch's global generator, so a seeded run widens the same way every time). `rescale=False`: vt without
@@ -186,7 +193,7 @@ def widen(model: ResNet, widths, init: str = "vt", noise: float = 0.0, stem_widt
         raise ResgrowError(f"cannot widen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow blocks "
                            "+ head) can be widened")
     spec = spec_of(model)
-    target = wider_spec(spec, widths, stem_width)
+    target = wider_spec(spec, widths, stem_width, inner_widths)
     g = generator or torch.Generator().manual_seed(int(torch.randint(2**62, ())))
     kinds, layers = _structure(spec)
     old, new = _sizes(spec, kinds), _sizes(target, kinds)

@@ -13,10 +13,14 @@ are not decayed faster than old ones). Per element, not per tensor, because a gr
 inside existing tensors: each grouped tensor gets a mask of its elements' scales, applied in the backward of
 the captured step and rewritten between steps when the scales change.
 
-Schedule: widths are the final ones times start x (1 / start)^(k / growths), rounded to even (pairs need an even
-number of new channels), for k = 0 .. growths: with the defaults 0.25, 0.30, 0.35, 0.42, 0.5, 0.59, 0.71, 0.84,
-1.0 (the paper's +20% steps). Stage lengths grow by 20% from --t0 epochs (the paper's rule; T0 of a 160-epoch
-run, scaled to --epochs), or --widen-every N epochs; the final width keeps the epochs after the last growth.
+Schedule: every width of the net (the stages', the stem's, the blocks' inner convs') is its final width times
+start x (1 / start)^(k / growths), rounded to even (pairs need an even number of new channels) and capped at the
+final, for k = 0 .. growths; the last step is `--arch` itself. With the defaults the stages go 0.25, 0.30, 0.35,
+0.42, 0.5, 0.59, 0.71, 0.84, 1.0 of their widths (the paper's +20% steps). A schedule that cannot be made (a
+growth that widens nothing, an odd number of new channels for vt) is refused before any data is read. Stage
+lengths grow by 20% from --t0 epochs (the paper's rule; T0 of a 160-epoch run, scaled to --epochs, each stage
+at least one epoch, so any run of at least growths + 1 epochs holds them), or --widen-every N epochs; the final
+widths keep the epochs after the last growth.
 
 Batch adaptation (--batch-adapt, off by default): while the net is narrow it trains on --batch-size times the
 largest power of two, at most 8, that keeps a step's FLOPs at most the final net's, with the lr multiplied by
@@ -43,7 +47,7 @@ from ..events import GROW, event
 from ..grow.width import INITS, widen, wider_spec
 from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
-from ..models.spec import dashed
+from ..models.spec import ArchSpec, dashed
 from ..train.schedules import COSINES
 from .base import Change, Method, Option, SliceGroups
 
@@ -70,17 +74,69 @@ def width_schedule(final: tuple[int, ...], start: float, growths: int, padded: b
     return out
 
 
+def spec_schedule(final: ArchSpec, start: float, growths: int, init: str = "vt") -> list[ArchSpec]:
+    """The net at the start and after each growth, every width aimed at the final net's: the stage widths by
+    `width_schedule`; the inner widths and the stem's at the same fraction of their final widths, rounded to
+    even and capped at the final; the stem tied to the first stage where the final net ties them (He et al.'s
+    CIFAR nets). The last is `final` itself. Refused with one line where a growth could not be made."""
+    stages = width_schedule(final.widths, start, growths, final.shortcut == "A")
+    tied = final.stem_width == final.widths[0]
+    specs = []
+    for k, widths in enumerate(stages[:-1]):
+        f = start * (1 / start) ** (k / growths)
+        inner = tuple(min(i, even(i * f)) for i in final.inner_widths)
+        stem = widths[0] if tied else min(final.stem_width, even(final.stem_width * f))
+        specs.append(final.replace(widths=widths, inner_widths=inner, stem_width=stem))
+    specs.append(final)
+    for a, b in zip(specs, specs[1:]):
+        _check_growth(a, b, final, init)
+    return specs
+
+
+def _sizes(spec: ArchSpec) -> dict[str, int]:
+    return {"stem": spec.stem_width, **{f"stage {s + 1}": w for s, w in enumerate(spec.widths)},
+            **{f"stage {s + 1}'s inner convs": w for s, w in enumerate(spec.inner_widths)}}
+
+
+def _check_growth(a: ArchSpec, b: ArchSpec, final: ArchSpec, init: str) -> None:
+    """What `grow.widen` needs of one growth, checked before any data is read."""
+    old, new = _sizes(a), _sizes(b)
+    where = f"{_shown(a)} -> {_shown(b)} on the way to {_shown(final)}"
+    if any(new[k] < old[k] for k in old) or new == old:
+        raise ResgrowError(f"widths {where}: every growth must widen something and narrow nothing; "
+                           "use fewer --growths or a larger --start-width")
+    odd = [k for k in old if (new[k] - old[k]) % 2]
+    if init == "vt" and odd:
+        raise ResgrowError(f"widths {where}: vt adds channels in cancelling pairs, and the {odd[0]} would grow by an "
+                           f"odd number ({old[odd[0]]} -> {new[odd[0]]}): use a net of even widths or --widen-init net2wider")
+    if (a.stem_width == a.widths[0]) != (b.stem_width == b.widths[0]):
+        raise ResgrowError(f"widths {where}: the stem and the first stage would start or stop sharing their "
+                           "channels; use another --start-width")
+
+
+def _shown(spec: ArchSpec) -> str:
+    inner = "" if spec.inner_widths == spec.widths else f", inner {dashed(spec.inner_widths)}"
+    return f"stem {spec.stem_width}, {dashed(spec.widths)}{inner}"
+
+
 def growth_epochs(epochs: int, growths: int, t0: float, every: int | None) -> list[int]:
     """The epochs after which the net widens: stage lengths t0, 1.2 t0, 1.44 t0, ... (t0 of 160 epochs, scaled),
-    or `every` epochs apart. The last stage, at the final widths, gets the rest."""
-    lengths = [every] * growths if every else [t0 * epochs / 160 * 1.2 ** k for k in range(growths)]
+    each stage at least one epoch long and the final widths at least the last; or `every` epochs apart. The
+    last stage, at the final widths, gets the rest."""
+    if every:
+        at = [every * (k + 1) for k in range(growths)]
+        if at[-1] >= epochs:
+            raise ResgrowError(f"{growths} growths {every} epochs apart need a run of at least {at[-1] + 1} epochs, "
+                               f"not {epochs}: train longer, or use fewer --growths or a smaller --widen-every")
+        return at
+    if epochs < growths + 1:
+        raise ResgrowError(f"{growths} growths need a run of at least {growths + 1} epochs (one per stage and one at "
+                           f"the final widths), not {epochs}: train longer or use fewer --growths")
     at, total = [], 0.0
-    for length in lengths:
-        total += length
-        at.append(round(total))
-    if len(set(at)) != growths or at[0] < 1 or at[-1] >= epochs:
-        raise ResgrowError(f"{growths} growths do not fit {epochs} epochs with these stage lengths (growths after epochs "
-                           f"{at}): train longer, use fewer --growths or a smaller --t0 / --widen-every")
+    for k in range(growths):
+        total += t0 * epochs / 160 * 1.2 ** k
+        lowest, highest = (at[-1] + 1 if at else 1), epochs - growths + k  # room for the stages still to come
+        at.append(min(max(round(total), lowest), highest))
     return at
 
 
@@ -109,7 +165,8 @@ class Widen(Method):
             raise ResgrowError(f"unknown --widen-init {widen_init!r}; known: {', '.join(INITS)}")
         self.start_width, self.growths, self.init, self.t0 = start_width, growths, widen_init, t0
         self.every, self.lr_adapt, self.batch_adapt = widen_every, lr_adapt, batch_adapt
-        self.widths: list[tuple[int, ...]] = []  # the whole schedule, known at run start
+        self.specs: list[ArchSpec] = []  # the net at the start and after each growth, known at run start
+        self.old_widths: list[tuple[int, ...]] = []
         self.at: list[int] = []
         self.done = 0  # growths so far
         self.ids: dict[str, torch.Tensor] = {}  # per parameter: the growth that created each element
@@ -118,21 +175,21 @@ class Widen(Method):
     def plan(self, spec, epochs: int, schedule: str) -> tuple[list, list]:
         if schedule not in COSINES:
             raise ResgrowError("method widen trains with one cosine schedule over the run; use --schedule cosine")
-        widths = width_schedule(spec.widths, self.start_width, self.growths, spec.shortcut == "A")
-        return widths, growth_epochs(epochs, self.growths, self.t0, self.every)
+        specs = spec_schedule(spec, self.start_width, self.growths, self.init)
+        return specs, growth_epochs(epochs, self.growths, self.t0, self.every)
 
     def check(self, spec, epochs, schedule):
         self.plan(spec, epochs, schedule)
 
     def on_run_start(self, ctx):
         final = ctx.model.spec
-        self.widths, self.at = self.plan(final, ctx.epochs, ctx.schedule.kind)
-        start = ResNet(wider_spec(final, self.widths[0])).to(next(ctx.model.parameters()).device)
+        self.specs, self.at = self.plan(final, ctx.epochs, ctx.schedule.kind)
+        start = ResNet(self.specs[0]).to(next(ctx.model.parameters()).device)
         self.ids = {n: torch.zeros(p.shape, dtype=torch.uint8) for n, p in start.named_parameters()}
-        text = (f"start {dashed(self.widths[0])} (final {final.widths_str()}); widens after epochs "
+        text = (f"start {_shown(self.specs[0])} (final {_shown(final)}); widens after epochs "
                 f"{', '.join(map(str, self.at))}")
         self.final_flops, self.base_batch = flops_per_image(final, ctx.image_size), ctx.batch_size
-        return Change(start, {}, event("start", text, widths=dashed(self.widths[0]), final=final.widths_str(),
+        return Change(start, {}, event("start", text, widths=self.specs[0].widths_str(), final=final.widths_str(),
                                        grow_at=list(self.at)), self.batch_for(start.spec, ctx.image_size))
 
     def on_epoch_end(self, ctx):
@@ -145,13 +202,17 @@ class Widen(Method):
         return None
 
     def grow(self, ctx) -> Change:
-        old, new_widths = ctx.model.spec.widths_str(), self.widths[self.done + 1]
-        wider, pmap = widen(ctx.model, new_widths, init=self.init)
+        old = ctx.model.spec.widths_str()
+        target = self.specs[self.done + 1] if self.specs else wider_spec(ctx.model.spec, self.old_widths[self.done + 1])
+        wider, pmap = widen(ctx.model, target.widths, init=self.init, stem_width=target.stem_width,
+                            inner_widths=target.inner_widths)
         self.done += 1
         self.ids = {n: self._carried(old_name, fn) for n, (old_name, fn) in pmap.items()}
+        if self.lr_adapt:  # every older group's scale from the grown net too, not only the new group's
+            ctx.set_lr_scales(dict(zip(self.group_names()[:-1], self.scales(wider)[:-1])))
         why = f"epoch {ctx.epoch}, growth {self.done} of {self.growths}"
-        return Change(wider, pmap, event(GROW, f"widened {old} -> {dashed(new_widths)} ({why})",
-                                         **{"from": old, "to": dashed(new_widths), "why": why}),
+        return Change(wider, pmap, event(GROW, f"widened {old} -> {target.widths_str()} ({why})",
+                                         **{"from": old, "to": target.widths_str(), "why": why}),
                       self.batch_for(wider.spec, ctx.image_size))
 
     def batch_for(self, spec, image_size) -> int | None:
@@ -198,11 +259,13 @@ class Widen(Method):
                 f"lr adaptation {'on' if self.lr_adapt else 'off'}{', batch adaptation' if self.batch_adapt else ''})")
 
     def state_dict(self) -> dict:
-        return {"widths": [list(w) for w in self.widths], "at": self.at, "done": self.done, "ids": self.ids,
+        return {"specs": [sp.to_dict() for sp in self.specs], "at": self.at, "done": self.done, "ids": self.ids,
                 "settings": self.settings(), "final_flops": self.final_flops, "base_batch": self.base_batch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.widths, self.at, self.done = [tuple(w) for w in state["widths"]], list(state["at"]), state["done"]
+        self.specs = [ArchSpec.from_dict(d) for d in state["specs"]] if "specs" in state else []
+        self.old_widths = [tuple(w) for w in state.get("widths", [])]  # a run planned before specs were stored
+        self.at, self.done = list(state["at"]), state["done"]
         self.ids = dict(state["ids"])
         s = state["settings"]
         self.start_width, self.growths, self.init, self.t0 = s["start_width"], s["growths"], s["widen_init"], s["t0"]

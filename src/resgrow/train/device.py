@@ -28,16 +28,71 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def bf16_autocast(wanted: bool, device: torch.device) -> bool:
-    """bf16 autocast where the GPU runs it natively: compute capability 8.0 on (A100, H100, RTX 30xx and later).
-    Before that (V100, T4, ...) torch emulates bf16, far slower than fp32, so the run trains in fp32 and says so."""
-    if not (wanted and device.type == "cuda"):
+PRECISIONS = ("auto", "fp32", "bf16")
+# The rule of runs started before the CPU trained in bf16 and channels_last: "auto" on a GPU, fp32 and NCHW on a
+# CPU. Their checkpoints name no precision; they resume with it, as they started.
+GPU_ONLY = "auto-gpu"
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # Linux's names for AVX-512 BF16 and AMX-BF16
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The CPU's native bf16 instruction sets, read from /proc/cpuinfo's flags (Linux); [] where there are none
+    or the file does not exist (elsewhere the CPU trains in fp32 unless told otherwise)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [f for f in NATIVE_BF16_FLAGS if f in flags]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown CPU"
+
+
+def precision_note(amp: bool, device: torch.device) -> str:
+    """The precision a run trains in, and on a CPU why: for its first line and run.json."""
+    if device.type != "cpu":
+        return "bf16" if amp else "fp32"
+    flags = cpu_bf16_flags()
+    return f"{'bf16' if amp else 'fp32'} ({'native bf16: ' + ', '.join(flags) if flags else 'no native bf16'} on the CPU)"
+
+
+def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = True) -> bool:
+    """Train under bf16 autocast? `precision`: "auto" (or True), "fp32" (or False), "bf16".
+
+    "auto" picks bf16 where the device computes it natively and fp32 elsewhere, where bf16 is emulated and
+    slower than fp32: a GPU of compute capability 8.0 on (A100, H100, RTX 30xx and later), a CPU with
+    AVX-512 BF16 or AMX (`cpu_bf16_flags`). "bf16" forces it (with a note where it is emulated)."""
+    precision = {True: "auto", False: "fp32"}.get(precision, precision)
+    if precision == GPU_ONLY:
+        precision = "auto" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ResgrowError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "fp32":
         return False
-    major, minor = torch.cuda.get_device_capability(device)
-    if major >= 8 or torch.version.hip:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        native, what = major >= 8 or bool(torch.version.hip), f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    else:
+        native, what = bool(cpu_bf16_flags()), "this CPU (no AVX-512 BF16 or AMX)"
+    if native or precision == "bf16":
+        if not native and say:
+            print(f"resgrow: note: {what} has no native bf16: --precision bf16 runs emulated, slower than fp32",
+                  file=sys.stderr)
         return True
-    print(f"resgrow: note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native bf16, "
-          "which the fast path uses from 8.0 on (A100, H100, RTX 30xx): training in fp32", file=sys.stderr)
+    if say and device.type == "cuda":
+        print(f"resgrow: note: {what} has no native bf16, which the fast path uses from 8.0 on (A100, H100, "
+              "RTX 30xx): training in fp32", file=sys.stderr)
     return False
 
 

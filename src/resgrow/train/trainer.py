@@ -30,7 +30,7 @@ from .. import atomic
 from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
-from .device import bf16_autocast, make_deterministic, resolve_device
+from .device import GPU_ONLY, PRECISIONS, bf16_autocast, cpu_name, make_deterministic, precision_note, resolve_device
 from .distributed import Ranks
 from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
@@ -62,8 +62,11 @@ class TrainConfig:
     eval_batch_size: int = 1000
     checkpoint_every: int = 1
     device: str = "auto"  # auto | cuda | cpu | cuda:N
-    amp: bool = True  # bf16 autocast (CUDA with native bf16, compute capability >= 8.0; fp32 elsewhere)
-    channels_last: bool = True  # (CUDA only)
+    amp: bool = True  # False: fp32, whatever `precision` says (--no-amp)
+    # auto: bf16 autocast where the device computes bf16 natively (a GPU of compute capability >= 8.0, a CPU with
+    # AVX-512 BF16 or AMX), fp32 elsewhere; fp32 | bf16 force it (train/device.py)
+    precision: str = "auto"
+    channels_last: bool = True
     graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
     # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts: bit-identical, fewer kernels
     # per step (BENCHMARKS.md). Only where bf16 autocast runs: without it there is nothing to replace.
@@ -88,6 +91,8 @@ class TrainConfig:
             (0 <= self.warmup < e, f"warm-up must be in [0, epochs={e}) epochs, not {self.warmup}"),
             (0 <= self.eta_min < self.lr, f"eta-min must be in [0, lr={self.lr}), not {self.eta_min}"),
             (self.gamma > 0, f"gamma must be > 0, not {self.gamma}"),
+            (self.precision in (*PRECISIONS, GPU_ONLY), f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}"),
+            (self.amp or self.precision != "bf16", "bf16 (--precision bf16) and fp32 (--no-amp) both asked for"),
             (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
             (not self.milestones or self.schedule == "step", f"milestones apply to the step schedule, not {self.schedule!r}"),
             (not self.restarts or self.schedule in COSINES,
@@ -109,7 +114,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**d)
+        return cls(**{"precision": GPU_ONLY, **d})  # a run that names none started under the GPU-only rule
 
 
 def arch_of(model: nn.Module) -> ArchSpec | None:
@@ -145,8 +150,8 @@ class Trainer:
         self.run_info = dict(run_info or {})
         self.device = resolve_device(self.cfg.device)
         cuda = self.device.type == "cuda"
-        self.amp = bf16_autocast(self.cfg.amp, self.device)
-        self.channels_last = self.cfg.channels_last and cuda
+        self.amp = bf16_autocast(self.cfg.precision if self.cfg.amp else "fp32", self.device, say=self.ranks.main)
+        self.channels_last = self.cfg.channels_last and (cuda or self.cfg.precision != GPU_ONLY)
         self.use_graphs = self.cfg.graphs and cuda
         if self.cfg.tensorboard:
             if self.out is None:
@@ -304,7 +309,7 @@ class Trainer:
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
-            "data_cfg": self.data_cfg(), "world_size": self.ranks.world,
+            "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
         }
 
     def data_cfg(self) -> dict:
@@ -363,6 +368,7 @@ class Trainer:
         self.slices.scales = dict(ck.get("slice_scales", {}))
         if ck.get("batch_size", self.loader.batch_size) != self.loader.batch_size:
             self.loader.resize(ck["batch_size"])
+        self.amp = ck.get("bf16", self.amp)  # "auto" chose on the machine the run started on: the run keeps it
         self._install(model)
         for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
             self.optimizer.state[p]["momentum_buffer"].copy_(m)
@@ -546,6 +552,8 @@ class Trainer:
                     report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
                     dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                    cpu=cpu_name() if self.device.type == "cpu" else None, threads=torch.get_num_threads(),
+                    precision=precision_note(self.amp, self.device),
                     fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
                                "bf16_weights": self.runner.lowp is not None,
                                "compile": self.cfg.compile})

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One CPU table of BENCHMARKS.md on all of CIFAR-10: the fixed-size net at several budgets (its accuracy-time
+# frontier) and the table's methods, every row on the CPU, one after another; then `resgrow compare --frontier`
+# and its plot.
+#
+#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]       # TABLE: width | wide2narrow; SEEDS e.g. 0 or 0,1
+#
+# width:      resnet20, 30 epochs: the frontier at 10 15 20 25 30 epochs; widen (vt + lr adaptation), Net2Net's
+#             widening (--widen-init net2wider --no-lr-adapt) and widen with --batch-adapt, at 30 epochs.
+# wide2narrow: resnet20 as the thin net, 30 epochs in all (the method's phases scaled to 30, the wide net's
+#             training included); the frontier at 10 15 20 25 30 45 60 epochs, so that the thin net is also held
+#             against itself trained as long as the whole method took.
+#
+# Wall-clock ratios are honest only on an otherwise idle machine. Before every row the recipe appends the CPU, the
+# thread count, torch's version and the load average to OUTDIR/machine.log and warns when the machine is busy
+# (load average above LOAD_WARN, default 0.5). A probe (one epoch of the table's net, batch 128) runs at the start and at
+# the end of every invocation, so that drift shows (OUTDIR/probes.log). Each row is one `resgrow train` in
+# OUTDIR/<row>; the same command again skips finished rows and resumes a stopped one. Environment: DATA (default
+# .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names: frontier and the method rows), EXTRA (flags
+# for every row), METHOD_FLAGS (for the method rows), STOP_AFTER; ARCH, EPOCHS and BUDGETS change the table's
+# net, length and budgets (a smaller table: to try the recipe).
+set -euo pipefail
+out=${1:?usage: bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]}; table=${2:?TABLE: width | wide2narrow}
+seeds=${3:-0}
+arch=${ARCH:-resnet20}; E=${EPOCHS:-30}; total=$E
+case $table in
+  width) budgets=${BUDGETS:-"10 15 20 25 30"}; rows="frontier widen net2wider batch" ;;
+  wide2narrow) budgets=${BUDGETS:-"10 15 20 25 30 45 60"}; rows="frontier wide2narrow" ;;
+  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow)" >&2; exit 2 ;;
+esac
+EXTRA="--device cpu ${EXTRA:-}"
+source "$(dirname "$0")/rows.sh"
+
+machine() {  # machine ROW: where and how busy, before a row
+  local load; load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+  python3 - "$1" "$load" >> "$out/machine.log" <<'PY'
+import sys, torch
+from resgrow.train.device import cpu_bf16_flags, cpu_name
+row, load = sys.argv[1], sys.argv[2]
+print(f"{row}: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+      f"native bf16 {','.join(cpu_bf16_flags()) or 'none'}, load average {load}")
+PY
+  if awk "BEGIN {exit !($load > ${LOAD_WARN:-0.5})}"; then
+    echo "reproduce_cpu: warning: load average $load before $1: the machine is busy, its times are not comparable" >&2
+  fi
+}
+
+probe() {  # probe WHEN: one epoch of resnet20 in a fresh directory; its img/s into probes.log
+  local d; d=$(mktemp -d)
+  machine "probe ($1)"
+  resgrow train --arch "$arch" --data "$data" --epochs 1 --batch-size 128 --quiet --out "$d/probe" ${EXTRA} > /dev/null
+  python3 -c "import json,sys; r=json.loads(open(sys.argv[1]).readline()); print(sys.argv[2], r['img_per_s'], 'img/s')" \
+    "$d/probe/metrics.jsonl" "$(date -u +%FT%TZ) $1" >> "$out/probes.log"
+  rm -rf "$d"
+}
+
+row() {  # row NAME FLAGS...: a row, with the machine logged first; finished rows are skipped silently
+  if finished "$out/$1"; then echo "$1: finished already"; return; fi
+  machine "$1"
+  train "$@"
+}
+
+probe start
+for seed in ${seeds//,/ }; do
+  s=(--seed "$seed")
+  if want frontier; then
+    for E in $budgets; do row "baseline_${arch}_${E}ep_s$seed" "${s[@]}" --epochs "$E"; done
+    E=$total
+  fi
+  m=("${s[@]}" ${METHOD_FLAGS:-})
+  if want widen; then row "widen_${arch}_s$seed" "${m[@]}" --method widen; fi
+  if want net2wider; then row "net2wider_${arch}_s$seed" "${m[@]}" --method widen --widen-init net2wider --no-lr-adapt; fi
+  if want batch; then row "widen_batch_${arch}_s$seed" "${m[@]}" --method widen --batch-adapt; fi
+  if want wide2narrow; then row "wide2narrow_${arch}_s$seed" "${m[@]}" --method wide2narrow; fi
+done
+probe end
+
+methods=()
+for d in "$out"/*_s*; do
+  [[ -f $d/metrics.jsonl && $(basename "$d") != baseline_* ]] && methods+=("$d")
+done
+resgrow compare --frontier --plot "$out/frontier.png" "$out"/baseline_"${arch}"_*ep_s* "${methods[@]}" | tee "$out/frontier.md"

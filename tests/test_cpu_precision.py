@@ -1,0 +1,93 @@
+"""The CPU's fast path: bf16 autocast and channels_last where the CPU computes bf16 natively (AVX-512 BF16 or
+AMX), fp32 elsewhere, decided by a probe of the CPU's flags; --precision forces it; the run says which in its
+first line and run.json; a run keeps the precision it started with, also one started before the CPU had a
+fast path. The tests fake the probe, so they hold on any CPU; bf16 where it is emulated is only slower."""
+
+import json
+
+import pytest
+import torch
+
+from resgrow.cli import main
+from resgrow.errors import ResgrowError
+from resgrow.train import Trainer, TrainConfig, device, load_checkpoint
+
+from conftest import cfg, tiny, weights
+
+AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+SPR = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+OLD = "flags\t\t: fpu sse sse2 avx avx2 fma\n"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def native(monkeypatch):
+    """Make the probe see a CPU with (True) or without (False) native bf16."""
+    def set_native(yes: bool):
+        monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"] if yes else [])
+    return set_native
+
+
+def test_the_probe_reads_native_bf16_from_the_cpu_flags():
+    assert device.cpu_bf16_flags(AMD) == ["avx512_bf16"]
+    assert device.cpu_bf16_flags(SPR) == ["avx512_bf16", "amx_bf16"]
+    assert device.cpu_bf16_flags(OLD) == [] and device.cpu_bf16_flags("") == []
+    assert isinstance(device.cpu_bf16_flags(), list)  # this machine's, whatever it has
+
+
+def test_auto_trains_bf16_only_where_the_cpu_has_it_and_the_precision_flag_forces_either(native, capsys):
+    native(True)
+    assert device.bf16_autocast("auto", CPU) and not device.bf16_autocast("fp32", CPU)
+    native(False)
+    assert not device.bf16_autocast("auto", CPU) and capsys.readouterr().err == ""
+    assert device.bf16_autocast("bf16", CPU)
+    assert "no native bf16: --precision bf16 runs emulated" in capsys.readouterr().err
+    assert not device.bf16_autocast(device.GPU_ONLY, CPU)  # runs started before: fp32 on a CPU
+    with pytest.raises(ResgrowError, match="unknown precision 'fp16'"):
+        device.bf16_autocast("fp16", CPU)
+
+
+def test_a_cpu_run_with_native_bf16_trains_in_bf16_channels_last_and_says_so(native, small, tmp_path):
+    native(True)
+    trainer = Trainer(tiny(), small, cfg(epochs=1, precision="auto"), out=tmp_path / "r")
+    trainer.fit()
+    assert trainer.amp and trainer.channels_last and trainer.runner.amp
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["precision"] == "bf16 (native bf16: amx_bf16 on the CPU)" and run["fast_path"]["amp_bf16"]
+    assert run["cpu"] and run["threads"] == torch.get_num_threads()
+    native(False)
+    fp32 = Trainer(tiny(), small, cfg(epochs=1, precision="auto"))
+    assert not fp32.amp and fp32.channels_last
+
+
+def test_a_bf16_run_resumes_bit_for_bit(small, tmp_path):
+    full = Trainer(tiny(), small, cfg(precision="bf16"), out=tmp_path / "full")
+    full.fit()
+    Trainer(tiny(), small, cfg(precision="bf16"), out=tmp_path / "part").fit(until=2)
+    resumed = Trainer(tiny(seed=5), small, cfg(precision="bf16"), out=tmp_path / "part", resume=True)
+    resumed.fit()
+    a, b = weights(full), weights(resumed)
+    assert resumed.amp and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_started_before_the_cpu_fast_path_resumes_in_fp32_nchw(native, small, tmp_path):
+    """Its checkpoint's config names no precision: the rule it started under (fp32 and NCHW on a CPU) holds."""
+    native(True)
+    Trainer(tiny(), small, cfg(epochs=2), out=tmp_path / "r").fit(until=1)
+    stored = TrainConfig.from_dict({k: v for k, v in load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"].items()
+                                    if k != "precision"})
+    assert stored.precision == device.GPU_ONLY
+    old = Trainer(tiny(), small, stored)
+    assert not old.amp and not old.channels_last
+
+
+def test_the_command_line_takes_precision_and_refuses_bf16_with_no_amp(capsys, small_zip, tmp_path):
+    base = ["train", "--arch", "cifar_resnet8", "--data", str(small_zip), "--epochs", "1", "--batch-size", "100",
+            "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--precision", "fp32"]) == 0
+    assert "precision fp32 (" in capsys.readouterr().err
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["precision"] == "fp32"
+    assert main([*base, "--out", str(tmp_path / "b"), "--precision", "bf16", "--no-amp"]) == 2
+    assert "bf16 (--precision bf16) and fp32 (--no-amp) both asked for" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "a"), "--precision", "bf16"]) == 2
+    assert "--precision bf16 (the run's: fp32)" in capsys.readouterr().err

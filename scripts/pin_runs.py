@@ -1,12 +1,13 @@
 """Pin the short runs of `tests/test_pinned_runs.py`: train them here, measure how far their numbers move
 between numeric back-ends of this machine, and write `tests/pinned/runs.json` with tolerances of twice
-the largest move.
+the largest move, per method.
 
 Two CPUs round differently: another vector unit (ATen's kernels), another oneDNN convolution, another
 thread count. This machine stands in for others by running every pinned run under each of those back-ends
-(`VARIANTS`: environment variables torch reads at start-up), each in a fresh pytest process. The spread is
-the largest difference from the run as it is, over every method, epoch and number (losses relative,
-accuracies absolute); the tolerance is twice it, and never below one test image's worth of accuracy.
+(`VARIANTS`: environment variables torch reads at start-up), each in a fresh pytest process. A method's spread
+is the largest difference from its run as it is, over every back-end, epoch and number (losses relative,
+accuracies absolute); its tolerance is four times that (two CPUs may differ more than two back-ends of one),
+and never below one training image's worth of accuracy.
 
     python scripts/pin_runs.py                 # after a change meant to alter the numbers
     python scripts/pin_runs.py --spread-only   # measure and print, write nothing
@@ -34,8 +35,10 @@ VARIANTS = {  # name: environment
     "oneDNN AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "oneDNN SSE4.1": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
 }
-LOSSES, ACCS = ("train_loss", "test_loss"), ("train_acc", "test_acc")
-ONE_TEST_IMAGE = 0.01  # the small zip's test set has 100 images
+LOSSES, ACCS = ("train_loss",), ("train_acc",)  # what the test pins (its NUMBERS)
+ONE_IMAGE = 1 / 400  # the small zip's training set has 400 images
+FACTOR = 4  # tolerance over the largest spread measured
+MIN_LOSS_REL = 1e-5  # where every back-end agrees to the last digits: still not bit for bit
 
 
 def collect(env: dict, out: Path) -> dict:
@@ -48,13 +51,13 @@ def collect(env: dict, out: Path) -> dict:
 
 
 def spread(reference: dict, other: dict) -> dict:
-    """The largest relative loss and absolute accuracy difference of `other` from `reference`."""
-    worst = {"loss_rel": 0.0, "acc_abs": 0.0}
+    """Per method: the largest relative loss and absolute accuracy difference of `other` from `reference`."""
+    out = {}
     for method, run in reference.items():
-        for a, b in zip(run["rows"], other[method]["rows"], strict=True):
-            worst["loss_rel"] = max(worst["loss_rel"], *(abs(a[k] - b[k]) / abs(a[k]) for k in LOSSES))
-            worst["acc_abs"] = max(worst["acc_abs"], *(abs(a[k] - b[k]) for k in ACCS))
-    return worst
+        pairs = list(zip(run["rows"], other[method]["rows"], strict=True))
+        out[method] = {"loss_rel": max(abs(a[k] - b[k]) / abs(a[k]) for a, b in pairs for k in LOSSES),
+                       "acc_abs": max(abs(a[k] - b[k]) for a, b in pairs for k in ACCS)}
+    return out
 
 
 def main() -> int:
@@ -65,17 +68,18 @@ def main() -> int:
         got = {name: collect(env, Path(tmp) / f"{i}.json") for i, (name, env) in enumerate(VARIANTS.items())}
     reference = got["as is"]
     spreads = {name: spread(reference, runs) for name, runs in got.items() if name != "as is"}
-    for name, s in spreads.items():
-        print(f"{name:>20}: losses within {s['loss_rel']:.2e} (relative), accuracies within {s['acc_abs']:.3f}")
-    largest = {k: max(s[k] for s in spreads.values()) for k in ("loss_rel", "acc_abs")}
-    tolerance = {"loss_rel": float(f"{2 * largest['loss_rel']:.2g}") or 1e-6,
-                 "acc_abs": max(2 * largest["acc_abs"], ONE_TEST_IMAGE)}
-    print(f"tolerance: losses {tolerance['loss_rel']:.2g} relative, accuracies {tolerance['acc_abs']:.3f}")
+    tolerance = {}
+    for method in reference:
+        worst = {k: max(s[method][k] for s in spreads.values()) for k in ("loss_rel", "acc_abs")}
+        tolerance[method] = {"loss_rel": max(float(f"{FACTOR * worst['loss_rel']:.2g}"), MIN_LOSS_REL),
+                             "acc_abs": max(FACTOR * worst["acc_abs"], ONE_IMAGE)}
+        print(f"{method:>12}: losses moved up to {worst['loss_rel']:.2e} (relative), accuracies up to "
+              f"{worst['acc_abs']:.4f}; tolerance {tolerance[method]['loss_rel']:.2g} and {tolerance[method]['acc_abs']:.4f}")
     if a.spread_only:
         return 0
     PINNED.write_text(json.dumps({
         "where": f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}",
-        "how": "tolerance = twice the largest spread between the numeric back-ends of scripts/pin_runs.py",
+        "how": f"per method, tolerance = {FACTOR} x the largest spread between the numeric back-ends of scripts/pin_runs.py",
         "spread": spreads, "tolerance": tolerance, "runs": reference}, indent=1) + "\n")
     print(f"wrote {PINNED.relative_to(ROOT)}")
     return 0

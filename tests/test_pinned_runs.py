@@ -3,9 +3,9 @@ leave their numbers where they were, on any CPU.
 
 Each run's per-epoch losses, accuracies, lr and size are kept in `tests/pinned/runs.json`, with the
 tolerances the comparison allows. Two CPUs round differently (another vector unit, another oneDNN kernel,
-another thread count), so stored numbers are never compared bit for bit: the tolerances are twice the
-largest spread measured between numeric back-ends of one machine (`scripts/pin_runs.py`, which says how, and
-writes the file). Bit-for-bit equality is checked only between runs of one test process (the resume tests).
+another thread count), so stored numbers are never compared bit for bit: the tolerances are four times
+the largest spread measured between numeric back-ends of one machine, per method (`scripts/pin_runs.py`, which says
+how, and writes the file). Bit-for-bit equality is checked only between runs of one test process (the resume tests).
 
 `RESGROW_PIN=FILE` makes this module write its runs' numbers to FILE and skip instead of comparing: that is
 how `scripts/pin_runs.py` collects them; it never passes as a test.
@@ -27,22 +27,27 @@ from resgrow.train import TrainConfig, Trainer
 PINNED = Path(__file__).parent / "pinned" / "runs.json"
 R14 = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
 R26 = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)
-# method: (final net, options); 3 epochs of the small zip, batch 50
+# method: (final net, options, epochs); the small zip, batch 100, a gentle lr: few steps and little chaos, so
+# that another CPU's rounding moves the numbers little and a changed rule moves them more
 RUNS = {
-    "baseline": (R14, {}),
-    "multilevel": (R14, {"start_blocks": "1-1-1"}),
-    "lipgrow": (R14, {"start_blocks": "1-1-1", "lip_window": 1, "reserve": 1}),
-    "widen": (R14, {"growths": 1, "start_width": 0.5, "widen_every": 1}),
-    "mgopt": (R26, {"nested_epochs": 1}),
-    "wide2narrow": (R14, {"teacher_width": 2, "teacher_epochs": 1, "imitate_epochs": 1, "distill_epochs": 0}),
+    "baseline": (R14, {}, 3),
+    "multilevel": (R14, {"start_blocks": "1-1-1"}, 3),
+    "lipgrow": (R14, {"start_blocks": "1-1-1", "lip_window": 1, "reserve": 1}, 3),
+    "widen": (R14, {"growths": 1, "start_width": 0.5, "widen_every": 1}, 3),
+    "mgopt": (R26, {"nested_epochs": 1, "line_search": "fixed"}, 2),  # no accept-or-reject decision to tip over
+    # the wide net 1 epoch, imitation 1 per stage, labels 1
+    "wide2narrow": (R14, {"teacher_width": 2, "teacher_epochs": 1, "imitate_epochs": 1, "distill_epochs": 0}, 5),
 }
-NUMBERS = ("train_loss", "test_loss", "train_acc", "test_acc")
+# The training loss and accuracy of each epoch (means over its steps). Not the test set's: after a few epochs on
+# 400 images its loss swings with BN's running statistics (up to 90% apart between two numeric back-ends), so a
+# tolerance wide enough for it would notice nothing.
+NUMBERS = ("train_loss", "train_acc")
 
 
 def pinned_run(data, out: Path, method: str) -> dict:
-    spec, options = RUNS[method]
+    spec, options, epochs = RUNS[method]
     torch.manual_seed(0)
-    cfg = TrainConfig(epochs=3, batch_size=50, lr=0.1, device="cpu", quiet=True, seed=0, precision="fp32")
+    cfg = TrainConfig(epochs=epochs, batch_size=100, lr=0.02, device="cpu", quiet=True, seed=0, precision="fp32")
     rows = Trainer(ResNet(spec), data, cfg, build_method(method, **options), out=out).fit()
     return {"rows": [{k: r.get(k) for k in (*NUMBERS, "lr", "blocks", "widths")} for r in rows]}
 
@@ -58,10 +63,10 @@ def within(got: dict, want: dict, tolerance: dict) -> list[str]:
                 off.append(f"epoch {e} {k} {a[k]} (pinned {b[k]})")
         if not math.isclose(a["lr"], b["lr"], rel_tol=1e-9):
             off.append(f"epoch {e} lr {a['lr']} (pinned {b['lr']})")
-        off += [f"epoch {e} {k} {a[k]:.6g} (pinned {b[k]:.6g})" for k in ("train_loss", "test_loss")
-                if not math.isclose(a[k], b[k], rel_tol=tolerance["loss_rel"])]
-        off += [f"epoch {e} {k} {a[k]:.4f} (pinned {b[k]:.4f})" for k in ("train_acc", "test_acc")
-                if abs(a[k] - b[k]) > tolerance["acc_abs"] + 1e-9]
+        off += [f"epoch {e} train_loss {a['train_loss']:.6g} (pinned {b['train_loss']:.6g})"] * (
+            not math.isclose(a["train_loss"], b["train_loss"], rel_tol=tolerance["loss_rel"]))
+        off += [f"epoch {e} train_acc {a['train_acc']:.4f} (pinned {b['train_acc']:.4f})"] * (
+            abs(a["train_acc"] - b["train_acc"]) > tolerance["acc_abs"] + 1e-9)
     return off
 
 
@@ -80,19 +85,20 @@ def test_a_short_run_of_each_method_trains_as_pinned(pinned_data, tmp_path, meth
         path.write_text(json.dumps({**runs, method: got}, indent=1) + "\n")
         pytest.skip(f"RESGROW_PIN: wrote the {method} run to {path}, compared nothing")
     pinned = json.loads(PINNED.read_text())
-    off = within(got, pinned["runs"][method], pinned["tolerance"])
+    off = within(got, pinned["runs"][method], pinned["tolerance"][method])
     assert not off, f"{method}: " + "; ".join(off)
 
 
 def test_the_comparison_refuses_a_run_that_moved_beyond_the_tolerance():
     pinned = json.loads(PINNED.read_text())
-    tol, want = pinned["tolerance"], pinned["runs"]["baseline"]
+    tol, want = pinned["tolerance"]["baseline"], pinned["runs"]["baseline"]
     assert within(want, want, tol) == []
     moved = json.loads(json.dumps(want))
     moved["rows"][-1]["train_loss"] *= 1 + 2 * tol["loss_rel"]
-    moved["rows"][0]["test_acc"] += 2 * tol["acc_abs"] + 0.01
+    moved["rows"][0]["train_acc"] += 2 * tol["acc_abs"] + 0.01
     moved["rows"][1]["lr"] *= 1.001
     off = within(moved, want, tol)
-    assert len(off) == 3 and [o.split(" (")[0].rsplit(" ", 1)[0] for o in off] == ["epoch 1 test_acc", "epoch 2 lr",
+    assert len(off) == 3 and [o.split(" (")[0].rsplit(" ", 1)[0] for o in off] == ["epoch 1 train_acc", "epoch 2 lr",
                                                                                   "epoch 3 train_loss"], off
-    assert tol["loss_rel"] < 0.05 and tol["acc_abs"] <= 0.05  # tight enough to notice a changed rule
+    for method, t in pinned["tolerance"].items():  # tight enough to notice a changed rule
+        assert t["loss_rel"] < 0.05 and t["acc_abs"] <= 0.1, (method, t)

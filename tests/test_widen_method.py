@@ -171,3 +171,11 @@ def test_default_stage_lengths_fit_any_run_that_holds_the_growths():
         growth_epochs(8, 8, 8.0, None)
     with pytest.raises(ResgrowError, match="need a run of at least 7 epochs, not 6"):
         growth_epochs(6, 3, 8.0, 2)
+
+
+def test_at_a_growth_every_older_groups_lr_scale_is_recomputed_on_the_grown_net(small, tmp_path):
+    trainer = _run(small, tmp_path / "r")  # growths after epochs 1 and 2
+    trainer.fit(until=2)
+    want = trainer.method.scales(trainer.model)  # the widened net's norms: vt rescaled the old weights
+    assert len(want) == 3 and trainer.slices.scales == pytest.approx(dict(zip(["growth0", "growth1", "growth2"], want)),
+                                                                    rel=1e-6)

@@ -89,17 +89,19 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
     model = model.to(resolve_device(device)).eval()
     size = ({"blocks": model.spec.blocks_str(), "widths": model.spec.widths_str()} if isinstance(model, ResNet)
             else {"model": type(model).__name__})
-    return dict(evaluate_model(model, ds, split, batch_size), data=str(source), dataset=ds.name,
+    # as the run evaluated itself: its precision and layout (checkpoints before they were stored: the GPU's rule)
+    how = dict(amp=ck.get("bf16"), channels_last=ck.get("channels_last"))
+    return dict(evaluate_model(model, ds, split, batch_size, **how), data=str(source), dataset=ds.name,
                 epoch=ck.get("epoch"), epochs=cfg.get("epochs"), **size)
 
 
 def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
-                   amp: bool | None = None) -> dict:
+                   amp: bool | None = None, channels_last: bool | None = None) -> dict:
     """Loss and accuracy of `model` on a split of `data`, inputs prepared as in its training.
 
     Uses `model.data_cfg` when it has one (checking image size and classes against `data`);
     otherwise normalises with `data`'s own training statistics, as the trainer does. `amp`
-    defaults to bf16 autocast on CUDA, as in training.
+    and `channels_last` default to what a GPU trains with (evaluate_run passes the run's own).
     """
     part = getattr(data, split, None)
     if part is None:
@@ -120,8 +122,9 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
         raise ResgrowError(f"the model has {model._num_classes} outputs, {data.name} has {data.num_classes} classes")
     device = next(model.parameters()).device
     amp = device.type == "cuda" if amp is None else amp
-    loader = EvalLoader(part, batch_size, device, mean, std, channels_last=device.type == "cuda", what=split)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    loader = EvalLoader(part, batch_size, device, mean, std, channels_last=channels_last, what=split)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss, acc = evaluate(model, loader, amp)
     return {"split": split, "images": len(part), "loss": loss, "acc": acc}

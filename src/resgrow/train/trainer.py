@@ -310,6 +310,7 @@ class Trainer:
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
+            "channels_last": self.channels_last,
         }
 
     def data_cfg(self) -> dict:

@@ -12,8 +12,9 @@
 #             against itself trained as long as the whole method took.
 #
 # Wall-clock ratios are honest only on an otherwise idle machine. Before every row the recipe appends the CPU, the
-# thread count, torch's version and the load average to OUTDIR/machine.log and warns when the machine is busy
-# (load average above LOAD_WARN, default 0.5). A probe (one epoch of the table's net, batch 128) runs at the start and at
+# thread count, torch's version, how busy the CPU was in the second before and the load average to
+# OUTDIR/machine.log, and warns when it was busy (above BUSY_WARN percent, default 10: something else runs; the
+# load average still counts the row before). A probe (one epoch of the table's net, batch 128) runs at the start and at
 # the end of every invocation, so that drift shows (OUTDIR/probes.log). Each row is one `resgrow train` in
 # OUTDIR/<row>; the same command again skips finished rows and resumes a stopped one. Environment: DATA (default
 # .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names: frontier and the method rows), EXTRA (flags
@@ -32,17 +33,26 @@ EXTRA="--device cpu ${EXTRA:-}"
 source "$(dirname "$0")/rows.sh"
 
 machine() {  # machine ROW: where and how busy, before a row
-  local load; load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
-  python3 - "$1" "$load" >> "$out/machine.log" <<'PY'
-import sys, torch
+  python3 - "$1" "${BUSY_WARN:-10}" >> "$out/machine.log" <<'PY'
+import os, sys, time
+import torch
 from resgrow.train.device import cpu_bf16_flags, cpu_name
-row, load = sys.argv[1], sys.argv[2]
-print(f"{row}: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-      f"native bf16 {','.join(cpu_bf16_flags()) or 'none'}, load average {load}")
+
+def ticks():  # (all, idle) CPU time so far, from /proc/stat
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), v[3] + v[4]
+
+row, warn = sys.argv[1], float(sys.argv[2])
+(a0, i0), _, (a1, i1) = ticks(), time.sleep(1), ticks()  # the second before the row: what else runs now
+busy = 100 * (1 - (i1 - i0) / max(1, a1 - a0))
+load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+print(f"{row}: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, native bf16 "
+      f"{','.join(cpu_bf16_flags()) or 'none'}, CPU busy {busy:.0f}% in the second before, load average {load}")
+if busy > warn:
+    print(f"reproduce_cpu: warning: the CPU was {busy:.0f}% busy before {row}: its times are not comparable",
+          file=sys.stderr)
 PY
-  if awk "BEGIN {exit !($load > ${LOAD_WARN:-0.5})}"; then
-    echo "reproduce_cpu: warning: load average $load before $1: the machine is busy, its times are not comparable" >&2
-  fi
 }
 
 probe() {  # probe WHEN: one epoch of resnet20 in a fresh directory; its img/s into probes.log

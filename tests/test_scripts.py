@@ -179,7 +179,7 @@ def test_growth_epochs_reads_where_a_finished_run_grew(capsys):
 def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_stopped_table(small_zip, tmp_path):
     out = tmp_path / "cpu"
     env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet8", EPOCHS="3", BUDGETS="2 3", ROWS="frontier widen",
-               METHOD_FLAGS="--growths 1 --widen-every 1", LOAD_WARN="1000")
+               METHOD_FLAGS="--growths 1 --widen-every 1", BUSY_WARN="1000")
     said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, STOP_AFTER="1"))  # cut short
     assert said.count(": training\n") == 3
     said = _script("reproduce_cpu.sh", out, "width", 0, env=env)  # the same command goes on
@@ -191,9 +191,9 @@ def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_st
     assert all(r["device"] == "cpu" and r["precision"] for r in runs)
     machine = (out / "machine.log").read_text().splitlines()
     assert len(machine) == 2 + 3 + 2 + 3 and "probe (start)" in machine[0] and "load average" in machine[1]
-    assert all("threads, torch" in line for line in machine)
+    assert all("threads, torch" in line and "% in the second before" in line for line in machine)
     probes = (out / "probes.log").read_text().splitlines()
     assert [p.split()[1] for p in probes] == ["start", "end"] * 2 and all(p.endswith(" img/s") for p in probes)
     assert "widen_cifar_resnet8_s0" in (out / "frontier.md").read_text() and (out / "frontier.png").stat().st_size > 0
-    said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, LOAD_WARN="-1"))  # finished: nothing trains
+    said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, BUSY_WARN="-1"))  # finished: nothing trains
     assert ": training" not in said

@@ -91,3 +91,12 @@ def test_the_command_line_takes_precision_and_refuses_bf16_with_no_amp(capsys, s
     assert "bf16 (--precision bf16) and fp32 (--no-amp) both asked for" in capsys.readouterr().err
     assert main(["train", "--resume", "--out", str(tmp_path / "a"), "--precision", "bf16"]) == 2
     assert "--precision bf16 (the run's: fp32)" in capsys.readouterr().err
+
+
+def test_a_run_keeps_the_precision_it_started_with_on_a_machine_that_would_choose_another(native, small, tmp_path):
+    native(True)  # started where the CPU has native bf16
+    Trainer(tiny(), small, cfg(epochs=2, precision="auto"), out=tmp_path / "r").fit(until=1)
+    native(False)  # resumed where it has none: "auto" would pick fp32
+    resumed = Trainer(tiny(), small, cfg(epochs=2, precision="auto"), out=tmp_path / "r", resume=True)
+    resumed.fit()
+    assert resumed.amp and resumed.runner.amp

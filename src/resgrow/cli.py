@@ -21,7 +21,7 @@ from pathlib import Path
 from . import __version__
 from .errors import DivergedError, ResgrowError, first_line
 from .options import floats
-from .resume import differences, refuse, shown
+from .resume import FREE, differences, refuse, shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -270,8 +270,8 @@ def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> Non
 
 # Not compared with the run's config by `train --resume`: where and how visibly the run goes on (free to
 # change), and arch, data, method and its options (checked on their own: by spec, path and method state).
-_FREE_ON_RESUME = {"command", "argv", "arch", "data", "out", "resume", "device", "quiet", "eval_batch_size", "stop_after",
-                   "data_dir", "cache_dir", "method", "workers"}
+_FREE_ON_RESUME = FREE | {"command", "argv", "arch", "data", "out", "resume", "stop_after", "data_dir", "cache_dir",
+                          "method"}
 _FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}
 
 
@@ -340,9 +340,8 @@ def _prepare_train(a, label: str = ""):
     from .train.checkpoint import load_run_checkpoint
     from .train.compile import check_compile
     from .train.schedules import check_schedule
-    from .train.device import resolve_device
+    from .train.device import precision_note, resolve_device
     from .train.run_dir import check_run_dir
-    from .train.device import precision_note
     from .train.trainer import TrainConfig, Trainer
 
     out, stored = Path(a.out), None

@@ -1,6 +1,6 @@
 """Pin the short runs of `tests/test_pinned_runs.py`: train them here, measure how far their numbers move
-between numeric back-ends of this machine, and write `tests/pinned/runs.json` with tolerances of twice
-the largest move, per method.
+between numeric back-ends of this machine, and write `tests/pinned/runs.json` with tolerances of four
+times the largest move, per method.
 
 Two CPUs round differently: another vector unit (ATen's kernels), another oneDNN convolution, another
 thread count. This machine stands in for others by running every pinned run under each of those back-ends

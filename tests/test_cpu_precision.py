@@ -100,3 +100,31 @@ def test_a_run_keeps_the_precision_it_started_with_on_a_machine_that_would_choos
     resumed = Trainer(tiny(), small, cfg(epochs=2, precision="auto"), out=tmp_path / "r", resume=True)
     resumed.fit()
     assert resumed.amp and resumed.runner.amp
+
+
+def _laid_out_channels_last(trainer) -> bool:
+    convs = [m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    cl = {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs}
+    assert len(cl) == 1 and trainer.loader.normalize.channels_last == trainer.test_loader.normalize.channels_last
+    assert trainer.loader.normalize.channels_last == trainer.layout_channels_last == cl.pop()
+    return trainer.layout_channels_last
+
+
+def test_on_a_cpu_channels_last_is_used_only_at_widths_its_batch_norm_backward_is_fast_at(small):
+    """torch's channels_last BatchNorm backward on a CPU is slow where the width is not a multiple of the vector
+    width: a net trains NCHW there, and its inputs follow; a growth to such widths switches the layout."""
+    from resgrow.methods.widen import Widen
+    from resgrow.models import ArchSpec, ResNet
+
+    assert not device.channels_last_suits(tiny(), CPU)  # 8-16-32
+    assert device.channels_last_suits(tiny(), torch.device("cuda"))  # a GPU: always
+    final = ArchSpec("basic", (1, 1, 1), (16, 32, 64), stem_width=16)
+    widen, seen = Widen(start_width=0.5, growths=1, widen_every=1), []
+    trainer = Trainer(ResNet(final), small, cfg(epochs=2), method=widen)
+    grow = widen.on_epoch_end
+    widen.on_epoch_end = lambda ctx: seen.append((trainer.model.spec.widths, _laid_out_channels_last(trainer),
+                                                  trainer.layout_note)) or grow(ctx)
+    trainer.fit()
+    assert [s[:2] for s in seen] == [((8, 16, 32), False), ((16, 32, 64), True)]
+    assert seen[0][2].endswith("(now NCHW)") and seen[1][2].endswith("(now channels_last)")
+    assert not _laid_out_channels_last(Trainer(ResNet(final), small, cfg(epochs=1, channels_last=False)))

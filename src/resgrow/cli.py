@@ -441,7 +441,7 @@ def _prepare_train(a, label: str = ""):
               f"{ranks.world * cfg.batch_size} (lr {cfg.lr:g} as given)", file=sys.stderr)
     if not cfg.quiet:
         print(f"{label}resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
-              f"precision {precision_note(trainer.amp, trainer.device)}, channels_last {trainer.channels_last}, "
+              f"precision {precision_note(trainer.amp, trainer.device)}, layout {trainer.layout_note}, "
               f"cuda graphs {trainer.use_graphs}"
               f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
     return trainer

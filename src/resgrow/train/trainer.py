@@ -30,7 +30,8 @@ from .. import atomic
 from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
-from .device import GPU_ONLY, PRECISIONS, bf16_autocast, cpu_name, make_deterministic, precision_note, resolve_device
+from .device import (CPU_CHANNELS_LAST_MULTIPLE, GPU_ONLY, PRECISIONS, bf16_autocast, channels_last_suits, cpu_name, make_deterministic,
+                     precision_note, resolve_device)
 from .distributed import Ranks
 from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
@@ -221,9 +222,7 @@ class Trainer:
         """Make `model` the one being trained: device, layout, optimizer (state carried), step runner.
         `method_groups`: ask the method for its parameter and element groups (not for a model about to be
         replaced by a checkpoint's, which the method's groups, loaded with its state, may not fit)."""
-        model = model.to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = self._lay_out(model.to(self.device))
         model.train()
         self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
@@ -252,8 +251,27 @@ class Trainer:
         """The method's own modules on the run's device and layout, in place (the method keeps its references)."""
         for module in self.method.modules().values():
             module.to(self.device)
-            if self.channels_last:
+            if self.channels_last and channels_last_suits(module, self.device):
                 module.to(memory_format=torch.channels_last)
+
+    @property
+    def layout_note(self) -> str:
+        """The memory layout rule of this run, for its first line and run.json."""
+        if not self.channels_last:
+            return "NCHW"
+        if self.device.type != "cpu":
+            return "channels_last"
+        now = "channels_last" if self.layout_channels_last else "NCHW"
+        return f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else NCHW (now {now})"
+
+    def _lay_out(self, model: nn.Module) -> nn.Module:
+        """The memory layout for this size of the model, and the inputs to match: channels_last where the run allows
+        it and it is the faster layout here (`channels_last_suits`: on a CPU it depends on the widths)."""
+        self.layout_channels_last = self.channels_last and channels_last_suits(model, self.device)
+        for loader in (self.loader, self.test_loader, self.val_loader):
+            if loader is not None:
+                loader.normalize.channels_last = self.layout_channels_last
+        return model.to(memory_format=torch.channels_last if self.layout_channels_last else torch.contiguous_format)
 
     @property
     def capture_seconds(self) -> float:
@@ -555,7 +573,8 @@ class Trainer:
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     cpu=cpu_name() if self.device.type == "cpu" else None, threads=torch.get_num_threads(),
                     precision=precision_note(self.amp, self.device),
-                    fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "cuda_graphs": self.use_graphs,
+                    fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "layout": self.layout_note,
+                               "cuda_graphs": self.use_graphs,
                                "bf16_weights": self.runner.lowp is not None,
                                "compile": self.cfg.compile})
         atomic.write_text(self.out / "run.json", json.dumps(info, indent=2) + "\n")

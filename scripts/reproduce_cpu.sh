@@ -3,13 +3,20 @@
 # frontier) and the table's methods, every row on the CPU, one after another; then `resgrow compare --frontier`
 # and its plot.
 #
-#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]       # TABLE: width | wide2narrow; SEEDS e.g. 0 or 0,1
+#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]       # TABLE: width | wide2narrow | depth; SEEDS e.g. 0 or 0,1
 #
 # width:      resnet20, 30 epochs: the frontier at 10 15 20 25 30 epochs; widen (vt + lr adaptation), Net2Net's
 #             widening (--widen-init net2wider --no-lr-adapt) and widen with --batch-adapt, at 30 epochs.
 # wide2narrow: resnet20 as the thin net, 30 epochs in all (the method's phases scaled to 30, the wide net's
 #             training included); the frontier at 10 15 20 25 30 45 60 epochs, so that the thin net is also held
-#             against itself trained as long as the whole method took.
+#             against itself trained as long as the whole method took. Same net and budgets as width: one OUTDIR
+#             can hold both tables, their frontier trained once.
+# depth:      cifar_resnet50 (8-8-8) grown from 2-2-2 (START), 20 epochs: the frontier at 6 10 14 20 epochs;
+#             multilevel, lipgrow (--lip-window LIP_WINDOW, default 2: its 10 of 164 epochs scaled to 20, rounded
+#             up to a window that still smooths), the restart baselines (multilevel's restarts, LipGrow's where
+#             its row grew), multilevel grown late and its restart baseline (rows of scripts/reproduce_depth.sh),
+#             and MG/OPT with 2 levels in two cheap configurations: mgopt_cheap (--nu-pre 0 --nu-post 0 --nu-c 1
+#             --line-search best) and mgopt_every4 (--mg-every 4).
 #
 # Wall-clock ratios are honest only on an otherwise idle machine. Before every row the recipe appends the CPU, the
 # thread count, torch's version, how busy the CPU was in the second before and the load average to
@@ -18,19 +25,25 @@
 # the end of every invocation, so that drift shows (OUTDIR/probes.log). Each row is one `resgrow train` in
 # OUTDIR/<row>; the same command again skips finished rows and resumes a stopped one. Environment: DATA (default
 # .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names: frontier and the method rows), EXTRA (flags
-# for every row), METHOD_FLAGS (for the method rows), STOP_AFTER; ARCH, EPOCHS and BUDGETS change the table's
-# net, length and budgets (a smaller table: to try the recipe).
+# for every row), METHOD_FLAGS (for the widen, wide2narrow and MG/OPT rows), STOP_AFTER; ARCH, EPOCHS, BUDGETS
+# (and START, LIP_WINDOW for depth) change the table's net, length and budgets (a smaller table: to try the recipe).
 set -euo pipefail
-out=${1:?usage: bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]}; table=${2:?TABLE: width | wide2narrow}
+out=${1:?usage: bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]}; table=${2:?TABLE: width | wide2narrow | depth}
 seeds=${3:-0}
-arch=${ARCH:-resnet20}; E=${EPOCHS:-30}; total=$E
 case $table in
-  width) budgets=${BUDGETS:-"10 15 20 25 30"}; rows="frontier widen net2wider batch" ;;
-  wide2narrow) budgets=${BUDGETS:-"10 15 20 25 30 45 60"}; rows="frontier wide2narrow" ;;
-  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow)" >&2; exit 2 ;;
+  width) arch=${ARCH:-resnet20}; E=${EPOCHS:-30}; budgets=${BUDGETS:-"10 15 20 25 30"}
+         rows="frontier widen net2wider batch" ;;
+  wide2narrow) arch=${ARCH:-resnet20}; E=${EPOCHS:-30}; budgets=${BUDGETS:-"10 15 20 25 30 45 60"}
+               rows="frontier wide2narrow" ;;
+  depth) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
+         LIP_WINDOW=${LIP_WINDOW:-2}
+         rows="frontier multilevel lipgrow restarts restarts_lip multilevel_late restarts_late mgopt_cheap mgopt_every4" ;;
+  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow | depth)" >&2; exit 2 ;;
 esac
+total=$E; here=$(dirname "$0")
+tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # the depth rows' names: multilevel_r50_s0
 EXTRA="--device cpu ${EXTRA:-}"
-source "$(dirname "$0")/rows.sh"
+source "$here/rows.sh"
 
 machine() {  # machine ROW: where and how busy, before a row
   python3 - "$1" "${BUSY_WARN:-10}" >> "$out/machine.log" <<'PY'
@@ -82,11 +95,19 @@ for seed in ${seeds//,/ }; do
   if want net2wider; then row "net2wider_${arch}_s$seed" "${m[@]}" --method widen --widen-init net2wider --no-lr-adapt; fi
   if want batch; then row "widen_batch_${arch}_s$seed" "${m[@]}" --method widen --batch-adapt; fi
   if want wide2narrow; then row "wide2narrow_${arch}_s$seed" "${m[@]}" --method wide2narrow; fi
+  if [[ $table == depth ]]; then
+    depth_rows row "$seed"
+    mg=("${m[@]}" --method mgopt --levels 2)
+    if want mgopt_cheap; then
+      row "mgopt_cheap_${tag}_s$seed" "${mg[@]}" --nu-pre 0 --nu-post 0 --nu-c 1 --line-search best
+    fi
+    if want mgopt_every4; then row "mgopt_every4_${tag}_s$seed" "${mg[@]}" --mg-every 4; fi
+  fi
 done
 probe end
 
-methods=()
+methods=()  # every row but the frontier's own (the restart baselines are held against it too)
 for d in "$out"/*_s*; do
-  [[ -f $d/metrics.jsonl && $(basename "$d") != baseline_* ]] && methods+=("$d")
+  [[ -f $d/metrics.jsonl && $(basename "$d") != baseline_"${arch}"_*ep_s* ]] && methods+=("$d")
 done
 resgrow compare --frontier --plot "$out/frontier.png" "$out"/baseline_"${arch}"_*ep_s* "${methods[@]}" | tee "$out/frontier.md"

@@ -22,25 +22,10 @@ rows="baseline restarts lipgrow restarts_lip multilevel"
 here=$(dirname "$0")
 source "$here/rows.sh"
 tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74: rows like lipgrow_r74_s0
-# multilevel's default growth epochs (37.5% of the run, then the rest halved) and the late ones
-restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*0.6875)}')")
-late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
 
 for seed in ${seeds//,/ }; do
-  s=(--seed "$seed")
-  if want baseline; then train "baseline_${tag}_s$seed" "${s[@]}"; fi
-  if want restarts; then train "baseline_restarts_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$restarts"; fi
-  if want lipgrow; then train "lipgrow_${tag}_s$seed" "${s[@]}" --method lipgrow --start-blocks "$start" --lip-window "${LIP_WINDOW:-10}"; fi
-  if want restarts_lip; then  # LipGrow's lr: back to the peak where its row grew, then annealing to the end
-    if lip=$(python3 "$here/growth_epochs.py" "$out/lipgrow_${tag}_s$seed" "$E" 2> /dev/null); then
-      train "baseline_restarts_lip_${tag}_s$seed" "${s[@]}" --schedule cosine_reset --restarts "$lip"
-    else echo "baseline_restarts_lip_${tag}_s$seed: waits for a finished lipgrow_${tag}_s$seed row"; fi
-  fi
-  if want multilevel; then train "multilevel_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start"; fi
-  if want multilevel_late; then
-    train "multilevel_late_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start" --grow-at "$late"
-  fi
-  if want restarts_late; then train "baseline_restarts_late_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$late"; fi
+  if want baseline; then train "baseline_${tag}_s$seed" --seed "$seed"; fi
+  depth_rows train "$seed"
 done
 
 table "baseline_${tag}"

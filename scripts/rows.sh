@@ -34,3 +34,28 @@ table() {  # table BASELINE_PREFIX: every row so far, the baselines first, to OU
   done
   resgrow compare --seeds --plot "$out/accuracy_vs_time.png" "${runs[@]}" | tee "$out/summary.md"
 }
+
+depth_rows() {  # depth_rows RUN SEED: the depth-growth rows (reproduce_depth.sh, and reproduce_cpu.sh's depth table),
+  # each started by RUN (train, or the CPU recipe's row, which logs the machine first). Needs tag, start, E, here;
+  # LIP_WINDOW. Multilevel grows at 37.5% and 68.75% of the run (its default) or, "late", at 56% and 78%.
+  local run=$1 seed=$2 lip restarts late
+  local s=(--seed "$2")
+  restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*0.6875)}')")
+  late=$(python3 -c "print(f'{round($E*0.5625)},{round($E*0.78125)}')")
+  if want restarts; then $run "baseline_restarts_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$restarts"; fi
+  if want lipgrow; then
+    $run "lipgrow_${tag}_s$seed" "${s[@]}" --method lipgrow --start-blocks "$start" --lip-window "${LIP_WINDOW:-10}"
+  fi
+  if want restarts_lip; then  # LipGrow's lr: back to the peak where its row grew, then annealing to the end
+    if lip=$(python3 "$here/growth_epochs.py" "$out/lipgrow_${tag}_s$seed" "$E" 2> /dev/null); then
+      $run "baseline_restarts_lip_${tag}_s$seed" "${s[@]}" --schedule cosine_reset --restarts "$lip"
+    else echo "baseline_restarts_lip_${tag}_s$seed: waits for a finished lipgrow_${tag}_s$seed row"; fi
+  fi
+  if want multilevel; then $run "multilevel_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start"; fi
+  if want multilevel_late; then
+    $run "multilevel_late_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start" --grow-at "$late"
+  fi
+  if want restarts_late; then
+    $run "baseline_restarts_late_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$late"
+  fi
+}

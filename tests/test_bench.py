@@ -2,6 +2,8 @@ import torch
 
 import resgrow.bench as bench_mod
 from resgrow.bench import bench, format_results, synthetic_split
+from resgrow.grow.width import wider_spec
+from resgrow.models.registry import spec_for
 
 
 CPU_VARIANTS = ["eager fp32", "eager fp32 channels_last", "eager bf16", "eager bf16 channels_last"]
@@ -22,6 +24,11 @@ def test_the_cpu_default_is_bf16_channels_last_where_the_cpu_has_native_bf16(mon
     assert bench_mod.train_default(cpu) == bench_mod.CPU_DEFAULT == "eager bf16 channels_last"
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: [])
     assert bench_mod.train_default(cpu) == bench_mod.CPU_FP32_DEFAULT == "eager fp32 channels_last"
+    # a net whose widths the CPU's channels_last batch norm is slow at trains NCHW (device.channels_last_suits)
+    full = bench_mod.build("cifar_resnet8")  # 16-32-64
+    narrow = bench_mod.build(wider_spec(full.spec, (8, 16, 32)))
+    assert bench_mod.train_default(cpu, full) == "eager fp32 channels_last"
+    assert bench_mod.train_default(cpu, narrow) == "eager fp32"
     rows = [{"variant": "eager fp32", "img_per_s": 800.0, "ms_per_step": 160.0, "capture_s": None, "speedup": 1.0},
             {"variant": bench_mod.CPU_DEFAULT, "img_per_s": 1700.0, "ms_per_step": 75.3, "capture_s": None, "speedup": 2.125}]
     last = format_results("resnet20", 128, "cpu", rows, default=bench_mod.CPU_DEFAULT).splitlines()[-1]
@@ -74,3 +81,14 @@ def test_the_default_follows_the_gpu(monkeypatch):
     for capability, default in (((9, 0), bench_mod.DEFAULT), ((7, 5), bench_mod.FP32_DEFAULT)):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
         assert bench_mod.train_default(torch.device("cuda")) == default
+
+
+def test_bench_times_a_narrower_net_when_given_its_widths():
+    spec = wider_spec(spec_for("resnet20"), (4, 8, 16))
+    runner = bench_mod.make_runner("resnet20", 16, torch.device("cpu"), synthetic_split(64), amp=False,
+                                   channels_last=False, graph=False, spec=spec)
+    assert runner.model.spec == spec and runner.model.spec.stem_width == 4
+    wide = bench("resnet20", 16, torch.device("cpu"), synthetic_split(64), steps=1, warmup=0, variants=["eager fp32"])
+    narrow = bench("resnet20", 16, torch.device("cpu"), synthetic_split(64), steps=1, warmup=0, variants=["eager fp32"],
+                   spec=spec)
+    assert len(wide) == len(narrow) == 1 and narrow[0]["img_per_s"] > 0 and wide[0]["img_per_s"] > 0

@@ -540,6 +540,14 @@ def test_bench_on_a_cpu_times_its_variants_and_names_the_cpu(capsys):
     assert [line[:68].strip() for line in out[2:6]] == names
     assert out[6].startswith("resgrow train's default fast path on this CPU (eager ")
     assert " threads, torch " in out[7] and ("native bf16 (" in out[7] or "no native bf16" in out[7])
+    assert main(["bench", "--arch", ARCH, "--batch-size", "8", "--steps", "1", "--device", "cpu",
+                 "--widths", "8-16-32"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{ARCH} at 8-16-32 (stem 8)  batch 8")
+    assert out[6].startswith("resgrow train's default fast path on this CPU (eager ") and "channels_last" not in out[6]
+    for bad, says in ((["--widths", "8-16"], "need one per stage"), (["--widths", "8-x-32"], "must look like 16-32-64"),
+                      (["--widths", "0-16-32"], "must be positive")):
+        one_line_error(*run(capsys, "bench", "--arch", ARCH, "--device", "cpu", *bad), says)
 
 
 def test_help_and_the_catalogues_start_without_loading_torch_where_they_need_none():

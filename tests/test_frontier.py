@@ -12,10 +12,10 @@ from resgrow.report.frontier import acc_at, frontier_table, split_runs, time_for
 SPEC = {"block": "basic", "blocks": [12, 12, 12], "widths": [16, 32, 64]}
 
 
-def _run(root, name, epochs, acc, seconds, method="baseline", restarts=()):
+def _run(root, name, epochs, acc, seconds, method="baseline", restarts=(), flops=1):
     d = root / name
     d.mkdir()
-    rows = [{"epoch": e, "train_seconds": seconds * e / epochs, "test_acc": acc * e / epochs, "flops": 1}
+    rows = [{"epoch": e, "train_seconds": seconds * e / epochs, "test_acc": acc * e / epochs, "flops": flops}
             for e in range(1, epochs + 1)]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (d / "run.json").write_text(json.dumps({"method": method, "spec": SPEC,
@@ -99,3 +99,20 @@ def test_runs_of_one_name_at_other_epochs_are_separate_points(tmp_path):
             _run(tmp_path / "a", "m_s0", 160, 0.91, 200, method="m"), _run(tmp_path / "b", "m_s0", 40, 0.87, 60, method="m")]
     _, points = split_runs([load_run(d) for d in dirs])
     assert [(p.name, len(p.runs)) for p in points] == [("m (40 epochs)", 1), ("m (160 epochs)", 1)]
+
+
+def test_runs_are_held_against_the_frontier_in_work_too_and_timed_to_the_longest_budgets_accuracy(tmp_path):
+    """MG/OPT spends more than a gradient a step, width growth less: the frontier in FLOPs says what the work
+    bought; the time to the longest budget's accuracy minus 0.3 points says when a run was as good."""
+    dirs = [_run(tmp_path, "b40_s0", 40, 0.88, 100), _run(tmp_path, "b80_s0", 80, 0.92, 200),
+            _run(tmp_path, "m_s0", 80, 0.91, 120, method="widen(...)", flops=0.75),
+            _run(tmp_path, "fast_s0", 80, 0.95, 100, method="multilevel(...)")]
+    lines = frontier_table([load_run(d) for d in dirs]).splitlines()
+    assert "In work: training FLOPs, 1.00 = the fixed-size net's 80 epochs." in lines
+    # m: 60 epochs' work, where the frontier has 90%; it needs 70 for m's 91%
+    assert "| m | 0.75 | 90.00% | +1.00 | 0.88 | 0.86x |" in lines
+    assert any(line.startswith("Time to 91.70% (the 80-epoch baseline's final accuracy minus 0.3 points") for line in lines)
+    assert "| baseline 80 epochs | 1 | 200.0 | 1.00x |" in lines  # it reaches 91.7% in its last epoch
+    assert "| baseline 40 epochs | 1 | not reached by 1 of 1 | - |" in lines
+    assert "| m | 1 | not reached by 1 of 1 | - |" in lines
+    assert "| fast | 1 | 97.5 | 0.49x |" in lines  # epoch 78 of 80: 95% x 78/80 >= 91.7%

@@ -15,7 +15,9 @@ from .data.loader import DeviceLoader, channel_stats
 from .data.sources import Split
 from .errors import ResgrowError, first_line
 from .models.custom import build_model
+from .models.registry import build
 from .models.resnet import ResNet
+from .models.spec import ArchSpec
 from .train.compile import apply_compile
 from .train.optim import make_sgd
 from .train.step import StepRunner
@@ -48,9 +50,10 @@ def synthetic_split(n: int = 10_000, size: int = 32, classes: int = 10, seed: in
 
 def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10,
           steps: int = 100, warmup: int = 10, variants=None, compile_blocks: bool = False,
-          compile_backend: str = "inductor", h: float = 1.0) -> list[dict]:
+          compile_backend: str = "inductor", h: float = 1.0, spec: ArchSpec | None = None) -> list[dict]:
     """Time each variant; one that fails (e.g. compile on an unsupported setup) is reported, not fatal.
-    `h` != 1 sets every block's step size, as in a net grown by depth doubling (1/4 after two)."""
+    `h` != 1 sets every block's step size, as in a net grown by depth doubling (1/4 after two); `spec` replaces
+    the registry net `arch` (e.g. a narrower one, as width growth passes through)."""
     mean, std = channel_stats(split.images[:5000])
     results = []
     table = dict(VARIANTS)
@@ -66,7 +69,8 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
             continue
         try:
             r = _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph,
-                              autotune, bf16w, compile_backend if name.endswith(COMPILED) else None, h, name != UNFOLDED)
+                              autotune, bf16w, compile_backend if name.endswith(COMPILED) else None, h, name != UNFOLDED,
+                              spec)
         except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' numbers
             r = {"img_per_s": None, "ms_per_step": None, "capture_s": None, "first_step_s": None,
                  "error": f"{type(e).__name__}: {first_line(e)}"}
@@ -81,13 +85,14 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
 def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, num_classes: int = 10, *,
                 amp: bool, channels_last: bool, graph: bool, autotune: bool = True, bf16_weights: bool = False,
                 compile_backend: str | None = None, mean=None, std=None, h: float = 1.0,
-                fold_h: bool = True) -> StepRunner:
-    """The trainer's training step for one execution mode, on a fresh model (seed 0), at epoch 0."""
+                fold_h: bool = True, spec: ArchSpec | None = None) -> StepRunner:
+    """The trainer's training step for one execution mode, on a fresh model (seed 0; `spec`'s net if given), at
+    epoch 0."""
     if mean is None:
         mean, std = channel_stats(split.images[:5000])
     torch.backends.cudnn.benchmark = autotune  # the trainer turns it on
     torch.manual_seed(0)
-    model = build_model(arch, num_classes).to(device)
+    model = (build(spec) if spec is not None else build_model(arch, num_classes)).to(device)
     if h != 1.0:
         if not isinstance(model, ResNet):
             raise ResgrowError(f"--h sets the step size of resgrow's residual blocks; {arch} is a "
@@ -106,10 +111,10 @@ def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, 
 
 
 def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph, autotune,
-                  bf16w, compile_backend, h, fold_h) -> dict:
+                  bf16w, compile_backend, h, fold_h, spec) -> dict:
     runner = make_runner(arch, batch_size, device, split, num_classes, amp=amp, channels_last=cl, graph=graph,
                          autotune=autotune, bf16_weights=bf16w, compile_backend=compile_backend, mean=mean, std=std,
-                         h=h, fold_h=fold_h)
+                         h=h, fold_h=fold_h, spec=spec)
     loader = runner.loader
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
@@ -133,13 +138,15 @@ def _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps
             "capture_s": runner.capture_seconds if graph else None, "first_step_s": first}
 
 
-def train_default(device: torch.device) -> str:
-    """The variant `resgrow train` runs on `device` (device.bf16_autocast decides bf16 or fp32)."""
-    from .train.device import bf16_autocast
+def train_default(device: torch.device, model: torch.nn.Module | None = None) -> str:
+    """The variant `resgrow train` runs on `device` (device.bf16_autocast decides bf16 or fp32); on a CPU the layout
+    depends on `model`'s widths too (device.channels_last_suits)."""
+    from .train.device import bf16_autocast, channels_last_suits
 
     bf16 = bf16_autocast("auto", device, say=False)
     if device.type != "cuda":
-        return CPU_DEFAULT if bf16 else CPU_FP32_DEFAULT
+        variant = CPU_DEFAULT if bf16 else CPU_FP32_DEFAULT
+        return variant if model is None or channels_last_suits(model, device) else variant.replace(" channels_last", "")
     return DEFAULT if bf16 else FP32_DEFAULT
 
 

@@ -145,6 +145,9 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--h", type=float, default=1.0,
                    help="every block's step size h, as in a grown net (0.25: resnet74 grown twice from 3-3-3); "
                         "also times the default fast path without h folded into the branches")
+    b.add_argument("--widths", default=None, metavar="W1-W2-W3",
+                   help="the registry net at these stage widths, its stem and inner widths scaled alike (as width "
+                        "growth builds them): how fast a narrower net trains on this device")
     e = sub.add_parser("eval", help="evaluate a run's model (its last checkpoint) on a dataset")
     e.add_argument("run", help="run directory (or a checkpoint file)")
     e.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample | ImageFolder directory or zip (default: the run's own data)")
@@ -602,31 +605,57 @@ def _eval(a) -> int:
     return 0
 
 
+def _bench_spec(a):
+    """The net `resgrow bench` times: None for a model of the user's own (checked here), else the registry's
+    ArchSpec, at --widths if given."""
+    from .grow.width import wider_spec
+    from .models.custom import is_custom, model_factory
+    from .models.registry import spec_for
+
+    if is_custom(a.arch):
+        model_factory(a.arch)
+        if a.h != 1 or a.widths is not None:
+            raise ResgrowError(f"{'--h' if a.h != 1 else '--widths'} sets the {'step size' if a.h != 1 else 'widths'} "
+                               "of resgrow's residual blocks; use it with a registry --arch")
+        return None
+    spec = spec_for(a.arch)
+    if a.widths is None:
+        return spec
+    try:
+        widths = tuple(int(w) for w in a.widths.split("-"))
+    except ValueError:
+        raise ResgrowError(f"--widths must look like 16-32-64, not {a.widths!r}") from None
+    if min(widths) < 1:
+        raise ResgrowError(f"--widths must be positive, not {a.widths!r}")
+    return wider_spec(spec, widths)
+
+
 def _bench(a) -> int:
     from .bench import bench, format_results, synthetic_split, train_default
     from .data.sources import load_dataset
-    from .models.custom import is_custom, model_factory
-    from .models.registry import spec_for
+    from .models.registry import build
     from .train.device import resolve_device
 
-    model_factory(a.arch) if is_custom(a.arch) else spec_for(a.arch)
     if a.steps < 1 or a.batch_size < 1:
         raise ResgrowError(f"--steps and --batch-size must be >= 1 (got {a.steps}, {a.batch_size})")
     if not 0 < a.h <= 1:
         raise ResgrowError(f"--h must be in (0, 1] (got {a.h:g})")
-    if a.h != 1 and is_custom(a.arch):
-        raise ResgrowError("--h sets the step size of resgrow's residual blocks; use it with a registry --arch")
+    spec = _bench_spec(a)
     device = resolve_device(a.device)
     if a.data:
         ds = load_dataset(a.data, root=a.data_dir)
         split, classes, src = ds.train, ds.num_classes, ds.name
     else:
         split, classes, src = synthetic_split(), 10, "random uint8 images"
-    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h)
+    narrowed = spec if a.widths is not None else None
+    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h,
+                    spec=narrowed)
     import torch
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(format_results(a.arch, a.batch_size, f"{name} ({src})", results, a.h, train_default(device)))
+    label = f"{a.arch} at {narrowed.widths_str()} (stem {narrowed.stem_width})" if narrowed else a.arch
+    default = train_default(device, build(spec) if spec is not None else None)
+    print(format_results(label, a.batch_size, f"{name} ({src})", results, a.h, default))
     if device.type != "cuda":
         from .train.device import cpu_bf16_flags, cpu_name
 
@@ -635,7 +664,7 @@ def _bench(a) -> int:
               f"{'native bf16 (' + ', '.join(flags) + ')' if flags else 'no native bf16: bf16 is emulated'}; "
               "CUDA graphs need a GPU")
     if a.json:
-        Path(a.json).write_text(json.dumps({"arch": a.arch, "batch_size": a.batch_size, "device": name, "data": src,
+        Path(a.json).write_text(json.dumps({"arch": a.arch, "widths": a.widths, "batch_size": a.batch_size, "device": name, "data": src,
                                             "h": a.h, "results": results}, indent=2) + "\n")
     return 0
 

@@ -32,7 +32,10 @@ with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wid
 widening.
 When it helps: nets whose time follows their width (wide ResNets, or any net where the GPU is busy): the
 narrow early stages cost a fraction of the full net's FLOPs. A small CIFAR net that leaves the GPU idle
-gains little time, because a narrow step costs about what a wide one does.
+gains little time, because a narrow step costs about what a wide one does; on a CPU too, a narrow net's step
+is mostly its memory-bound layers (batch norm, activations, the optimizer), which shrink with the width far
+less than its convolutions' FLOPs. `resgrow bench --widths` times the net at a narrower width on your device:
+the growth can save no more than the narrow sizes' speed allows.
 Measured speed and accuracy: BENCHMARKS.md, "Width growth".
 """
 

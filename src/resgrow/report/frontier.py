@@ -25,6 +25,7 @@ class Point:
     seconds: float
     acc: float
     runs: list[RunSummary]
+    work: float = 0.0  # training FLOPs per image, mean over the seeds (RunSummary.flops)
 
     @property
     def spread(self) -> tuple[float, float]:
@@ -61,27 +62,33 @@ def split_runs(runs: list[RunSummary]) -> tuple[list[Point], list[Point]]:
 
 
 def _point(name: str, runs: list[RunSummary]) -> Point:
-    return Point(name, runs[0].epochs, mean(r.train_seconds for r in runs), mean(r.test_acc for r in runs), runs)
+    return Point(name, runs[0].epochs, mean(r.train_seconds for r in runs), mean(r.test_acc for r in runs), runs,
+                 mean(r.flops for r in runs))
 
 
-def acc_at(frontier: list[Point], seconds: float) -> float | None:
-    """The frontier's accuracy at `seconds`, linear between the neighbouring budgets; None outside them."""
+def acc_at(frontier: list[Point], x: float, key: str = "seconds") -> float | None:
+    """The frontier's accuracy at `x` training seconds (or, key="work", training FLOPs), linear between the
+    neighbouring budgets; None outside them."""
+    at = lambda p: getattr(p, key)  # noqa: E731
+    frontier = sorted(frontier, key=at)
     for a, b in zip(frontier, frontier[1:]):
-        if a.seconds <= seconds <= b.seconds:
-            return a.acc + (b.acc - a.acc) * (seconds - a.seconds) / (b.seconds - a.seconds) if b.seconds > a.seconds else b.acc
-    if len(frontier) == 1 and seconds == frontier[0].seconds:
+        if at(a) <= x <= at(b):
+            return a.acc + (b.acc - a.acc) * (x - at(a)) / (at(b) - at(a)) if at(b) > at(a) else b.acc
+    if len(frontier) == 1 and x == at(frontier[0]):
         return frontier[0].acc
     return None
 
 
-def time_for(frontier: list[Point], acc: float) -> float | None:
-    """The first time along the frontier at which it reaches `acc` (linear between budgets); None when no
-    measured budget reaches it, or the shortest already does (the time would be an extrapolation)."""
+def time_for(frontier: list[Point], acc: float, key: str = "seconds") -> float | None:
+    """The first time (or, key="work", FLOPs) along the frontier at which it reaches `acc` (linear between
+    budgets); None when no measured budget reaches it, or the shortest already does (an extrapolation)."""
+    at = lambda p: getattr(p, key)  # noqa: E731
+    frontier = sorted(frontier, key=at)
     if not frontier or frontier[0].acc >= acc:
         return None
     for a, b in zip(frontier, frontier[1:]):
         if a.acc < acc <= b.acc:
-            return a.seconds + (b.seconds - a.seconds) * (acc - a.acc) / (b.acc - a.acc)
+            return at(a) + (at(b) - at(a)) * (acc - a.acc) / (b.acc - a.acc)
     return None
 
 
@@ -112,8 +119,50 @@ def frontier_table(runs: list[RunSummary]) -> str:
         lines.append(f"| {p.name} | {len(p.runs)} | {p.acc:.2%} | {p.seconds:.1f} | {_pct(at)} "
                      f"| {'-' if at is None else f'{100 * (p.acc - at):+.2f}'} | {need_text} "
                      f"| {'-' if need is None else f'{p.seconds / need:.2f}x'} | {verdict(frontier, p)} |")
-    return "\n".join(lines + ["", "The frontier is linear in seconds between neighbouring budgets and not extrapolated "
-                                  "beyond them; '-' marks a value outside the measured budgets, 'not reached' an accuracy above every budget's."])
+    lines += ["", "The frontier is linear in seconds between neighbouring budgets and not extrapolated beyond them; '-' "
+                  "marks a value outside the measured budgets, 'not reached' an accuracy above every budget's."]
+    return "\n".join(lines + ["", *_work_table(frontier, points), "", *_target_table(frontier, points)])
+
+
+def _work_table(frontier: list[Point], points: list[Point]) -> list[str]:
+    """Every run against the frontier in work: training FLOPs (a method's extra passes, MG/OPT's, counted) in units
+    of the longest budget's."""
+    unit = max(frontier, key=lambda f: f.epochs).work
+    if not unit:
+        return []
+    lines = [f"In work: training FLOPs, 1.00 = the fixed-size net's {max(f.epochs for f in frontier)} epochs.", "",
+             "| run | work | baseline acc at this work | vs frontier (points) | baseline work for this acc "
+             "| work vs baseline |", "|---|---|---|---|---|---|"]
+    for p in points:
+        at, need = acc_at(frontier, p.work, "work"), time_for(frontier, p.acc, "work")
+        need_text = "not reached" if p.acc > max(f.acc for f in frontier) else "-" if need is None else f"{need / unit:.2f}"
+        lines.append(f"| {p.name} | {p.work / unit:.2f} | {_pct(at)} | {'-' if at is None else f'{100 * (p.acc - at):+.2f}'} "
+                     f"| {need_text} | {'-' if need is None else f'{p.work / need:.2f}x'} |")
+    return lines
+
+
+TARGET_BELOW = 0.003  # time to the longest budget's accuracy minus 0.3 points: "as good", allowing for seed noise
+
+
+def _target_table(frontier: list[Point], points: list[Point]) -> list[str]:
+    """When each run first reached the longest budget's final accuracy minus TARGET_BELOW, in training seconds."""
+    longest = max(frontier, key=lambda f: f.epochs)
+    target = longest.acc - TARGET_BELOW
+    ref = _mean_time_to(longest, target)
+    lines = [f"Time to {target:.2%} (the {longest.epochs}-epoch baseline's final accuracy minus "
+             f"{100 * TARGET_BELOW:.1f} points; the first evaluated epoch at or above it, mean over the seeds):", "",
+             "| run | seeds | training s to it | vs the baseline's |", "|---|---|---|---|"]
+    for name, p in [*((f"baseline {f.epochs} epochs", f) for f in frontier), *((p.name, p) for p in points)]:
+        t = _mean_time_to(p, target)
+        missed = sum(r.time_to(target) is None for r in p.runs)
+        text = f"not reached by {missed} of {len(p.runs)}" if t is None else f"{t:.1f}"
+        lines.append(f"| {name} | {len(p.runs)} | {text} | {'-' if t is None or not ref else f'{t / ref:.2f}x'} |")
+    return lines
+
+
+def _mean_time_to(p: Point, target: float) -> float | None:
+    times = [r.time_to(target) for r in p.runs]
+    return None if any(t is None for t in times) else mean(t[0] for t in times)
 
 
 def _pct(x: float | None) -> str:

@@ -130,7 +130,7 @@ def _work_table(frontier: list[Point], points: list[Point]) -> list[str]:
     unit = max(frontier, key=lambda f: f.epochs).work
     if not unit:
         return []
-    lines = [f"In work: training FLOPs, 1.00 = the fixed-size net's {max(f.epochs for f in frontier)} epochs.", "",
+    lines = [f"In work (training FLOPs, 1.00 = the fixed-size net's {max(f.epochs for f in frontier)} epochs):", "",
              "| run | work | baseline acc at this work | vs frontier (points) | baseline work for this acc "
              "| work vs baseline |", "|---|---|---|---|---|---|"]
     for p in points:

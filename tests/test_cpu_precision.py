@@ -128,3 +128,12 @@ def test_on_a_cpu_channels_last_is_used_only_at_widths_its_batch_norm_backward_i
     assert [s[:2] for s in seen] == [((8, 16, 32), False), ((16, 32, 64), True)]
     assert seen[0][2].endswith("(now NCHW)") and seen[1][2].endswith("(now channels_last)")
     assert not _laid_out_channels_last(Trainer(ResNet(final), small, cfg(epochs=1, channels_last=False)))
+
+
+def test_resgrow_eval_lays_a_net_out_as_its_training_did(small):
+    """A run that asked for channels_last evaluates NCHW on a CPU where its widths would make it slow."""
+    from resgrow.train.saved import evaluate_model
+
+    narrow = tiny()  # 8-16-32
+    evaluate_model(narrow, small, channels_last=True)
+    assert all(m.weight.is_contiguous() for m in narrow.modules() if isinstance(m, torch.nn.Conv2d))

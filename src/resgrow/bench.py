@@ -145,8 +145,9 @@ def train_default(device: torch.device, model: torch.nn.Module | None = None) ->
 
     bf16 = bf16_autocast("auto", device, say=False)
     if device.type != "cuda":
-        variant = CPU_DEFAULT if bf16 else CPU_FP32_DEFAULT
-        return variant if model is None or channels_last_suits(model, device) else variant.replace(" channels_last", "")
+        if model is None or channels_last_suits(model, device):
+            return CPU_DEFAULT if bf16 else CPU_FP32_DEFAULT
+        return "eager bf16" if bf16 else "eager fp32"
     return DEFAULT if bf16 else FP32_DEFAULT
 
 

@@ -30,8 +30,8 @@ from .. import atomic
 from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
-from .device import (CPU_CHANNELS_LAST_MULTIPLE, GPU_ONLY, PRECISIONS, bf16_autocast, channels_last_suits, cpu_name, make_deterministic,
-                     precision_note, resolve_device)
+from .device import (CPU_CHANNELS_LAST_MULTIPLE, GPU_ONLY, PRECISIONS, bf16_autocast, channels_last_suits, cpu_name,
+                     make_deterministic, precision_note, resolve_device)
 from .distributed import Ranks
 from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
@@ -251,8 +251,13 @@ class Trainer:
         """The method's own modules on the run's device and layout, in place (the method keeps its references)."""
         for module in self.method.modules().values():
             module.to(self.device)
-            if self.channels_last and channels_last_suits(module, self.device):
+            if self._channels_last_for(module):
                 module.to(memory_format=torch.channels_last)
+
+    def _channels_last_for(self, module: nn.Module) -> bool:
+        """channels_last where the run allows it and it is the faster layout for `module` here (on a CPU it depends
+        on the widths: `channels_last_suits`)."""
+        return self.channels_last and channels_last_suits(module, self.device)
 
     @property
     def layout_note(self) -> str:
@@ -265,9 +270,8 @@ class Trainer:
         return f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else NCHW (now {now})"
 
     def _lay_out(self, model: nn.Module) -> nn.Module:
-        """The memory layout for this size of the model, and the inputs to match: channels_last where the run allows
-        it and it is the faster layout here (`channels_last_suits`: on a CPU it depends on the widths)."""
-        self.layout_channels_last = self.channels_last and channels_last_suits(model, self.device)
+        """The memory layout for this size of the model (`_channels_last_for`), and the inputs to match."""
+        self.layout_channels_last = self._channels_last_for(model)
         for loader in (self.loader, self.test_loader, self.val_loader):
             if loader is not None:
                 loader.normalize.channels_last = self.layout_channels_last

@@ -68,7 +68,7 @@ if busy > warn:
 PY
 }
 
-probe() {  # probe WHEN: one epoch of resnet20 in a fresh directory; its img/s into probes.log
+probe() {  # probe WHEN: one epoch of the table's net in a fresh directory; its img/s into probes.log
   local d; d=$(mktemp -d)
   machine "probe ($1)"
   resgrow train --arch "$arch" --data "$data" --epochs 1 --batch-size 128 --quiet --out "$d/probe" ${EXTRA} > /dev/null

@@ -389,12 +389,12 @@ def test_the_first_line_names_the_default_start_and_epochs_it_will_use():
     """resnet38's 6-6-6 cannot be quartered: the header must say 3-3-3, not "final/4"."""
     ml, lg = Multilevel(), LipGrow()
     assert ml.describe() == "multilevel(start default, grow at default)"
-    ml.check(spec_for("resnet38"), 40, "cosine")
+    ml.prepare(spec_for("resnet38"), 40, "cosine")
     assert ml.describe() == "multilevel(start 3-3-3 (default), grow at [15] (default))"
-    lg.check(spec_for("resnet74"), 164, "cosine")
+    lg.prepare(spec_for("resnet74"), 164, "cosine")
     assert lg.describe().startswith("lipgrow(start 3-3-3 (default), threshold 1.4")
     given = Multilevel(start_blocks="6-6-6", grow_at=[20])
-    given.check(spec_for("resnet74"), 40, "cosine")
+    given.prepare(spec_for("resnet74"), 40, "cosine")
     assert given.describe() == "multilevel(start 6-6-6, grow at [20])"
 
 

@@ -203,7 +203,7 @@ def _methods(a) -> int:
         paragraphs = [" ".join(p.split()) for p in cls.card().split("\n\n")]
         lines = [paragraphs[0].removeprefix("Method card: ")]  # whose (the paper), or what for a card without one
         lines += [p.split(". ")[0].rstrip(".") + "." for p in paragraphs if p.startswith("What it does:")]
-        lines.append("options: " + (", ".join(o.flag for o in cls.options) or "none"))
+        lines.append("options: " + (", ".join(o.flag for o in cls.options()) or "none"))
         print(name + "".join(f"\n  {line}" for line in lines))
     print("\n`resgrow methods NAME` prints a method's card.")
     return 0
@@ -268,7 +268,7 @@ def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> Non
     except Exception:  # noqa: BLE001 - checked again, with its own error, once the data is known
         return
     check_resizable(method, model)
-    method.check(arch_of(model), epochs, schedule)
+    method.prepare(arch_of(model), epochs, schedule)
 
 
 # Not compared with the run's config by `train --resume`: where and how visibly the run goes on (free to
@@ -369,7 +369,7 @@ def _prepare_train(a, label: str = ""):
         if not a.resume:
             _check_own_model_early(a.arch, method, a.epochs, a.schedule)
     elif not a.resume:
-        method.check(spec_for(a.arch), a.epochs, a.schedule)
+        method.prepare(spec_for(a.arch), a.epochs, a.schedule)
     else:
         spec_for(a.arch)
     if not a.resume:
@@ -435,7 +435,7 @@ def _prepare_train(a, label: str = ""):
     torch.manual_seed(cfg.seed)
     model = build_model(a.arch, data.num_classes)
     if is_custom(a.arch) and isinstance(model, ResNet) and not a.resume:
-        method.check(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
+        method.prepare(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
     info = stored_info or {"arch": a.arch, "data": data_source(a.data), "val_size": a.val_size, "image_size": a.image_size,
                            "stream": stream, "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
     trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info, ranks=ranks)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import ResgrowError
-from .base import Baseline, Change, Method, Option
+from .base import Baseline, Change, Method, MethodOptions, Option, option
 from .lipgrow import LipGrow
 from .mgopt import MGOpt
 from .multilevel import Multilevel
@@ -25,7 +25,7 @@ def method_class(name: str) -> type[Method]:
 
 
 def build_method(name: str, **options) -> Method:
-    """Build a method by name; options left at None are dropped, others must apply to the method."""
+    """Build a method by name; options left at None are dropped (the method's defaults), others must apply to it."""
     cls = method_class(name)
     given = {k: v for k, v in options.items() if v is not None}
     wrong = sorted(set(given) - set(cls.option_names()))
@@ -39,9 +39,9 @@ def all_options() -> list:
     """Every registered method's options, each name once, with the methods that take it."""
     seen: dict = {}
     for name, cls in METHODS.items():
-        for o in cls.options:
+        for o in cls.options():
             seen.setdefault(o.name, (o, []))[1].append(name)
     return list(seen.values())
 
 
-__all__ = ["Method", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "build_method"]
+__all__ = ["Method", "MethodOptions", "option", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "build_method"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
-from ..options import Column, Option, floats  # noqa: F401 - part of the method interface
+from ..options import Column, MethodOptions, Option, floats, option  # noqa: F401 - part of the method interface
 
 if TYPE_CHECKING:
     from torch import nn
@@ -74,18 +74,46 @@ class ParamGroup:
 
 
 class Method:
-    """Base class: every hook does nothing, so the model never changes (the fixed-size baseline)."""
+    """Base class: every hook does nothing, so the model never changes (the fixed-size baseline).
+
+    A method's options are one frozen dataclass, `Options` (a `MethodOptions` of `option(...)` fields): its
+    constructor takes them (`Widen(Widen.Options(growths=4))`, or as keywords: `Widen(growths=4)`), and the
+    command line's flags, the card's options and the resume check come from them. `self.opts` holds them."""
 
     name = "baseline"
-    options: tuple[Option, ...] = ()  # its options (see Option); the CLI's flags come from them
+    Options: type[MethodOptions] = MethodOptions  # none
     resizes = False  # True: hands the trainer new models, so it needs a resgrow ResNet to start from
     log_columns: tuple = ()  # per-epoch numbers the method adds to ctx.row that also go into metrics.csv / TensorBoard
     report_columns: tuple[Column, ...] = ()  # what `resgrow compare` shows of them (through run.json)
     step_interval = 0  # > 0: on_step is called every that many steps (costs a graph break when it returns a Change)
 
-    def check(self, spec, epochs: int, schedule: str) -> None:
-        """Raise ResgrowError if the method cannot train the final architecture `spec` for `epochs`
-        epochs with this schedule kind. Needs no data or model, so the CLI calls it before loading data."""
+    def __init__(self, options: MethodOptions | None = None, **given):
+        if options is not None and given:
+            raise TypeError(f"{type(self).__name__}: give its options as one {self.Options.__name__} or as keywords")
+        self.opts = options if options is not None else self.Options(**given)
+        self.filled: set[str] = set()  # options whose default the run resolved (`fill`): describe() marks them
+
+    def fill(self, **values) -> None:
+        """Options left at their default (None) resolved for the run (growth epochs scaled to its length), so that
+        settings(), describe() and the checkpoint say what the run does."""
+        unset = {k: v for k, v in values.items() if getattr(self.opts, k) is None}
+        self.opts = self.opts.replace(**unset)
+        self.filled |= set(unset)
+
+    def marked(self, name: str, text: str) -> str:
+        """`text` (an option's value, for describe()), marked where the run resolved the option's default."""
+        return f"{text} (default)" if name in self.filled else text
+
+    @classmethod
+    def options(cls) -> tuple[Option, ...]:
+        """Its options as the command line sees them (flag, help with the default, parser)."""
+        return cls.Options.declared()
+
+    def prepare(self, spec, epochs: int, schedule: str) -> None:
+        """Raise ResgrowError if the method cannot train the final architecture `spec` for `epochs` epochs with
+        this schedule kind; else resolve (`fill`) the options whose defaults depend on them, so that describe(),
+        settings() and run.json say what the run will do. Needs no data or model: the command line calls it before
+        the data is read, the method again at the run's start (it must give the same result twice)."""
 
     def check_data(self, source: str) -> None:
         """Raise ResgrowError if the method cannot train on the data at `source` (an absolute path, as run.json
@@ -98,7 +126,7 @@ class Method:
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return tuple(o.name for o in cls.options)
+        return cls.Options.names()
 
     def param_groups(self, model: "nn.Module") -> list[ParamGroup] | None:
         """The model's parameters in groups, every parameter in one, each with its initial lr scale; None (the
@@ -146,15 +174,18 @@ class Method:
         return ""
 
     def state_dict(self) -> dict:
-        return {}
+        """Everything it holds, for the checkpoint: its options and what it decided so far. A method that holds
+        more extends this dict and `load_state_dict`."""
+        return {"settings": self.opts.settings(), "filled": sorted(self.filled)}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.opts = self.Options.from_settings(state["settings"])
+        self.filled = set(state["filled"])
 
     def settings(self) -> dict:
-        """Its options (the names in `options`) as it trains with them; after `load_state_dict`, the
-        values the run was started with. `resgrow train --resume` refuses an option that differs."""
-        return {}
+        """Its options as it trains with them; after `load_state_dict`, the values the run was started with.
+        `resgrow train --resume` refuses an option that differs."""
+        return self.opts.settings()
 
     def describe(self) -> str:
         return self.name
@@ -168,7 +199,7 @@ class Method:
 
         card = next((doc for doc in (cls.__doc__, sys.modules[cls.__module__].__doc__)
                      if doc and doc.lstrip().startswith("Method card")), cls.__doc__ or f"{cls.name}: no method card")
-        options = "".join(f"\n  {o.flag}: {o.help}" for o in cls.options)
+        options = "".join(f"\n  {o.flag}: {o.help}" for o in cls.options())
         return inspect.cleandoc(card) + ("\n\nOptions:" + options if options else "")
 
 

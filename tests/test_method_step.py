@@ -9,14 +9,14 @@ import torch.nn.functional as F
 
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method
-from resgrow.methods.base import ParamGroup
+from resgrow.methods.base import GroupedLr, OwnModules, OwnObjective, ParamGroup
 from resgrow.train import Trainer, load_checkpoint
 from resgrow.train.groups import LrGroups
 
 from conftest import cfg, tiny, weights
 
 
-class HeadSlower(Method):
+class HeadSlower(Method, GroupedLr):
     """Two groups: the classifier at `head` times the lr, the rest at 1; after epoch 1 the head's scale halves."""
 
     name = "head_slower"
@@ -65,7 +65,7 @@ def test_scales_change_between_steps_and_a_resume_keeps_them(small, tmp_path):
 
 
 def test_groups_that_miss_or_repeat_a_parameter_are_one_clear_error(mini):
-    class Bad(Method):
+    class Bad(Method, GroupedLr):
         name = "bad"
 
         def param_groups(self, model):
@@ -95,7 +95,7 @@ def test_on_the_captured_path_each_groups_lr_is_computed_from_device_tensors():
         groups.update({"c": 1.0})
 
 
-class Distil(Method):
+class Distil(Method, OwnModules, OwnObjective):
     """A frozen teacher (a module of the method's own) and its own objective: cross-entropy plus the KL
     divergence to the teacher's softened logits."""
 
@@ -120,7 +120,10 @@ class Distil(Method):
         if state["has_teacher"]:
             self.teacher = tiny().eval().requires_grad_(False)  # the shapes; the trainer loads the weights
 
-    def objective(self, model, x, y):
+    def objective(self):
+        return self._loss
+
+    def _loss(self, model, x, y):
         out = model(x)
         with torch.no_grad():
             soft = F.log_softmax(self.teacher(x).float() / 2, dim=1)
@@ -143,7 +146,7 @@ def test_a_methods_objective_and_module_train_and_resume_exactly(small, tmp_path
     assert _same(resumed.method.teacher.state_dict(), teacher)  # frozen, and restored from the checkpoint
 
 
-class FrozenRow(Method):
+class FrozenRow(Method, GroupedLr):
     """Element groups inside a tensor: the classifier's first row at scale 0, every other element at 1."""
 
     name = "frozen_row"

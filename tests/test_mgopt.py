@@ -23,11 +23,19 @@ class Step:
         from resgrow.train.distributed import Ranks
 
         self.model, self.lr, self.batch, self.ranks = model, 0.05, (x, y), Ranks()
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        self.optimizer = self.new_optimizer(model.parameters())
+        self.epoch, self.epochs = 0, 1
         self.recorded = []
 
     def next_batch(self):
         return self.batch
+
+    def new_optimizer(self, params):
+        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=5e-4)
+
+    def set_lr(self, optimizer):
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
 
     def autocast(self):
         return contextlib.nullcontext()

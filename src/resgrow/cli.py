@@ -337,6 +337,7 @@ def _prepare_train(a, label: str = ""):
 
     from .data.sources import data_source, load_dataset
     from .methods import all_options, build_method
+    from .methods.base import DataCheck
     from .models.custom import build_model, is_custom, model_factory
     from .models.resnet import ResNet
     from .models.registry import spec_for
@@ -372,7 +373,7 @@ def _prepare_train(a, label: str = ""):
         method.prepare(spec_for(a.arch), a.epochs, a.schedule)
     else:
         spec_for(a.arch)
-    if not a.resume:
+    if not a.resume and isinstance(method, DataCheck):
         method.check_data(data_source(a.data))
     if a.bf16_weights and a.no_amp:
         raise ResgrowError("bf16 weight copies (--bf16-weights) stand in for autocast's casts, so they need bf16 "

@@ -46,7 +46,7 @@ from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..options import Column
 from ..events import GROW, event
-from .base import Change, Method, MethodOptions, option
+from .base import Change, Method, MethodOptions, OwnModules, OwnStep, option
 
 LINE_SEARCHES = ("armijo", "fixed", "best")
 ALPHAS = (1.0, 0.5, 0.25, 0.125)
@@ -91,7 +91,7 @@ class MGOptOptions(MethodOptions):
                 raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
 
 
-class MGOpt(Method):
+class MGOpt(Method, OwnStep, OwnModules):
     name = "mgopt"
     resizes = True  # trains the given size, but the levels are built from a resgrow ResNet's spec
     Options = MGOptOptions
@@ -101,7 +101,6 @@ class MGOpt(Method):
 
     def __init__(self, options: MGOptOptions | None = None, **given):
         super().__init__(options, **given)
-        self.epoch, self.epochs = 0, 0
         self.level = 0  # the level the trainer's model is at: > 0 during nested iteration
         self.coarse: list[ResNet] = []  # levels 1 .. levels-1
         self.specs: list[ArchSpec] = []  # every level's, the fine net first
@@ -121,7 +120,6 @@ class MGOpt(Method):
 
     def on_run_start(self, ctx):
         self.prepare(ctx.model.spec, ctx.epochs, "cosine")
-        self.epochs = ctx.epochs
         self._build(ctx.model)
         if not self.opts.nested_epochs:
             return None
@@ -161,21 +159,18 @@ class MGOpt(Method):
     # ------------------------------------------------------------ one training step
 
     def train_step(self, step):
-        if not self.optimizers:  # the coarse levels' own SGD, with the fine optimizer's settings
-            g = step.optimizer.param_groups[0]
-            self.optimizers = [torch.optim.SGD(m.parameters(), lr=step.lr, momentum=g["momentum"],
-                                               weight_decay=g["weight_decay"], nesterov=g["nesterov"]) for m in self.coarse]
+        if not self.optimizers:  # the coarse levels' own SGD, with the run's settings
+            self.optimizers = [step.new_optimizer(m.parameters()) for m in self.coarse]
             self._restore_momentum()
         x, y = step.next_batch()
         self.steps += 1
         levels = [step.model, *self.coarse]
         opts = [step.optimizer, *self.optimizers]
         for o in self.optimizers:
-            for group in o.param_groups:
-                group["lr"] = step.lr
+            step.set_lr(o)
             if self.opts.reset_momentum:
                 o.state.clear()
-        if self.level or self.steps % self.opts.mg_every or (self.epochs and self.epoch >= self.opts.mg_until * self.epochs):
+        if self.level or self.steps % self.opts.mg_every or step.epoch >= self.opts.mg_until * step.epochs:
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
             step.record(loss, out, y)
             return
@@ -311,23 +306,22 @@ class MGOpt(Method):
     # ------------------------------------------------------------ epochs, state
 
     def on_epoch_end(self, ctx):
-        ctx.row["grad_equivalents"] = round(self.work, 3)  # replaces the trainer's count: one gradient a step
+        ctx.add_work(self.work)  # every sub-step's: the trainer counts none for a step of the method's own
         ctx.row["accepted"] = round(float(self.accepted) / self.cycles, 4) if self.cycles else None
         self.work, self.cycles, self.accepted = 0.0, 0, 0
-        self.epoch = ctx.epoch
         if self.level and ctx.epoch == self.opts.nested_epochs * (self.opts.levels - self.level):
-            return self._prolong_up(ctx.model)
+            return self._prolong_up(ctx.model, ctx.epoch)
         return None
 
-    def _prolong_up(self, model: ResNet) -> Change:
+    def _prolong_up(self, model: ResNet, epoch: int) -> Change:
         """Nested iteration: the next finer level, prolonged; on reaching the fine net, its V-cycle levels."""
         finer = self._finer(model)
         self.level -= 1
         if self.level == 0:
             self._build(finer)
         old, new = model.spec.blocks_str(), finer.spec.blocks_str()
-        return Change(finer, {}, event(GROW, f"grew {old} -> {new} (nested iteration, epoch {self.epoch})",
-                                       **{"from": old, "to": new, "why": f"nested iteration, epoch {self.epoch}"}))
+        return Change(finer, {}, event(GROW, f"grew {old} -> {new} (nested iteration, epoch {epoch})",
+                                       **{"from": old, "to": new, "why": f"nested iteration, epoch {epoch}"}))
 
     def progress(self, row: dict) -> str:
         acc = f", {row['accepted']:.0%} of corrections accepted" if row.get("accepted") is not None else ""
@@ -347,7 +341,7 @@ class MGOpt(Method):
                     for o, m in zip(self.optimizers, self.coarse)] if self.optimizers else []
         return {**super().state_dict(), "steps": self.steps, "work": self.work, "cycles": self.cycles,
                 "accepted": float(self.accepted), "specs": [m.spec.to_dict() for m in self.coarse], "cost": self.cost,
-                "momentum": momentum, "epoch": self.epoch, "epochs": self.epochs, "level": self.level,
+                "momentum": momentum, "level": self.level,
                 "level_specs": [sp.to_dict() for sp in self.specs]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -358,7 +352,7 @@ class MGOpt(Method):
         self.steps, self.work, self.cycles, self.accepted = state["steps"], state["work"], state["cycles"], state["accepted"]
         self.coarse = [ResNet(ArchSpec.from_dict(d)) for d in state["specs"]]
         self.cost, self._momentum = list(state["cost"]), state["momentum"]
-        self.epoch, self.epochs, self.level = state["epoch"], state["epochs"], state["level"]
+        self.level = state["level"]
         self.specs = [ArchSpec.from_dict(d) for d in state["level_specs"]]
 
     def _restore_momentum(self) -> None:

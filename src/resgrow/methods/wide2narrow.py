@@ -47,7 +47,7 @@ from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..train.schedules import COSINES
-from .base import Change, Column, Method, MethodOptions, ParamGroup, option
+from .base import Change, Column, DataCheck, GroupedLr, Method, MethodOptions, OwnModules, OwnObjective, ParamGroup, option
 
 WIDENS = ("inner", "all")
 UNITS = ("stage", "block")
@@ -68,10 +68,6 @@ def unit_widths(spec: ArchSpec, kind: str) -> list[int]:
     if kind == "stage":
         return list(spec.widths)
     return [w for n, w in zip(spec.blocks, spec.widths) for _ in range(n)]
-
-
-def _identity(model: nn.Module) -> dict:
-    return {n: n for n, _ in model.named_parameters()}
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ class WideToNarrowOptions(MethodOptions):
             raise ResgrowError("--teacher gives a trained wide net: leave out --teacher-epochs")
 
 
-class WideToNarrow(Method):
+class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
     name = "wide2narrow"
     resizes = True
     Options = WideToNarrowOptions
@@ -125,7 +121,7 @@ class WideToNarrow(Method):
         self.maps: nn.ModuleList | None = None
         self.teacher_info: dict = {}  # a --teacher run's accuracy and training time, or this run's teacher's
         self.cost = 0.0  # the wide net's forward pass per image, in gradients of the thin net
-        self.objective = None
+        self._objective = None  # the loss of the phase: imitation, distillation, or None (labels)
 
     # ------------------------------------------------------------ the plan, checked before any data
 
@@ -249,7 +245,7 @@ class WideToNarrow(Method):
             return
         ref = next(thin.parameters())
         self.maps = nn.ModuleList(nn.Conv2d(a, b, 1, bias=False) for a, b in zip(thin_w, wide_w)).to(ref.device)
-        thin.imitation_maps = self.maps  # on the model while it imitates: optimised and checkpointed with it
+        thin.aux["imitation_maps"] = self.maps  # trained with the thin net while it imitates
 
     def attach(self, model: nn.Module) -> nn.Module:
         """On resume: the modules this phase puts on the model (the maps), before its weights are loaded."""
@@ -260,8 +256,8 @@ class WideToNarrow(Method):
     def on_epoch_end(self, ctx):
         phase, unit, n = self.current
         ctx.row["phase"] = phase if unit is None else f"{phase} {self.unit_kind} {unit + 1}"
-        if phase in ("imitate", "distill"):
-            ctx.row["grad_equivalents"] = round(ctx.row["grad_equivalents"] + ctx.steps_per_epoch * self.cost, 3)
+        if phase in ("imitate", "distill"):  # each step also ran the wide net forward
+            ctx.add_work(ctx.steps_per_epoch * self.cost)
         if phase == "teacher" and ctx.epoch == self._end():
             self.teacher_info = {"teacher_acc": ctx.row.get("test_acc"), "teacher_seconds": ctx.train_seconds}
         ctx.row.update(self.teacher_info)
@@ -274,17 +270,17 @@ class WideToNarrow(Method):
             return self._to_thin(self.thin_net, f"wide net trained ({ctx.row.get('test_acc', 0):.2%})")
         self._set_objective()
         if nxt == "imitate":
-            return Change(ctx.model, _identity(ctx.model), event("phase", f"imitation of {self._unit_name()}", phase=nxt))
-        model = ctx.model
+            ctx.reinstall(event("phase", f"imitation of {self._unit_name()}", phase=nxt))
+            return None
         if phase == "imitate":  # the maps go: the thin net keeps its weights, a plain thin ResNet again
-            model = ResNet(ctx.model.spec).to(next(ctx.model.parameters()).device)
-            model.load_state_dict({k: v for k, v in ctx.model.state_dict().items() if not k.startswith("imitation_maps")})
+            ctx.model.aux.clear()
             self.maps = None
         if nxt == "labels":
             self.teacher_net = None
         text = {"distill": f"logit distillation at temperature {self.opts.temperature:g}",
                 "labels": "training on labels"}[nxt]
-        return Change(model, _identity(model), event("phase", text, phase=nxt))
+        ctx.reinstall(event("phase", text, phase=nxt))
+        return None
 
     def _end(self) -> int:
         """The epoch at which the current phase ends."""
@@ -292,7 +288,10 @@ class WideToNarrow(Method):
 
     def _set_objective(self) -> None:
         phase = self.current[0] if self.plan else "teacher"
-        self.objective = {"imitate": self._imitate, "distill": self._distill}.get(phase)
+        self._objective = {"imitate": self._imitate, "distill": self._distill}.get(phase)
+
+    def objective(self):
+        return self._objective
 
     # ------------------------------------------------------------ objectives (inside the captured step)
 

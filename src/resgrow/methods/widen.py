@@ -53,7 +53,7 @@ from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec, dashed
 from ..train.schedules import COSINES
-from .base import Change, Method, MethodOptions, SliceGroups, option
+from .base import Change, GroupedLr, Method, MethodOptions, SliceGroups, option
 
 
 def even(x: float) -> int:
@@ -170,7 +170,7 @@ class WidenOptions(MethodOptions):
             raise ResgrowError(f"unknown --widen-init {self.widen_init!r}; known: {', '.join(INITS)}")
 
 
-class Widen(Method):
+class Widen(Method, GroupedLr):
     name = "widen"
     resizes = True
     Options = WidenOptions

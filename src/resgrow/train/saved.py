@@ -55,9 +55,10 @@ def _model_of(ck: dict, path: Path, arch: str | None = None) -> nn.Module:
             model = build_custom(arch, len(ck["data_cfg"]["classes"]))
             if type(model).__name__ != ck.get("model_class"):
                 raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a {ck.get('model_class')}")
-        else:
+            model.load_state_dict(ck["model"])
+        else:  # the net alone: modules a method trained beside it for a while (ResNet.aux) are not part of it
             model = ResNet(ArchSpec.from_dict(ck["spec"]))
-        model.load_state_dict(ck["model"])
+            model.load_state_dict({k: v for k, v in ck["model"].items() if not k.startswith("aux.")})
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
     model.data_cfg = ck.get("data_cfg")

@@ -41,7 +41,8 @@ class StepRunner:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_seconds = 0.0
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast where the run trains in it, else nothing."""
         if not self.amp:
             return nullcontext()
         # cache_enabled=False: a cached bf16 weight copy would outlive the capture and go stale.
@@ -49,7 +50,7 @@ class StepRunner:
 
     def _step(self) -> None:
         x, y = self.loader.next_batch()
-        with self._autocast():
+        with self.autocast():
             if self.objective is not None:
                 loss, out = self.objective(self.model, x, y)
             elif self.lowp is None:
@@ -144,20 +145,37 @@ class StepRunner:
 
 
 class MethodStep:
-    """What a method that drives its own step (`Method.train_step`) works with: the model and its optimizer
-    (whose lr the trainer has set for this step), `next_batch()`, `autocast()` for the forward passes, and
-    `record(loss, logits, y)` for the epoch's train loss and accuracy (one step: one record)."""
+    """What a method with a step of its own (`OwnStep.train_step`) works with, one step at a time:
 
-    def __init__(self, runner: StepRunner, lr: float):
-        self.model, self.optimizer, self.lr = runner.model, runner.optimizer, lr
-        self.next_batch, self.autocast, self.record = self._next_batch, runner._autocast, runner.record
-        self._loader = runner.loader
-        self.ranks = runner.ranks  # several processes: a method averages its own gradients and values over them
+    - `model` and its `optimizer`, whose lr the trainer has set for this step (`lr`, the parameter groups' scales
+      applied); `epoch` (epochs completed) and `epochs` (the run's);
+    - `next_batch()`: the step's (x, y); `autocast()`: the run's precision for its forward passes;
+    - `record(loss, logits, y)`: the epoch's train loss and accuracy (one step: one record);
+    - `new_optimizer(params)`: SGD with the run's momentum, weight decay and Nesterov flag at this step's lr,
+      for modules it trains itself (`set_lr(optimizer)` brings one to a later step's lr);
+    - `ranks`: several processes, over which it averages its own gradients and values."""
+
+    def __init__(self, runner: StepRunner, lr: float, epoch: int = 0, epochs: int = 0, optimizer_factory=None):
+        self.model, self.optimizer, self.lr, self.epoch, self.epochs = runner.model, runner.optimizer, lr, epoch, epochs
+        self.autocast, self.record = runner.autocast, runner.record
+        self.ranks = runner.ranks
         self.device = runner.loader.device
+        self._loader, self._factory = runner.loader, optimizer_factory or _plain_sgd
 
-    def _next_batch(self):
+    def next_batch(self):
         self._loader.stage()
         return self._loader.next_batch()
+
+    def new_optimizer(self, params) -> torch.optim.Optimizer:
+        return self._factory(params, self.lr)
+
+    def set_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+
+
+def _plain_sgd(params, lr: float) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr)
 
 
 @torch.no_grad()

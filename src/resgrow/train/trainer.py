@@ -22,7 +22,7 @@ from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
 from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
-from ..methods.base import Baseline, Change, Method, RunContext
+from ..methods.base import Baseline, Change, GroupedLr, Method, OwnModules, OwnObjective, OwnStep, RunContext
 from ..models.custom import check_model
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
@@ -226,8 +226,9 @@ class Trainer:
         model.train()
         self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
-        groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if method_groups else None, self.lr)
-        self.slices.install(model, self.method.slice_groups(model) if method_groups else None)
+        grouped = method_groups and isinstance(self.method, GroupedLr)
+        groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if grouped else None, self.lr)
+        self.slices.install(model, self.method.slice_groups(model) if grouped else None)
         opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs,
                        groups=groups)
         carried = None
@@ -237,19 +238,25 @@ class Trainer:
         if self.runner is not None:
             self._capture_seconds_done += self.runner.capture_seconds
         self.wrapped = self._wrap(model)
+        own_step = isinstance(self.method, OwnStep)
+        objective = self.method.objective() if isinstance(self.method, OwnObjective) else None
         self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp,
-                                 graph=self.use_graphs and self.method.train_step is None,
+                                 graph=self.use_graphs and not own_step,
                                  label_smoothing=self.cfg.label_smoothing,
                                  # the weight copies replace the plain forward, and bypass the fp32 parameters' hooks
                                  bf16_weights=self.cfg.bf16_weights and not self.slices.names
-                                 and self.method.objective is None and self.method.train_step is None,
-                                 objective=self.method.objective, ranks=self.ranks,
+                                 and objective is None and not own_step,
+                                 objective=objective, ranks=self.ranks,
                                  before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
         return carried
 
+    def _modules(self) -> dict[str, nn.Module]:
+        """The method's modules beside the model (`OwnModules`)."""
+        return self._modules() if isinstance(self.method, OwnModules) else {}
+
     def _place_modules(self) -> None:
         """The method's own modules on the run's device and layout, in place (the method keeps its references)."""
-        for module in self.method.modules().values():
+        for module in self._modules().values():
             module.to(self.device)
             if self._channels_last_for(module):
                 module.to(memory_format=torch.channels_last)
@@ -296,18 +303,30 @@ class Trainer:
         if change.batch_size is not None and change.batch_size != self.loader.batch_size:
             self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
-        self.ranks.broadcast_([self.model, *self.method.modules().values()])  # new units drawn at random included
+        self.ranks.broadcast_([self.model, *self._modules().values()])  # new units drawn at random included
         self._sync()
         self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(as_event(change.event))
         return carried
 
     def _ctx(self, row: dict | None = None) -> RunContext:
-        return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
-                          self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history,
-                          self.cfg.batch_size,
-                          {**self.groups.scales, **self.slices.scales}, self._set_lr_scales,
-                          lambda x: self.ranks.value(x, self.device))
+        return RunContext(model=self.model, epoch=self.epoch, epochs=self.cfg.epochs, step=self.global_step,
+                          steps_per_epoch=self.loader.steps, schedule=self.schedule, train_seconds=self.train_seconds,
+                          image_size=(self.loader.h, self.loader.w), row=row if row is not None else {},
+                          history=self.history, batch_size=self.cfg.batch_size,
+                          lr_scales={**self.groups.scales, **self.slices.scales}, set_lr_scales=self._set_lr_scales,
+                          shared_value=lambda x: self.ranks.value(x, self.device))
+
+    def _change_of(self, ctx: RunContext, change: Change | None) -> Change | None:
+        """What a hook asks for: its Change, or the current model installed again (`ctx.reinstall`)."""
+        if change is None and ctx.reinstalled is not None:
+            return Change(self.model, {n: n for n, _ in self.model.named_parameters()}, ctx.reinstalled)
+        return change
+
+    def _optimizer_factory(self, params, lr: float) -> torch.optim.SGD:
+        """SGD with the run's momentum, weight decay and Nesterov flag, for modules a method trains itself."""
+        return torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
+                               nesterov=self.cfg.nesterov)
 
     def _set_lr_scales(self, values: dict) -> None:
         rest = self.slices.update(values)
@@ -328,7 +347,7 @@ class Trainer:
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
-            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
+            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self._modules().items()},
             "method": {"name": self.method.name, "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
@@ -384,7 +403,7 @@ class Trainer:
         self.method.load_state_dict(ck["method"]["state"])  # before the install: its groups may depend on it
         model = self.method.attach(model)  # modules a method's phase puts on the model
         model.load_state_dict(ck["model"])
-        for name, module in self.method.modules().items():
+        for name, module in self._modules().items():
             module.load_state_dict(ck["modules"][name])
         self._place_modules()
         self.groups.scales = dict(ck.get("lr_scales", {}))
@@ -450,11 +469,12 @@ class Trainer:
             # Before run.json: a method that rejects its options leaves no file behind, and run.json
             # records the options it resolved (e.g. the growth epochs scaled to --epochs).
             self.ranks.same_rng(self.device)
-            change = self.method.on_run_start(self._ctx())
+            ctx = self._ctx()
+            change = self._change_of(ctx, self.method.on_run_start(ctx))
             self._place_modules()
             if change is not None:
                 self.apply_change(change)
-            self.ranks.broadcast_([self.model, *self.method.modules().values()])  # one start on every rank
+            self.ranks.broadcast_([self.model, *self._modules().values()])  # one start on every rank
             self._write_run_info()
         stop = self.cfg.epochs if until is None else min(until, self.cfg.epochs)
         self._stop_at = stop  # the last epoch of this call always gets a checkpoint: it is where a resume starts
@@ -471,6 +491,7 @@ class Trainer:
         bar = Progress(steps, self.loader.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
                        f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet and self.ranks.main)
         captures_before = self.capture_seconds
+        own_step = isinstance(self.method, OwnStep)
         self._sync()
         t0 = time.perf_counter()
         for i in range(steps):
@@ -479,15 +500,16 @@ class Trainer:
                 self.lr.fill_(lr)
             else:
                 self.groups.set_eager(self.optimizer, lr)
-            if self.method.train_step is None:
-                self.runner.run()
+            if own_step:
+                self.method.train_step(MethodStep(self.runner, lr, self.epoch, cfg.epochs, self._optimizer_factory))
             else:
-                self.method.train_step(MethodStep(self.runner, lr))
+                self.runner.run()
             self.global_step += 1
             bar.update()
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:
                 self.ranks.same_rng(self.device)
-                change = self.method.on_step(self._ctx())
+                ctx = self._ctx()
+                change = self._change_of(ctx, self.method.on_step(ctx))
                 if change is not None and change.batch_size is not None:
                     raise ResgrowError("a method changes the batch size at an epoch's end (on_epoch_end), not in on_step")
                 if change is not None:
@@ -495,7 +517,7 @@ class Trainer:
                     self.apply_change(change)
                     t0 += time.perf_counter() - t_change  # apply_change books its own time
         train_loss, train_acc = self.runner.read_metrics(steps)  # syncs
-        for module in (self.model, *self.method.modules().values()):  # MG/OPT's coarse levels have statistics too
+        for module in (self.model, *self._modules().values()):  # MG/OPT's coarse levels have statistics too
             self.ranks.average_buffers(module)
         seconds = time.perf_counter() - t0
         bar.close()
@@ -524,12 +546,16 @@ class Trainer:
                     row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp, self.ranks)
             row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
         row.update(self._size)
-        # The epoch's work in gradients of the requested net (a method that does more per step counts its own)
+        # The epoch's work in gradients of the requested net: one of the current net's a step, and what the method
+        # adds (a method with a step of its own counts all of its work)
         row["steps"] = steps
-        row["grad_equivalents"] = round(steps * self._size["flops"] / self._reference_flops, 3)
+        work = 0.0 if own_step else steps * self._size["flops"] / self._reference_flops
+        row["grad_equivalents"] = round(work, 3)
         t0 = time.perf_counter()
         self.ranks.same_rng(self.device)
-        change = self.method.on_epoch_end(self._ctx(row))
+        ctx = self._ctx(row)
+        change = self._change_of(ctx, self.method.on_epoch_end(ctx))
+        row["grad_equivalents"] = round(work + ctx.work, 3)
         self.ranks.same(f"the change after epoch {self.epoch}", _change_text(change))
         self.stop_requested = self.ranks.any(self.stop_requested, self.device)  # every rank stops after one epoch
         self._sync()

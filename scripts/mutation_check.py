@@ -102,7 +102,7 @@ MUTATIONS = [
     ("resume.py", "and normalized(value) != normalized(run[key])", "and False", "tests/test_cli.py tests/test_resume.py"),
     ("train/trainer.py", "            check_resume(self.cfg, self.method, ck, source)\n", "", "tests/test_resume.py"),
     ("train/trainer.py", "self._install(model, method_groups=not resume)", "self._install(model)", "tests/test_resume.py"),
-    ("cli.py", 'stored_info = dict(stored.get("run_info", {}), data=data_source(a.data))', 'stored_info = dict(stored.get("run_info", {}))',
+    ("launch.py", 'info = dict(stored.get("run_info", {}), data=data_source(req.data))', 'info = dict(stored.get("run_info", {}))',
      "tests/test_cli.py"),
     ("train/run_lock.py", "            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n", "            pass\n", ALL),
     ("train/checkpoint.py", "weights_only=True)", "weights_only=False)", "tests/test_trainer.py"),

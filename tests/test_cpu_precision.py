@@ -10,7 +10,7 @@ import torch
 
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
-from resgrow.train import Trainer, TrainConfig, device, load_checkpoint
+from resgrow.train import Trainer, device
 
 from conftest import cfg, tiny, weights
 
@@ -42,7 +42,6 @@ def test_auto_trains_bf16_only_where_the_cpu_has_it_and_the_precision_flag_force
     assert not device.bf16_autocast("auto", CPU) and capsys.readouterr().err == ""
     assert device.bf16_autocast("bf16", CPU)
     assert "no native bf16: --precision bf16 runs emulated" in capsys.readouterr().err
-    assert not device.bf16_autocast(device.GPU_ONLY, CPU)  # runs started before: fp32 on a CPU
     with pytest.raises(ResgrowError, match="unknown precision 'fp16'"):
         device.bf16_autocast("fp16", CPU)
 
@@ -68,17 +67,6 @@ def test_a_bf16_run_resumes_bit_for_bit(small, tmp_path):
     resumed.fit()
     a, b = weights(full), weights(resumed)
     assert resumed.amp and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_a_run_started_before_the_cpu_fast_path_resumes_in_fp32_nchw(native, small, tmp_path):
-    """Its checkpoint's config names no precision: the rule it started under (fp32 and NCHW on a CPU) holds."""
-    native(True)
-    Trainer(tiny(), small, cfg(epochs=2), out=tmp_path / "r").fit(until=1)
-    stored = TrainConfig.from_dict({k: v for k, v in load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"].items()
-                                    if k != "precision"})
-    assert stored.precision == device.GPU_ONLY
-    old = Trainer(tiny(), small, stored)
-    assert not old.amp and not old.channels_last
 
 
 def test_the_command_line_takes_precision_and_refuses_bf16_with_no_amp(capsys, small_zip, tmp_path):

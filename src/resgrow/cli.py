@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import DivergedError, ResgrowError, first_line
-from .options import floats
-from .resume import FREE, differences, refuse, shown
+from .config import TrainConfig, add_config_flags
+from .resume import shown
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,21 +59,8 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "(train/<class>/*, test/<class>/* or val/<class>/*), or Tiny-ImageNet's zip as distributed; --resume takes the run's")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
     t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes the run's)")
-    t.add_argument("--epochs", type=int, default=160, help="epochs to train (growth epochs scale with it)")
-    t.add_argument("--batch-size", type=int, default=128, help="images per training step")
-    t.add_argument("--lr", type=float, default=0.1, help="peak learning rate of SGD")
-    t.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    t.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    t.add_argument("--wd", "--weight-decay", dest="weight_decay", type=float, default=5e-4, help="weight decay (L2, on every parameter)")
-    t.add_argument("--schedule", default="cosine", help="lr schedule: constant | step | cosine | cosine_restarts | cosine_reset")
-    t.add_argument("--eta-min", type=float, default=0.0, help="lowest lr of the cosine schedules")
-    t.add_argument("--warmup", type=float, default=0.0, help="epochs of linear lr warm-up")
-    t.add_argument("--milestones", type=floats, default=(), help="step schedule: epochs, e.g. 80,120 (default 50%%,75%%)")
-    t.add_argument("--gamma", type=float, default=0.1, help="step schedule: lr factor at each milestone")
-    t.add_argument("--restarts", type=floats, default=(), help="cosine_restarts, cosine_reset: epochs, e.g. 60,110")
-    t.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
-    t.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    t.add_argument("--val-size", type=int, default=0, help="images carved out of train as a validation split")
+    t.add_argument("--val-size", type=int, default=None, help="images carved out of train as a validation split "
+                   "(default 0)")
     t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
                    "(shorter side to N, centre crop); needed when the images differ in size")
     t.add_argument("--recipe", default=None, choices=("imagenet",), help="a preset for what the command leaves out: "
@@ -82,40 +69,18 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--stream", action="store_true", help="read the images from their ImageFolder zip or directory as "
                    "training goes (host workers read them; --decode says where they are decoded), for sets that do "
                    "not fit in device memory; --image-size is then the crop size (default 224)")
-    t.add_argument("--stream-augment", default="imagenet", choices=("imagenet", "crop"), help="streamed augmentation: "
-                   "random-resized crop + flip (imagenet), or pad-4 crop + flip as in memory (crop)")
-    t.add_argument("--workers", type=int, default=None, help="streamed data: host processes that read and augment "
-                   "images (default min(8, CPUs))")
+    t.add_argument("--stream-augment", default=None, choices=("imagenet", "crop"), help="streamed augmentation: "
+                   "random-resized crop + flip (imagenet, the default), or pad-4 crop + flip as in memory (crop)")
     t.add_argument("--decode", default=None, choices=("auto", "host", "device"), help="streamed data: where training "
                    "JPEGs are decoded and cropped: on the GPU by torchvision's nvJPEG decoder (device), by the host "
                    "workers (host), or on the GPU where that decoder is at hand (auto, the default)")
-    t.add_argument("--eval-every", type=int, default=1, help="evaluate on the test split every N epochs (and after the last)")
-    t.add_argument("--eval-batch-size", type=int, default=None, help="images per evaluation batch (default 1000; "
-                   "may be changed on --resume: it does not change training)")
-    t.add_argument("--checkpoint-every", type=int, default=1, help="write a checkpoint every N epochs (and after the last)")
-    t.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
-    t.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation, the data order and augmentation")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the settings it "
-                   "started with (only --device, --eval-batch-size, --stop-after, --quiet, --data-dir, --cache-dir and the path of the "
-                   "same --data may change)")
+                   "started with (only --device, --eval-batch-size, --workers, --stop-after, --quiet, --data-dir, --cache-dir "
+                   "and the path of the same --data may change)")
     t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
-    t.add_argument("--no-graphs", action="store_true", help="run the step eagerly instead of as a CUDA graph")
-    t.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="auto: bf16 autocast where the device computes bf16 natively (a GPU of compute capability 8.0 on; "
-                   "a CPU with AVX-512 BF16 or AMX), fp32 elsewhere; fp32 or bf16 force it (the first line says which)")
-    t.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast (as --precision fp32)")
-    t.add_argument("--no-channels-last", action="store_true", help="NCHW instead of the channels_last memory layout")
-    t.add_argument("--bf16-weights", action=argparse.BooleanOptionalAction, default=None,
-                   help="make the bf16 weights with one multi-tensor copy per step instead of autocast's per-layer casts "
-                   "(same numbers, fewer kernels per step; on by default wherever bf16 autocast is)")
-    t.add_argument("--compile", default="none", help="none | blocks | model: torch.compile inside the captured step "
-                   "(experimental; blocks = each residual block, compiled once per distinct block shape)")
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
-    t.add_argument("--quiet", action="store_true", help="no progress output (CI)")
-    t.add_argument("--deterministic", action="store_true", help="deterministic GPU kernels: the same seed gives the same "
-                   "numbers on the same GPU and software (slower; not for timing)")
-    t.add_argument("--tensorboard", action="store_true", help="also log per-epoch scalars to OUT/tb (pip install 'resgrow[tensorboard]')")
+    add_config_flags(t.add_argument_group("training settings"))
     if methods:
         from .methods import all_options
 
@@ -251,75 +216,6 @@ def _frontier(a, runs) -> int:
     return 0
 
 
-def _check_own_model_early(arch: str, method, epochs: int, schedule: str) -> None:
-    """A growth method on a model of your own is checked on a build on the meta device (no memory, no data),
-    so a wrong --start-blocks fails before the data is decoded; a factory that cannot build there is
-    checked on the real model, after the data is read."""
-    import torch
-
-    from .models.custom import build_custom
-    from .train.trainer import arch_of, check_resizable
-
-    if not method.resizes:
-        return
-    try:
-        with torch.device("meta"):
-            model = build_custom(arch, 10)
-    except Exception:  # noqa: BLE001 - checked again, with its own error, once the data is known
-        return
-    check_resizable(method, model)
-    method.prepare(arch_of(model), epochs, schedule)
-
-
-# Not compared with the run's config by `train --resume`: where and how visibly the run goes on (free to
-# change), and arch, data, method and its options (checked on their own: by spec, path and method state).
-_FREE_ON_RESUME = FREE | {"command", "argv", "arch", "data", "out", "resume", "stop_after", "data_dir", "cache_dir",
-                          "method"}
-_FLAGS = {"weight_decay": "--wd", "bf16_weights": "--bf16-weights"}
-
-
-def _take_run_settings(a, stored: dict, source: str) -> None:
-    """`train --resume`: what the command leaves out comes from the run; a training setting that
-    differs from the run's is refused, since the stored one would silently win."""
-    from .data.sources import check_recorded_data
-
-    info, cfg = stored.get("run_info", {}), stored["config"]
-    for key in ("arch", "data"):
-        if getattr(a, key) is None:
-            if not info.get(key):
-                raise ResgrowError(f"{source} does not name its --{key}: give it")
-            setattr(a, key, info[key])
-            if key == "data":
-                check_recorded_data(a.data, source)
-    name = stored["method"]["name"]
-    if a.method not in (None, name):
-        raise ResgrowError(f"{source} was trained with method {name!r}, not {a.method!r}")
-    a.method = name
-    run = dict(cfg, val_size=info.get("val_size", 0), image_size=info.get("image_size"),
-               **{f"no_{k}": not cfg[k] for k in ("augment", "amp", "channels_last", "graphs") if k in cfg})
-    from .methods import all_options
-
-    defaults = vars(build_parser(methods=True).parse_args(["train", "--out", "-"]))
-    free = _FREE_ON_RESUME | {option.name for option, _ in all_options()}
-    given = {k: v for k, v in vars(a).items() if k not in free and v != defaults.get(k)}
-    refuse(differences(given, run), source, _said)
-
-
-def _said(key: str, given, had) -> str:
-    """A differing training setting as the command line names it (a switch: that the run lacked it)."""
-    flag = "--no-bf16-weights" if key == "bf16_weights" and not given else _FLAGS.get(key, "--" + key.replace("_", "-"))
-    return f"{flag} (the run was started without it)" if isinstance(given, bool) else f"{flag} {shown(given)} (the run's: {shown(had)})"
-
-
-def _check_method_settings(a, method, stored: dict, source: str) -> None:
-    """Method options given with --resume must be the run's; the method then holds the run's values
-    (so its progress line shows them; the trainer reloads its whole state later)."""
-    given = {k: v for k, v in method.settings().items() if getattr(a, k, None) is not None}  # as the method parsed them
-    method.load_state_dict(stored["method"]["state"])
-    refuse(differences(given, method.settings()), source,
-           lambda k, v, had: f"--{k.replace('_', '-')} {shown(v)} (the run's: {shown(had)})")
-
-
 def _train(a) -> int:
     trainer = _prepare_train(a)
     try:
@@ -330,125 +226,25 @@ def _train(a) -> int:
         trainer.ranks.close()
 
 
+def _request(a):
+    """`resgrow train`'s arguments as the library's RunRequest (flags not given are None)."""
+    from dataclasses import fields
+
+    from .launch import RunRequest
+    from .methods import all_options
+
+    return RunRequest(out=a.out, arch=a.arch, data=a.data, method=a.method,
+                      method_options={o.name: getattr(a, o.name, None) for o, _ in all_options()},
+                      settings={f.name: getattr(a, f.name, None) for f in fields(TrainConfig)}, val_size=a.val_size,
+                      image_size=a.image_size, recipe=a.recipe, stream=a.stream, stream_augment=a.stream_augment,
+                      decode=a.decode, data_dir=a.data_dir, cache_dir=a.cache_dir, resume=a.resume,
+                      stop_after=a.stop_after, command=list(getattr(a, "argv", None) or sys.argv[1:]))
+
+
 def _prepare_train(a, label: str = ""):
-    """Everything `resgrow train` does before the first epoch: checks (before any data is read), the
-    data, the model, the trainer; prints the run's header line."""
-    import torch
+    from .launch import prepare_run
 
-    from .data.sources import data_source, load_dataset
-    from .methods import all_options, build_method
-    from .methods.base import DataCheck
-    from .models.custom import build_model, is_custom, model_factory
-    from .models.resnet import ResNet
-    from .models.registry import spec_for
-    from .train.checkpoint import load_run_checkpoint
-    from .train.compile import check_compile
-    from .train.schedules import check_schedule
-    from .train.device import precision_note, resolve_device
-    from .train.run_dir import check_run_dir
-    from .train.trainer import TrainConfig, Trainer
-
-    out, stored = Path(a.out), None
-    if a.recipe and not a.resume:
-        _apply_recipe(a)
-    if a.resume:  # the run's own settings first: the command may leave them out
-        check_run_dir(out, True)
-        stored, source = load_run_checkpoint(out)  # refuses a corrupt or tampered file up front
-        source = f"checkpoint {source}"
-        _take_run_settings(a, stored, source)
-    elif a.arch is None or a.data is None:
-        raise ResgrowError("the following arguments are required: " + ", ".join(
-            f"--{k}" for k in ("arch", "data") if getattr(a, k) is None) + " (only --resume may leave them out)")
-    method = build_method(a.method or "baseline", **{o.name: getattr(a, o.name, None) for o, _ in all_options()})
-    if a.resume:
-        _check_method_settings(a, method, stored, source)
-    # Bad input fails here, before any data is loaded.
-    check_schedule(a.schedule)
-    check_compile(a.compile)
-    if is_custom(a.arch):
-        model_factory(a.arch)  # importable, before any data is read
-        if not a.resume:
-            _check_own_model_early(a.arch, method, a.epochs, a.schedule)
-    elif not a.resume:
-        method.prepare(spec_for(a.arch), a.epochs, a.schedule)
-    else:
-        spec_for(a.arch)
-    if not a.resume and isinstance(method, DataCheck):
-        method.check_data(data_source(a.data))
-    if a.bf16_weights and a.no_amp:
-        raise ResgrowError("bf16 weight copies (--bf16-weights) stand in for autocast's casts, so they need bf16 "
-                           "autocast: drop --no-amp or --bf16-weights")
-    if a.stop_after is not None and a.stop_after < 1:
-        raise ResgrowError(f"--stop-after must be an epoch >= 1, not {a.stop_after}")
-    ranks = _join_ranks(a.device)
-    if ranks.main:  # rank 0 alone: the others would find the directory it has just begun to write
-        check_run_dir(out, a.resume)
-    if a.resume:
-        cfg = TrainConfig.from_dict(stored["config"])
-        cfg.device, cfg.quiet = a.device, a.quiet
-        cfg.workers = a.workers if a.workers is not None else cfg.workers  # the same batches with any number
-        cfg.eval_batch_size = cfg.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size
-        info = stored.get("run_info", {})
-        # data moved, or named from another directory: the trainer checks that it holds the same images
-        # (classes, size, pixel statistics); a checkpoint too old to store them must name the same path
-        if info.get("data") not in (None, a.data, data_source(a.data)) and not stored.get("data_cfg"):
-            raise ResgrowError(f"checkpoint in {out} was trained on data {info['data']!r}, not {a.data!r}")
-    else:
-        cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, nesterov=a.nesterov,
-                          weight_decay=a.weight_decay, schedule=a.schedule, eta_min=a.eta_min, warmup=a.warmup,
-                          milestones=a.milestones, gamma=a.gamma, restarts=a.restarts, label_smoothing=a.label_smoothing,
-                          augment=not a.no_augment, eval_every=a.eval_every, checkpoint_every=a.checkpoint_every,
-                          eval_batch_size=TrainConfig.eval_batch_size if a.eval_batch_size is None else a.eval_batch_size,
-                          device=a.device, amp=not a.no_amp, precision=a.precision, channels_last=not a.no_channels_last, graphs=not a.no_graphs,
-                          bf16_weights=a.bf16_weights is not False, compile=a.compile, seed=a.seed, quiet=a.quiet,
-                          tensorboard=a.tensorboard, deterministic=a.deterministic, workers=a.workers)
-    if not a.resume:  # a stored config trained once already: a newer rule must not strand its run
-        cfg.validate()  # before the data is read
-    elif cfg.eval_batch_size < 1:
-        raise ResgrowError(f"--eval-batch-size must be >= 1, not {cfg.eval_batch_size}")
-    device = resolve_device(cfg.device)
-    if ranks.several:
-        cfg.quiet = cfg.quiet or not ranks.main
-        if device.type == "cuda":
-            cfg.device = f"cuda:{ranks.local_rank}"
-    stored_info = dict(stored.get("run_info", {}), data=data_source(a.data)) if a.resume else {}  # where the data is now
-    val_size = stored_info.get("val_size", 0) if a.resume else a.val_size
-    image_size = stored_info.get("image_size") if a.resume else a.image_size
-    stream = stored_info.get("stream") if a.resume else (
-        {"augment": a.stream_augment, "decode": a.decode or "auto"} if a.stream else None)
-    if stream is not None:
-        from .data.stream import open_stream, resolve_decode
-
-        if val_size:
-            raise ResgrowError("--val-size carves a split out of images in memory; a streamed set takes its test/ or val/")
-        decode = stream.get("decode", "host")  # runs streamed before --decode existed decoded on the host
-        if a.resume and a.decode not in (None, decode):
-            raise ResgrowError(f"a resumed run keeps the settings it started with; drop --decode {a.decode} "
-                               f"(the run's: {decode})")
-        if decode == "device":
-            resolve_decode(decode, stream["augment"], device)  # one line now, not after the data is read
-        data = open_stream(a.data, image_size or 224, stream["augment"], decode)
-    elif a.decode is not None:
-        raise ResgrowError("--decode applies to streamed data (--stream)")
-    else:
-        data = load_dataset(a.data, root=a.data_dir, cache_dir=a.cache_dir, val_size=val_size, seed=cfg.seed,
-                            progress=not a.quiet, image_size=image_size)
-    torch.manual_seed(cfg.seed)
-    model = build_model(a.arch, data.num_classes)
-    if is_custom(a.arch) and isinstance(model, ResNet) and not a.resume:
-        method.prepare(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
-    info = stored_info or {"arch": a.arch, "data": data_source(a.data), "val_size": a.val_size, "image_size": a.image_size,
-                           "stream": stream, "command": shlex.join(["resgrow", *getattr(a, "argv", sys.argv[1:])])}
-    trainer = Trainer(model, data, cfg, method, out=out, resume=a.resume, run_info=info, ranks=ranks)
-    if ranks.several and ranks.main:
-        print(f"{label}resgrow: {ranks.world} processes x batch {cfg.batch_size} = global batch "
-              f"{ranks.world * cfg.batch_size} (lr {cfg.lr:g} as given)", file=sys.stderr)
-    if not cfg.quiet:
-        print(f"{label}resgrow {__version__}: {a.arch} on {data.summary()}; {trainer.device}, method {method.describe()}; "
-              f"precision {precision_note(trainer.amp, trainer.device)}, layout {trainer.layout_note}, "
-              f"cuda graphs {trainer.use_graphs}"
-              f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
-    return trainer
+    return prepare_run(_request(a), label)
 
 
 def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
@@ -530,38 +326,6 @@ def _failed(trainer, e: BaseException) -> int:
 # its time limit (`#SBATCH --signal=USR1@120`), since Slurm's SIGTERM at the limit leaves only KillWait (30 s
 # by default) before SIGKILL, which may be shorter than an epoch.
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
-
-
-# torchvision's classification reference for ResNets: SGD lr 0.1 at global batch 256 (8 GPUs x 32), momentum 0.9,
-# wd 1e-4, 90 epochs, lr x0.1 every 30; random-resized 224 px crops + flip, resize 256 + centre crop for evaluation.
-IMAGENET_RECIPE = {"epochs": 90, "weight_decay": 1e-4, "schedule": "step", "gamma": 0.1, "image_size": 224,
-                   "stream": True, "stream_augment": "imagenet"}
-IMAGENET_BATCH, IMAGENET_LR = 256, 0.1
-
-
-def _apply_recipe(a) -> None:
-    """--recipe imagenet: the reference's values for every setting the command does not give."""
-    argv = list(getattr(a, "argv", None) or sys.argv[1:])
-    given = {t.split("=")[0][2:].replace("-", "_") for t in argv if t.startswith("--")}
-    given |= {"weight_decay"} if "wd" in given else set()
-    for key, value in IMAGENET_RECIPE.items():
-        if key not in given:
-            setattr(a, key, value)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if "batch_size" not in given:
-        a.batch_size = max(1, IMAGENET_BATCH // world)
-    if "lr" not in given:  # the linear scaling rule for another global batch
-        a.lr = IMAGENET_LR * a.batch_size * world / IMAGENET_BATCH
-    if "milestones" not in given:
-        a.milestones = (round(a.epochs / 3), round(2 * a.epochs / 3))
-
-
-def _join_ranks(device: str):
-    """This process's place among torchrun's processes (a single process without torchrun)."""
-    from .train.device import resolve_device
-    from .train.distributed import Ranks, launched
-
-    return Ranks.from_env(resolve_device(device).type) if launched() else Ranks()
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from ..config import PRECISIONS
 from ..errors import ResgrowError
 
 
@@ -28,10 +29,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-# The rule of runs started before the CPU trained in bf16 and channels_last: "auto" on a GPU, fp32 and NCHW on a
-# CPU. Their checkpoints name no precision; they resume with it, as they started.
-GPU_ONLY = "auto-gpu"
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # Linux's names for AVX-512 BF16 and AMX-BF16
 
 
@@ -74,8 +71,6 @@ def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = Tru
     slower than fp32: a GPU of compute capability 8.0 on (A100, H100, RTX 30xx and later), a CPU with
     AVX-512 BF16 or AMX (`cpu_bf16_flags`). "bf16" forces it (with a note where it is emulated)."""
     precision = {True: "auto", False: "fp32"}.get(precision, precision)
-    if precision == GPU_ONLY:
-        precision = "auto" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
         raise ResgrowError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     if precision == "fp32":

@@ -10,13 +10,13 @@ import dataclasses
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..concurrency import GPU_LOCK
+from ..config import TrainConfig
 from ..data.loader import DeviceLoader, EvalLoader, channel_stats
 from ..data.sources import Dataset
 from ..errors import DivergedError, ResgrowError, first_line
@@ -30,92 +30,17 @@ from .. import atomic
 from ..report.metrics import MetricsLog, check_tensorboard
 from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
 from .compile import apply_compile
-from .device import (CPU_CHANNELS_LAST_MULTIPLE, GPU_ONLY, PRECISIONS, bf16_autocast, channels_last_suits, cpu_name,
-                     make_deterministic, precision_note, resolve_device)
+from .device import (CPU_CHANNELS_LAST_MULTIPLE, bf16_autocast, channels_last_suits, cpu_name, make_deterministic,
+                     precision_note, resolve_device)
 from .distributed import Ranks
 from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
 from .progress import Progress
 from .run_dir import check_run_dir, never_trained
 from .run_lock import RunLock
-from .schedules import COSINES, Schedule
+from .schedules import Schedule
 from ..resume import check_resume
 from .step import MethodStep, StepRunner, evaluate
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 160
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    eta_min: float = 0.0
-    warmup: float = 0.0  # epochs of linear warm-up
-    milestones: tuple = ()  # step schedule; default 50% and 75% of the run
-    gamma: float = 0.1
-    restarts: tuple = ()  # cosine_restarts, cosine_reset: epochs at which the cosine restarts
-    label_smoothing: float = 0.0
-    augment: bool = True
-    eval_every: int = 1
-    eval_batch_size: int = 1000
-    checkpoint_every: int = 1
-    device: str = "auto"  # auto | cuda | cpu | cuda:N
-    amp: bool = True  # False: fp32, whatever `precision` says (--no-amp)
-    # auto: bf16 autocast where the device computes bf16 natively (a GPU of compute capability >= 8.0, a CPU with
-    # AVX-512 BF16 or AMX), fp32 elsewhere; fp32 | bf16 force it (train/device.py)
-    precision: str = "auto"
-    channels_last: bool = True
-    graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
-    # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts: bit-identical, fewer kernels
-    # per step (BENCHMARKS.md). Only where bf16 autocast runs: without it there is nothing to replace.
-    bf16_weights: bool = True
-    compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
-    compile_backend: str = "inductor"
-    deterministic: bool = False  # same seed, same numbers on the GPU too (slower: no cuDNN autotuning)
-    tensorboard: bool = False  # also log per-epoch scalars to <out>/tb (needs the tensorboard package)
-    seed: int = 0
-    quiet: bool = False
-    workers: int | None = None  # streamed data: host processes that read and augment images (default min(8, CPUs))
-
-    def validate(self) -> None:
-        """One line for the first setting that cannot train (the CLI calls this before reading data)."""
-        e = self.epochs
-        problems = [
-            (self.epochs >= 1 and self.lr > 0, f"need epochs >= 1 and lr > 0 (got epochs={e}, lr={self.lr})"),
-            (self.batch_size >= 1, f"batch size must be >= 1, not {self.batch_size}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), not {self.label_smoothing}"),
-            (0 <= self.warmup < e, f"warm-up must be in [0, epochs={e}) epochs, not {self.warmup}"),
-            (0 <= self.eta_min < self.lr, f"eta-min must be in [0, lr={self.lr}), not {self.eta_min}"),
-            (self.gamma > 0, f"gamma must be > 0, not {self.gamma}"),
-            (self.precision in (*PRECISIONS, GPU_ONLY), f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}"),
-            (self.amp or self.precision != "bf16", "bf16 (--precision bf16) and fp32 (--no-amp) both asked for"),
-            (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
-            (not self.milestones or self.schedule == "step", f"milestones apply to the step schedule, not {self.schedule!r}"),
-            (not self.restarts or self.schedule in COSINES,
-             f"restarts apply to the cosine schedules, not {self.schedule!r}"),
-            (min(self.eval_batch_size, self.eval_every, self.checkpoint_every) >= 1,
-             f"eval batch size, eval-every and checkpoint-every must be >= 1 (got {self.eval_batch_size}, "
-             f"{self.eval_every}, {self.checkpoint_every})"),
-        ]
-        for ok, message in problems:
-            if not ok:
-                raise ResgrowError(message)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"], d["restarts"] = list(self.milestones), list(self.restarts)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**{"precision": GPU_ONLY, **d})  # a run that names none started under the GPU-only rule
 
 
 def arch_of(model: nn.Module) -> ArchSpec | None:
@@ -152,7 +77,7 @@ class Trainer:
         self.device = resolve_device(self.cfg.device)
         cuda = self.device.type == "cuda"
         self.amp = bf16_autocast(self.cfg.precision if self.cfg.amp else "fp32", self.device, say=self.ranks.main)
-        self.channels_last = self.cfg.channels_last and (cuda or self.cfg.precision != GPU_ONLY)
+        self.channels_last = self.cfg.channels_last
         self.use_graphs = self.cfg.graphs and cuda
         if self.cfg.tensorboard:
             if self.out is None:

@@ -93,7 +93,7 @@ def test_a_run_keeps_the_precision_it_started_with_on_a_machine_that_would_choos
 def _laid_out_channels_last(trainer) -> bool:
     convs = [m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
     cl = {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs}
-    assert len(cl) == 1 and trainer.loader.normalize.channels_last == trainer.test_loader.normalize.channels_last
+    assert len(cl) == 1 and trainer.loader.normalize.channels_last == trainer.loaders.test.normalize.channels_last
     assert trainer.loader.normalize.channels_last == trainer.layout_channels_last == cl.pop()
     return trainer.layout_channels_last
 

@@ -14,7 +14,7 @@ _LAZY = {"load_dataset": "data", "ResgrowError": "errors", "deepen": "grow", "bu
          "ArchSpec": "models", "ResNet": "models", "build": "models", "TrainConfig": "train", "Trainer": "train",
          "load_model": "train"}
 
-_SUBMODULES = {"atomic", "bench", "cli", "concurrency", "data", "errors", "grow", "measure", "methods", "models",
+_SUBMODULES = {"atomic", "bench", "cli", "config", "data", "errors", "grow", "launch", "measure", "methods", "models",
                "report", "train"}
 
 __all__ = ["__version__", *_LAZY]

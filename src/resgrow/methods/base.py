@@ -59,6 +59,7 @@ class RunContext:
     set_lr_scales: Callable[[dict], None] = lambda scales: None  # change some: no new capture, from the next step
     # Several processes: rank 0's value of a number that decides a change (a score), on every rank
     shared_value: Callable[[float], float] = float
+    device_lock: Any = None  # held around process-wide changes (cuDNN flags) where runs are trained together
     work: float = 0.0  # what add_work added: the trainer counts it into the epoch's grad_equivalents
     reinstalled: "dict | str | None" = None  # reinstall's event
 

@@ -173,6 +173,7 @@ class LipGrow(DepthGrowth):
     def on_epoch_end(self, ctx):
         t0 = time.perf_counter()
         self.meter.image_size = ctx.image_size  # a conv's operator norm depends on the feature-map size
+        self.meter.lock = ctx.device_lock or self.meter.lock
         score = self.meter.score(ctx.model)  # every bound comes back as a float: the device work is done
         score = ctx.shared_value(score)  # several processes: rank 0's score decides on every rank
         ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)

@@ -5,7 +5,8 @@ from ..methods.base import ParamMap, RunContext
 from .optim import carry_state, make_sgd
 from .saved import evaluate_model, evaluate_run, load_model
 from .schedules import SCHEDULES, Schedule
-from .step import StepRunner, evaluate
+from .evaluation import evaluate
+from .step import StepRunner
 from .together import fit_together
 from .device import resolve_device
 from .trainer import CHECKPOINT, TrainConfig, Trainer

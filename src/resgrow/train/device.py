@@ -106,6 +106,20 @@ def channels_last_suits(model: torch.nn.Module, device: torch.device) -> bool:
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
 
+def set_up_device(cfg) -> torch.device:
+    """The run's device, and every process-wide torch setting a run makes, in one place: deterministic kernels
+    (`cfg.deterministic`) or cuDNN autotuning on a GPU, and the current CUDA device (graph capture and streams use
+    it)."""
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        make_deterministic()
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
+
+
 def make_deterministic() -> None:
     """Deterministic kernels for this process: a run repeats bit for bit on the same GPU and software.
 

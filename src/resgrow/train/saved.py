@@ -16,7 +16,7 @@ from ..models.custom import build_custom
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from .checkpoint import load_checkpoint, load_run_checkpoint
-from .step import evaluate
+from .evaluation import evaluate
 from .device import channels_last_suits, resolve_device
 
 

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..concurrency import GPU_LOCK
 from ..data.loader import DeviceLoader
 from ..errors import ResgrowError, first_line
 from .bf16_weights import Bf16Weights
@@ -24,7 +23,7 @@ from .bf16_weights import Bf16Weights
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
                  amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False,
-                 fold_h: bool = True, objective=None, before_step=None, ranks=None):
+                 fold_h: bool = True, objective=None, before_step=None, ranks=None, lock=None):
         from .distributed import Ranks
 
         self.model, self.optimizer, self.loader = model, optimizer, loader
@@ -33,6 +32,7 @@ class StepRunner:
         # objective(model, x, y) -> (loss, logits): a method's own loss instead of cross-entropy on the logits;
         # before_step(): work the step does right before SGD (each parameter group's lr from its scale)
         self.objective, self.before_step = objective, before_step
+        self.lock = lock if lock is not None else nullcontext()  # shared by runs trained together: one capture at a time
         # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
         self.lowp = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
         dev = loader.device
@@ -91,7 +91,7 @@ class StepRunner:
                                "rerun with --no-graphs (TrainConfig(graphs=False))") from None
 
     def _capture(self) -> None:
-        with GPU_LOCK:  # runs trained together capture one at a time (concurrency.py)
+        with self.lock:  # runs trained together capture one at a time (train/together.py)
             self._capture_locked()
 
     def _capture_locked(self) -> None:
@@ -176,23 +176,3 @@ class MethodStep:
 
 def _plain_sgd(params, lr: float) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=lr)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, amp: bool, ranks=None) -> tuple[float, float]:
-    """Mean loss and accuracy over a fixed split (its shards summed over `ranks`); one host sync at the end."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext()
-    with ctx:
-        for x, y in loader:
-            out = model(x)
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
-    model.train(was_training)
-    sums = torch.stack([loss_sum, correct.double(), torch.tensor(float(len(loader)), dtype=torch.float64, device=dev)])
-    loss, c, n = (ranks.sum_(sums) if ranks is not None else sums).tolist()
-    return loss / n, c / n

@@ -310,6 +310,20 @@ def test_tampered_and_truncated_checkpoints_are_refused(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
 
 
+def test_a_checkpoint_of_another_format_is_refused_naming_what_wrote_it(tmp_path):
+    import resgrow
+    from resgrow.train import checkpoint
+
+    path = tmp_path / "c.pt"
+    save_checkpoint({"epoch": 3}, path)
+    assert load_checkpoint(path)["resgrow"] == resgrow.__version__
+    for wrote, said in (({"resgrow": "0.0.9"}, "written by resgrow 0.0.9"), ({}, "written by an earlier resgrow")):
+        old = {"epoch": 3, "format": checkpoint.FORMAT - 1, **wrote}
+        torch.save(dict(old, **{checkpoint.DIGEST_KEY: checkpoint.digest(old)}), path)
+        with pytest.raises(ResgrowError, match=f"has format {checkpoint.FORMAT - 1}, {said}; this resgrow"):
+            load_checkpoint(path)
+
+
 def test_a_failed_checkpoint_write_keeps_the_previous_one(mini, tmp_path, monkeypatch):
     import errno
 

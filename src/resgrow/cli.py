@@ -58,7 +58,8 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample (2,500 images that ship with resgrow) | path to an ImageFolder directory or zip "
                    "(train/<class>/*, test/<class>/* or val/<class>/*), or Tiny-ImageNet's zip as distributed; --resume takes the run's")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
-    t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes the run's)")
+    t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes "
+                   "the run's); or package.module:Class for a method of your own (a resgrow.methods.Method)")
     t.add_argument("--val-size", type=int, default=None, help="images carved out of train as a validation split "
                    "(default 0)")
     t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
@@ -226,6 +227,23 @@ def _train(a) -> int:
         trainer.ranks.close()
 
 
+def _load_own_methods(argv: list[str]) -> None:
+    """--method package.module:Class: import and register the class before the parser is built, so that its
+    options are flags like any method's."""
+    from .methods import method_class
+    from .refs import is_ref
+
+    for i, token in enumerate(argv):
+        if token == "--method" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif token.startswith("--method="):
+            name = token.partition("=")[2]
+        else:
+            continue
+        if is_ref(name):
+            method_class(name)
+
+
 def _request(a):
     """`resgrow train`'s arguments as the library's RunRequest (flags not given are None)."""
     from dataclasses import fields
@@ -279,6 +297,7 @@ def _together(a) -> int:
         argv = shlex.split(text)
         if argv[:1] == ["train"]:
             argv = argv[1:]
+        _load_own_methods(argv)
         args = build_parser(methods=True).parse_args(["train", *argv])
         args.argv = ["train", *argv]
         parsed.append(args)
@@ -441,6 +460,8 @@ def main(argv=None) -> int:
         if not argv:  # `resgrow` alone: what it can do
             build_parser().print_help(sys.stderr)
             return 2
+        if argv[0] == "train":
+            _load_own_methods(argv)
         a = build_parser(methods=argv[0] in ("train", "together")).parse_args(argv)
         a.argv = argv  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,

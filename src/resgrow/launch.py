@@ -90,7 +90,7 @@ def take_run_settings(req: RunRequest, stored: dict, source: str) -> None:
             setattr(req, key, info[key])
             if key == "data":
                 check_recorded_data(req.data, source)
-    name = stored["method"]["name"]
+    name = stored["method"]["ref"]  # a method of your own: its package.module:Class
     if req.method not in (None, name):
         raise ResgrowError(f"{source} was trained with method {name!r}, not {req.method!r}")
     req.method = name

@@ -160,7 +160,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         from ..train.checkpoint import load_run_checkpoint
 
         ck, _ = load_run_checkpoint(Path(self.teacher_run))
-        if not ck.get("spec"):
+        if ck["spec"] is None:
             raise ResgrowError(f"--teacher {self.teacher_run} holds a model of its own, not a resgrow ResNet")
         spec = ArchSpec.from_dict(ck["spec"])
         if spec.blocks != thin.blocks or spec.block != thin.block:

@@ -25,8 +25,8 @@ def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -
 
     The architecture comes from the spec stored in the checkpoint, so this works after any growth.
     `model.data_cfg` (like timm's `pretrained_cfg`) says how inputs were prepared in training:
-    `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`; it is
-    None for checkpoints written before resgrow stored it. `model.run_epoch` is the checkpoint's epoch.
+    `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`. `model.run_epoch` is the
+    checkpoint's epoch.
     A run of a model of your own needs `arch`, the "package.module:function" it was trained with
     (a checkpoint never names code to import).
     """
@@ -47,22 +47,22 @@ def _load(path: str | os.PathLike) -> tuple[dict, Path]:
 def _model_of(ck: dict, path: Path, arch: str | None = None) -> nn.Module:
     custom = "spec" in ck and ck["spec"] is None
     if custom and arch is None:
-        raise ResgrowError(f"checkpoint {path} holds a {ck.get('model_class', 'model')} of your own, which resgrow cannot "
+        raise ResgrowError(f"checkpoint {path} holds a {ck['model_class']} of your own, which resgrow cannot "
                            "rebuild by itself: pass the package.module:function it was trained with (--arch), or build "
                            "it and load_state_dict(resgrow.train.load_checkpoint(path)['model'])")
     try:
         if custom:
             model = build_custom(arch, len(ck["data_cfg"]["classes"]))
-            if type(model).__name__ != ck.get("model_class"):
-                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a {ck.get('model_class')}")
+            if type(model).__name__ != ck["model_class"]:
+                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a {ck['model_class']}")
             model.load_state_dict(ck["model"])
         else:  # the net alone: modules a method trained beside it for a while (ResNet.aux) are not part of it
             model = ResNet(ArchSpec.from_dict(ck["spec"]))
             model.load_state_dict({k: v for k, v in ck["model"].items() if not k.startswith("aux.")})
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
-    model.data_cfg = ck.get("data_cfg")
-    model.run_epoch = ck.get("epoch")
+    model.data_cfg = ck["data_cfg"]
+    model.run_epoch = ck["epoch"]
     return model
 
 
@@ -73,7 +73,7 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
     split and image size). Returns the result with the model's epoch, blocks and widths."""
     ck, path = _load(run)
     model = _model_of(ck, path, arch)  # before the data: a model that cannot be rebuilt fails fast
-    info, cfg = ck.get("run_info", {}), ck.get("config", {})
+    info, cfg = ck["run_info"], ck["config"]
     source = data or info.get("data")
     if source is None:
         raise ResgrowError(f"{path} does not record its data: pass the data to evaluate on")
@@ -85,15 +85,14 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
         raise ResgrowError("there is no val split: the run did not carve one out of train (--val-size)" if own
                            else "the val split only exists for the run's own data")
     image_size = image_size if image_size is not None else info.get("image_size")
-    ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg.get("seed", 0),
+    ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg["seed"],
                       image_size=image_size)
     model = model.to(resolve_device(device)).eval()
     size = ({"blocks": model.spec.blocks_str(), "widths": model.spec.widths_str()} if isinstance(model, ResNet)
             else {"model": type(model).__name__})
-    # as the run evaluated itself: its precision and layout (checkpoints before they were stored: the GPU's rule)
-    how = dict(amp=ck.get("bf16"), channels_last=ck.get("channels_last"))
+    how = dict(amp=ck["bf16"], channels_last=ck["channels_last"])  # as the run evaluated itself
     return dict(evaluate_model(model, ds, split, batch_size, **how), data=str(source), dataset=ds.name,
-                epoch=ck.get("epoch"), epochs=cfg.get("epochs"), **size)
+                epoch=ck["epoch"], epochs=cfg["epochs"], **size)
 
 
 def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,

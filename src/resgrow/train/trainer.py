@@ -25,6 +25,7 @@ from ..data.loader import make_loaders
 from ..errors import DivergedError, ResgrowError, first_line
 from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
+from ..methods import method_ref
 from ..methods.base import Baseline, Change, GroupedLr, Method, OwnModules, OwnObjective, OwnStep, RunContext
 from ..models.custom import check_model
 from ..models.resnet import ResNet, spec_of
@@ -252,7 +253,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self._modules().items()},
-            "method": {"name": self.method.name, "state": self.method.state_dict()},
+            "method": {"name": self.method.name, "ref": method_ref(self.method), "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
             "channels_last": self.channels_last,

@@ -149,7 +149,7 @@ MUTATIONS = [
      "tests/test_data.py"),
     ("train/run_lock.py", "if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):", "if False:",
      "tests/test_trainer.py"),
-    ("train/device.py", "native, what = major >= 8 or bool(torch.version.hip)", "native, what = True", "tests/test_trainer.py"),
+    ("train/device.py", 'native = major >= 8 or bool(torch.version.hip)', 'native = True', "tests/test_trainer.py"),
     ("train/device.py", "native, what = bool(cpu_bf16_flags())", "native, what = True", "tests/test_cpu_precision.py"),
     ("train/device.py", "return all(m.num_features % CPU_CHANNELS_LAST_MULTIPLE == 0 for m in model.modules()",
      "return all(True for m in model.modules()", "tests/test_cpu_precision.py tests/test_bench.py"),
@@ -188,7 +188,7 @@ MUTATIONS = [
     ("train/run_dir.py", "        if not out.exists():\n            raise ResgrowError(f\"cannot resume",
      "        if False:\n            raise ResgrowError(f\"cannot resume", "tests/test_cli.py"),
     ("data/sources.py", "    if progress and sys.stderr.isatty():", "    if progress:", "tests/test_data.py"),
-    ("measure/flops.py", "m.out_channels * math.prod(size) * m.in_channels", "m.out_channels * m.in_channels",
+    ("measure/flops.py", 'fan_in = m.in_channels // m.groups * math.prod(m.kernel_size)', 'fan_in = m.in_channels',
      "tests/test_models.py"),
     # the open method interface: events with kinds, options and report columns declared by the method
     ("events.py", 'return event(GROW if e.startswith("grew ") else "note", e)', 'return event("note", e)', "tests/test_compare.py"),
@@ -203,7 +203,7 @@ MUTATIONS = [
     ("train/trainer.py", '            self.loader.resize(ck["batch_size"])', "            pass", "tests/test_widen_method.py"),
     # width growth
     ("grow/width.py", "        w[:, b] = -w[:, a]", "        w[:, b] = w[:, a]", "tests/test_width.py"),
-    ("grow/width.py", 'c = math.sqrt(I.old / I.new) if (init == "vt" and rescale and layer.bn) else 1.0', "c = 1.0",
+    ("grow/width.py", 'c = math.sqrt(in_space.old / in_space.new) if (init == "vt" and rescale and layer.bn) else 1.0', "c = 1.0",
      "tests/test_width.py"),
     ("grow/width.py", "o.running_var * c * c + (c * c - 1) * o.eps", "o.running_var * c * c", "tests/test_width.py"),
     ("methods/widen.py", "return self.base_batch * min(8, 2 ** int(math.log2(max(ratio, 1.0))))", "return self.base_batch",

@@ -462,7 +462,9 @@ def test_models_and_methods_catalogues(capsys):
 def test_bf16_weight_copies_are_on_unless_turned_off():
     from resgrow.cli import build_parser
 
-    parse = lambda *extra: build_parser().parse_args(["train", "--arch", "resnet20", "--data", "d", "--out", "o", *extra]).bf16_weights
+    def parse(*extra):
+        return build_parser().parse_args(["train", "--arch", "resnet20", "--data", "d", "--out", "o", *extra]).bf16_weights
+
     assert parse() is None and parse("--bf16-weights") is True and parse("--no-bf16-weights") is False
     assert TrainConfig().bf16_weights is True
 

@@ -8,11 +8,10 @@ import json
 import pytest
 import torch
 
+from conftest import cfg, tiny, weights
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.train import Trainer, device
-
-from conftest import cfg, tiny, weights
 
 AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
 SPR = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"

@@ -15,11 +15,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import cfg
 from resgrow.methods import build_method
 from resgrow.models import ArchSpec, ResNet
 from resgrow.train import Trainer
-
-from conftest import cfg
 
 SPEC = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
 unix = pytest.mark.skipif(os.name != "posix" or not Path("/proc").is_dir(), reason="finds torchrun's workers in /proc")

@@ -5,18 +5,17 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY
 from resgrow.errors import ResgrowError
 from resgrow.grow import deepen
 from resgrow.measure import param_count
 from resgrow.measure.lipschitz import LipschitzMeter, bn_bound, conv_operator_norm
 from resgrow.methods import Change, LipGrow, Multilevel, build_method
-from resgrow.methods.lipgrow import LipGrowTrigger
 from resgrow.methods.depth import default_start, doublings, growth_path, parse_blocks, reachable_starts
+from resgrow.methods.lipgrow import LipGrowTrigger
 from resgrow.models import ArchSpec, ResNet, build, spec_for
 from resgrow.report.metrics import MetricsLog
 from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
-
-from conftest import TINY
 
 
 def randomize_bn(model):
@@ -241,7 +240,7 @@ def test_block_input_sizes_follow_the_forward_pass(arch):
     model = build(arch).eval()
     for size in [(32, 32), (23, 40)]:
         seen = []
-        hooks = [block.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[2:])))
+        hooks = [block.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(tuple(a[0].shape[2:])))
                  for _, _, block in model.iter_blocks()]
         with torch.no_grad():
             model(torch.zeros(1, 3, *size))

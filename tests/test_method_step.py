@@ -7,13 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import cfg, tiny, weights
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method
 from resgrow.methods.base import GroupedLr, OwnModules, OwnObjective, ParamGroup
 from resgrow.train import Trainer, load_checkpoint
 from resgrow.train.groups import LrGroups
-
-from conftest import cfg, tiny, weights
 
 
 class HeadSlower(Method, GroupedLr):

@@ -6,12 +6,11 @@ import contextlib
 import pytest
 import torch
 
+from conftest import cfg, weights
 from resgrow.cli import main
 from resgrow.methods import build_method
 from resgrow.models import ArchSpec, ResNet
 from resgrow.train import Trainer
-
-from conftest import cfg, weights
 
 SPEC = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)
 

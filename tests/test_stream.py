@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY, cfg, weights
 from resgrow.cli import main
-from resgrow.errors import ResgrowError
 from resgrow.data.stream import StreamLoader, open_stream, random_resized_crop, throughput
+from resgrow.errors import ResgrowError
 from resgrow.models import ResNet
 from resgrow.train import Trainer
-
-from conftest import TINY, cfg, weights
 
 STATS = ((0.5,) * 3, (0.25,) * 3)
 

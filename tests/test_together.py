@@ -6,17 +6,16 @@ import time
 import pytest
 import torch
 
+from conftest import cfg, weights
+from conftest import tiny as model
 from resgrow import __version__
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method, build_method
+from resgrow.models import ArchSpec, ResNet
 from resgrow.report.compare import compare_table, load_run, protocol_warnings, seeds_table
 from resgrow.train import Trainer
 from resgrow.train.together import fit_together
-
-from conftest import cfg, weights
-from conftest import tiny as model
-from resgrow.models import ArchSpec, ResNet
 
 
 def grower(seed):

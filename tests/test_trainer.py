@@ -7,14 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY, cfg, tiny, weights
 from resgrow.data import EvalLoader, channel_stats
 from resgrow.errors import DivergedError, ResgrowError
 from resgrow.methods import Change, Method
 from resgrow.models import ArchSpec, ResNet
-from resgrow.train import (CHECKPOINT, Schedule, Trainer, evaluate, evaluate_model, load_checkpoint, load_model,
-                           save_checkpoint)
-
-from conftest import TINY, cfg, tiny, weights
+from resgrow.train import (
+    CHECKPOINT,
+    Schedule,
+    Trainer,
+    evaluate,
+    evaluate_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 
 
 def test_short_real_run_beats_chance(mini, tmp_path):

@@ -6,13 +6,12 @@ import json
 import pytest
 import torch
 
+from conftest import TINY, cfg, weights
 from resgrow.cli import main
 from resgrow.methods import build_method
 from resgrow.methods.wide2narrow import wide_spec
 from resgrow.models import ResNet
 from resgrow.train import Trainer, load_model
-
-from conftest import TINY, cfg, weights
 
 PHASES = dict(teacher_epochs=1, imitate_epochs=1, distill_epochs=1)  # 1 + 3 stages + 1 + labels 1 = 6 epochs
 

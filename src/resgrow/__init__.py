@@ -8,7 +8,7 @@ without loading torch.
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {"load_dataset": "data", "ResgrowError": "errors", "deepen": "grow", "build_method": "methods",
          "ArchSpec": "models", "ResNet": "models", "build": "models", "TrainConfig": "train", "Trainer": "train",

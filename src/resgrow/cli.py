@@ -19,8 +19,8 @@ import types
 from pathlib import Path
 
 from . import __version__
-from .errors import DivergedError, ResgrowError, first_line
 from .config import TrainConfig, add_config_flags
+from .errors import DivergedError, ResgrowError, first_line
 from .resume import shown
 
 
@@ -52,35 +52,38 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model (fixed size or with a growth method)")
-    t.add_argument("--arch", default=None, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the final "
-                   "architecture; or package.module:function for a model of your own (fixed size, called with num_classes=N); "
-                   "--resume takes the run's")
-    t.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample (2,500 images that ship with resgrow) | path to an ImageFolder directory or zip "
-                   "(train/<class>/*, test/<class>/* or val/<class>/*), or Tiny-ImageNet's zip as distributed; --resume takes the run's")
+    t.add_argument("--arch", default=None, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the "
+                   "final architecture; or package.module:function for a model of your own (fixed size, called with "
+                   "num_classes=N); --resume takes the run's")
+    t.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample (2,500 images that ship with "
+                   "resgrow) | path to an ImageFolder directory or zip (train/<class>/*, test/<class>/* or "
+                   "val/<class>/*), or Tiny-ImageNet's zip as distributed; --resume takes the run's")
     t.add_argument("--out", required=True, help="run directory (must not exist or be empty, unless --resume)")
-    t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume takes "
-                   "the run's); or package.module:Class for a method of your own (a resgrow.methods.Method)")
+    t.add_argument("--method", default=None, help="training method (default: baseline, the fixed-size net; --resume "
+                   "takes the run's); or package.module:Class for a method of your own (a resgrow.methods.Method)")
     t.add_argument("--val-size", type=int, default=None, help="images carved out of train as a validation split "
                    "(default 0)")
-    t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when decoding "
-                   "(shorter side to N, centre crop); needed when the images differ in size")
+    t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when "
+                   "decoding (shorter side to N, centre crop); needed when the images differ in size")
     t.add_argument("--recipe", default=None, choices=("imagenet",), help="a preset for what the command leaves out: "
-                   "imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd 1e-4, lr x0.1 "
-                   "at epochs 30 and 60, streamed 224 px random-resized crops)")
+                   "imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd 1e-4, "
+                   "lr x0.1 at epochs 30 and 60, streamed 224 px random-resized crops)")
     t.add_argument("--stream", action="store_true", help="read the images from their ImageFolder zip or directory as "
-                   "training goes (host workers read them; --decode says where they are decoded), for sets that do "
-                   "not fit in device memory; --image-size is then the crop size (default 224)")
+                   "training goes (host workers read them; --decode says where they are decoded), for sets that do not "
+                   "fit in device memory; --image-size is then the crop size (default 224)")
     t.add_argument("--stream-augment", default=None, choices=("imagenet", "crop"), help="streamed augmentation: "
                    "random-resized crop + flip (imagenet, the default), or pad-4 crop + flip as in memory (crop)")
     t.add_argument("--decode", default=None, choices=("auto", "host", "device"), help="streamed data: where training "
                    "JPEGs are decoded and cropped: on the GPU by torchvision's nvJPEG decoder (device), by the host "
                    "workers (host), or on the GPU where that decoder is at hand (auto, the default)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the settings it "
-                   "started with (only --device, --eval-batch-size, --workers, --stop-after, --quiet, --data-dir, --cache-dir "
-                   "and the path of the same --data may change)")
-    t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a job's time limit")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint, with the "
+                   "settings it started with (only --device, --eval-batch-size, --workers, --stop-after, --quiet, "
+                   "--data-dir, --cache-dir and the path of the same --data may change)")
+    t.add_argument("--stop-after", type=int, default=None, help="stop (resumably) after this epoch, e.g. to fit a "
+                   "job's time limit")
     t.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
-    t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
+    t.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE "
+                   "or ~/.cache/resgrow)")
     add_config_flags(t.add_argument_group("training settings"))
     if methods:
         from .methods import all_options
@@ -88,11 +91,13 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
         g = t.add_argument_group("options of the methods (`resgrow methods NAME` for a method's card)")
         for option, names in all_options():
             kind = {"action": argparse.BooleanOptionalAction} if option.type is bool else {"type": option.type}
-            g.add_argument(option.flag, dest=option.name, default=None, help=f"{', '.join(names)}: {option.help}", **kind)
+            g.add_argument(option.flag, dest=option.name, default=None, help=f"{', '.join(names)}: {option.help}",
+                           **kind)
 
-    w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each), "
-                       "to fill a big GPU with small nets; for accuracy, not timing",
-                       description="Train several runs at once in one process, each in a thread with its own CUDA stream. "
+    w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each), to "
+                       "fill a big GPU with small nets; for accuracy, not timing",
+                       description="Train several runs at once in one process, each in a thread with its own CUDA "
+                       "stream. "
                        "Each run trains as it would alone, but its training seconds count the others' time too: "
                        "run.json records it (shared_device) and `resgrow compare` marks it. Use it for accuracy "
                        "(seeds, restart baselines), not to time a method.")
@@ -100,47 +105,57 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "e.g. \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\"")
 
     b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path (CUDA)")
-    b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your own")
+    b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your "
+                   "own")
     b.add_argument("--batch-size", type=int, default=128, help="images per step")
     b.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N (the fast path needs CUDA)")
     b.add_argument("--steps", type=int, default=200, help="timed steps per variant, after a warm-up")
-    b.add_argument("--data", default=None, help="real data (ImageFolder dir/zip, cifar10); default: random images of CIFAR size")
+    b.add_argument("--data", default=None, help="real data (ImageFolder dir/zip, cifar10); default: random images of "
+                   "CIFAR size")
     b.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
     b.add_argument("--json", default=None, help="also write the results to this JSON file")
-    b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile blocks); compile time is reported")
+    b.add_argument("--compile", action="store_true", help="also time the fast path with compiled blocks (--compile "
+                   "blocks); compile time is reported")
     b.add_argument("--h", type=float, default=1.0,
-                   help="every block's step size h, as in a grown net (0.25: resnet74 grown twice from 3-3-3); "
-                        "also times the default fast path without h folded into the branches")
+                   help="every block's step size h, as in a grown net (0.25: resnet74 grown twice from 3-3-3); also "
+                        "times the default fast path without h folded into the branches")
     b.add_argument("--widths", default=None, metavar="W1-W2-W3",
                    help="the registry net at these stage widths, its stem and inner widths scaled alike (as width "
                         "growth builds them): how fast a narrower net trains on this device")
     e = sub.add_parser("eval", help="evaluate a run's model (its last checkpoint) on a dataset")
     e.add_argument("run", help="run directory (or a checkpoint file)")
-    e.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample | ImageFolder directory or zip (default: the run's own data)")
+    e.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample | ImageFolder directory or zip "
+                   "(default: the run's own data)")
     e.add_argument("--data-dir", default="data", help="where cifar10/cifar100 python-format folders live")
-    e.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE or ~/.cache/resgrow)")
-    e.add_argument("--image-size", type=int, default=None, help="bring ImageFolder images to N x N (default: the run's --image-size)")
+    e.add_argument("--cache-dir", default=None, help="where decoded ImageFolder data is cached (default $RESGROW_CACHE "
+                   "or ~/.cache/resgrow)")
+    e.add_argument("--image-size", type=int, default=None, help="bring ImageFolder images to N x N (default: the run's "
+                   "--image-size)")
     e.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="which split (default test; val exists when the run used --val-size)")
     e.add_argument("--device", default="auto", help="auto | cuda | cpu | cuda:N")
-    e.add_argument("--arch", default=None, help="a run of a model of your own: the package.module:function it was trained with")
+    e.add_argument("--arch", default=None, help="a run of a model of your own: the package.module:function it was "
+                   "trained with")
     e.add_argument("--batch-size", type=int, default=1000, help="images per evaluation batch")
     e.add_argument("--json", default=None, help="also write the result to this JSON file")
-    c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to accuracy)")
+    c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to "
+                       "accuracy)")
     c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
     c.add_argument("--gap", type=float, default=0.3,
-                   help="time to accuracy: target = the first run's final accuracy minus this many points (default 0.3)")
+                   help="time to accuracy: target = the first run's final accuracy minus this many points "
+                   "(default 0.3)")
     c.add_argument("--seeds", action="store_true", help="also one row per group of runs that differ only in a trailing "
                    "_s<seed> (e.g. multilevel_r74_s0, multilevel_r74_s1): mean accuracy and time over the seeds")
-    c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs, and model size against training seconds, to this image "
-                   "(pip install 'resgrow[plot]')")
+    c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs, and "
+                   "model size against training seconds, to this image (pip install 'resgrow[plot]')")
     c.add_argument("--frontier", action="store_true", help="hold every run against the fixed-size baseline's "
                    "accuracy-time frontier, from plain baseline runs of the net at several --epochs (seeds averaged): "
                    "the baseline's accuracy at each run's time and its time for each run's accuracy; --plot draws it")
     m = sub.add_parser("models", help="the architecture names --arch takes, with their size")
     m.add_argument("--classes", type=int, default=10, help="classes of the head the sizes are counted for (default 10)")
     k = sub.add_parser("methods", help="the training methods --method takes; with a name, its method card")
-    k.add_argument("name", nargs="?", default=None, help="a method: print its card (paper, defaults, options, when it helps)")
+    k.add_argument("name", nargs="?", default=None, help="a method: print its card (paper, defaults, options, when it "
+                   "helps)")
     return p
 
 
@@ -152,10 +167,10 @@ def _models(a) -> int:
     print(f"| arch | block | blocks | widths | shortcut | params ({a.classes} classes) | forward MFLOPs/image |")
     print("|---|---|---|---|---|---|---|")
     for r in model_table(a.classes):
-        print(f"| {r['name']} | {r['block']} | {r['blocks']} | {r['widths']} | {r['shortcut']} | {r['params'] / 1e6:.2f}M "
-              f"| {r['flops'] / 1e6:,.0f} at {r['image_size']}x{r['image_size']} |")
-    print("\nAlso by rule: cifar_resnetD and preact_resnetD (D = 6n+2), wrnD_K (D = 6n+4, widen factor K); "
-          "or package.module:function for a model of your own.")
+        print(f"| {r['name']} | {r['block']} | {r['blocks']} | {r['widths']} | {r['shortcut']} | "
+              f"{r['params'] / 1e6:.2f}M | {r['flops'] / 1e6:,.0f} at {r['image_size']}x{r['image_size']} |")
+    print("\nAlso by rule: cifar_resnetD and preact_resnetD (D = 6n+2), wrnD_K (D = 6n+4, widen factor K); or "
+          "package.module:function for a model of your own.")
     return 0
 
 
@@ -272,8 +287,8 @@ def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
     if not trainer.ranks.main:
         return 128 + sig if trainer.stop_requested and trainer.epoch < cfg.epochs else 0
     if trainer.stop_requested and trainer.epoch < cfg.epochs:
-        print(f"resgrow: stopped on {signal.Signals(sig).name} after epoch {trainer.epoch}/{cfg.epochs}; checkpoint written "
-              f"(continue with: {_resume_command(out)})", file=sys.stderr)
+        print(f"resgrow: stopped on {signal.Signals(sig).name} after epoch {trainer.epoch}/{cfg.epochs}; checkpoint "
+              f"written (continue with: {_resume_command(out)})", file=sys.stderr)
         return 128 + sig
     last = rows[-1] if rows else {}
     if trainer.epoch < cfg.epochs:  # --stop-after
@@ -281,17 +296,19 @@ def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
         print(f"stopped after epoch {trainer.epoch}/{cfg.epochs} (--stop-after): {acc}training time "
               f"{trainer.train_seconds:.1f}s; continue with: {_resume_command(out)}")
     elif "test_acc" in last:
-        print(f"final epoch {last['epoch']}: test accuracy {last['test_acc']:.2%}, training time {last['train_seconds']:.1f}s; run in {out}")
+        print(f"final epoch {last['epoch']}: test accuracy {last['test_acc']:.2%}, training time "
+              f"{last['train_seconds']:.1f}s; run in {out}")
     return 0
 
 
 def _together(a) -> int:
-    """Several `resgrow train` commands in one process, each in a thread with its own CUDA stream (train/together.py)."""
+    """Several `resgrow train` commands in one process, each in a thread with its own CUDA stream
+    (train/together.py)."""
     from .train.together import check_together, fit_together
 
     if len(a.commands) < 2:
-        raise ResgrowError("together needs at least two quoted train commands, e.g. "
-                           "resgrow together \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\" \"... --seed 1 --out runs/s1\"")
+        raise ResgrowError("together needs at least two quoted train commands, e.g. resgrow together \"--arch resnet20 "
+                           "--data cifar10 --seed 0 --out runs/s0\" \"... --seed 1 --out runs/s1\"")
     parsed = []
     for text in a.commands:
         argv = shlex.split(text)
@@ -448,8 +465,9 @@ def _bench(a) -> int:
               f"{'native bf16 (' + ', '.join(flags) + ')' if flags else 'no native bf16: bf16 is emulated'}; "
               "CUDA graphs need a GPU")
     if a.json:
-        Path(a.json).write_text(json.dumps({"arch": a.arch, "widths": a.widths, "batch_size": a.batch_size, "device": name, "data": src,
-                                            "h": a.h, "results": results}, indent=2) + "\n")
+        record = {"arch": a.arch, "widths": a.widths, "batch_size": a.batch_size, "device": name, "data": src, "h": a.h,
+                  "results": results}
+        Path(a.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 
@@ -464,7 +482,8 @@ def main(argv=None) -> int:
             _load_own_methods(argv)
         a = build_parser(methods=argv[0] in ("train", "together")).parse_args(argv)
         a.argv = argv  # run.json's command: the one given, also from Python
-        return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval, "models": _models,
+        return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval,
+                "models": _models,
                 "methods": _methods}[a.command](a)
     except BrokenPipeError:  # `resgrow compare ... | head` closed our stdout: it has read all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
@@ -516,8 +535,8 @@ def _report_error(e: BaseException, run: str = "", kept: str = "") -> int | None
         said = " ".join(str(e).split())
         short = re.match(r".*?Tried to allocate [\d.]+ \w+\.", said)  # torch's first two sentences
         said = short.group(0) if short else said[:120]
-        print(f"resgrow: error: {where}{said} Try a smaller --batch-size or --image-size (a new run), or --eval-batch-size "
-              "(also with --resume); the last checkpoint, if any, is kept", file=sys.stderr)
+        print(f"resgrow: error: {where}{said} Try a smaller --batch-size or --image-size (a new run), or "
+              "--eval-batch-size (also with --resume); the last checkpoint, if any, is kept", file=sys.stderr)
         return 2
     return None
 

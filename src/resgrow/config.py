@@ -32,11 +32,13 @@ class TrainConfig:
     lr: float = setting(0.1, "peak learning rate of SGD")
     momentum: float = setting(0.9, "SGD momentum")
     nesterov: bool = setting(False, "Nesterov momentum")
-    weight_decay: float = setting(5e-4, "weight decay (L2, on every parameter)", flag="--wd", aliases=("--weight-decay",))
+    weight_decay: float = setting(5e-4, "weight decay (L2, on every parameter)", flag="--wd",
+                                  aliases=("--weight-decay",))
     schedule: str = setting("cosine", f"lr schedule: {' | '.join(SCHEDULES)}")
     eta_min: float = setting(0.0, "lowest lr of the cosine schedules")
     warmup: float = setting(0.0, "epochs of linear lr warm-up")
-    milestones: tuple = setting((), "step schedule: epochs, e.g. 80,120", parse=floats, default_text="50%%, 75%% of the run")
+    milestones: tuple = setting((), "step schedule: epochs, e.g. 80,120", parse=floats, default_text="50%%, 75%% of "
+                                "the run")
     gamma: float = setting(0.1, "step schedule: lr factor at each milestone")
     restarts: tuple = setting((), "cosine_restarts, cosine_reset: epochs, e.g. 60,110", parse=floats,
                               default_text="none")
@@ -51,8 +53,8 @@ class TrainConfig:
     # auto: bf16 autocast where the device computes bf16 natively (a GPU of compute capability >= 8.0, a CPU with
     # AVX-512 BF16 or AMX), fp32 elsewhere; fp32 | bf16 force it (train/device.py)
     precision: str = setting("auto", "auto: bf16 autocast where the device computes bf16 natively (a GPU of compute "
-                             "capability 8.0 on; a CPU with AVX-512 BF16 or AMX), fp32 elsewhere; fp32 or bf16 force it "
-                             "(the first line says which)", choices=PRECISIONS)
+                             "capability 8.0 on; a CPU with AVX-512 BF16 or AMX), fp32 elsewhere; fp32 or bf16 force "
+                             "it (the first line says which)", choices=PRECISIONS)
     channels_last: bool = setting(True, "NCHW instead of the channels_last memory layout", flag="--no-channels-last")
     graphs: bool = setting(True, "run the step eagerly instead of as a CUDA graph (CUDA only)", flag="--no-graphs")
     # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts: bit-identical, fewer kernels
@@ -86,7 +88,8 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}"),
             (self.amp or self.precision != "bf16", "bf16 (--precision bf16) and fp32 (--no-amp) both asked for"),
             (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
-            (not self.milestones or self.schedule == "step", f"milestones apply to the step schedule, not {self.schedule!r}"),
+            (not self.milestones or self.schedule == "step", "milestones apply to the step schedule, not "
+             f"{self.schedule!r}"),
             (not self.restarts or self.schedule in COSINES,
              f"restarts apply to the cosine schedules, not {self.schedule!r}"),
             (min(self.eval_batch_size, self.eval_every, self.checkpoint_every) >= 1,

@@ -102,7 +102,9 @@ def take_run_settings(req: RunRequest, stored: dict, source: str) -> None:
 def _said(key: str, given, had) -> str:
     """A differing training setting as the command line names it (a switch: that the run lacked it)."""
     flag = TrainConfig.flag_of(key, given) if key in TrainConfig.__dataclass_fields__ else "--" + key.replace("_", "-")
-    return f"{flag} (the run was started without it)" if isinstance(given, bool) else f"{flag} {shown(given)} (the run's: {shown(had)})"
+    if isinstance(given, bool):
+        return f"{flag} (the run was started without it)"
+    return f"{flag} {shown(given)} (the run's: {shown(had)})"
 
 
 def check_method_settings(req: RunRequest, method, stored: dict, source: str) -> None:
@@ -214,8 +216,8 @@ def _open_data(req: RunRequest, cfg: TrainConfig, stored: dict | None, device):
         raise ResgrowError("--val-size carves a split out of images in memory; a streamed set takes its test/ or val/")
     decode = stream["decode"]
     if stored and req.decode not in (None, decode):
-        raise ResgrowError(f"a resumed run keeps the settings it started with; drop --decode {req.decode} "
-                           f"(the run's: {decode})")
+        raise ResgrowError(f"a resumed run keeps the settings it started with; drop --decode {req.decode} (the run's: "
+                           f"{decode})")
     if decode == "device":
         resolve_decode(decode, stream["augment"], device)  # one line now, not after the data is read
     return open_stream(req.data, image_size or 224, stream["augment"], decode), info, stream

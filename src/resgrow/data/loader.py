@@ -89,8 +89,8 @@ class DeviceLoader:
         """Another batch size from the next epoch on (the images stay where they are); a step captured
         before reads the old buffers, so the trainer captures anew."""
         if batch_size < 1 or batch_size * self.world > self.n:
-            raise ResgrowError(f"batch size {batch_size}{f' x {self.world} processes' if self.world > 1 else ''} must be "
-                               f"between 1 and the number of training images ({self.n})")
+            raise ResgrowError(f"batch size {batch_size}{f' x {self.world} processes' if self.world > 1 else ''} must "
+                               f"be between 1 and the number of training images ({self.n})")
         self.batch_size, self.steps = batch_size, self.n // (batch_size * self.world)
         self._m = self.steps * batch_size * self.world
         self.order = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=self.device)

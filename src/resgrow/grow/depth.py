@@ -13,8 +13,8 @@ that no doubling reaches: 1-1-2-1 -> 2-2-4-2 -> 3-4-6-3 (ResNet-50), 3-3-3 -> 6-
 
 - "interpolate" (Chang et al. 2018) and "duplicate" (LipGrow, Dong et al. 2020): the copies
   refine the ODE discretisation, so a split block and its partner each get half the h of the
-  block they copy (exactly h/2; the public LipGrow code's aliased factors are not reproduced). The two papers place the copies the
-  same way; the two names are kept so a run says which paper it follows.
+  block they copy (exactly h/2; the public LipGrow code's aliased factors are not reproduced). The two papers place
+  the copies the same way; the two names are kept so a run says which paper it follows.
 - "identity" (Net2Net-style): h is kept and every new block's residual branch starts at exactly
   zero (last BN gamma and beta = 0; in pre-activation blocks the last conv = 0), so the deeper
   model computes exactly the same function.
@@ -81,8 +81,8 @@ def _targets(spec, stages, blocks) -> dict[int, int]:
             raise ResgrowError("give deepen either stages (to double) or blocks (to grow to), not both")
         blocks = tuple(int(b) for b in blocks)
         if len(blocks) != n_stages or any(not n <= m <= 2 * n for n, m in zip(spec.blocks, blocks)):
-            raise ResgrowError(f"cannot grow {dashed(spec.blocks)} to {dashed(blocks)}: every stage must keep "
-                               f"between its blocks and twice them ({n_stages} stages)")
+            raise ResgrowError(f"cannot grow {dashed(spec.blocks)} to {dashed(blocks)}: every stage must keep between "
+                               f"its blocks and twice them ({n_stages} stages)")
         if blocks == spec.blocks:
             raise ResgrowError(f"blocks {dashed(blocks)} equal the model's: nothing to grow")
         return {s: m for s, (n, m) in enumerate(zip(spec.blocks, blocks)) if m > n}
@@ -101,7 +101,8 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
     if mode not in MODES:
         raise ResgrowError(f"unknown deepening mode {mode!r}; known: {', '.join(MODES)}")
     if not isinstance(model, ResNet):
-        raise ResgrowError(f"cannot deepen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow blocks + head) can be deepened")
+        raise ResgrowError(f"cannot deepen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow "
+                           "blocks + head) can be deepened")
     spec = spec_of(model)  # also checks that the model is one an ArchSpec can describe
     n_stages = len(spec.blocks)
     targets = _targets(spec, stages, blocks)
@@ -117,7 +118,8 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
         split = {home for home, _, is_new in plans[s] if is_new}
         new_h.append(tuple(old_h[home if src is None else src] * (factor if home in split else 1.0)
                            for home, src, _ in plans[s]))
-    new_spec = spec.replace(blocks=tuple(len(plans[s]) if s in plans else n for s, n in enumerate(spec.blocks)), h=tuple(new_h))
+    blocks = tuple(len(plans[s]) if s in plans else n for s, n in enumerate(spec.blocks))
+    new_spec = spec.replace(blocks=blocks, h=tuple(new_h))
 
     ref = next(model.parameters())
     new = ResNet(new_spec).to(device=ref.device, dtype=ref.dtype)

@@ -188,7 +188,8 @@ class LipschitzMeter:
         return sum(bounds) / len(bounds)
 
     def state_dict(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.vectors.items()}  # own storage: vectors are views of a group
+        # own storage: the vectors are views of a group
+        return {k: v.detach().cpu().clone() for k, v in self.vectors.items()}
 
     def load_state_dict(self, state: dict) -> None:
         self.vectors = dict(state)

@@ -61,4 +61,5 @@ def all_options() -> list:
     return list(seen.values())
 
 
-__all__ = ["Method", "MethodOptions", "option", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "method_ref", "build_method"]
+__all__ = ["Method", "MethodOptions", "option", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow",
+           "METHODS", "register_method", "method_class", "method_ref", "build_method"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import ResgrowError
+from ..events import GROW, event
 from ..grow.depth import deepen
 from ..models.resnet import ResNet
 from ..models.spec import dashed
 from ..train.schedules import COSINES
-from ..events import GROW, event
-from dataclasses import dataclass
-
 from .base import Change, Method, MethodOptions, option
 
 
@@ -92,7 +92,8 @@ def default_start(final: tuple[int, ...], partial: bool = False) -> tuple[int, .
     if partial:
         return tuple(-(-f // 4) for f in final)
     raise ResgrowError(f"final blocks {dashed(final)} cannot be reached by doubling; pick an arch with "
-                       f"even blocks per stage (resnet38, resnet74, resnet146, ...), give --start-blocks, {PARTIAL_HINT}")
+                       "even blocks per stage (resnet38, resnet74, resnet146, ...), give --start-blocks, "
+                       f"{PARTIAL_HINT}")
 
 
 @dataclass(frozen=True)

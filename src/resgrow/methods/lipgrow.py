@@ -48,8 +48,8 @@ from .depth import DepthGrowth, DepthOptions, epochs_str
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
     # reserve >= 1: a grow forced at the last epoch would never train, and the run would end short of --arch
     if window < 1 or threshold <= 0 or (reserve is not None and reserve < 1):
-        raise ResgrowError(f"LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 1 "
-                           f"(got window={window}, threshold={threshold}, reserve={reserve})")
+        raise ResgrowError("LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 1 (got "
+                           f"window={window}, threshold={threshold}, reserve={reserve})")
 
 
 class LipGrowTrigger:
@@ -66,7 +66,8 @@ class LipGrowTrigger:
             reserve = max(1, round(30 * epochs / 164))
         if grows < 1 or grows > epochs - reserve:  # one grow per epoch at most, all before the reserve
             raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs, with an epoch for each grow before the "
-                               f"reserve: at least grows + reserve epochs (got grows={grows}, reserve={reserve}, epochs={epochs})")
+                               f"reserve: at least grows + reserve epochs (got grows={grows}, reserve={reserve}, "
+                               f"epochs={epochs})")
         self.grows_left, self.epochs, self.total = int(grows), int(epochs), int(grows)
         self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
         self.scores: list[float] = []  # since the last (re)start
@@ -166,8 +167,8 @@ class LipGrow(DepthGrowth):
                                  f"{epochs_str(t.deadlines())}")
         change.event["deadlines"] = t.deadlines()
         if t.deadline() <= t.window:  # a ratio above 1 needs window + 1 scores
-            change.event["text"] += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} "
-                                     f"can only be forced)")
+            change.event["text"] += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} can "
+                                     "only be forced)")
         return change
 
     def on_epoch_end(self, ctx):
@@ -199,7 +200,8 @@ class LipGrow(DepthGrowth):
     def describe(self) -> str:
         o = self.opts
         reserve = self.marked("reserve", str(o.reserve)) if o.reserve is not None else "30/164 of the run"
-        return f"lipgrow(start {self.start_str()}, threshold {o.lip_threshold}, window {o.lip_window}, reserve {reserve})"
+        return (f"lipgrow(start {self.start_str()}, threshold {o.lip_threshold}, window {o.lip_window}, "
+                f"reserve {reserve})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), trigger=self.trigger.state_dict() if self.trigger else None,

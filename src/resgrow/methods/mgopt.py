@@ -39,13 +39,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ResgrowError
+from ..events import GROW, event
 from ..grow.levels import PROLONGATIONS, RESTRICTIONS, coarse_spec, corrected_loss, prolong, restrict, restrict_gradient
 from ..measure.flops import flops_per_image
 from ..models.custom import kept_buffers
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..options import Column
-from ..events import GROW, event
 from .base import Change, Method, MethodOptions, OwnModules, OwnStep, option
 
 LINE_SEARCHES = ("armijo", "fixed", "best")
@@ -77,7 +77,8 @@ class MGOptOptions(MethodOptions):
         self.set("reset_momentum", bool(self.reset_momentum))
 
     def check(self):
-        if self.levels < 2 or min(self.nu_pre, self.nu_post) < 0 or self.nu_c < 1 or self.alpha <= 0 or self.mg_every < 1:
+        if (self.levels < 2 or min(self.nu_pre, self.nu_post) < 0 or self.nu_c < 1 or self.alpha <= 0
+                or self.mg_every < 1):
             raise ResgrowError(f"mgopt needs --levels >= 2, --nu-pre/--nu-post >= 0, --nu-c >= 1, --alpha > 0 and "
                                f"--mg-every >= 1 (got {self.levels}, {self.nu_pre}/{self.nu_post}, {self.nu_c}, "
                                f"{self.alpha}, {self.mg_every})")
@@ -349,7 +350,8 @@ class MGOpt(Method, OwnStep, OwnModules):
         momentum when the first step makes their optimizers."""
         super().load_state_dict(state)
         self.optimizers = []
-        self.steps, self.work, self.cycles, self.accepted = state["steps"], state["work"], state["cycles"], state["accepted"]
+        self.steps, self.work = state["steps"], state["work"]
+        self.cycles, self.accepted = state["cycles"], state["accepted"]
         self.coarse = [ResNet(ArchSpec.from_dict(d)) for d in state["specs"]]
         self.cost, self._momentum = list(state["cost"]), state["momentum"]
         self.level = state["level"]

@@ -31,7 +31,8 @@ from .depth import DepthGrowth, DepthOptions, epochs_str
 
 @dataclass(frozen=True)
 class MultilevelOptions(DepthOptions):
-    grow_at: tuple | None = option(None, "growth epochs, e.g. 60,110", default_text="60 and 110 of 160, scaled to --epochs")
+    grow_at: tuple | None = option(None, "growth epochs, e.g. 60,110", default_text="60 and 110 of 160, scaled to "
+                                   "--epochs")
 
     def normalize(self):
         super().normalize()
@@ -56,8 +57,8 @@ class Multilevel(DepthGrowth):
             return at
         if len(grow_at) != k:
             n = len(grow_at)
-            raise ResgrowError(f"--grow-at gives {n} epoch{'s' * (n != 1)} but {k} doubling{'s are' if k != 1 else ' is'} needed "
-                               f"({dashed(start)} -> {dashed(final)})")
+            raise ResgrowError(f"--grow-at gives {n} epoch{'s' * (n != 1)} but {k} "
+                               f"doubling{'s are' if k != 1 else ' is'} needed ({dashed(start)} -> {dashed(final)})")
         if len(set(grow_at)) != k or not all(0 < e < epochs for e in grow_at):
             raise ResgrowError(f"growth epochs {list(grow_at)} must be distinct and inside (0, {epochs})")
         return list(grow_at)
@@ -84,4 +85,5 @@ class Multilevel(DepthGrowth):
 
     def describe(self) -> str:
         at = self.opts.grow_at
-        return f"multilevel(start {self.start_str()}, grow at {self.marked('grow_at', str(list(at))) if at else 'default'})"
+        at = self.marked("grow_at", str(list(at))) if at else "default"
+        return f"multilevel(start {self.start_str()}, grow at {at})"

@@ -47,7 +47,18 @@ from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..train.schedules import COSINES
-from .base import Change, Column, DataCheck, GroupedLr, Method, MethodOptions, OwnModules, OwnObjective, ParamGroup, option
+from .base import (
+    Change,
+    Column,
+    DataCheck,
+    GroupedLr,
+    Method,
+    MethodOptions,
+    OwnModules,
+    OwnObjective,
+    ParamGroup,
+    option,
+)
 
 WIDENS = ("inner", "all")
 UNITS = ("stage", "block")
@@ -76,7 +87,8 @@ class WideToNarrowOptions(MethodOptions):
     teacher_widen: str = option("inner", f"what K widens: {' | '.join(WIDENS)}; inner: the inner 3x3 convs")
     teacher: str | None = option(None, "a finished resgrow run to use as the wide net, its blocks per stage the thin "
                                  "net's", str, "the wide net is trained in this run")
-    teacher_epochs: int | None = option(None, "epochs training the wide net", int, "0.4 of the run; none with --teacher")
+    teacher_epochs: int | None = option(None, "epochs training the wide net", int, "0.4 of the run; none with "
+                                        "--teacher")
     imitate_unit: str = option("stage", f"the units imitated bottom to top: {' | '.join(UNITS)}")
     imitate_epochs: int | None = option(None, "epochs of imitation per unit", int,
                                         "0.1 of the run over the units, at least 1")
@@ -92,7 +104,8 @@ class WideToNarrowOptions(MethodOptions):
 
     def check(self):
         if self.teacher_width < 1:
-            raise ResgrowError(f"--teacher-width must be >= 1 (the wide net is K times wider), not {self.teacher_width:g}")
+            raise ResgrowError("--teacher-width must be >= 1 (the wide net is K times wider), not "
+                               f"{self.teacher_width:g}")
         for value, known, flag in ((self.teacher_widen, WIDENS, "--teacher-widen"),
                                    (self.imitate_unit, UNITS, "--imitate-unit")):
             if value not in known:
@@ -130,7 +143,8 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         units = len(unit_widths(spec, o.imitate_unit))
         teacher = 0 if o.teacher else o.teacher_epochs
         teacher = teacher if teacher is not None else round(SHARES["teacher"] * epochs)
-        per_unit = o.imitate_epochs if o.imitate_epochs is not None else max(1, round(SHARES["imitate"] * epochs / units))
+        per_unit = o.imitate_epochs
+        per_unit = per_unit if per_unit is not None else max(1, round(SHARES["imitate"] * epochs / units))
         distill = o.distill_epochs if o.distill_epochs is not None else round(SHARES["distill"] * epochs)
         if min(teacher, distill) < 0 or per_unit < 1:
             raise ResgrowError("--teacher-epochs and --distill-epochs must be >= 0, --imitate-epochs >= 1")
@@ -165,7 +179,8 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         spec = ArchSpec.from_dict(ck["spec"])
         if spec.blocks != thin.blocks or spec.block != thin.block:
             raise ResgrowError(f"--teacher {self.teacher_run} is a {spec.block} net with blocks {spec.blocks_str()}; "
-                               f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by unit")
+                               f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by "
+                               "unit")
         return spec
 
     def prepare(self, spec, epochs, schedule):
@@ -204,8 +219,9 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
             self.thin_net, wide = thin, ResNet(teacher_spec).to(device)
             self._set_objective()
             return Change(wide, {}, event("start", f"wide net {teacher_spec.widths_str()} (inner "
-                                          f"{'-'.join(map(str, teacher_spec.inner_widths))}) for {self.plan[0][2]} epochs, "
-                                          f"then the thin net {thin.spec.widths_str()}", widths=teacher_spec.widths_str()))
+                                          f"{'-'.join(map(str, teacher_spec.inner_widths))}) for {self.plan[0][2]} "
+                                          f"epochs, then the thin net {thin.spec.widths_str()}",
+                                          widths=teacher_spec.widths_str()))
         self.teacher_net = self._load_teacher(device)
         return self._to_thin(thin, f"wide net from {self.teacher_run}")
 
@@ -216,7 +232,8 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         net = load_model(self.teacher_run, device=device)
         rows = MetricsLog(Path(self.teacher_run)).rows()
         if rows:
-            self.teacher_info = {"teacher_acc": rows[-1].get("test_acc"), "teacher_seconds": rows[-1].get("train_seconds")}
+            last = rows[-1]
+            self.teacher_info = {"teacher_acc": last.get("test_acc"), "teacher_seconds": last.get("train_seconds")}
         return self._freeze(net)
 
     @staticmethod
@@ -376,6 +393,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         self.plan = [tuple(p) for p in state["plan"]]
         self.phase, self.teacher_info, self.cost = state["phase"], state["teacher_info"], state["cost"]
         self.thin_net = ResNet(ArchSpec.from_dict(state["thin_spec"])) if state["thin_spec"] else None
-        self.teacher_net = self._freeze(ResNet(ArchSpec.from_dict(state["teacher_spec"]))) if state["teacher_spec"] else None
+        teacher = state["teacher_spec"]
+        self.teacher_net = self._freeze(ResNet(ArchSpec.from_dict(teacher))) if teacher else None
         self.maps = None
         self._set_objective()

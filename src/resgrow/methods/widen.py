@@ -27,9 +27,9 @@ largest power of two, at most 8, that keeps a step's FLOPs at most the final net
 the same factor (the linear scaling rule of Goyal et al. 2017), so a narrow net fills the GPU as the final
 one does; the paper reports most of its wall-clock saving from this.
 
-Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on, batch adaptation off. The paper trains ResNet-20 on CIFAR-10
-with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wider --no-lr-adapt is Net2Net's
-widening.
+Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on, batch adaptation off. The paper trains
+ResNet-20 on CIFAR-10 with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wider
+--no-lr-adapt is Net2Net's widening.
 When it helps: nets whose time follows their width (wide ResNets, or any net where the GPU is busy): the
 narrow early stages cost a fraction of the full net's FLOPs. A small CIFAR net that leaves the GPU idle
 gains little time, because a narrow step costs about what a wide one does; on a CPU too, a narrow net's step
@@ -112,7 +112,8 @@ def _check_growth(a: ArchSpec, b: ArchSpec, final: ArchSpec, init: str) -> None:
     odd = [k for k in old if (new[k] - old[k]) % 2]
     if init == "vt" and odd:
         raise ResgrowError(f"widths {where}: vt adds channels in cancelling pairs, and the {odd[0]} would grow by an "
-                           f"odd number ({old[odd[0]]} -> {new[odd[0]]}): use a net of even widths or --widen-init net2wider")
+                           f"odd number ({old[odd[0]]} -> {new[odd[0]]}): use a net of even widths or --widen-init "
+                           "net2wider")
     if (a.stem_width == a.widths[0]) != (b.stem_width == b.widths[0]):
         raise ResgrowError(f"widths {where}: the stem and the first stage would start or stop sharing their "
                            "channels; use another --start-width")
@@ -153,9 +154,9 @@ class WidenOptions(MethodOptions):
                             "is 1.2 times as long as the one before")
     widen_every: int | None = option(None, "epochs between growths instead of --t0's growing stages", int)
     lr_adapt: bool = option(True, "learning-rate adaptation per growth")
-    batch_adapt: bool = option(False, "larger batches while the net is narrow: --batch-size times the largest power "
-                                      "of two up to 8 that keeps a step's FLOPs at most the final net's, the lr "
-                                      "scaled alike")
+    batch_adapt: bool = option(False, "larger batches while the net is narrow: --batch-size times the largest power of "
+                                      "two up to 8 that keeps a step's FLOPs at most the final net's, the lr scaled "
+                                      "alike")
 
     def normalize(self):
         self.set("start_width", float(self.start_width))
@@ -268,8 +269,8 @@ class Widen(Method, GroupedLr):
     def describe(self) -> str:
         o = self.opts
         how = f"every {o.widen_every} epochs" if o.widen_every else f"t0 {o.t0:g}"
-        return (f"widen(start {o.start_width:g}, {o.growths} growths, {how}, init {o.widen_init}, "
-                f"lr adaptation {'on' if o.lr_adapt else 'off'}{', batch adaptation' if o.batch_adapt else ''})")
+        return (f"widen(start {o.start_width:g}, {o.growths} growths, {how}, init {o.widen_init}, lr adaptation "
+                f"{'on' if o.lr_adapt else 'off'}{', batch adaptation' if o.batch_adapt else ''})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), specs=[sp.to_dict() for sp in self.specs], at=self.at, done=self.done,

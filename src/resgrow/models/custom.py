@@ -9,7 +9,6 @@ only, never from a checkpoint: loading a checkpoint imports nothing (weights_onl
 from __future__ import annotations
 
 import contextlib
-
 import inspect
 from typing import Callable, NamedTuple
 
@@ -37,8 +36,8 @@ def build_custom(arch: str, num_classes: int) -> nn.Module:
     try:
         inspect.signature(fn).bind(num_classes=num_classes)
     except TypeError as e:  # the user's own errors inside the function keep their traceback
-        raise ResgrowError(f"--arch {arch!r}: resgrow calls {fn.__name__}(num_classes={num_classes}), "
-                           f"which its signature does not take ({e})") from None
+        raise ResgrowError(f"--arch {arch!r}: resgrow calls {fn.__name__}(num_classes={num_classes}), which its "
+                           f"signature does not take ({e})") from None
     except ValueError:  # no signature to read (a builtin): let the call tell
         pass
     model = fn(num_classes=num_classes)

@@ -74,9 +74,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ResgrowError(f"refusing checkpoint {path}: it holds objects other than tensors and plain data ({first_line(e, 160)})") from None
+        raise ResgrowError(f"refusing checkpoint {path}: it holds objects other than tensors and plain data "
+                           f"({first_line(e, 160)})") from None
     except Exception as e:  # truncated zip, not a torch file, ...
-        raise ResgrowError(f"checkpoint {path} is unreadable (truncated or not a resgrow checkpoint: {type(e).__name__})") from None
+        raise ResgrowError(f"checkpoint {path} is unreadable (truncated or not a resgrow checkpoint: "
+                           f"{type(e).__name__})") from None
     if not isinstance(obj, dict) or DIGEST_KEY not in obj:
         raise ResgrowError(f"checkpoint {path} is not a resgrow checkpoint (no content digest)")
     want = obj.pop(DIGEST_KEY)

@@ -61,7 +61,8 @@ def precision_note(amp: bool, device: torch.device) -> str:
     if device.type != "cpu":
         return "bf16" if amp else "fp32"
     flags = cpu_bf16_flags()
-    return f"{'bf16' if amp else 'fp32'} ({'native bf16: ' + ', '.join(flags) if flags else 'no native bf16'} on the CPU)"
+    native = "native bf16: " + ", ".join(flags) if flags else "no native bf16"
+    return f"{'bf16' if amp else 'fp32'} ({native} on the CPU)"
 
 
 def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = True) -> bool:
@@ -77,7 +78,8 @@ def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = Tru
         return False
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        native, what = major >= 8 or bool(torch.version.hip), f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+        native = major >= 8 or bool(torch.version.hip)
+        what = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
     else:
         native, what = bool(cpu_bf16_flags()), "this CPU (no AVX-512 BF16 or AMX)"
     if native or precision == "bf16":

@@ -169,7 +169,8 @@ class Ranks:
         said: list = [None] * self.world
         dist.all_gather_object(said, text)
         if len(set(said)) > 1:
-            raise ResgrowError(f"the ranks disagree on {what}: " + "; ".join(f"rank {r}: {s}" for r, s in enumerate(said)))
+            each = "; ".join(f"rank {r}: {s}" for r, s in enumerate(said))
+            raise ResgrowError(f"the ranks disagree on {what}: {each}")
 
     def close(self) -> None:
         if self.joined:

@@ -16,8 +16,8 @@ from ..models.custom import build_custom
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from .checkpoint import load_checkpoint, load_run_checkpoint
-from .evaluation import evaluate
 from .device import channels_last_suits, resolve_device
+from .evaluation import evaluate
 
 
 def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -> nn.Module:
@@ -113,9 +113,11 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
         if list(cfg["input_size"]) != [c, h, w]:
             tc, th, tw = cfg["input_size"]
             hint = f"; --image-size {th} brings ImageFolder images to {th}x{th}" if th == tw and tc == c else ""
-            raise ResgrowError(f"the model was trained on {tc}x{th}x{tw} images (CxHxW), {data.name} has {c}x{h}x{w}{hint}")
+            raise ResgrowError(f"the model was trained on {tc}x{th}x{tw} images (CxHxW), {data.name} has "
+                               f"{c}x{h}x{w}{hint}")
         if list(cfg["classes"]) != list(data.classes):
-            raise ResgrowError(f"the model was trained on classes {_short(cfg['classes'])}, {data.name} has {_short(data.classes)}")
+            raise ResgrowError(f"the model was trained on classes {_short(cfg['classes'])}, {data.name} has "
+                               f"{_short(data.classes)}")
         mean, std = cfg["mean"], cfg["std"]
     else:
         mean, std = channel_stats(data.train.images)

@@ -32,7 +32,8 @@ class StepRunner:
         # objective(model, x, y) -> (loss, logits): a method's own loss instead of cross-entropy on the logits;
         # before_step(): work the step does right before SGD (each parameter group's lr from its scale)
         self.objective, self.before_step = objective, before_step
-        self.lock = lock if lock is not None else nullcontext()  # shared by runs trained together: one capture at a time
+        # shared by runs trained together: one capture at a time
+        self.lock = lock if lock is not None else nullcontext()
         # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
         self.lowp = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
         dev = loader.device

@@ -46,7 +46,8 @@ def check_together(trainers: list[Trainer]) -> None:
             raise ResgrowError(f"two runs trained together write to the same directory {o}")
         seen.add(o.resolve())
     if len({str(t.device) for t in trainers}) > 1:
-        raise ResgrowError("runs trained together share one device; got " + ", ".join(sorted({str(t.device) for t in trainers})))
+        devices = ", ".join(sorted({str(t.device) for t in trainers}))
+        raise ResgrowError(f"runs trained together share one device; got {devices}")
     if len({t.cfg.deterministic for t in trainers}) > 1:
         raise ResgrowError("--deterministic sets process-wide flags: give it to every run trained together, or to none")
     if any(t.cfg.compile != "none" for t in trainers):
@@ -58,7 +59,8 @@ def _record_sharing(trainers: list[Trainer]) -> None:
     (a fresh run as it starts, a resumed one once it holds its run directory's lock)."""
     outs = [str(t.out) for t in trainers]
     for t in trainers:
-        t.run_info["shared_device"] = sorted(set(t.run_info.get("shared_device", [])) | {o for o in outs if o != str(t.out)})
+        others = {o for o in outs if o != str(t.out)}
+        t.run_info["shared_device"] = sorted(set(t.run_info.get("shared_device", [])) | others)
 
 
 def fit_together(trainers: list[Trainer], until: int | None = None) -> list:
@@ -74,7 +76,8 @@ def fit_together(trainers: list[Trainer], until: int | None = None) -> list:
         t.label, t.bars = f"{t.out.name}: ", False
         if t.draws_random:
             t.say("warning: its model draws random numbers as it trains (dropout, say), from the one generator of the "
-                   "process, which the runs trained together take turns on: it will not train exactly as it would alone")
+                   "process, which the runs trained together take turns on: it will not train exactly as it would "
+                   "alone")
     cuda = trainers[0].device.type == "cuda"
     if cuda:  # the data and models were put there on this thread's stream: done before other streams read them
         torch.cuda.synchronize(trainers[0].device)

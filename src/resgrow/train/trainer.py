@@ -33,7 +33,14 @@ from ..models.spec import ArchSpec
 from ..resume import check_resume
 from .checkpoint import CHECKPOINT
 from .compile import apply_compile
-from .device import CPU_CHANNELS_LAST_MULTIPLE, bf16_autocast, channels_last_suits, cpu_name, precision_note, set_up_device
+from .device import (
+    CPU_CHANNELS_LAST_MULTIPLE,
+    bf16_autocast,
+    channels_last_suits,
+    cpu_name,
+    precision_note,
+    set_up_device,
+)
 from .distributed import Ranks
 from .evaluation import Evaluator
 from .groups import LrGroups, SliceScales
@@ -120,7 +127,8 @@ class Trainer:
         self.loaders = make_loaders(data, cfg.batch_size, cfg.eval_batch_size, self.device, seed=cfg.seed,
                                     augment=cfg.augment, channels_last=self.channels_last, workers=cfg.workers,
                                     rank=self.ranks.rank, world=self.ranks.world)
-        self.data, self.loader, self.mean, self.std = self.loaders.data, self.loaders.train, self.loaders.mean, self.loaders.std
+        self.data, self.loader = self.loaders.data, self.loaders.train
+        self.mean, self.std = self.loaders.mean, self.loaders.std
         self.evaluator = Evaluator(self.loaders.test, self.loaders.val, self.ranks, self.lock)
 
     def use_lock(self, lock) -> None:
@@ -129,7 +137,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ installing a model, changing its size
 
-    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None, method_groups: bool = True) -> dict | None:
+    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None,
+                 method_groups: bool = True) -> dict | None:
         """Make `model` the one being trained: device, layout, optimizer (state carried), step runner.
         `method_groups`: ask the method for its parameter and element groups (not for a model about to be
         replaced by a checkpoint's, which the method's groups, loaded with its state, may not fit)."""
@@ -140,8 +149,8 @@ class Trainer:
         grouped = method_groups and isinstance(self.method, GroupedLr)
         groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if grouped else None, self.lr)
         self.slices.install(model, self.method.slice_groups(model) if grouped else None)
-        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs,
-                       groups=groups)
+        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov,
+                       fused=self.use_graphs, groups=groups)
         carried = carry_state(old[0], old[1], model, opt, param_map) if old is not None else None
         self.model, self.optimizer = model, opt
         if self.runner is not None:
@@ -184,7 +193,8 @@ class Trainer:
         if self.device.type != "cpu":
             return "channels_last"
         now = "channels_last" if self.layout_channels_last else "NCHW"
-        return f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else NCHW (now {now})"
+        return (f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else "
+                f"NCHW (now {now})")
 
     def _lay_out(self, model: nn.Module) -> nn.Module:
         """The memory layout for this size of the model (`_channels_last_for`), and the inputs to match."""
@@ -252,7 +262,8 @@ class Trainer:
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
-            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self._modules().items()},
+            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                        for k, m in self._modules().items()},
             "method": {"name": self.method.name, "ref": method_ref(self.method), "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
@@ -262,7 +273,8 @@ class Trainer:
     def data_cfg(self) -> dict:
         """How the model's inputs are prepared, stored so that the trained model can be used alone."""
         h, w, c = self.data.image_shape
-        return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w], "classes": list(self.data.classes)}
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w],
+                "classes": list(self.data.classes)}
 
     def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
         try:
@@ -274,9 +286,9 @@ class Trainer:
             spec, requested = ArchSpec.from_dict(ck["spec"]), ArchSpec.from_dict(ck["requested_spec"])
             if requested != self.requested_spec:
                 raise ResgrowError(f"{source} was trained for {ck['run_info'].get('arch', 'another arch')} "
-                                   f"({requested.block}, blocks {requested.blocks_str()}, widths {requested.widths_str()}), "
-                                   f"not the requested {self.requested_spec.block}, blocks {self.requested_spec.blocks_str()}, "
-                                   f"widths {self.requested_spec.widths_str()}")
+                                   f"({requested.block}, blocks {requested.blocks_str()}, widths "
+                                   f"{requested.widths_str()}), not the requested {self.requested_spec.block}, blocks "
+                                   f"{self.requested_spec.blocks_str()}, widths {self.requested_spec.widths_str()}")
             self._load_model_state(ResNet(spec), ck)
         except ResgrowError:
             raise
@@ -294,11 +306,12 @@ class Trainer:
                 raise ResgrowError(f"{source} was trained on data with {what} {stored[key]}, this data has {now[key]}")
         if any(abs(a - b) > 1e-6 for a, b in zip(stored["mean"] + stored["std"], now["mean"] + now["std"])):
             raise ResgrowError(f"{source} was trained on other images: the training set's pixel mean/std differ "
-                               f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} now)")
+                               f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} "
+                               "now)")
         if ck["world_size"] != self.ranks.world:
             n = ck["world_size"]
-            raise ResgrowError(f"{source} was trained by {n} process{'es' * (n > 1)}, and its batches are sharded "
-                               f"so: resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
+            raise ResgrowError(f"{source} was trained by {n} process{'es' * (n > 1)}, and its batches are sharded so: "
+                               f"resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
         if ck["method"]["name"] != self.method.name:
             raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
 
@@ -455,7 +468,8 @@ class Trainer:
     def _epoch_row(self, seconds: float, captures: float, train_loss: float, train_acc: float) -> dict:
         row = {"epoch": self.epoch, "train_seconds": round(self.train_seconds, 3), "epoch_seconds": round(seconds, 3),
                "capture_seconds": round(captures, 3), "train_loss": train_loss, "train_acc": train_acc,
-               "lr": self._lr_now, "img_per_s": round(self.loader.steps * self.loader.batch_size * self.ranks.world / seconds, 1),
+               "lr": self._lr_now,
+               "img_per_s": round(self.loader.steps * self.loader.batch_size * self.ranks.world / seconds, 1),
                "batch_size": self.loader.batch_size}
         if self.data.streamed:  # how much of the epoch the step waited for the workers: is the run input-bound?
             row["data_wait_seconds"] = round(self.loader.wait_seconds, 3)
@@ -516,7 +530,8 @@ class Trainer:
         fast_path = {"amp_bf16": self.amp, "channels_last": self.channels_last, "layout": self.layout_note,
                      "cuda_graphs": self.use_graphs, "bf16_weights": self.runner.lowp is not None,
                      "compile": self.cfg.compile}
-        return dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec), model_class=self.model_class,
+        return dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec),
+                    model_class=self.model_class,
                     method=self.method.describe(), reference_flops=self._reference_flops, world_size=self.ranks.world,
                     global_batch_size=self.cfg.batch_size * self.ranks.world,
                     report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
@@ -543,9 +558,9 @@ def format_row(r: dict, epochs: int, method_says: str = "") -> str:
     val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
     said = f"  {method_says}" if method_says else ""
     ev = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
-    return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
-            f"  {r['img_per_s']:,.0f} img/s{_wait_str(r)}  {r['train_seconds']:.1f}s  {_size_str(r)}"
-            f"  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")
+    return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc "
+            f"{r['train_acc']:.2%}{test}{val}  {r['img_per_s']:,.0f} img/s{_wait_str(r)}  {r['train_seconds']:.1f}s  "
+            f"{_size_str(r)}  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")
 
 
 def _wait_str(r: dict) -> str:
@@ -563,7 +578,8 @@ def _change_text(change) -> str:
     if change is None:
         return "none"
     spec = arch_of(change.model)
-    return f"{spec.blocks_str() + ' x ' + spec.widths_str() if spec else type(change.model).__name__}, batch {change.batch_size}"
+    size = spec.blocks_str() + " x " + spec.widths_str() if spec else type(change.model).__name__
+    return f"{size}, batch {change.batch_size}"
 
 
 def _dict(spec: ArchSpec | None) -> dict | None:

@@ -50,7 +50,12 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     p = _Parser(prog="resgrow", description="Train residual networks faster by changing their size while they learn.")
     p.add_argument("--version", action="version", version=f"resgrow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_train_parser, _together_parser, _bench_parser, _eval_parser, _compare_parser, _catalogue_parsers):
+        add(sub, methods)
+    return p
 
+
+def _train_parser(sub, methods: bool) -> None:
     t = sub.add_parser("train", help="train a model (fixed size or with a growth method)")
     t.add_argument("--arch", default=None, help="model name (resnet56, preact_resnet20, wrn16_4, resnet18, ...): the "
                    "final architecture; or package.module:function for a model of your own (fixed size, called with "
@@ -94,6 +99,8 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
             g.add_argument(option.flag, dest=option.name, default=None, help=f"{', '.join(names)}: {option.help}",
                            **kind)
 
+
+def _together_parser(sub, methods: bool) -> None:
     w = sub.add_parser("together", help="train several runs at once in one process (a thread and CUDA stream each), to "
                        "fill a big GPU with small nets; for accuracy, not timing",
                        description="Train several runs at once in one process, each in a thread with its own CUDA "
@@ -104,6 +111,8 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     w.add_argument("commands", nargs="+", help="the arguments of each `resgrow train`, quoted as one string per run, "
                    "e.g. \"--arch resnet20 --data cifar10 --seed 0 --out runs/s0\"")
 
+
+def _bench_parser(sub, methods: bool) -> None:
     b = sub.add_parser("bench", help="training throughput: eager fp32 vs the fast path (CUDA)")
     b.add_argument("--arch", default="resnet56", help="registry name, or package.module:function for a model of your "
                    "own")
@@ -122,6 +131,9 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     b.add_argument("--widths", default=None, metavar="W1-W2-W3",
                    help="the registry net at these stage widths, its stem and inner widths scaled alike (as width "
                         "growth builds them): how fast a narrower net trains on this device")
+
+
+def _eval_parser(sub, methods: bool) -> None:
     e = sub.add_parser("eval", help="evaluate a run's model (its last checkpoint) on a dataset")
     e.add_argument("run", help="run directory (or a checkpoint file)")
     e.add_argument("--data", default=None, help="cifar10 | cifar100 | cifar10-sample | ImageFolder directory or zip "
@@ -138,6 +150,9 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
                    "trained with")
     e.add_argument("--batch-size", type=int, default=1000, help="images per evaluation batch")
     e.add_argument("--json", default=None, help="also write the result to this JSON file")
+
+
+def _compare_parser(sub, methods: bool) -> None:
     c = sub.add_parser("compare", help="compare finished runs with the first one (accuracy, time, FLOPs, time to "
                        "accuracy)")
     c.add_argument("runs", nargs="+", help="run directories; the first is the baseline")
@@ -151,12 +166,14 @@ def build_parser(methods: bool = False) -> argparse.ArgumentParser:
     c.add_argument("--frontier", action="store_true", help="hold every run against the fixed-size baseline's "
                    "accuracy-time frontier, from plain baseline runs of the net at several --epochs (seeds averaged): "
                    "the baseline's accuracy at each run's time and its time for each run's accuracy; --plot draws it")
+
+
+def _catalogue_parsers(sub, methods: bool) -> None:
     m = sub.add_parser("models", help="the architecture names --arch takes, with their size")
     m.add_argument("--classes", type=int, default=10, help="classes of the head the sizes are counted for (default 10)")
     k = sub.add_parser("methods", help="the training methods --method takes; with a name, its method card")
     k.add_argument("name", nargs="?", default=None, help="a method: print its card (paper, defaults, options, when it "
                    "helps)")
-    return p
 
 
 def _models(a) -> int:

@@ -137,14 +137,38 @@ def _prepare_own_model(arch: str, method, epochs: int, schedule: str) -> None:
     method.prepare(arch_of(model), epochs, schedule)
 
 
-def _checked(req: RunRequest):
-    """Every check that needs no data: the run directory, the resume's settings, the method and its plan, the
-    training settings. Returns (method, the checkpoint of a resume or None, its name, the TrainConfig)."""
+def _resumed_config(req: RunRequest, stored: dict) -> TrainConfig:
+    """The run's config, with where and how visibly it goes on as given: the device and quiet (else their
+    defaults), the eval batch size and workers (else the run's)."""
+    given = req.given()
+    free = {"device": given.get("device", TrainConfig.device), "quiet": given.get("quiet", False)}
+    free.update({k: given[k] for k in FREE - free.keys() if k in given})
+    return config_from(free, TrainConfig.from_dict(stored["config"]))
+
+
+def _prepare_method(req: RunRequest, method, cfg: TrainConfig) -> None:
+    """The method's plan for the net and the run (a fresh run), and its data check, before any data is read."""
     from .data.sources import data_source
-    from .methods import build_method
     from .methods.base import DataCheck
     from .models.custom import is_custom, model_factory
     from .models.registry import spec_for
+
+    if is_custom(req.arch):
+        model_factory(req.arch)  # importable, before any data is read
+        if not req.resume:
+            _prepare_own_model(req.arch, method, cfg.epochs, cfg.schedule)
+    elif not req.resume:
+        method.prepare(spec_for(req.arch), cfg.epochs, cfg.schedule)
+    else:
+        spec_for(req.arch)
+    if not req.resume and isinstance(method, DataCheck):
+        method.check_data(data_source(req.data))
+
+
+def _checked(req: RunRequest):
+    """Every check that needs no data: the run directory, the resume's settings, the method and its plan, the
+    training settings. Returns (method, the checkpoint of a resume or None, the TrainConfig)."""
+    from .methods import build_method
     from .train.checkpoint import load_run_checkpoint
     from .train.compile import check_compile
     from .train.run_dir import check_run_dir
@@ -158,11 +182,7 @@ def _checked(req: RunRequest):
         stored, path = load_run_checkpoint(req.out)  # refuses a corrupt or tampered file up front
         source = f"checkpoint {path}"
         take_run_settings(req, stored, source)
-        # where and how visibly it goes on: as given, else the defaults (device, quiet) or the run's (the rest)
-        given = req.given()
-        free = {"device": given.get("device", TrainConfig.device), "quiet": given.get("quiet", False)}
-        free.update({k: given[k] for k in FREE - free.keys() if k in given})
-        cfg = config_from(free, TrainConfig.from_dict(stored["config"]))
+        cfg = _resumed_config(req, stored)
     elif req.arch is None or req.data is None:
         raise ResgrowError("the following arguments are required: " + ", ".join(
             f"--{k}" for k in ("arch", "data") if getattr(req, k) is None) + " (only --resume may leave them out)")
@@ -173,16 +193,7 @@ def _checked(req: RunRequest):
         check_method_settings(req, method, stored, source)
     check_schedule(cfg.schedule)
     check_compile(cfg.compile)
-    if is_custom(req.arch):
-        model_factory(req.arch)  # importable, before any data is read
-        if not req.resume:
-            _prepare_own_model(req.arch, method, cfg.epochs, cfg.schedule)
-    elif not req.resume:
-        method.prepare(spec_for(req.arch), cfg.epochs, cfg.schedule)
-    else:
-        spec_for(req.arch)
-    if not req.resume and isinstance(method, DataCheck):
-        method.check_data(data_source(req.data))
+    _prepare_method(req, method, cfg)
     if req.settings.get("bf16_weights") and req.settings.get("amp") is False:
         raise ResgrowError("bf16 weight copies (--bf16-weights) stand in for autocast's casts, so they need bf16 "
                            "autocast: drop --no-amp or --bf16-weights")

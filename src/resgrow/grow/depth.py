@@ -93,23 +93,10 @@ def _targets(spec, stages, blocks) -> dict[int, int]:
 
 
 @torch.no_grad()
-def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -> tuple[ResNet, dict[str, str]]:
-    """Double the blocks of `stages` (default: all), or grow every stage to `blocks` (each between
-    its blocks and twice them: partial growth). Returns the new model (same device and dtype as
-    `model`, in the same train/eval mode) and {new parameter name: old parameter name} for the
-    trainer to carry optimizer state; parameters that start at zero are left out of the map."""
-    if mode not in MODES:
-        raise ResgrowError(f"unknown deepening mode {mode!r}; known: {', '.join(MODES)}")
-    if not isinstance(model, ResNet):
-        raise ResgrowError(f"cannot deepen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow "
-                           "blocks + head) can be deepened")
-    spec = spec_of(model)  # also checks that the model is one an ArchSpec can describe
-    n_stages = len(spec.blocks)
-    targets = _targets(spec, stages, blocks)
-    plans = {s: _plan(list(model.stages[s].blocks), m) for s, m in targets.items()}
-    factor = 1.0 if mode == "identity" else 0.5
+def _new_h(spec, plans: dict, factor: float) -> tuple:
+    """Every stage's step sizes after the growth."""
     new_h = []
-    for s in range(n_stages):
+    for s in range(len(spec.blocks)):
         old_h = spec.h[s]
         if s not in plans:
             new_h.append(old_h)
@@ -118,16 +105,17 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
         split = {home for home, _, is_new in plans[s] if is_new}
         new_h.append(tuple(old_h[home if src is None else src] * (factor if home in split else 1.0)
                            for home, src, _ in plans[s]))
-    blocks = tuple(len(plans[s]) if s in plans else n for s, n in enumerate(spec.blocks))
-    new_spec = spec.replace(blocks=blocks, h=tuple(new_h))
+    return tuple(new_h)
 
-    ref = next(model.parameters())
-    new = ResNet(new_spec).to(device=ref.device, dtype=ref.dtype)
+
+def _copy_state(model: ResNet, new: ResNet, spec, plans: dict) -> dict[str, str]:
+    """Into `new`: every block's state from the block it copies, stem and head as they were; fresh blocks keep their
+    initialisation. Returns {new state key: old state key}."""
     old_sd = model.state_dict()
     new_sd = new.state_dict()
     mapping: dict[str, str] = {}
     renames: dict[str, str] = {}  # new state key prefix -> old prefix
-    for s in range(n_stages):
+    for s in range(len(spec.blocks)):
         plan = plans.get(s, [(i, i, False) for i in range(spec.blocks[s])])
         for j, (_, src, _) in enumerate(plan):
             if src is not None:
@@ -143,7 +131,28 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
         new_sd[key] = old_sd[old_key].clone()
         mapping[key] = old_key
     new.load_state_dict(new_sd)
+    return mapping
 
+
+def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -> tuple[ResNet, dict[str, str]]:
+    """Double the blocks of `stages` (default: all), or grow every stage to `blocks` (each between
+    its blocks and twice them: partial growth). Returns the new model (same device and dtype as
+    `model`, in the same train/eval mode) and {new parameter name: old parameter name} for the
+    trainer to carry optimizer state; parameters that start at zero are left out of the map."""
+    if mode not in MODES:
+        raise ResgrowError(f"unknown deepening mode {mode!r}; known: {', '.join(MODES)}")
+    if not isinstance(model, ResNet):
+        raise ResgrowError(f"cannot deepen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow "
+                           "blocks + head) can be deepened")
+    spec = spec_of(model)  # also checks that the model is one an ArchSpec can describe
+    targets = _targets(spec, stages, blocks)
+    plans = {s: _plan(list(model.stages[s].blocks), m) for s, m in targets.items()}
+    factor = 1.0 if mode == "identity" else 0.5
+    new_blocks = tuple(len(plans[s]) if s in plans else n for s, n in enumerate(spec.blocks))
+    new_spec = spec.replace(blocks=new_blocks, h=_new_h(spec, plans, factor))
+    ref = next(model.parameters())
+    new = ResNet(new_spec).to(device=ref.device, dtype=ref.dtype)
+    mapping = _copy_state(model, new, spec, plans)
     for s, plan in plans.items():
         for j, (_, src, is_new) in enumerate(plan):
             if is_new and (mode == "identity" or src is None):

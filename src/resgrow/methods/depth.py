@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import GROW, event
 from ..grow.depth import deepen
 from ..models.resnet import ResNet
 from ..models.spec import dashed
-from ..train.schedules import COSINES
 from .base import Change, Method, MethodOptions, option
 
 

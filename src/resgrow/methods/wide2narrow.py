@@ -41,12 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import event
 from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
-from ..train.schedules import COSINES
 from .base import (
     Change,
     Column,

@@ -46,13 +46,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import GROW, event
 from ..grow.width import INITS, widen
 from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec, dashed
-from ..train.schedules import COSINES
 from .base import Change, GroupedLr, Method, MethodOptions, SliceGroups, option
 
 

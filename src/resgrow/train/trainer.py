@@ -25,7 +25,6 @@ from ..data.loader import make_loaders
 from ..errors import DivergedError, ResgrowError, first_line
 from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
-from ..methods import method_ref
 from ..methods.base import Baseline, Change, GroupedLr, Method, OwnModules, OwnObjective, OwnStep, RunContext
 from ..models.custom import check_model
 from ..models.resnet import ResNet, spec_of
@@ -251,6 +250,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
+        from ..methods import method_ref  # the registry imports every method, some of which import the trainer's parts
+
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()

@@ -68,7 +68,7 @@ def test_bench_h_builds_a_grown_nets_step_folded_or_not():
         runner = bench_mod.make_runner("resnet20", 16, torch.device("cpu"), split, amp=True, channels_last=False,
                                        graph=False, bf16_weights=True, h=0.25, fold_h=fold)
         assert {b.h for _, _, b in runner.model.iter_blocks()} == {0.25}
-        assert len(runner.lowp.folded) == folded
+        assert len(runner.bf16_copies.folded) == folded
         runner.run()  # the bf16 autocast step runs eagerly on CPU
     res = bench("cifar_resnet8", 16, torch.device("cpu"), split, steps=2, warmup=1, h=0.25)
     assert [r["variant"] for r in res] == CPU_VARIANTS  # the CUDA-graph variants, folded or not, need CUDA

@@ -552,9 +552,9 @@ def test_a_grown_run_with_folded_h_trains_bit_for_bit_like_autocast(small, monke
                     method=Multilevel(grow_at=[1]))
         rows = t.fit()
         runs[bf16w] = (t, [(r["train_loss"], r["test_acc"]) for r in rows])
-    folded = runs[True][0].runner.lowp.folded
+    folded = runs[True][0].runner.bf16_copies.folded
     assert len(folded) == 6 and {b.h for _, b in folded} == {0.5}  # the grown net's blocks, all folded
-    assert runs[False][0].runner.lowp is None
+    assert runs[False][0].runner.bf16_copies is None
     assert runs[True][1] == runs[False][1]
     a, b = runs[False][0].model.state_dict(), runs[True][0].model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -165,4 +165,4 @@ def test_element_groups_scale_the_gradient_of_their_elements_only(mini):
     trainer.fit()
     after = trainer.model.head[2].weight.detach()
     assert torch.equal(after[0], start[0]) and not torch.equal(after[1:], start[1:])
-    assert trainer.runner.lowp is None  # the bf16 weight copies would bypass the masks: off
+    assert trainer.runner.bf16_copies is None  # the bf16 weight copies would bypass the masks: off

@@ -570,7 +570,7 @@ def _run_steps(mini, steps, channels_last=False, prepare=None, make=tiny, **kw):
 def test_bf16_weight_copies_match_autocast_bit_for_bit(mini, channels_last):
     ref, r_ref = _run_steps(mini, 4, channels_last)
     new, r_new = _run_steps(mini, 4, channels_last, bf16_weights=True)
-    assert r_new.lowp is not None and len(r_new.lowp.params) == 9  # 7 convs + the linear weight and bias
+    assert r_new.bf16_copies is not None and len(r_new.bf16_copies.params) == 9  # 7 convs + the linear weight and bias
     for (name, a), b in zip(ref.state_dict().items(), new.state_dict().values()):
         assert torch.equal(a, b), name
     assert r_ref.read_metrics(4) == r_new.read_metrics(4)
@@ -632,7 +632,7 @@ def test_folded_h_step_matches_autocast_bit_for_bit(mini, kind):
     ref, r_ref = _run_steps(mini, 3, make=_grown(kind))
     new, r_new = _run_steps(mini, 3, make=_grown(kind), bf16_weights=True)
     assert sorted({b.h for _, _, b in new.iter_blocks()}) == [0.25, 0.5, 1.0]
-    assert len(r_new.lowp.folded) == sum(b.h != 1 for _, _, b in new.iter_blocks()) > 0
+    assert len(r_new.bf16_copies.folded) == sum(b.h != 1 for _, _, b in new.iter_blocks()) > 0
     for (name, a), b in zip(ref.state_dict().items(), new.state_dict().values()):
         assert torch.equal(a, b), name
     assert r_ref.read_metrics(3) == r_new.read_metrics(3)
@@ -664,7 +664,7 @@ def test_folded_h_removes_the_per_block_gradient_scaling(mini):
     counts = {}
     for fold in (False, True):
         model, runner = _run_steps(mini, 1, make=_grown("basic"), bf16_weights=True)
-        runner.lowp = Bf16Weights(model, fold_h=fold)
+        runner.bf16_copies = Bf16Weights(model, fold_h=fold)
         with Muls() as c:
             runner.run()
         counts[fold] = (c.big, c.foreach)

@@ -176,14 +176,14 @@ def _catalogue_parsers(sub, methods: bool) -> None:
                    "helps)")
 
 
-def _models(a) -> int:
+def _models(args) -> int:
     from .models.registry import model_table
 
-    if a.classes < 1:
-        raise ResgrowError(f"--classes must be >= 1, not {a.classes}")
-    print(f"| arch | block | blocks | widths | shortcut | params ({a.classes} classes) | forward MFLOPs/image |")
+    if args.classes < 1:
+        raise ResgrowError(f"--classes must be >= 1, not {args.classes}")
+    print(f"| arch | block | blocks | widths | shortcut | params ({args.classes} classes) | forward MFLOPs/image |")
     print("|---|---|---|---|---|---|---|")
-    for r in model_table(a.classes):
+    for r in model_table(args.classes):
         print(f"| {r['name']} | {r['block']} | {r['blocks']} | {r['widths']} | {r['shortcut']} | "
               f"{r['params'] / 1e6:.2f}M | {r['flops'] / 1e6:,.0f} at {r['image_size']}x{r['image_size']} |")
     print("\nAlso by rule: cifar_resnetD and preact_resnetD (D = 6n+2), wrnD_K (D = 6n+4, widen factor K); or "
@@ -191,11 +191,11 @@ def _models(a) -> int:
     return 0
 
 
-def _methods(a) -> int:
+def _methods(args) -> int:
     from .methods import METHODS, method_class
 
-    if a.name is not None:
-        print(method_class(a.name).card())
+    if args.name is not None:
+        print(method_class(args.name).card())
         return 0
     for name, cls in sorted(METHODS.items(), key=lambda kv: kv[0] != "baseline"):
         paragraphs = [" ".join(p.split()) for p in cls.card().split("\n\n")]
@@ -207,14 +207,14 @@ def _methods(a) -> int:
     return 0
 
 
-def _compare(a) -> int:
+def _compare(args) -> int:
     from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, seeds_table
 
-    runs = [load_run(d) for d in a.runs]
-    if a.frontier:
-        return _frontier(a, runs)
-    print(compare_table(runs, a.gap))
-    if a.seeds:
+    runs = [load_run(d) for d in args.runs]
+    if args.frontier:
+        return _frontier(args, runs)
+    print(compare_table(runs, args.gap))
+    if args.seeds:
         print()
         print(seeds_table(runs))
     warnings = protocol_warnings(runs)
@@ -222,38 +222,38 @@ def _compare(a) -> int:
         print()
         for w in warnings:
             print(f"> warning: {w}")
-    if a.plot:
+    if args.plot:
         try:
-            plot_runs(runs, a.plot, a.gap)
+            plot_runs(runs, args.plot, args.gap)
         except ResgrowError as e:  # no matplotlib: the table stands on its own
             print(f"resgrow: no plot: {e}", file=sys.stderr)
             return 0
-        print(f"plot: {a.plot}", file=sys.stderr)
+        print(f"plot: {args.plot}", file=sys.stderr)
     return 0
 
 
-def _frontier(a, runs) -> int:
+def _frontier(args, runs) -> int:
     from .report.compare import protocol_warnings
     from .report.frontier import frontier_table, plot_frontier
 
     print(frontier_table(runs))
     for w in protocol_warnings(runs, skip=("epochs",)):
         print(f"> warning: {w}")
-    if a.plot:
+    if args.plot:
         try:
-            plot_frontier(runs, a.plot)
+            plot_frontier(runs, args.plot)
         except ResgrowError as e:
             print(f"resgrow: no plot: {e}", file=sys.stderr)
             return 0
-        print(f"plot: {a.plot}", file=sys.stderr)
+        print(f"plot: {args.plot}", file=sys.stderr)
     return 0
 
 
-def _train(a) -> int:
-    trainer = _prepare_train(a)
+def _train(args) -> int:
+    trainer = _prepare_train(args)
     try:
         with _stop_on_signals([trainer]) as stop:
-            rows = trainer.fit(until=a.stop_after)
+            rows = trainer.fit(until=args.stop_after)
         return _report(trainer, rows, stop.signal)
     finally:
         trainer.ranks.close()
@@ -276,25 +276,25 @@ def _load_own_methods(argv: list[str]) -> None:
             method_class(name)
 
 
-def _request(a):
+def _request(args):
     """`resgrow train`'s arguments as the library's RunRequest (flags not given are None)."""
     from dataclasses import fields
 
     from .launch import RunRequest
     from .methods import all_options
 
-    return RunRequest(out=a.out, arch=a.arch, data=a.data, method=a.method,
-                      method_options={o.name: getattr(a, o.name, None) for o, _ in all_options()},
-                      settings={f.name: getattr(a, f.name, None) for f in fields(TrainConfig)}, val_size=a.val_size,
-                      image_size=a.image_size, recipe=a.recipe, stream=a.stream, stream_augment=a.stream_augment,
-                      decode=a.decode, data_dir=a.data_dir, cache_dir=a.cache_dir, resume=a.resume,
-                      stop_after=a.stop_after, command=list(getattr(a, "argv", None) or sys.argv[1:]))
+    given = {name: getattr(args, name) for name in ("out", "arch", "data", "method", "val_size", "image_size", "recipe",
+                                                    "stream", "stream_augment", "decode", "data_dir", "cache_dir",
+                                                    "resume", "stop_after")}
+    return RunRequest(**given, method_options={o.name: getattr(args, o.name, None) for o, _ in all_options()},
+                      settings={f.name: getattr(args, f.name, None) for f in fields(TrainConfig)},
+                      command=list(getattr(args, "argv", None) or sys.argv[1:]))
 
 
-def _prepare_train(a, label: str = ""):
+def _prepare_train(args, label: str = ""):
     from .launch import prepare_run
 
-    return prepare_run(_request(a), label)
+    return prepare_run(_request(args), label)
 
 
 def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
@@ -318,16 +318,16 @@ def _report(trainer, rows, sig: int = signal.SIGTERM) -> int:
     return 0
 
 
-def _together(a) -> int:
+def _together(args) -> int:
     """Several `resgrow train` commands in one process, each in a thread with its own CUDA stream
     (train/together.py)."""
     from .train.together import check_together, fit_together
 
-    if len(a.commands) < 2:
+    if len(args.commands) < 2:
         raise ResgrowError("together needs at least two quoted train commands, e.g. resgrow together \"--arch resnet20 "
                            "--data cifar10 --seed 0 --out runs/s0\" \"... --seed 1 --out runs/s1\"")
     parsed = []
-    for text in a.commands:
+    for text in args.commands:
         argv = shlex.split(text)
         if argv[:1] == ["train"]:
             argv = argv[1:]
@@ -408,72 +408,73 @@ def _stop_on_signals(trainers):
             signal.signal(sig, old)
 
 
-def _eval(a) -> int:
+def _eval(args) -> int:
     from .train.saved import evaluate_run
 
-    if a.batch_size < 1:
-        raise ResgrowError(f"--batch-size must be >= 1, not {a.batch_size}")
+    if args.batch_size < 1:
+        raise ResgrowError(f"--batch-size must be >= 1, not {args.batch_size}")
 
-    r = evaluate_run(a.run, a.data, a.split, a.device, a.data_dir, a.cache_dir, a.image_size, a.batch_size, arch=a.arch)
+    r = evaluate_run(args.run, args.data, args.split, args.device, args.data_dir, args.cache_dir, args.image_size,
+                     args.batch_size, arch=args.arch)
     print(f"{r['split']} accuracy {r['acc']:.2%} (loss {r['loss']:.4f}) on {r['images']} images of {r['dataset']}; "
           f"model of epoch {r['epoch']}/{r['epochs'] or '?'}, "
           + (f"blocks {r['blocks']}, widths {r['widths']}" if "blocks" in r else r["model"]))
-    if a.json:
-        Path(a.json).write_text(json.dumps(dict(r, run=str(a.run)), indent=2) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(r, run=str(args.run)), indent=2) + "\n")
     return 0
 
 
-def _bench_spec(a):
+def _bench_spec(args):
     """The net `resgrow bench` times: None for a model of the user's own (checked here), else the registry's
     ArchSpec, at --widths if given."""
     from .grow.width import wider_spec
     from .models.custom import is_custom, model_factory
     from .models.registry import spec_for
 
-    if is_custom(a.arch):
-        model_factory(a.arch)
-        if a.h != 1 or a.widths is not None:
-            raise ResgrowError(f"{'--h' if a.h != 1 else '--widths'} sets the {'step size' if a.h != 1 else 'widths'} "
-                               "of resgrow's residual blocks; use it with a registry --arch")
+    if is_custom(args.arch):
+        model_factory(args.arch)
+        if args.h != 1 or args.widths is not None:
+            flag, what = ("--h", "step size") if args.h != 1 else ("--widths", "widths")
+            raise ResgrowError(f"{flag} sets the {what} of resgrow's residual blocks; use it with a registry --arch")
         return None
-    spec = spec_for(a.arch)
-    if a.widths is None:
+    spec = spec_for(args.arch)
+    if args.widths is None:
         return spec
     try:
-        widths = tuple(int(w) for w in a.widths.split("-"))
+        widths = tuple(int(w) for w in args.widths.split("-"))
     except ValueError:
-        raise ResgrowError(f"--widths must look like 16-32-64, not {a.widths!r}") from None
+        raise ResgrowError(f"--widths must look like 16-32-64, not {args.widths!r}") from None
     if min(widths) < 1:
-        raise ResgrowError(f"--widths must be positive, not {a.widths!r}")
+        raise ResgrowError(f"--widths must be positive, not {args.widths!r}")
     return wider_spec(spec, widths)
 
 
-def _bench(a) -> int:
+def _bench(args) -> int:
     from .bench import bench, format_results, synthetic_split, train_default
     from .data.sources import load_dataset
     from .models.registry import build
     from .train.device import resolve_device
 
-    if a.steps < 1 or a.batch_size < 1:
-        raise ResgrowError(f"--steps and --batch-size must be >= 1 (got {a.steps}, {a.batch_size})")
-    if not 0 < a.h <= 1:
-        raise ResgrowError(f"--h must be in (0, 1] (got {a.h:g})")
-    spec = _bench_spec(a)
-    device = resolve_device(a.device)
-    if a.data:
-        ds = load_dataset(a.data, root=a.data_dir)
+    if args.steps < 1 or args.batch_size < 1:
+        raise ResgrowError(f"--steps and --batch-size must be >= 1 (got {args.steps}, {args.batch_size})")
+    if not 0 < args.h <= 1:
+        raise ResgrowError(f"--h must be in (0, 1] (got {args.h:g})")
+    spec = _bench_spec(args)
+    device = resolve_device(args.device)
+    if args.data:
+        ds = load_dataset(args.data, root=args.data_dir)
         split, classes, src = ds.train, ds.num_classes, ds.name
     else:
         split, classes, src = synthetic_split(), 10, "random uint8 images"
-    narrowed = spec if a.widths is not None else None
-    results = bench(a.arch, a.batch_size, device, split, classes, steps=a.steps, compile_blocks=a.compile, h=a.h,
-                    spec=narrowed)
+    narrowed = spec if args.widths is not None else None
+    results = bench(args.arch, args.batch_size, device, split, classes, steps=args.steps, compile_blocks=args.compile,
+                    h=args.h, spec=narrowed)
     import torch
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    label = f"{a.arch} at {narrowed.widths_str()} (stem {narrowed.stem_width})" if narrowed else a.arch
+    label = f"{args.arch} at {narrowed.widths_str()} (stem {narrowed.stem_width})" if narrowed else args.arch
     default = train_default(device, build(spec) if spec is not None else None)
-    print(format_results(label, a.batch_size, f"{name} ({src})", results, a.h, default))
+    print(format_results(label, args.batch_size, f"{name} ({src})", results, args.h, default))
     if device.type != "cuda":
         from .train.device import cpu_bf16_flags, cpu_name
 
@@ -481,15 +482,15 @@ def _bench(a) -> int:
         print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}: "
               f"{'native bf16 (' + ', '.join(flags) + ')' if flags else 'no native bf16: bf16 is emulated'}; "
               "CUDA graphs need a GPU")
-    if a.json:
-        record = {"arch": a.arch, "widths": a.widths, "batch_size": a.batch_size, "device": name, "data": src, "h": a.h,
-                  "results": results}
-        Path(a.json).write_text(json.dumps(record, indent=2) + "\n")
+    if args.json:
+        record = {"arch": args.arch, "widths": args.widths, "batch_size": args.batch_size, "device": name, "data": src,
+                  "h": args.h, "results": results}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 
 def main(argv=None) -> int:
-    a = None
+    args = None
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         if not argv:  # `resgrow` alone: what it can do
@@ -497,16 +498,16 @@ def main(argv=None) -> int:
             return 2
         if argv[0] == "train":
             _load_own_methods(argv)
-        a = build_parser(methods=argv[0] in ("train", "together")).parse_args(argv)
-        a.argv = argv  # run.json's command: the one given, also from Python
+        args = build_parser(methods=argv[0] in ("train", "together")).parse_args(argv)
+        args.argv = argv  # run.json's command: the one given, also from Python
         return {"train": _train, "together": _together, "bench": _bench, "compare": _compare, "eval": _eval,
                 "models": _models,
-                "methods": _methods}[a.command](a)
+                "methods": _methods}[args.command](args)
     except BrokenPipeError:  # `resgrow compare ... | head` closed our stdout: it has read all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail again
         return 128 + 13  # as a command that SIGPIPE ended
     except (ResgrowError, OSError, RuntimeError, KeyboardInterrupt) as e:
-        code = _report_error(e, kept=_interrupted_runs(a) if isinstance(e, KeyboardInterrupt) else "")
+        code = _report_error(e, kept=_interrupted_runs(args) if isinstance(e, KeyboardInterrupt) else "")
         if code is None:
             raise
         return code
@@ -528,10 +529,10 @@ def _resume_command(out) -> str:
     return shlex.join(["resgrow", "train", "--resume", "--out", str(out)])
 
 
-def _interrupted_runs(a) -> str:
-    command = getattr(a, "command", None)
+def _interrupted_runs(args) -> str:
+    command = getattr(args, "command", None)
     if command == "train":
-        return _kept(a.out)
+        return _kept(args.out)
     if command == "together":
         return "; each run keeps its last checkpoint, if it wrote one (continue with --resume)"
     return ""

@@ -279,5 +279,5 @@ def prepare_run(req: RunRequest, label: str = ""):
         print(f"{label}resgrow {__version__}: {req.arch} on {data.summary()}; {trainer.device}, method "
               f"{method.describe()}; precision {precision_note(trainer.amp, trainer.device)}, layout "
               f"{trainer.layout_note}, cuda graphs {trainer.use_graphs}"
-              f"{', bf16 weight copies' if trainer.runner.lowp is not None else ''}", file=sys.stderr)
+              f"{', bf16 weight copies' if trainer.runner.bf16_copies is not None else ''}", file=sys.stderr)
     return trainer

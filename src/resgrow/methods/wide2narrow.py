@@ -173,10 +173,10 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
             raise ResgrowError(f"--teacher {self.teacher_run}: not a resgrow run directory (no run.json)")
         from ..train.checkpoint import load_run_checkpoint
 
-        ck, _ = load_run_checkpoint(Path(self.teacher_run))
-        if ck["spec"] is None:
+        checkpoint, _ = load_run_checkpoint(Path(self.teacher_run))
+        if checkpoint["spec"] is None:
             raise ResgrowError(f"--teacher {self.teacher_run} holds a model of its own, not a resgrow ResNet")
-        spec = ArchSpec.from_dict(ck["spec"])
+        spec = ArchSpec.from_dict(checkpoint["spec"])
         if spec.blocks != thin.blocks or spec.block != thin.block:
             raise ResgrowError(f"--teacher {self.teacher_run} is a {spec.block} net with blocks {spec.blocks_str()}; "
                                f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by "

@@ -102,7 +102,7 @@ def load_run_checkpoint(out: str | os.PathLike, say=None) -> tuple[dict, Path]:
     except ResgrowError as e:
         if not previous.is_file():
             raise
-        ck = load_checkpoint(previous)
+        checkpoint = load_checkpoint(previous)
         if say is not None:
-            say(f"{e}; going on from the checkpoint before it, {previous} (epoch {ck.get('epoch')})")
-        return ck, previous
+            say(f"{e}; going on from the checkpoint before it, {previous} (epoch {checkpoint.get('epoch')})")
+        return checkpoint, previous

@@ -30,8 +30,8 @@ def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -
     A run of a model of your own needs `arch`, the "package.module:function" it was trained with
     (a checkpoint never names code to import).
     """
-    ck, path = _load(path)
-    return _model_of(ck, path, arch).to(device).eval()
+    checkpoint, path = _load(path)
+    return _model_of(checkpoint, path, arch).to(device).eval()
 
 
 def _load(path: str | os.PathLike) -> tuple[dict, Path]:
@@ -44,25 +44,26 @@ def _load(path: str | os.PathLike) -> tuple[dict, Path]:
     return load_checkpoint(path), path
 
 
-def _model_of(ck: dict, path: Path, arch: str | None = None) -> nn.Module:
-    custom = "spec" in ck and ck["spec"] is None
+def _model_of(checkpoint: dict, path: Path, arch: str | None = None) -> nn.Module:
+    custom = "spec" in checkpoint and checkpoint["spec"] is None
     if custom and arch is None:
-        raise ResgrowError(f"checkpoint {path} holds a {ck['model_class']} of your own, which resgrow cannot "
+        raise ResgrowError(f"checkpoint {path} holds a {checkpoint['model_class']} of your own, which resgrow cannot "
                            "rebuild by itself: pass the package.module:function it was trained with (--arch), or build "
                            "it and load_state_dict(resgrow.train.load_checkpoint(path)['model'])")
     try:
         if custom:
-            model = build_custom(arch, len(ck["data_cfg"]["classes"]))
-            if type(model).__name__ != ck["model_class"]:
-                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a {ck['model_class']}")
-            model.load_state_dict(ck["model"])
+            model = build_custom(arch, len(checkpoint["data_cfg"]["classes"]))
+            if type(model).__name__ != checkpoint["model_class"]:
+                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a "
+                                   f"{checkpoint['model_class']}")
+            model.load_state_dict(checkpoint["model"])
         else:  # the net alone: modules a method trained beside it for a while (ResNet.aux) are not part of it
-            model = ResNet(ArchSpec.from_dict(ck["spec"]))
-            model.load_state_dict({k: v for k, v in ck["model"].items() if not k.startswith("aux.")})
+            model = ResNet(ArchSpec.from_dict(checkpoint["spec"]))
+            model.load_state_dict({k: v for k, v in checkpoint["model"].items() if not k.startswith("aux.")})
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
-    model.data_cfg = ck["data_cfg"]
-    model.run_epoch = ck["epoch"]
+    model.data_cfg = checkpoint["data_cfg"]
+    model.run_epoch = checkpoint["epoch"]
     return model
 
 
@@ -71,9 +72,9 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
                  batch_size: int = 1000, arch: str | None = None) -> dict:
     """Evaluate a run's last checkpoint on `data` (default: the run's own data, with its validation
     split and image size). Returns the result with the model's epoch, blocks and widths."""
-    ck, path = _load(run)
-    model = _model_of(ck, path, arch)  # before the data: a model that cannot be rebuilt fails fast
-    info, cfg = ck["run_info"], ck["config"]
+    checkpoint, path = _load(run)
+    model = _model_of(checkpoint, path, arch)  # before the data: a model that cannot be rebuilt fails fast
+    info, cfg = checkpoint["run_info"], checkpoint["config"]
     source = data or info.get("data")
     if source is None:
         raise ResgrowError(f"{path} does not record its data: pass the data to evaluate on")
@@ -90,9 +91,9 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
     model = model.to(resolve_device(device)).eval()
     size = ({"blocks": model.spec.blocks_str(), "widths": model.spec.widths_str()} if isinstance(model, ResNet)
             else {"model": type(model).__name__})
-    how = dict(amp=ck["bf16"], channels_last=ck["channels_last"])  # as the run evaluated itself
+    how = dict(amp=checkpoint["bf16"], channels_last=checkpoint["channels_last"])  # as the run evaluated itself
     return dict(evaluate_model(model, ds, split, batch_size, **how), data=str(source), dataset=ds.name,
-                epoch=ck["epoch"], epochs=cfg["epochs"], **size)
+                epoch=checkpoint["epoch"], epochs=cfg["epochs"], **size)
 
 
 def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,

@@ -35,7 +35,7 @@ class StepRunner:
         # shared by runs trained together: one capture at a time
         self.lock = lock if lock is not None else nullcontext()
         # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
-        self.lowp = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
+        self.bf16_copies = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
         dev = loader.device
         self.loss_sum = torch.zeros((), device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -54,16 +54,16 @@ class StepRunner:
         with self.autocast():
             if self.objective is not None:
                 loss, out = self.objective(self.model, x, y)
-            elif self.lowp is None:
+            elif self.bf16_copies is None:
                 out = self.model(x)
             else:
-                out, leaves = self.lowp.forward(x)
+                out, leaves = self.bf16_copies.forward(x)
             if self.objective is None:
                 loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
-        if self.lowp is None:
+        if self.bf16_copies is None:
             loss.backward()
         else:
-            self.lowp.backward(loss, leaves)
+            self.bf16_copies.backward(loss, leaves)
         self.ranks.mean_grads(self.model.parameters())
         if self.before_step is not None:
             self.before_step()

@@ -229,7 +229,7 @@ class Trainer:
                           image_size=(self.loader.h, self.loader.w), row=row if row is not None else {},
                           history=self.history, batch_size=self.cfg.batch_size,
                           lr_scales={**self.groups.scales, **self.slices.scales}, set_lr_scales=self._set_lr_scales,
-                          shared_value=lambda x: self.ranks.value(x, self.device), device_lock=self.lock)
+                          shared_value=lambda x: self.ranks.rank0_value(x, self.device), device_lock=self.lock)
 
     def _change_of(self, ctx: RunContext, change: Change | None) -> Change | None:
         """What a hook asks for: its Change, or the current model installed again (`ctx.reinstall`)."""
@@ -277,31 +277,32 @@ class Trainer:
         return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w],
                 "classes": list(self.data.classes)}
 
-    def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
+    def load_state_dict(self, checkpoint: dict, source: str = "checkpoint") -> None:
         try:
-            self._check_same_run(ck, source)
-            check_resume(self.cfg, self.method, ck, source)
-            if ck["spec"] is None:  # a model of the user's own: load into the one given
-                self._load_model_state(self.model, ck)
+            self._check_same_run(checkpoint, source)
+            check_resume(self.cfg, self.method, checkpoint, source)
+            if checkpoint["spec"] is None:  # a model of the user's own: load into the one given
+                self._load_model_state(self.model, checkpoint)
                 return
-            spec, requested = ArchSpec.from_dict(ck["spec"]), ArchSpec.from_dict(ck["requested_spec"])
+            spec, requested = ArchSpec.from_dict(checkpoint["spec"]), ArchSpec.from_dict(checkpoint["requested_spec"])
             if requested != self.requested_spec:
-                raise ResgrowError(f"{source} was trained for {ck['run_info'].get('arch', 'another arch')} "
+                raise ResgrowError(f"{source} was trained for {checkpoint['run_info'].get('arch', 'another arch')} "
                                    f"({requested.block}, blocks {requested.blocks_str()}, widths "
                                    f"{requested.widths_str()}), not the requested {self.requested_spec.block}, blocks "
                                    f"{self.requested_spec.blocks_str()}, widths {self.requested_spec.widths_str()}")
-            self._load_model_state(ResNet(spec), ck)
+            self._load_model_state(ResNet(spec), checkpoint)
         except ResgrowError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise ResgrowError(f"{source} does not match the model or is incomplete ({first_line(e)})") from None
 
-    def _check_same_run(self, ck: dict, source: str) -> None:
+    def _check_same_run(self, checkpoint: dict, source: str) -> None:
         """The checkpoint is of this kind of model, method and process count, on the same data: same classes, image
         size and pixel statistics (a file replaced under the same path would otherwise go unnoticed)."""
-        if (ck["spec"] is None) != (self.requested_spec is None) or ck["model_class"] != self.model_class:
-            raise ResgrowError(f"{source} holds a {ck['model_class']}, not the given {self.model_class}")
-        stored, now = ck["data_cfg"], self.data_cfg()
+        own = checkpoint["spec"] is None
+        if own != (self.requested_spec is None) or checkpoint["model_class"] != self.model_class:
+            raise ResgrowError(f"{source} holds a {checkpoint['model_class']}, not the given {self.model_class}")
+        stored, now = checkpoint["data_cfg"], self.data_cfg()
         for key, what in (("classes", "classes"), ("input_size", "image size (C, H, W)")):
             if list(stored[key]) != now[key]:
                 raise ResgrowError(f"{source} was trained on data with {what} {stored[key]}, this data has {now[key]}")
@@ -309,35 +310,38 @@ class Trainer:
             raise ResgrowError(f"{source} was trained on other images: the training set's pixel mean/std differ "
                                f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} "
                                "now)")
-        if ck["world_size"] != self.ranks.world:
-            n = ck["world_size"]
+        if checkpoint["world_size"] != self.ranks.world:
+            n = checkpoint["world_size"]
             raise ResgrowError(f"{source} was trained by {n} process{'es' * (n > 1)}, and its batches are sharded so: "
                                f"resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
-        if ck["method"]["name"] != self.method.name:
-            raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
+        if checkpoint["method"]["name"] != self.method.name:
+            raise ResgrowError(f"{source} was trained with method {checkpoint['method']['name']!r}, not "
+                               f"{self.method.name!r}")
 
-    def _load_model_state(self, model: nn.Module, ck: dict) -> None:
-        self.method.load_state_dict(ck["method"]["state"])  # before the install: its groups may depend on it
+    def _load_model_state(self, model: nn.Module, checkpoint: dict) -> None:
+        self.method.load_state_dict(checkpoint["method"]["state"])  # before the install: its groups may depend on it
         if isinstance(self.method, OwnModules):
             model = self.method.attach(model)  # modules a method's phase trains with the model
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(checkpoint["model"])
         for name, module in self._modules().items():
-            module.load_state_dict(ck["modules"][name])
+            module.load_state_dict(checkpoint["modules"][name])
         self._place_modules()
-        self.groups.scales, self.slices.scales = dict(ck["lr_scales"]), dict(ck["slice_scales"])
-        if ck["batch_size"] != self.loader.batch_size:
-            self.loader.resize(ck["batch_size"])
-        self.amp = ck["bf16"]  # "auto" chose on the machine the run started on: the run keeps it
+        self.groups.scales, self.slices.scales = dict(checkpoint["lr_scales"]), dict(checkpoint["slice_scales"])
+        if checkpoint["batch_size"] != self.loader.batch_size:
+            self.loader.resize(checkpoint["batch_size"])
+        self.amp = checkpoint["bf16"]  # "auto" chose on the machine the run started on: the run keeps it
         self._install(model)
-        for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
+        for p, m in zip(self.model.parameters(), checkpoint["momentum"], strict=True):
             self.optimizer.state[p]["momentum_buffer"].copy_(m)
-        self.schedule.load_state_dict(ck["schedule"])
-        self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
+        self.schedule.load_state_dict(checkpoint["schedule"])
+        self.epoch, self.global_step = checkpoint["epoch"], checkpoint["global_step"]
+        self.train_seconds = checkpoint["train_seconds"]
         self.checkpoint_epoch = self.epoch
-        torch.set_rng_state(ck["rng"]["cpu"])
-        if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
+        torch.set_rng_state(checkpoint["rng"]["cpu"])
+        cuda_rng = checkpoint["rng"].get("cuda")  # saved where CUDA was at hand; restored where as many devices are
+        if cuda_rng is not None and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
             with self.lock:  # process-wide generator state: not while another run trained together captures
-                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
 
     def _save(self) -> None:
         if self.out is not None:
@@ -375,8 +379,8 @@ class Trainer:
                 self.run_dir.close()
 
     def _resume(self) -> None:
-        ck, path = self.run_dir.load(self.say)
-        self.load_state_dict(ck, f"checkpoint {path}")
+        checkpoint, path = self.run_dir.load(self.say)
+        self.load_state_dict(checkpoint, f"checkpoint {path}")
         self.run_dir.truncate(self.epoch)
         self.history = [r for r in self.run_dir.rows() if r["epoch"] <= self.epoch]
         self.resume = False
@@ -497,8 +501,9 @@ class Trainer:
         ctx = self._ctx(row)
         change = self._change_of(ctx, self.method.on_epoch_end(ctx))
         row["grad_equivalents"] = round(work + ctx.work, 3)
-        self.ranks.same(f"the change after epoch {self.epoch}", _change_text(change))
-        self.stop_requested = self.ranks.any(self.stop_requested, self.device)  # every rank stops after one epoch
+        self.ranks.check_agree(f"the change after epoch {self.epoch}", _change_text(change))
+        # every rank stops after the same epoch
+        self.stop_requested = self.ranks.true_on_any(self.stop_requested, self.device)
         self._sync()
         row["method_seconds"] = round(time.perf_counter() - t0, 4)  # a method's decisions cost training time
         self.train_seconds += row["method_seconds"]
@@ -529,7 +534,7 @@ class Trainer:
         import platform
 
         fast_path = {"amp_bf16": self.amp, "channels_last": self.channels_last, "layout": self.layout_note,
-                     "cuda_graphs": self.use_graphs, "bf16_weights": self.runner.lowp is not None,
+                     "cuda_graphs": self.use_graphs, "bf16_weights": self.runner.bf16_copies is not None,
                      "compile": self.cfg.compile}
         return dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec),
                     model_class=self.model_class,
@@ -558,10 +563,10 @@ def format_row(r: dict, epochs: int, method_says: str = "") -> str:
     test = f"  test {r['test_acc']:.2%}" if "test_acc" in r else ""
     val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
     said = f"  {method_says}" if method_says else ""
-    ev = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
+    events = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
     return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc "
             f"{r['train_acc']:.2%}{test}{val}  {r['img_per_s']:,.0f} img/s{_wait_str(r)}  {r['train_seconds']:.1f}s  "
-            f"{_size_str(r)}  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")
+            f"{_size_str(r)}  {r.get('params', 0) / 1e6:.2f}M{said}{events}")
 
 
 def _wait_str(r: dict) -> str:

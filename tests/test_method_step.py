@@ -166,3 +166,23 @@ def test_element_groups_scale_the_gradient_of_their_elements_only(mini):
     after = trainer.model.head[2].weight.detach()
     assert torch.equal(after[0], start[0]) and not torch.equal(after[1:], start[1:])
     assert trainer.runner.bf16_copies is None  # the bf16 weight copies would bypass the masks: off
+
+
+def test_a_method_that_asks_for_nothing_more_trains_the_trainers_own_step(mini):
+    """The fast path is the same for the baseline and for any method without a capability (multilevel only returns
+    Changes): no objective, no lr-group hook inside the step, the bf16 weight copies, and a CUDA graph wherever the
+    device has one. What a capability changes, it changes for its own method only."""
+    from resgrow.methods import Multilevel
+    from resgrow.models import ArchSpec, ResNet
+
+    spec = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
+    for method in (None, Multilevel(start_blocks="1-1-1")):
+        t = Trainer(ResNet(spec), mini, cfg(precision="bf16"), method)
+        r = t.runner
+        assert r.objective is None and r.before_step is None and r.bf16_copies is not None
+        assert r.use_graph == (t.device.type == "cuda")
+    grouped = Trainer(tiny(), mini, cfg(precision="bf16"), HeadSlower(0.5)).runner
+    distil = Distil()
+    distil.teacher = tiny()
+    own = Trainer(tiny(), mini, cfg(precision="bf16"), distil).runner
+    assert grouped.bf16_copies is not None and own.objective is not None and own.bf16_copies is None

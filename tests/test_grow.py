@@ -252,6 +252,7 @@ def test_block_input_sizes_follow_the_forward_pass(arch):
 def test_lipgrow_measures_at_the_data_image_size():
     class Ctx:  # what the trainer hands a method at an epoch end
         model, epoch, epochs, image_size, row, shared_value = ResNet(TINY), 1, 10, (24, 40), {}, float
+        device_lock = None
 
     lg = LipGrow(start_blocks="1-1-1", lip_window=2)
     lg.trigger = LipGrowTrigger(1, 10, window=2)

@@ -48,7 +48,7 @@ def _trainer(data, case, out, resume=False, **config):
 
 def _state(trainer) -> dict:
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    for name, module in trainer.method.modules().items():  # a teacher, MG/OPT's coarse levels
+    for name, module in trainer.method_modules().items():  # a teacher, MG/OPT's coarse levels
         state |= {f"{name}.{k}": v.clone() for k, v in module.state_dict().items()}
     return state
 

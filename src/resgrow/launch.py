@@ -276,7 +276,7 @@ def prepare_run(req: RunRequest, label: str = ""):
         print(f"{label}resgrow: {ranks.world} processes x batch {cfg.batch_size} = global batch "
               f"{ranks.world * cfg.batch_size} (lr {cfg.lr:g} as given)", file=sys.stderr)
     if not cfg.quiet:
-        print(f"{label}resgrow {__version__}: {req.arch} on {data.summary()}; {trainer.device}, method "
+        print(f"{label}resgrow {__version__}: {req.arch} on {trainer.data.summary()}; {trainer.device}, method "
               f"{method.describe()}; precision {precision_note(trainer.amp, trainer.device)}, layout "
               f"{trainer.layout_note}, cuda graphs {trainer.use_graphs}"
               f"{', bf16 weight copies' if trainer.runner.bf16_copies is not None else ''}", file=sys.stderr)

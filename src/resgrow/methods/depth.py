@@ -96,21 +96,24 @@ def default_start(final: tuple[int, ...], partial: bool = False) -> tuple[int, .
                        f"{PARTIAL_HINT}")
 
 
+# Declared by each depth method after its own options, as the last of them (the order of their flags and cards)
+PARTIAL_GROWTH = option(False, "let a growth add fewer blocks than double: every stage doubles, capped at its final "
+                        "blocks, so depths no doubling reaches can be grown (ResNet-50's 3-4-6-3 from 1-1-2-1, 9-9-9 "
+                        "from 3-3-3); the default start becomes the final blocks / 4, rounded up; off: every growth "
+                        "doubles every stage, as the papers do")
+
+
 @dataclass(frozen=True)
 class DepthOptions(MethodOptions):
-    """What every depth-growth method takes."""
+    """What every depth-growth method takes: the start blocks here, `partial_growth` (PARTIAL_GROWTH) in each."""
 
     start_blocks: tuple | None = option(None, "blocks per stage to start from, e.g. 3-3-3", str,
                                         "the final blocks / 4, or / 2 where a stage's blocks do not divide by 4")
-    partial_growth: bool = option(False, "let a growth add fewer blocks than double: every stage doubles, capped at "
-                                  "its final blocks, so depths no doubling reaches can be grown (ResNet-50's 3-4-6-3 "
-                                  "from 1-1-2-1, 9-9-9 from 3-3-3); the default start becomes the final blocks / 4, "
-                                  "rounded up; off: every growth doubles every stage, as the papers do")
+    partial_growth = False  # the field is each method's (PARTIAL_GROWTH), declared after its own options
 
     def normalize(self):
         if self.start_blocks is not None:
             self.set("start_blocks", parse_blocks(self.start_blocks))
-        self.set("partial_growth", bool(self.partial_growth))
 
 
 class DepthGrowth(Method):

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
 from .base import Column, option
-from .depth import DepthGrowth, DepthOptions, epochs_str
+from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
@@ -127,6 +127,7 @@ class LipGrowOptions(DepthOptions):
     lip_threshold: float = option(1.4, "grow when the smoothed score over its first value L0 exceeds this")
     lip_window: int = option(10, "smoothing window in epochs")
     reserve: int | None = option(None, "epochs the final model must get, at least 1", int, "30 of 164, scaled")
+    partial_growth: bool = PARTIAL_GROWTH
 
     def normalize(self):
         super().normalize()

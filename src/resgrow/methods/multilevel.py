@@ -25,14 +25,14 @@ from dataclasses import dataclass
 
 from ..errors import ResgrowError
 from ..models.spec import dashed
-from .base import option
-from .depth import DepthGrowth, DepthOptions, epochs_str
+from .base import floats, option
+from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str
 
 
 @dataclass(frozen=True)
 class MultilevelOptions(DepthOptions):
-    grow_at: tuple | None = option(None, "growth epochs, e.g. 60,110", default_text="60 and 110 of 160, scaled to "
-                                   "--epochs")
+    grow_at: tuple | None = option(None, "growth epochs, e.g. 60,110", floats, "60 and 110 of 160, scaled to --epochs")
+    partial_growth: bool = PARTIAL_GROWTH
 
     def normalize(self):
         super().normalize()

@@ -168,13 +168,13 @@ class Trainer:
                           objective=objective, ranks=self.ranks, lock=self.lock,
                           before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
 
-    def _modules(self) -> dict[str, nn.Module]:
+    def method_modules(self) -> dict[str, nn.Module]:
         """The method's modules beside the model (`OwnModules`)."""
         return self.method.modules() if isinstance(self.method, OwnModules) else {}
 
     def _place_modules(self) -> None:
         """The method's own modules on the run's device and layout, in place (the method keeps its references)."""
-        for module in self._modules().values():
+        for module in self.method_modules().values():
             module.to(self.device)
             if self._channels_last_for(module):
                 module.to(memory_format=torch.channels_last)
@@ -217,7 +217,7 @@ class Trainer:
         if change.batch_size is not None and change.batch_size != self.loader.batch_size:
             self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
-        self.ranks.broadcast_([self.model, *self._modules().values()])  # new units drawn at random included
+        self.ranks.broadcast_([self.model, *self.method_modules().values()])  # new units drawn at random included
         self._sync()
         self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(as_event(change.event))
@@ -264,7 +264,7 @@ class Trainer:
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
-                        for k, m in self._modules().items()},
+                        for k, m in self.method_modules().items()},
             "method": {"name": self.method.name, "ref": method_ref(self.method), "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
@@ -323,7 +323,7 @@ class Trainer:
         if isinstance(self.method, OwnModules):
             model = self.method.attach(model)  # modules a method's phase trains with the model
         model.load_state_dict(checkpoint["model"])
-        for name, module in self._modules().items():
+        for name, module in self.method_modules().items():
             module.load_state_dict(checkpoint["modules"][name])
         self._place_modules()
         self.groups.scales, self.slices.scales = dict(checkpoint["lr_scales"]), dict(checkpoint["slice_scales"])
@@ -399,7 +399,7 @@ class Trainer:
         self._place_modules()
         if change is not None:
             self.apply_change(change)
-        self.ranks.broadcast_([self.model, *self._modules().values()])  # one start on every rank
+        self.ranks.broadcast_([self.model, *self.method_modules().values()])  # one start on every rank
         if self.run_dir is not None:
             self.run_dir.write_info(self._run_info())
 
@@ -451,7 +451,7 @@ class Trainer:
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:
                 t0 += self._on_step()  # apply_change books its own time
         train_loss, train_acc = self.runner.read_metrics(steps)  # the epoch's one host sync, inside its clock
-        for module in (self.model, *self._modules().values()):  # MG/OPT's coarse levels have statistics too
+        for module in (self.model, *self.method_modules().values()):  # MG/OPT's coarse levels have statistics too
             self.ranks.average_buffers(module)
         seconds = time.perf_counter() - t0
         bar.close()

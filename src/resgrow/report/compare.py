@@ -68,9 +68,12 @@ class RunSummary:
 
     @cached_property
     def steady_epochs(self) -> list[float]:
-        """Epoch times at the final size, without the first epoch at that size (which captures the graph)."""
+        """Epoch times at the final size after the run's last change (a growth, a method's phase: its event), without
+        the first epoch after it (which captures the graph)."""
         size = lambda r: (r.get("blocks"), r.get("widths"))  # noqa: E731
-        return [r["epoch_seconds"] for prev, r in zip(self.log, self.log[1:])
+        changed = [i for i, r in enumerate(self.log) if r.get("events")]
+        after = self.log[changed[-1] + 1:] if changed else self.log
+        return [r["epoch_seconds"] for prev, r in zip(after, after[1:])
                 if size(r) == size(prev) == size(self.log[-1]) and r.get("epoch_seconds") is not None]
 
     @property

@@ -11,6 +11,7 @@ from resgrow.cli import main
 from resgrow.methods import build_method
 from resgrow.models import ArchSpec, ResNet
 from resgrow.train import Trainer
+from resgrow.train.step import MethodStep
 
 SPEC = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)
 
@@ -29,12 +30,10 @@ class Step:
     def next_batch(self):
         return self.batch
 
-    def new_optimizer(self, params):
-        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=5e-4)
+    new_optimizer, set_lr = MethodStep.new_optimizer, MethodStep.set_lr
 
-    def set_lr(self, optimizer):
-        for group in optimizer.param_groups:
-            group["lr"] = self.lr
+    def _factory(self, params, lr):
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
 
     def autocast(self):
         return contextlib.nullcontext()

@@ -152,8 +152,9 @@ class MethodStep:
       applied); `epoch` (epochs completed) and `epochs` (the run's);
     - `next_batch()`: the step's (x, y); `autocast()`: the run's precision for its forward passes;
     - `record(loss, logits, y)`: the epoch's train loss and accuracy (one step: one record);
-    - `new_optimizer(params)`: SGD with the run's momentum, weight decay and Nesterov flag at this step's lr,
-      for modules it trains itself (`set_lr(optimizer)` brings one to a later step's lr);
+    - `new_optimizer(params, lr_scale=1)`: SGD with the run's momentum, weight decay and Nesterov flag at this
+      step's lr times the scale, for modules it trains itself (`set_lr(optimizer)` brings each of its groups to a
+      later step's lr times its scale);
     - `ranks`: several processes, over which it averages its own gradients and values."""
 
     def __init__(self, runner: StepRunner, lr: float, epoch: int = 0, epochs: int = 0, optimizer_factory=None):
@@ -167,12 +168,17 @@ class MethodStep:
         self._loader.stage()
         return self._loader.next_batch()
 
-    def new_optimizer(self, params) -> torch.optim.Optimizer:
-        return self._factory(params, self.lr)
+    def new_optimizer(self, params, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+        """SGD as the run's, at this step's lr times `lr_scale` (timm's convention, kept in its group)."""
+        opt = self._factory(params, self.lr * lr_scale)
+        for group in opt.param_groups:
+            group["lr_scale"] = lr_scale
+        return opt
 
     def set_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """Each group of `optimizer` at this step's lr times its `lr_scale`."""
         for group in optimizer.param_groups:
-            group["lr"] = self.lr
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
 
 
 def _plain_sgd(params, lr: float) -> torch.optim.SGD:

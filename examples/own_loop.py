@@ -95,8 +95,8 @@ def main(argv=None) -> torch.nn.Module:
             acc = sum((model(x_test[k:k + 1000]).argmax(1) == y_test[k:k + 1000]).sum().item()
                       for k in range(0, len(x_test), 1000)) / len(x_test)
         grow, why, ratio = trigger.update(epoch + 1, meter.score(model))
-        print(f"epoch {epoch + 1}: {model.spec.blocks_str()}, test acc {acc:.2%}, "
-              f"Lipschitz ratio {'-' if ratio is None else f'{ratio:.3f}'}", flush=True)
+        print(f"epoch {epoch + 1}: {model.spec.blocks_str()}, test acc {acc:.2%}, Lipschitz ratio "
+              f"{'-' if ratio is None else f'{ratio:.3f}'}", flush=True)
         if grow and epoch + 1 < a.epochs:
             deeper, param_map = deepen(model, "duplicate")
             deeper = deeper.to(dev)

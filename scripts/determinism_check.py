@@ -19,7 +19,8 @@ from resgrow.cli import main as resgrow
 
 
 def epochs_of(run: Path) -> list[tuple]:
-    return [(r["train_loss"], r.get("test_acc")) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    rows = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    return [(r["train_loss"], r.get("test_acc")) for r in rows]
 
 
 def main() -> int:

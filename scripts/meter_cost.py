@@ -33,5 +33,5 @@ with profile(activities=[ProfilerActivity.CPU]) as prof:
     meter.score(model)
 ops = collections.Counter(e.name for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None)
 views = sum(ops[k] for k in ("aten::to", "aten::detach", "aten::reshape", "aten::split", "aten::view"))
-print(f"{a.arch} on {a.device}: score {score:.7f} after 6 calls, {seconds:.3f} s per warm call, "
-      f"{sum(ops.values())} top-level aten ops per call ({sum(ops.values()) - views} without no-op casts and views)")
+print(f"{a.arch} on {a.device}: score {score:.7f} after 6 calls, {seconds:.3f} s per warm call, {sum(ops.values())} "
+      f"top-level aten ops per call ({sum(ops.values()) - views} without no-op casts and views)")

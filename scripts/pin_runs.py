@@ -43,8 +43,10 @@ MIN_LOSS_REL = 1e-5  # where every back-end agrees to the last digits: still not
 
 def collect(env: dict, out: Path) -> dict:
     """Every pinned run's numbers under `env`, from a fresh pytest process."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pinned_runs.py", "-k", "as_pinned"]
-    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env, "RESGROW_PIN": str(out)}, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_pinned_runs.py",
+           "-k", "as_pinned"]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env, "RESGROW_PIN": str(out)}, capture_output=True,
+                          text=True)
     if not out.exists():
         sys.exit(f"pin_runs: the pinned runs wrote nothing under {env}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -74,12 +76,14 @@ def main() -> int:
         tolerance[method] = {"loss_rel": max(float(f"{FACTOR * worst['loss_rel']:.2g}"), MIN_LOSS_REL),
                              "acc_abs": max(FACTOR * worst["acc_abs"], ONE_IMAGE)}
         print(f"{method:>12}: losses moved up to {worst['loss_rel']:.2e} (relative), accuracies up to "
-              f"{worst['acc_abs']:.4f}; tolerance {tolerance[method]['loss_rel']:.2g} and {tolerance[method]['acc_abs']:.4f}")
+              f"{worst['acc_abs']:.4f}; tolerance {tolerance[method]['loss_rel']:.2g} and "
+              f"{tolerance[method]['acc_abs']:.4f}")
     if a.spread_only:
         return 0
     PINNED.write_text(json.dumps({
         "where": f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}",
-        "how": f"per method, tolerance = {FACTOR} x the largest spread between the numeric back-ends of scripts/pin_runs.py",
+        "how": f"per method, tolerance = {FACTOR} x the largest spread between the numeric back-ends of "
+               "scripts/pin_runs.py",
         "spread": spreads, "tolerance": tolerance, "runs": reference}, indent=1) + "\n")
     print(f"wrote {PINNED.relative_to(ROOT)}")
     return 0

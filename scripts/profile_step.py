@@ -48,7 +48,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
     n = a.steps
-    print(f"{a.arch} batch {a.batch_size}, bf16 channels_last, bf16_weights={a.bf16_weights}, compiled blocks={a.compile}")
+    print(f"{a.arch} batch {a.batch_size}, bf16 channels_last, bf16_weights={a.bf16_weights}, compiled "
+          f"blocks={a.compile}")
 
     eager = profile_steps(runner_for(a, graph=False), n)
     by_name = collections.defaultdict(lambda: [0, 0.0])

@@ -65,14 +65,15 @@ def main() -> int:
                 text = log.read()
             aborts += "terminate called" in text
             codes.append(code)
-            print(f"run {i + 1}/{a.runs}: exit {code}{' (a rank aborted at exit)' if 'terminate called' in text else ''}",
+            print(f"run {i + 1}/{a.runs}: exit "
+                  f"{code}{' (a rank aborted at exit)' if 'terminate called' in text else ''}",
                   flush=True)
     finally:
         for p in burners:
             p.kill()
     bad = sum(c != 0 for c in codes)
-    print(f"{a.runs} runs (rank 0 slowed {a.slow_rank0:g}s, {a.load} busy processes): {a.runs - bad} exited 0, "
-          f"{bad} did not, {aborts} with a rank aborted at exit")
+    print(f"{a.runs} runs (rank 0 slowed {a.slow_rank0:g}s, {a.load} busy processes): {a.runs - bad} exited 0, {bad} "
+          f"did not, {aborts} with a rank aborted at exit")
     return 1 if bad else 0
 
 

@@ -64,7 +64,8 @@ def main() -> int:
         return 1
     t_alone = alone.history[-1]["epoch_seconds"]
     t_together = max(t.history[-1]["epoch_seconds"] for t in together)
-    result["speed"] = {"epoch_seconds_alone": t_alone, "epoch_seconds_together": [t.history[-1]["epoch_seconds"] for t in together],
+    result["speed"] = {"epoch_seconds_alone": t_alone,
+                       "epoch_seconds_together": [t.history[-1]["epoch_seconds"] for t in together],
                        "work_per_second_vs_alone": round(a.runs * t_alone / t_together, 3)}
     print(f"{a.arch}: last epoch alone {t_alone:.3f} s; {a.runs} together {t_together:.3f} s each: "
           f"{a.runs * t_alone / t_together:.2f}x the work per second")

@@ -5,7 +5,6 @@ from resgrow.bench import bench, format_results, synthetic_split
 from resgrow.grow.width import wider_spec
 from resgrow.models.registry import spec_for
 
-
 CPU_VARIANTS = ["eager fp32", "eager fp32 channels_last", "eager bf16", "eager bf16 channels_last"]
 
 
@@ -69,7 +68,7 @@ def test_bench_h_builds_a_grown_nets_step_folded_or_not():
         runner = bench_mod.make_runner("resnet20", 16, torch.device("cpu"), split, amp=True, channels_last=False,
                                        graph=False, bf16_weights=True, h=0.25, fold_h=fold)
         assert {b.h for _, _, b in runner.model.iter_blocks()} == {0.25}
-        assert len(runner.lowp.folded) == folded
+        assert len(runner.bf16_copies.folded) == folded
         runner.run()  # the bf16 autocast step runs eagerly on CPU
     res = bench("cifar_resnet8", 16, torch.device("cpu"), split, steps=2, warmup=1, h=0.25)
     assert [r["variant"] for r in res] == CPU_VARIANTS  # the CUDA-graph variants, folded or not, need CUDA
@@ -79,7 +78,7 @@ def test_bench_h_builds_a_grown_nets_step_folded_or_not():
 def test_the_default_follows_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "some GPU")
     for capability, default in (((9, 0), bench_mod.DEFAULT), ((7, 5), bench_mod.FP32_DEFAULT)):
-        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
         assert bench_mod.train_default(torch.device("cuda")) == default
 
 

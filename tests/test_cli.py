@@ -451,7 +451,7 @@ def test_models_and_methods_catalogues(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     for name, cls in METHODS.items():
-        assert f"\n{name}\n" in f"\n{out}" and all(o.flag in out for o in cls.options)
+        assert f"\n{name}\n" in f"\n{out}" and all(o.flag in out for o in cls.options())
     assert "Chang" in out and "ICML 2020" in out and "options: --start-blocks, --grow-at" in out
     assert main(["methods", "lipgrow"]) == 0
     card = capsys.readouterr().out
@@ -462,7 +462,9 @@ def test_models_and_methods_catalogues(capsys):
 def test_bf16_weight_copies_are_on_unless_turned_off():
     from resgrow.cli import build_parser
 
-    parse = lambda *extra: build_parser().parse_args(["train", "--arch", "resnet20", "--data", "d", "--out", "o", *extra]).bf16_weights
+    def parse(*extra):
+        return build_parser().parse_args(["train", "--arch", "resnet20", "--data", "d", "--out", "o", *extra]).bf16_weights
+
     assert parse() is None and parse("--bf16-weights") is True and parse("--no-bf16-weights") is False
     assert TrainConfig().bf16_weights is True
 
@@ -560,25 +562,19 @@ def test_help_and_the_catalogues_start_without_loading_torch_where_they_need_non
 def test_a_method_declares_its_options_once_and_the_command_line_follows(capsys, small_zip, tmp_path, monkeypatch):
     """A new method is its own class and one registry line: its flag, help, card and resume check come from
     its declaration, with nothing added to the command line's code."""
-    from resgrow.methods import METHODS, Method, Option
+    from dataclasses import dataclass
+
+    from resgrow.methods import METHODS, Method, MethodOptions, option
+
+    @dataclass(frozen=True)
+    class PatientOptions(MethodOptions):
+        patience: int = option(3, "epochs to wait")
 
     class Patient(Method):
         """Method card: patient, a fixed-size method that only counts epochs until it would act."""
 
         name = "patient"
-        options = (Option("patience", "epochs to wait (default 3)", int),)
-
-        def __init__(self, patience: int = 3):
-            self.patience = patience
-
-        def settings(self):
-            return {"patience": self.patience}
-
-        def state_dict(self):
-            return {"patience": self.patience}
-
-        def load_state_dict(self, state):
-            self.patience = state["patience"]
+        Options = PatientOptions
 
     monkeypatch.setitem(METHODS, "patient", Patient)
     with pytest.raises(SystemExit):

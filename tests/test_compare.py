@@ -188,6 +188,12 @@ def test_steady_epoch_at_the_final_size_and_the_speed_warning(tmp_path):
     w = speed_warnings([base, grown, slow])
     assert len(w) == 1 and "(4-4-4 x 16-32-64)" in w[0] and "5.0% apart" in w[0] and "slow 2.100 s" in w[0]
     assert w == [x for x in protocol_warnings([base, grown, slow]) if "speeds" in x]
+    # a method's last phase (an event at the end of epoch 3) trains the same net faster: its epochs are the steady
+    phases = _timed(tmp_path / "phases", [5.0, 3.0, 3.0, 2.5, 2.0, 2.0, 2.0], ["4-4-4"] * 7)
+    rows = phases.log
+    rows[2]["events"] = [{"kind": "phase", "text": "training on labels"}]
+    phases = load_run(_run(tmp_path / "phases2", rows))
+    assert phases.steady_epochs == [2.0, 2.0, 2.0]
     other = _timed(tmp_path / "other", [5.0, 3.0, 3.0, 3.0], ["2-2-2"] * 4)  # another net: not compared
     short = _timed(tmp_path / "short", [5.0, 3.0, 3.0], ["4-4-4"] * 3)  # two steady epochs: too few to judge
     said = speed_warnings([base, other, short])  # no speed compared; the one that could not be checked is named

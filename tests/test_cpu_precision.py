@@ -8,11 +8,10 @@ import json
 import pytest
 import torch
 
+from conftest import cfg, tiny, weights
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
-from resgrow.train import Trainer, TrainConfig, device, load_checkpoint
-
-from conftest import cfg, tiny, weights
+from resgrow.train import Trainer, device
 
 AMD = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
 SPR = "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
@@ -42,7 +41,6 @@ def test_auto_trains_bf16_only_where_the_cpu_has_it_and_the_precision_flag_force
     assert not device.bf16_autocast("auto", CPU) and capsys.readouterr().err == ""
     assert device.bf16_autocast("bf16", CPU)
     assert "no native bf16: --precision bf16 runs emulated" in capsys.readouterr().err
-    assert not device.bf16_autocast(device.GPU_ONLY, CPU)  # runs started before: fp32 on a CPU
     with pytest.raises(ResgrowError, match="unknown precision 'fp16'"):
         device.bf16_autocast("fp16", CPU)
 
@@ -70,17 +68,6 @@ def test_a_bf16_run_resumes_bit_for_bit(small, tmp_path):
     assert resumed.amp and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_started_before_the_cpu_fast_path_resumes_in_fp32_nchw(native, small, tmp_path):
-    """Its checkpoint's config names no precision: the rule it started under (fp32 and NCHW on a CPU) holds."""
-    native(True)
-    Trainer(tiny(), small, cfg(epochs=2), out=tmp_path / "r").fit(until=1)
-    stored = TrainConfig.from_dict({k: v for k, v in load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"].items()
-                                    if k != "precision"})
-    assert stored.precision == device.GPU_ONLY
-    old = Trainer(tiny(), small, stored)
-    assert not old.amp and not old.channels_last
-
-
 def test_the_command_line_takes_precision_and_refuses_bf16_with_no_amp(capsys, small_zip, tmp_path):
     base = ["train", "--arch", "cifar_resnet8", "--data", str(small_zip), "--epochs", "1", "--batch-size", "100",
             "--device", "cpu"]
@@ -105,7 +92,7 @@ def test_a_run_keeps_the_precision_it_started_with_on_a_machine_that_would_choos
 def _laid_out_channels_last(trainer) -> bool:
     convs = [m.weight for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
     cl = {w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs}
-    assert len(cl) == 1 and trainer.loader.normalize.channels_last == trainer.test_loader.normalize.channels_last
+    assert len(cl) == 1 and trainer.loader.normalize.channels_last == trainer.loaders.test.normalize.channels_last
     assert trainer.loader.normalize.channels_last == trainer.layout_channels_last == cl.pop()
     return trainer.layout_channels_last
 

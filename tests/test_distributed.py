@@ -15,11 +15,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from conftest import cfg
 from resgrow.methods import build_method
 from resgrow.models import ArchSpec, ResNet
 from resgrow.train import Trainer
-
-from conftest import cfg
 
 SPEC = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
 unix = pytest.mark.skipif(os.name != "posix" or not Path("/proc").is_dir(), reason="finds torchrun's workers in /proc")
@@ -49,7 +48,7 @@ def _worker(rank, world, port, data, out, method, options, epochs, batch, keep, 
     for e in range(1, (until or epochs) + 1) if not resume else ():
         trainer.fit(until=e)
         state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        state |= {f"{name}.{k}": v.clone() for name, m in trainer.method.modules().items() for k, v in m.state_dict().items()}
+        state |= {f"{name}.{k}": v.clone() for name, m in trainer.method_modules().items() for k, v in m.state_dict().items()}
         torch.save(state, Path(keep) / f"r{rank}_e{e}.pt")  # the model and the method's own modules (coarse levels)
     if rank == 0:
         torch.save([dict({k: r[k] for k in ("train_loss", "test_acc", "steps", "blocks", "widths")},

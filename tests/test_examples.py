@@ -65,3 +65,27 @@ def test_the_readme_counts_the_mutation_entries_the_script_has():
     spec.loader.exec_module(mod)  # defines the table; breaks nothing until its main() runs
     said = re.search(r"it breaks (\d+) rules of the source", (EXAMPLES.parent / "README.md").read_text())
     assert said and int(said.group(1)) == len(mod.MUTATIONS)
+
+
+def test_a_method_of_your_own_trains_and_resumes_from_the_command_line(small_zip, tmp_path, monkeypatch, capsys):
+    """examples/grow_once.py, named as package.module:Class: its option is a flag, its plan is checked before the
+    data is read, it grows, and a resume finds it by the name the run stored."""
+    import json
+
+    from resgrow.cli import main
+    from resgrow.train import load_checkpoint
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    base = ["train", "--arch", "cifar_resnet14", "--data", str(small_zip), "--batch-size", "100", "--epochs", "3",
+            "--device", "cpu", "--precision", "fp32", "--quiet", "--method", "grow_once:GrowOnce", "--grow-epoch", "1"]
+    assert main([*base, "--out", str(tmp_path / "full")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["blocks"] for r in rows] == ["1-1-1", "2-2-2", "2-2-2"]
+    assert [e["kind"] for e in rows[0]["events"]] == ["start", "grow"]
+    assert main([*base, "--out", str(tmp_path / "part"), "--stop-after", "1"]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "part"), "--quiet"]) == 0
+    full, part = (load_checkpoint(tmp_path / d / "checkpoint.pt")["model"] for d in ("full", "part"))
+    assert full.keys() == part.keys() and all(torch.equal(full[k], part[k]) for k in full)
+    capsys.readouterr()
+    assert main([*base[:-1], "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "--grow-epoch must be >= 1, not 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -5,18 +5,17 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TINY
 from resgrow.errors import ResgrowError
 from resgrow.grow import deepen
 from resgrow.measure import param_count
 from resgrow.measure.lipschitz import LipschitzMeter, bn_bound, conv_operator_norm
 from resgrow.methods import Change, LipGrow, Multilevel, build_method
-from resgrow.methods.lipgrow import LipGrowTrigger
 from resgrow.methods.depth import default_start, doublings, growth_path, parse_blocks, reachable_starts
+from resgrow.methods.lipgrow import LipGrowTrigger
 from resgrow.models import ArchSpec, ResNet, build, spec_for
 from resgrow.report.metrics import MetricsLog
 from resgrow.train import CHECKPOINT, TrainConfig, Trainer, load_checkpoint
-
-from conftest import TINY
 
 
 def randomize_bn(model):
@@ -241,7 +240,7 @@ def test_block_input_sizes_follow_the_forward_pass(arch):
     model = build(arch).eval()
     for size in [(32, 32), (23, 40)]:
         seen = []
-        hooks = [block.register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape[2:])))
+        hooks = [block.register_forward_pre_hook(lambda m, a, seen=seen: seen.append(tuple(a[0].shape[2:])))
                  for _, _, block in model.iter_blocks()]
         with torch.no_grad():
             model(torch.zeros(1, 3, *size))
@@ -253,6 +252,7 @@ def test_block_input_sizes_follow_the_forward_pass(arch):
 def test_lipgrow_measures_at_the_data_image_size():
     class Ctx:  # what the trainer hands a method at an epoch end
         model, epoch, epochs, image_size, row, shared_value = ResNet(TINY), 1, 10, (24, 40), {}, float
+        device_lock = None
 
     lg = LipGrow(start_blocks="1-1-1", lip_window=2)
     lg.trigger = LipGrowTrigger(1, 10, window=2)
@@ -389,12 +389,12 @@ def test_the_first_line_names_the_default_start_and_epochs_it_will_use():
     """resnet38's 6-6-6 cannot be quartered: the header must say 3-3-3, not "final/4"."""
     ml, lg = Multilevel(), LipGrow()
     assert ml.describe() == "multilevel(start default, grow at default)"
-    ml.check(spec_for("resnet38"), 40, "cosine")
+    ml.prepare(spec_for("resnet38"), 40, "cosine")
     assert ml.describe() == "multilevel(start 3-3-3 (default), grow at [15] (default))"
-    lg.check(spec_for("resnet74"), 164, "cosine")
+    lg.prepare(spec_for("resnet74"), 164, "cosine")
     assert lg.describe().startswith("lipgrow(start 3-3-3 (default), threshold 1.4")
     given = Multilevel(start_blocks="6-6-6", grow_at=[20])
-    given.check(spec_for("resnet74"), 40, "cosine")
+    given.prepare(spec_for("resnet74"), 40, "cosine")
     assert given.describe() == "multilevel(start 6-6-6, grow at [20])"
 
 
@@ -553,9 +553,9 @@ def test_a_grown_run_with_folded_h_trains_bit_for_bit_like_autocast(small, monke
                     method=Multilevel(grow_at=[1]))
         rows = t.fit()
         runs[bf16w] = (t, [(r["train_loss"], r["test_acc"]) for r in rows])
-    folded = runs[True][0].runner.lowp.folded
+    folded = runs[True][0].runner.bf16_copies.folded
     assert len(folded) == 6 and {b.h for _, b in folded} == {0.5}  # the grown net's blocks, all folded
-    assert runs[False][0].runner.lowp is None
+    assert runs[False][0].runner.bf16_copies is None
     assert runs[True][1] == runs[False][1]
     a, b = runs[False][0].model.state_dict(), runs[True][0].model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

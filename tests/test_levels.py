@@ -6,8 +6,16 @@ import torch.nn.functional as F
 
 from resgrow.errors import ResgrowError
 from resgrow.grow import deepen
-from resgrow.grow.levels import (coarse_spec, corrected_loss, prolong, prolongation, restrict, restrict_gradient,
-                                 restriction, tau_correction)
+from resgrow.grow.levels import (
+    coarse_spec,
+    corrected_loss,
+    prolong,
+    prolongation,
+    restrict,
+    restrict_gradient,
+    restriction,
+    tau_correction,
+)
 from resgrow.models import ArchSpec, ResNet
 
 FINE = ArchSpec("basic", (4, 6), (8, 16), stem_width=4)  # small; every stage's first block changes the shape

@@ -7,16 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import cfg, tiny, weights
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method
-from resgrow.methods.base import ParamGroup
+from resgrow.methods.base import GroupedLr, OwnModules, OwnObjective, ParamGroup
 from resgrow.train import Trainer, load_checkpoint
 from resgrow.train.groups import LrGroups
 
-from conftest import cfg, tiny, weights
 
-
-class HeadSlower(Method):
+class HeadSlower(Method, GroupedLr):
     """Two groups: the classifier at `head` times the lr, the rest at 1; after epoch 1 the head's scale halves."""
 
     name = "head_slower"
@@ -65,7 +64,7 @@ def test_scales_change_between_steps_and_a_resume_keeps_them(small, tmp_path):
 
 
 def test_groups_that_miss_or_repeat_a_parameter_are_one_clear_error(mini):
-    class Bad(Method):
+    class Bad(Method, GroupedLr):
         name = "bad"
 
         def param_groups(self, model):
@@ -95,7 +94,7 @@ def test_on_the_captured_path_each_groups_lr_is_computed_from_device_tensors():
         groups.update({"c": 1.0})
 
 
-class Distil(Method):
+class Distil(Method, OwnModules, OwnObjective):
     """A frozen teacher (a module of the method's own) and its own objective: cross-entropy plus the KL
     divergence to the teacher's softened logits."""
 
@@ -120,7 +119,10 @@ class Distil(Method):
         if state["has_teacher"]:
             self.teacher = tiny().eval().requires_grad_(False)  # the shapes; the trainer loads the weights
 
-    def objective(self, model, x, y):
+    def objective(self):
+        return self._loss
+
+    def _loss(self, model, x, y):
         out = model(x)
         with torch.no_grad():
             soft = F.log_softmax(self.teacher(x).float() / 2, dim=1)
@@ -143,7 +145,7 @@ def test_a_methods_objective_and_module_train_and_resume_exactly(small, tmp_path
     assert _same(resumed.method.teacher.state_dict(), teacher)  # frozen, and restored from the checkpoint
 
 
-class FrozenRow(Method):
+class FrozenRow(Method, GroupedLr):
     """Element groups inside a tensor: the classifier's first row at scale 0, every other element at 1."""
 
     name = "frozen_row"
@@ -163,4 +165,24 @@ def test_element_groups_scale_the_gradient_of_their_elements_only(mini):
     trainer.fit()
     after = trainer.model.head[2].weight.detach()
     assert torch.equal(after[0], start[0]) and not torch.equal(after[1:], start[1:])
-    assert trainer.runner.lowp is None  # the bf16 weight copies would bypass the masks: off
+    assert trainer.runner.bf16_copies is None  # the bf16 weight copies would bypass the masks: off
+
+
+def test_a_method_that_asks_for_nothing_more_trains_the_trainers_own_step(mini):
+    """The fast path is the same for the baseline and for any method without a capability (multilevel only returns
+    Changes): no objective, no lr-group hook inside the step, the bf16 weight copies, and a CUDA graph wherever the
+    device has one. What a capability changes, it changes for its own method only."""
+    from resgrow.methods import Multilevel
+    from resgrow.models import ArchSpec, ResNet
+
+    spec = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
+    for method in (None, Multilevel(start_blocks="1-1-1")):
+        t = Trainer(ResNet(spec), mini, cfg(precision="bf16"), method)
+        r = t.runner
+        assert r.objective is None and r.before_step is None and r.bf16_copies is not None
+        assert r.use_graph == (t.device.type == "cuda")
+    grouped = Trainer(tiny(), mini, cfg(precision="bf16"), HeadSlower(0.5)).runner
+    distil = Distil()
+    distil.teacher = tiny()
+    own = Trainer(tiny(), mini, cfg(precision="bf16"), distil).runner
+    assert grouped.bf16_copies is not None and own.objective is not None and own.bf16_copies is None

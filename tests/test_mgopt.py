@@ -6,12 +6,12 @@ import contextlib
 import pytest
 import torch
 
+from conftest import cfg, weights
 from resgrow.cli import main
 from resgrow.methods import build_method
 from resgrow.models import ArchSpec, ResNet
 from resgrow.train import Trainer
-
-from conftest import cfg, weights
+from resgrow.train.step import MethodStep
 
 SPEC = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)
 
@@ -23,11 +23,17 @@ class Step:
         from resgrow.train.distributed import Ranks
 
         self.model, self.lr, self.batch, self.ranks = model, 0.05, (x, y), Ranks()
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
+        self.optimizer = self.new_optimizer(model.parameters())
+        self.epoch, self.epochs = 0, 1
         self.recorded = []
 
     def next_batch(self):
         return self.batch
+
+    new_optimizer, set_lr = MethodStep.new_optimizer, MethodStep.set_lr
+
+    def _factory(self, params, lr):
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
 
     def autocast(self):
         return contextlib.nullcontext()

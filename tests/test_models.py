@@ -1,11 +1,10 @@
 import pytest
 import torch
 
+from conftest import TINY
 from resgrow.errors import ResgrowError
 from resgrow.measure import flops_per_image, param_count
 from resgrow.models import ArchSpec, ResNet, build, list_models, spec_for, spec_of
-
-from conftest import TINY
 
 
 @pytest.mark.parametrize("name,size,classes", [

@@ -12,12 +12,11 @@ import shutil
 import pytest
 import torch
 
+from conftest import TINY, cfg
 from resgrow.errors import ResgrowError
 from resgrow.methods import build_method
 from resgrow.models import ArchSpec, ResNet
 from resgrow.train import Trainer
-
-from conftest import TINY, cfg
 
 R14 = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)  # depth growth's default start: 1-1-1
 R8 = ArchSpec("basic", (1, 1, 1), (8, 16, 32), stem_width=8)  # widths 2-4-8 -> 4-8-16 -> 8-16-32 from a quarter
@@ -49,7 +48,7 @@ def _trainer(data, case, out, resume=False, **config):
 
 def _state(trainer) -> dict:
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    for name, module in trainer.method.modules().items():  # a teacher, MG/OPT's coarse levels
+    for name, module in trainer.method_modules().items():  # a teacher, MG/OPT's coarse levels
         state |= {f"{name}.{k}": v.clone() for k, v in module.state_dict().items()}
     return state
 

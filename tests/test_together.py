@@ -6,17 +6,16 @@ import time
 import pytest
 import torch
 
+from conftest import cfg, weights
+from conftest import tiny as model
 from resgrow import __version__
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.methods import Method, build_method
+from resgrow.models import ArchSpec, ResNet
 from resgrow.report.compare import compare_table, load_run, protocol_warnings, seeds_table
 from resgrow.train import Trainer
 from resgrow.train.together import fit_together
-
-from conftest import cfg, weights
-from conftest import tiny as model
-from resgrow.models import ArchSpec, ResNet
 
 
 def grower(seed):
@@ -214,15 +213,14 @@ def test_cli_together_names_the_run_whose_command_is_bad(capsys, small_zip, tmp_
 
 
 def test_the_lipschitz_meter_waits_for_a_capture_of_another_run():
-    """Its switch of the process-wide autotuning flag must not meet another run's capture (concurrency.py)."""
+    """Its switch of the process-wide autotuning flag must not meet another run's capture (together.LOCK_NOTE)."""
     import threading
 
-    from resgrow.concurrency import GPU_LOCK
     from resgrow.measure.lipschitz import LipschitzMeter
 
-    net, scores = model(0), []
-    worker = threading.Thread(target=lambda: scores.append(LipschitzMeter(image_size=32).score(net)))
-    with GPU_LOCK:  # as a capture holds it
+    lock, net, scores = threading.RLock(), model(0), []
+    worker = threading.Thread(target=lambda: scores.append(LipschitzMeter(image_size=32, lock=lock).score(net)))
+    with lock:  # as a capture holds it
         worker.start()
         worker.join(0.5)
         assert worker.is_alive() and scores == []
@@ -231,11 +229,12 @@ def test_the_lipschitz_meter_waits_for_a_capture_of_another_run():
 
 
 def test_evaluation_waits_for_a_capture_of_another_run(mini, tmp_path, monkeypatch):
-    """Evaluation meets new shapes (autotuning, workspaces): it holds the capture lock (concurrency.py)."""
-    import resgrow.train.trainer as trainer_module
-    from resgrow.concurrency import GPU_LOCK
+    """Evaluation meets new shapes (autotuning, workspaces): it holds the lock of runs trained together."""
+    import threading
 
-    held, real = [], trainer_module.evaluate
-    monkeypatch.setattr(trainer_module, "evaluate", lambda *a: held.append(GPU_LOCK._is_owned()) or real(*a))
-    Trainer(model(0), mini, cfg(epochs=2), out=tmp_path / "r").fit()
+    import resgrow.train.evaluation as evaluation
+
+    lock, held, real = threading.RLock(), [], evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a: held.append(lock._is_owned()) or real(*a))
+    Trainer(model(0), mini, cfg(epochs=2), out=tmp_path / "r", lock=lock).fit()
     assert held == [True, True]

@@ -7,14 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import TINY, cfg, tiny, weights
 from resgrow.data import EvalLoader, channel_stats
 from resgrow.errors import DivergedError, ResgrowError
 from resgrow.methods import Change, Method
 from resgrow.models import ArchSpec, ResNet
-from resgrow.train import (CHECKPOINT, Schedule, Trainer, evaluate, evaluate_model, load_checkpoint, load_model,
-                           save_checkpoint)
-
-from conftest import TINY, cfg, tiny, weights
+from resgrow.train import (
+    CHECKPOINT,
+    Schedule,
+    Trainer,
+    evaluate,
+    evaluate_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 
 
 def test_short_real_run_beats_chance(mini, tmp_path):
@@ -310,6 +317,20 @@ def test_tampered_and_truncated_checkpoints_are_refused(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
 
 
+def test_a_checkpoint_of_another_format_is_refused_naming_what_wrote_it(tmp_path):
+    import resgrow
+    from resgrow.train import checkpoint
+
+    path = tmp_path / "c.pt"
+    save_checkpoint({"epoch": 3}, path)
+    assert load_checkpoint(path)["resgrow"] == resgrow.__version__
+    for wrote, said in (({"resgrow": "0.0.9"}, "written by resgrow 0.0.9"), ({}, "written by an earlier resgrow")):
+        old = {"epoch": 3, "format": checkpoint.FORMAT - 1, **wrote}
+        torch.save(dict(old, **{checkpoint.DIGEST_KEY: checkpoint.digest(old)}), path)
+        with pytest.raises(ResgrowError, match=f"has format {checkpoint.FORMAT - 1}, {said}; this resgrow"):
+            load_checkpoint(path)
+
+
 def test_a_failed_checkpoint_write_keeps_the_previous_one(mini, tmp_path, monkeypatch):
     import errno
 
@@ -549,7 +570,7 @@ def _run_steps(mini, steps, channels_last=False, prepare=None, make=tiny, **kw):
 def test_bf16_weight_copies_match_autocast_bit_for_bit(mini, channels_last):
     ref, r_ref = _run_steps(mini, 4, channels_last)
     new, r_new = _run_steps(mini, 4, channels_last, bf16_weights=True)
-    assert r_new.lowp is not None and len(r_new.lowp.params) == 9  # 7 convs + the linear weight and bias
+    assert r_new.bf16_copies is not None and len(r_new.bf16_copies.params) == 9  # 7 convs + the linear weight and bias
     for (name, a), b in zip(ref.state_dict().items(), new.state_dict().values()):
         assert torch.equal(a, b), name
     assert r_ref.read_metrics(4) == r_new.read_metrics(4)
@@ -611,7 +632,7 @@ def test_folded_h_step_matches_autocast_bit_for_bit(mini, kind):
     ref, r_ref = _run_steps(mini, 3, make=_grown(kind))
     new, r_new = _run_steps(mini, 3, make=_grown(kind), bf16_weights=True)
     assert sorted({b.h for _, _, b in new.iter_blocks()}) == [0.25, 0.5, 1.0]
-    assert len(r_new.lowp.folded) == sum(b.h != 1 for _, _, b in new.iter_blocks()) > 0
+    assert len(r_new.bf16_copies.folded) == sum(b.h != 1 for _, _, b in new.iter_blocks()) > 0
     for (name, a), b in zip(ref.state_dict().items(), new.state_dict().values()):
         assert torch.equal(a, b), name
     assert r_ref.read_metrics(3) == r_new.read_metrics(3)
@@ -643,7 +664,7 @@ def test_folded_h_removes_the_per_block_gradient_scaling(mini):
     counts = {}
     for fold in (False, True):
         model, runner = _run_steps(mini, 1, make=_grown("basic"), bf16_weights=True)
-        runner.lowp = Bf16Weights(model, fold_h=fold)
+        runner.bf16_copies = Bf16Weights(model, fold_h=fold)
         with Muls() as c:
             runner.run()
         counts[fold] = (c.big, c.foreach)

@@ -6,13 +6,12 @@ import json
 import pytest
 import torch
 
+from conftest import TINY, cfg, weights
 from resgrow.cli import main
 from resgrow.methods import build_method
 from resgrow.methods.wide2narrow import wide_spec
 from resgrow.models import ResNet
 from resgrow.train import Trainer, load_model
-
-from conftest import TINY, cfg, weights
 
 PHASES = dict(teacher_epochs=1, imitate_epochs=1, distill_epochs=1)  # 1 + 3 stages + 1 + labels 1 = 6 epochs
 
@@ -36,7 +35,7 @@ def test_a_run_goes_through_its_phases_and_ends_as_the_plain_thin_net(small, tmp
     phases = [e.get("phase") for r in rows for e in r["events"] if e["kind"] == "phase"]
     assert phases == ["imitate", "imitate", "imitate", "distill", "labels"]
     assert rows[0]["flops"] > 2 * rows[-1]["flops"]  # the first epoch trains the wide net
-    assert trainer.model.spec == TINY and not hasattr(trainer.model, "imitation_maps")
+    assert trainer.model.spec == TINY and len(trainer.model.aux) == 0
     assert rows[-1]["teacher_acc"] == rows[0]["test_acc"]
     # the wide net's forward passes count in the imitation and distillation epochs
     assert rows[1]["grad_equivalents"] > 1.5 * rows[1]["steps"] and rows[-1]["grad_equivalents"] == rows[-1]["steps"]
@@ -78,7 +77,7 @@ def test_the_imitation_loss_falls_unit_by_unit_on_a_fixed_batch():
         losses = []
         for _ in range(30):
             opt.zero_grad()
-            loss, logits = method.objective(thin, x, y)
+            loss, logits = method.objective()(thin, x, y)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
@@ -95,7 +94,7 @@ def test_a_run_killed_during_imitation_resumes_to_the_same_weights(small, tmp_pa
     resumed.fit()
     a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not any(k.startswith("imitation_maps") for k in a)  # the maps went with the imitation
+    assert not any(k.startswith("aux.") for k in a)  # the maps went with the imitation
     assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
 
 

@@ -6,14 +6,13 @@ import json
 import pytest
 import torch
 
+from conftest import cfg, weights
 from resgrow.cli import main
 from resgrow.errors import ResgrowError
 from resgrow.methods import build_method
 from resgrow.methods.widen import growth_epochs, width_schedule
 from resgrow.models import build
 from resgrow.train import Trainer, load_checkpoint
-
-from conftest import cfg, weights
 
 
 def test_the_default_schedule_widens_by_a_fifth_from_a_quarter_to_the_final_widths():

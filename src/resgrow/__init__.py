@@ -8,13 +8,13 @@ without loading torch.
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {"load_dataset": "data", "ResgrowError": "errors", "deepen": "grow", "build_method": "methods",
          "ArchSpec": "models", "ResNet": "models", "build": "models", "TrainConfig": "train", "Trainer": "train",
          "load_model": "train"}
 
-_SUBMODULES = {"atomic", "bench", "cli", "concurrency", "data", "errors", "grow", "measure", "methods", "models",
+_SUBMODULES = {"atomic", "bench", "cli", "config", "data", "errors", "grow", "launch", "measure", "methods", "models",
                "report", "train"}
 
 __all__ = ["__version__", *_LAZY]

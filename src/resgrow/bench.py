@@ -37,7 +37,8 @@ VARIANTS = {
     DEFAULT: (True, True, True, True, True),
 }
 FP32_DEFAULT = "cuda graph fp32 channels_last"  # what it runs on a GPU without native bf16 (a V100, a T4)
-CPU_DEFAULT, CPU_FP32_DEFAULT = "eager bf16 channels_last", "eager fp32 channels_last"  # a CPU with native bf16, without
+# what it runs on a CPU with native bf16, and without
+CPU_DEFAULT, CPU_FP32_DEFAULT = "eager bf16 channels_last", "eager fp32 channels_last"
 COMPILED = " + compiled blocks"  # appended to the two fast-path variants with bench(compile_blocks=True)
 UNFOLDED = DEFAULT + ", h not folded"  # with bench(h != 1): the add's backward scales each branch's gradient
 
@@ -68,9 +69,9 @@ def bench(arch: str, batch_size: int, device: torch.device, split: Split, num_cl
         if device.type != "cuda" and (graph or not autotune):  # no CUDA graphs or cuDNN on a CPU
             continue
         try:
+            backend = compile_backend if name.endswith(COMPILED) else None
             r = _time_variant(arch, batch_size, device, split, num_classes, mean, std, steps, warmup, amp, cl, graph,
-                              autotune, bf16w, compile_backend if name.endswith(COMPILED) else None, h, name != UNFOLDED,
-                              spec)
+                              autotune, bf16w, backend, h, name != UNFOLDED, spec)
         except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' numbers
             r = {"img_per_s": None, "ms_per_step": None, "capture_s": None, "first_step_s": None,
                  "error": f"{type(e).__name__}: {first_line(e)}"}
@@ -166,6 +167,6 @@ def format_results(arch: str, batch_size: int, device: str, results: list[dict],
     if row:
         capture = f", capture {row['capture_s']:.2f} s" if row["capture_s"] is not None else ""
         where = {DEFAULT: "", FP32_DEFAULT: " on this GPU"}.get(default, f" on this CPU ({default})")
-        lines.append(f"resgrow train's default fast path{where}: {row['img_per_s']:,.0f} img/s, "
-                     f"{row['speedup']:.2f}x eager fp32{capture}")
+        lines.append(f"resgrow train's default fast path{where}: {row['img_per_s']:,.0f} img/s, {row['speedup']:.2f}x "
+                     f"eager fp32{capture}")
     return "\n".join(lines)

@@ -15,8 +15,8 @@ def event(kind: str, text: str, **details) -> dict:
 
 
 def as_event(e) -> dict:
-    """An event from a method (a dict, or a line of text) or from a log written before events had kinds
-    (a line: a growth's line starts with "grew")."""
+    """An event from a method (a dict, or a line of text) or from a log that kept events as lines (the depth
+    logs committed under benchmarks/ do: a growth's line starts with "grew")."""
     if isinstance(e, dict):
         return e
     return event(GROW if e.startswith("grew ") else "note", e)

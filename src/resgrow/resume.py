@@ -43,11 +43,11 @@ def refuse(differ: list[tuple[str, Any, Any]], source: str, say: Callable[[str, 
                            + "; ".join(say(*d) for d in differ))
 
 
-def check_resume(config, method, ck: dict, source: str) -> None:
-    """Refuse to resume `ck` with a TrainConfig or method options other than the run's. Leaves `method` holding
+def check_resume(config, method, checkpoint: dict, source: str) -> None:
+    """Refuse to resume `checkpoint` with a TrainConfig or method options other than the run's. Leaves `method` holding
     the run's state (its options as the run started them)."""
-    differ = differences(config.to_dict(), ck["config"])
+    differ = differences(config.to_dict(), checkpoint["config"])
     wanted = method.settings()  # the options as given, before the run's state replaces them
-    method.load_state_dict(ck["method"]["state"])
+    method.load_state_dict(checkpoint["method"]["state"])
     differ += differences(wanted, method.settings())
     refuse(differ, source)

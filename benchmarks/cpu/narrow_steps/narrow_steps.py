@@ -62,7 +62,8 @@ def main() -> None:
     lines += [head, "", "| widths | MFLOPs/img | fp32 NCHW | fp32 CL | bf16 NCHW | bf16 CL | train's layout | "
               "adapted batch | bf16, adapted batch, train's layout |", "|---|---|---|---|---|---|---|---|---|"]
     for spec in spec_schedule(final, 0.25, 8):
-        res = {r["variant"]: r["img_per_s"] for r in bench("resnet20", 128, CPU, split, steps=a.steps, warmup=5, spec=spec)}
+        timed = bench("resnet20", 128, CPU, split, steps=a.steps, warmup=5, spec=spec)
+        res = {r["variant"]: r["img_per_s"] for r in timed}
         layout = CL if channels_last_suits(ResNet(spec), CPU) else NCHW
         batch = adapted_batch(spec, final, 128)
         adapted = bench("resnet20", batch, CPU, split, steps=max(5, a.steps * 128 // batch), warmup=2,
@@ -82,7 +83,8 @@ def main() -> None:
             cl, nchw = bn_backward_ms(c, size, True), bn_backward_ms(c, size, False)
             bn.append({"channels": c, "size": size, "channels_last_ms": cl, "nchw_ms": nchw})
             lines.append(f"| {c} | {size}x{size} | {cl:.2f} | {nchw:.2f} |")
-    (HERE / "narrow_steps.json").write_text(json.dumps({"machine": head, "steps": rows, "batch_norm": bn}, indent=2) + "\n")
+    record = {"machine": head, "steps": rows, "batch_norm": bn}
+    (HERE / "narrow_steps.json").write_text(json.dumps(record, indent=2) + "\n")
     (HERE / "narrow_steps.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

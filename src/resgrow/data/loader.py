@@ -8,6 +8,9 @@ sees exactly the batches an uninterrupted one would have.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -86,8 +89,8 @@ class DeviceLoader:
         """Another batch size from the next epoch on (the images stay where they are); a step captured
         before reads the old buffers, so the trainer captures anew."""
         if batch_size < 1 or batch_size * self.world > self.n:
-            raise ResgrowError(f"batch size {batch_size}{f' x {self.world} processes' if self.world > 1 else ''} must be "
-                               f"between 1 and the number of training images ({self.n})")
+            raise ResgrowError(f"batch size {batch_size}{f' x {self.world} processes' if self.world > 1 else ''} must "
+                               f"be between 1 and the number of training images ({self.n})")
         self.batch_size, self.steps = batch_size, self.n // (batch_size * self.world)
         self._m = self.steps * batch_size * self.world
         self.order = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=self.device)
@@ -140,3 +143,44 @@ class EvalLoader:
     def __iter__(self):
         for i in range(0, len(self.labels), self.batch_size):
             yield self.normalize(self.images[i:i + self.batch_size]), self.labels[i:i + self.batch_size]
+
+
+@dataclass
+class Loaders:
+    """What a run reads: the training batches, the fixed splits, and the pixel statistics they are normalised by.
+    `data` is the dataset as the run reads it (a streamed set with its decoding resolved for the device)."""
+
+    train: object  # DeviceLoader, or a StreamLoader
+    test: object
+    val: object | None
+    mean: list
+    std: list
+    data: object
+
+    @property
+    def all(self) -> list:
+        return [x for x in (self.train, self.test, self.val) if x is not None]
+
+
+def make_loaders(data, batch_size: int, eval_batch_size: int, device, *, seed: int = 0, augment: bool = True,
+                 channels_last: bool = False, workers: int | None = None, rank: int = 0, world: int = 1) -> Loaders:
+    """The loaders of `data` on `device`: in memory (the whole set on the device), or streamed from its files
+    (data/stream.py); `rank` of `world` processes reads its shard. The dataset given is not changed."""
+    shard = dict(rank=rank, world=world)
+    if data.streamed:
+        from .stream import IMAGENET_MEAN, IMAGENET_STD, StreamEval, StreamLoader, resolve_decode
+
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        decode, decoder = resolve_decode(data.decode, data.augment, device)  # "auto": where, said in the first line
+        data = dataclasses.replace(data, decode=decode)
+        train = StreamLoader(data, batch_size, device, mean, std, seed=seed, channels_last=channels_last,
+                             workers=workers, decoder=decoder, **shard)
+        test = StreamEval(data.test, data.size, data.augment, eval_batch_size, device, mean, std, channels_last,
+                          workers=workers, **shard)
+        return Loaders(train, test, None, mean, std, data)
+    mean, std = channel_stats(data.train.images)
+    train = DeviceLoader(data.train, batch_size, device, mean, std, augment=augment, seed=seed,
+                         channels_last=channels_last, **shard)
+    test, val = (EvalLoader(split, eval_batch_size, device, mean, std, channels_last, what, **shard)
+                 if split is not None else None for split, what in ((data.test, "test"), (data.val, "validation")))
+    return Loaders(train, test, val, mean, std, data)

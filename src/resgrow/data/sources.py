@@ -110,7 +110,8 @@ def load_dataset(source: str | os.PathLike, root: str | os.PathLike | None = Non
         raise ResgrowError(f"image size must be a positive number of pixels, not {image_size}")
     if name.lower() in ("cifar10", "cifar100"):
         if image_size not in (None, 32):
-            raise ResgrowError(f"{name} images are 32x32; an image size ({image_size}) applies to ImageFolder data only")
+            raise ResgrowError(f"{name} images are 32x32; an image size ({image_size}) applies to ImageFolder data "
+                               "only")
         ds = load_cifar(name.lower(), Path(root or "data"))
     else:
         path = SAMPLES.get(name.lower(), Path(name))
@@ -150,8 +151,8 @@ def load_cifar(name: str, root: Path) -> Dataset:
     if missing:
         raise ResgrowError(f"{name} not found: expected the python-format folder {base} with "
                            f"{', '.join(train_files + test_files)} and {meta_file} (missing: {', '.join(missing)}); "
-                           "download it from the dataset site, or install torchvision and go online, "
-                           "or pass an ImageFolder directory/zip as --data")
+                           "download it from the dataset site, or install torchvision and go online, or pass an "
+                           "ImageFolder directory/zip as --data")
 
     def read(files):
         xs, ys = [], []
@@ -198,14 +199,15 @@ def _fingerprint(path: Path) -> str:
 
 def _cached_imagefolder(path: Path, cache_dir: Path | None, progress: bool, image_size: int | None = None) -> Dataset:
     sized = f"|{image_size}" if image_size else ""
-    key = hashlib.blake2b(f"{path.resolve()}|{_fingerprint(path)}|{CACHE_VERSION}{sized}".encode(), digest_size=6).hexdigest()
+    what = f"{path.resolve()}|{_fingerprint(path)}|{CACHE_VERSION}{sized}"
+    key = hashlib.blake2b(what.encode(), digest_size=6).hexdigest()
     cache = (cache_dir or default_cache_dir()) / f"{path.name}.{key}.npz"
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as z:
                 classes = [str(s) for s in z["classes"]]
-                return Dataset(path.stem, classes, Split(torch.from_numpy(z["train_x"]), torch.from_numpy(z["train_y"])),
-                               Split(torch.from_numpy(z["test_x"]), torch.from_numpy(z["test_y"])), test_folder=str(z["test_folder"]))
+                split = lambda s: Split(torch.from_numpy(z[f"{s}_x"]), torch.from_numpy(z[f"{s}_y"]))  # noqa: E731
+                return Dataset(path.stem, classes, split("train"), split("test"), test_folder=str(z["test_folder"]))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # a damaged cache is rebuilt from the source below
     ds = read_imagefolder(path, progress, image_size)
@@ -232,8 +234,8 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
         except (zipfile.BadZipFile, OSError) as e:
             hint = ""
             if path.name.endswith((".tar", ".tar.gz", ".tgz")):  # CIFAR's own download is a python-format tarball
-                hint = ("; a CIFAR tarball (cifar-10-python.tar.gz) is read unpacked: extract it into a folder DIR "
-                        "and pass --data cifar10 (or cifar100) --data-dir DIR")
+                hint = ("; a CIFAR tarball (cifar-10-python.tar.gz) is read unpacked: extract it into a folder DIR and "
+                        "pass --data cifar10 (or cifar100) --data-dir DIR")
             raise ResgrowError(f"{path} is neither a directory nor a readable zip file ({e}){hint}") from None
         names = [i.filename for i in source.infolist() if not i.is_dir()]
         reader = source.read
@@ -243,7 +245,8 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
         extra = sorted({c for c, _ in split_files["test"]} - set(classes))
         if extra:
             raise ResgrowError(f"{path}: test classes {extra} do not appear in train; {LAYOUT_HINT}")
-        blobs = {split: [(classes.index(c), f, reader(f)) for c, f in sorted(items)] for split, items in split_files.items()}
+        blobs = {split: [(classes.index(c), f, reader(f)) for c, f in sorted(items)]
+                 for split, items in split_files.items()}
     finally:
         if source is not None:
             source.close()
@@ -251,8 +254,8 @@ def read_imagefolder(path: Path, progress: bool = False, image_size: int | None 
         splits = {s: _decode_split(path, b, pool, progress, image_size) for s, b in blobs.items()}
     shapes = {tuple(s.images.shape[1:]) for s in splits.values()}
     if len(shapes) != 1:
-        raise ResgrowError(f"{path}: train and test images differ in size {sorted(shapes)}; pass an image size (--image-size N) "
-                           "to bring them to N x N")
+        raise ResgrowError(f"{path}: train and test images differ in size {sorted(shapes)}; pass an image size "
+                           "(--image-size N) to bring them to N x N")
     return Dataset(path.stem, classes, splits["train"], splits["test"], test_folder=test_folder)
 
 
@@ -361,7 +364,8 @@ def _decode_split(path: Path, blobs: list[tuple[int, str, bytes]], pool: ThreadP
     arrays = list(it)
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
-        raise ResgrowError(f"{path}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))}, ...); pass an image size (--image-size N) to bring them to N x N")
+        raise ResgrowError(f"{path}: images differ in size ({', '.join(map(str, sorted(shapes)[:3]))}, ...); pass an "
+                           "image size (--image-size N) to bring them to N x N")
     images = torch.from_numpy(np.stack(arrays))
     labels = torch.tensor([label for label, _, _ in blobs], dtype=torch.int64)
     return Split(images, labels)

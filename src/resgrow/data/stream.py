@@ -92,7 +92,8 @@ def open_stream(path: str | os.PathLike, size: int, augment: str = "imagenet", d
     if decode not in DECODES:
         raise ResgrowError(f"unknown --decode {decode!r}; known: {', '.join(DECODES)}")
     if decode == "device" and augment != "imagenet":
-        raise ResgrowError("--decode device applies to the imagenet augmentation; --stream-augment crop decodes on the host")
+        raise ResgrowError("--decode device applies to the imagenet augmentation; --stream-augment crop decodes on the "
+                           "host")
     if size < 8:
         raise ResgrowError(f"a streamed image size must be at least 8 pixels, not {size}")
     path = Path(path)
@@ -150,7 +151,12 @@ def random_resized_crop(w: int, h: int, rng: np.random.Generator, scale=(0.08, 1
             return int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch
     # the centre crop, its aspect ratio clamped to the range
     aspect = w / h
-    cw, ch = (w, int(round(w / ratio[0]))) if aspect < ratio[0] else (int(round(h * ratio[1])), h) if aspect > ratio[1] else (w, h)
+    if aspect < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif aspect > ratio[1]:
+        cw, ch = int(round(h * ratio[1])), h
+    else:
+        cw, ch = w, h
     cw, ch = min(cw, w), min(ch, h)
     return (w - cw) // 2, (h - ch) // 2, cw, ch
 
@@ -349,7 +355,8 @@ class StreamLoader:
 
     def resize(self, batch_size: int) -> None:
         if batch_size < 1 or batch_size * self.world > self.n:
-            raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images ({self.n})")
+            raise ResgrowError(f"batch size {batch_size} must be between 1 and the number of training images "
+                               f"({self.n})")
         self.batch_size, self.steps = batch_size, self.n // (batch_size * self.world)
         self.x = torch.zeros(batch_size, self.h, self.w, 3, dtype=torch.uint8, device=self.device)
         self.y = torch.zeros(batch_size, dtype=torch.int64, device=self.device)
@@ -362,8 +369,9 @@ class StreamLoader:
         order = torch.randperm(self.n, generator=g)[:m].view(self.steps, self.world, b)[:, self.rank].reshape(-1)
         self.images.epoch = epoch
         pin = self.device.type == "cuda"
-        loader = torch.utils.data.DataLoader(self.images, batch_size=b, sampler=order.tolist(), num_workers=self.workers,
-                                             pin_memory=pin, drop_last=True, prefetch_factor=4 if self.workers else None,
+        loader = torch.utils.data.DataLoader(self.images, batch_size=b, sampler=order.tolist(),
+                                             num_workers=self.workers, pin_memory=pin, drop_last=True,
+                                             prefetch_factor=4 if self.workers else None,
                                              collate_fn=_collate_raw if self.crops else None)
         self._it, self.wait_seconds = iter(loader), 0.0
         self._staged = self._prepared = 0  # batches of this epoch in the step's buffers / prepared on the device

@@ -13,8 +13,8 @@ that no doubling reaches: 1-1-2-1 -> 2-2-4-2 -> 3-4-6-3 (ResNet-50), 3-3-3 -> 6-
 
 - "interpolate" (Chang et al. 2018) and "duplicate" (LipGrow, Dong et al. 2020): the copies
   refine the ODE discretisation, so a split block and its partner each get half the h of the
-  block they copy (exactly h/2; the public LipGrow code's aliased factors are not reproduced). The two papers place the copies the
-  same way; the two names are kept so a run says which paper it follows.
+  block they copy (exactly h/2; the public LipGrow code's aliased factors are not reproduced). The two papers place
+  the copies the same way; the two names are kept so a run says which paper it follows.
 - "identity" (Net2Net-style): h is kept and every new block's residual branch starts at exactly
   zero (last BN gamma and beta = 0; in pre-activation blocks the last conv = 0), so the deeper
   model computes exactly the same function.
@@ -81,8 +81,8 @@ def _targets(spec, stages, blocks) -> dict[int, int]:
             raise ResgrowError("give deepen either stages (to double) or blocks (to grow to), not both")
         blocks = tuple(int(b) for b in blocks)
         if len(blocks) != n_stages or any(not n <= m <= 2 * n for n, m in zip(spec.blocks, blocks)):
-            raise ResgrowError(f"cannot grow {dashed(spec.blocks)} to {dashed(blocks)}: every stage must keep "
-                               f"between its blocks and twice them ({n_stages} stages)")
+            raise ResgrowError(f"cannot grow {dashed(spec.blocks)} to {dashed(blocks)}: every stage must keep between "
+                               f"its blocks and twice them ({n_stages} stages)")
         if blocks == spec.blocks:
             raise ResgrowError(f"blocks {dashed(blocks)} equal the model's: nothing to grow")
         return {s: m for s, (n, m) in enumerate(zip(spec.blocks, blocks)) if m > n}
@@ -93,22 +93,10 @@ def _targets(spec, stages, blocks) -> dict[int, int]:
 
 
 @torch.no_grad()
-def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -> tuple[ResNet, dict[str, str]]:
-    """Double the blocks of `stages` (default: all), or grow every stage to `blocks` (each between
-    its blocks and twice them: partial growth). Returns the new model (same device and dtype as
-    `model`, in the same train/eval mode) and {new parameter name: old parameter name} for the
-    trainer to carry optimizer state; parameters that start at zero are left out of the map."""
-    if mode not in MODES:
-        raise ResgrowError(f"unknown deepening mode {mode!r}; known: {', '.join(MODES)}")
-    if not isinstance(model, ResNet):
-        raise ResgrowError(f"cannot deepen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow blocks + head) can be deepened")
-    spec = spec_of(model)  # also checks that the model is one an ArchSpec can describe
-    n_stages = len(spec.blocks)
-    targets = _targets(spec, stages, blocks)
-    plans = {s: _plan(list(model.stages[s].blocks), m) for s, m in targets.items()}
-    factor = 1.0 if mode == "identity" else 0.5
+def _new_h(spec, plans: dict, factor: float) -> tuple:
+    """Every stage's step sizes after the growth."""
     new_h = []
-    for s in range(n_stages):
+    for s in range(len(spec.blocks)):
         old_h = spec.h[s]
         if s not in plans:
             new_h.append(old_h)
@@ -117,15 +105,17 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
         split = {home for home, _, is_new in plans[s] if is_new}
         new_h.append(tuple(old_h[home if src is None else src] * (factor if home in split else 1.0)
                            for home, src, _ in plans[s]))
-    new_spec = spec.replace(blocks=tuple(len(plans[s]) if s in plans else n for s, n in enumerate(spec.blocks)), h=tuple(new_h))
+    return tuple(new_h)
 
-    ref = next(model.parameters())
-    new = ResNet(new_spec).to(device=ref.device, dtype=ref.dtype)
+
+def _copy_state(model: ResNet, new: ResNet, spec, plans: dict) -> dict[str, str]:
+    """Into `new`: every block's state from the block it copies, stem and head as they were; fresh blocks keep their
+    initialisation. Returns {new state key: old state key}."""
     old_sd = model.state_dict()
     new_sd = new.state_dict()
     mapping: dict[str, str] = {}
     renames: dict[str, str] = {}  # new state key prefix -> old prefix
-    for s in range(n_stages):
+    for s in range(len(spec.blocks)):
         plan = plans.get(s, [(i, i, False) for i in range(spec.blocks[s])])
         for j, (_, src, _) in enumerate(plan):
             if src is not None:
@@ -141,7 +131,28 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
         new_sd[key] = old_sd[old_key].clone()
         mapping[key] = old_key
     new.load_state_dict(new_sd)
+    return mapping
 
+
+def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -> tuple[ResNet, dict[str, str]]:
+    """Double the blocks of `stages` (default: all), or grow every stage to `blocks` (each between
+    its blocks and twice them: partial growth). Returns the new model (same device and dtype as
+    `model`, in the same train/eval mode) and {new parameter name: old parameter name} for the
+    trainer to carry optimizer state; parameters that start at zero are left out of the map."""
+    if mode not in MODES:
+        raise ResgrowError(f"unknown deepening mode {mode!r}; known: {', '.join(MODES)}")
+    if not isinstance(model, ResNet):
+        raise ResgrowError(f"cannot deepen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow "
+                           "blocks + head) can be deepened")
+    spec = spec_of(model)  # also checks that the model is one an ArchSpec can describe
+    targets = _targets(spec, stages, blocks)
+    plans = {s: _plan(list(model.stages[s].blocks), m) for s, m in targets.items()}
+    factor = 1.0 if mode == "identity" else 0.5
+    new_blocks = tuple(len(plans[s]) if s in plans else n for s, n in enumerate(spec.blocks))
+    new_spec = spec.replace(blocks=new_blocks, h=_new_h(spec, plans, factor))
+    ref = next(model.parameters())
+    new = ResNet(new_spec).to(device=ref.device, dtype=ref.dtype)
+    mapping = _copy_state(model, new, spec, plans)
     for s, plan in plans.items():
         for j, (_, src, is_new) in enumerate(plan):
             if is_new and (mode == "identity" or src is None):

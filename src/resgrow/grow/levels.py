@@ -9,8 +9,8 @@ named as in the model; BN running statistics are never moved between levels (eac
 - Restriction of weights (fine -> coarse), "injection": c_j = f_2j; "full" weighting:
   c_j = f_2j-1 / 4 + f_2j / 2 + f_2j+1 / 4.
 - Prolongation (coarse -> fine), "constant": f_2j = f_2j+1 = c_j (and f_1 = c_1), the layout of
-  `deepen(..., "duplicate")` where a stage's first block changes the shape; "linear": f_2j = c_j, f_2j+1 = (c_j + c_j+1) / 2 (the last fine block and f_1
-  take their one neighbour).
+  `deepen(..., "duplicate")` where a stage's first block changes the shape; "linear": f_2j = c_j,
+  f_2j+1 = (c_j + c_j+1) / 2 (the last fine block and f_1 take their one neighbour).
 - Gradient restriction R = P^T, the adjoint of the prolongation in use: <R g, d> = <g, P d> for every coarse
   direction d, so a coarse descent direction of the first-order-corrected coarse objective (whose gradient at
   the restricted point is R g_h) prolongs to a fine descent direction. No further scale: R g_h is exactly the
@@ -119,7 +119,8 @@ def restrict(fine: ResNet, kind: str = "injection", into: ResNet | None = None) 
         coarse.get_parameter(name).copy_(value)
     if into is None:
         buffers = dict(fine.named_buffers())
-        for name, value in apply(restriction(spec, "injection"), buffers, [n for n, _ in coarse.named_buffers()]).items():
+        names = [n for n, _ in coarse.named_buffers()]
+        for name, value in apply(restriction(spec, "injection"), buffers, names).items():
             coarse.get_buffer(name).copy_(value)
     return coarse
 

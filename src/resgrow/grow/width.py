@@ -92,8 +92,8 @@ def _space(old: int, new: int, init: str, g: torch.Generator, lead: Space | None
     elif extra:
         pool = range(first_own, old)  # a padded stage's own channels: a copy must get what its source gets
         if not pool:
-            raise ResgrowError("net2wider cannot add channels to a zero-padded stage that has none of its own "
-                               "to copy; use init vt")
+            raise ResgrowError("net2wider cannot add channels to a zero-padded stage that has none of its own to copy; "
+                               "use init vt")
         src += [pool[int(i)] for i in torch.randint(len(pool), (extra,), generator=g)]
     return Space(old, src, pairs)
 
@@ -174,15 +174,16 @@ def wider_spec(spec: ArchSpec, widths, stem_width: int | None = None, inner_widt
     inner = tuple(int(i) for i in inner_widths) if inner_widths is not None else \
         tuple(max(1, round(i * w / o)) for i, w, o in zip(spec.inner_widths, widths, spec.widths))
     if stem_width is None:
-        stem_width = widths[0] if spec.stem_width == spec.widths[0] else max(1, round(spec.stem_width * widths[0] / spec.widths[0]))
+        tied = spec.stem_width == spec.widths[0]
+        stem_width = widths[0] if tied else max(1, round(spec.stem_width * widths[0] / spec.widths[0]))
     return spec.replace(widths=widths, inner_widths=inner, stem_width=int(stem_width))
 
 
 @torch.no_grad()
 def widen(model: ResNet, widths, init: str = "vt", noise: float = 0.0, stem_width: int | None = None,
           generator: torch.Generator | None = None, rescale: bool = True, inner_widths=None) -> tuple[ResNet, dict]:
-    """`model` with stage widths `widths` (inner and stem widths follow unless given: `wider_spec`), and a map from each new
-    parameter name to (old name, transform of its optimizer state). The new model is on the old one's device
+    """`model` with stage widths `widths` (inner and stem widths follow unless given: `wider_spec`), and a map from each
+    new parameter name to (old name, transform of its optimizer state). The new model is on the old one's device
     and dtype and in its train/eval mode. Random draws come from `generator` (default: one seeded from
     torch's global generator, so a seeded run widens the same way every time). `rescale=False`: vt without
     the variance-transfer factor (the function is then kept exactly in training mode too, where a BN's eps
@@ -190,8 +191,8 @@ def widen(model: ResNet, widths, init: str = "vt", noise: float = 0.0, stem_widt
     if init not in INITS:
         raise ResgrowError(f"unknown widening init {init!r}; known: {', '.join(INITS)}")
     if not isinstance(model, ResNet):
-        raise ResgrowError(f"cannot widen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow blocks "
-                           "+ head) can be widened")
+        raise ResgrowError(f"cannot widen {type(model).__name__}: only resgrow ResNets (stem + stages of resgrow "
+                           "blocks + head) can be widened")
     spec = spec_of(model)
     target = wider_spec(spec, widths, stem_width, inner_widths)
     g = generator or torch.Generator().manual_seed(int(torch.randint(2**62, ())))
@@ -215,20 +216,20 @@ def widen(model: ResNet, widths, init: str = "vt", noise: float = 0.0, stem_widt
     pmap: dict = {}
     for layer in layers:
         o, n = olds[layer.path], news[layer.path]
-        O = spaces[layer.out]
+        out_space = spaces[layer.out]
         if layer.kind == "bn":
-            _bn(o, n, O, scale.get(layer.path, 1.0), init)
-            pmap.update(_vector_map(layer.path, ("weight", "bias"), O, init))
+            _bn(o, n, out_space, scale.get(layer.path, 1.0), init)
+            pmap.update(_vector_map(layer.path, ("weight", "bias"), out_space, init))
             continue
-        I = spaces[layer.inp]
-        c = math.sqrt(I.old / I.new) if (init == "vt" and rescale and layer.bn) else 1.0
+        in_space = spaces[layer.inp]
+        c = math.sqrt(in_space.old / in_space.new) if (init == "vt" and rescale and layer.bn) else 1.0
         if layer.bn:
             scale[layer.bn] = c
-        n.weight.copy_(_weight(o.weight, O, I, init, c, noise, g))
-        pmap[f"{layer.path}.weight"] = (f"{layer.path}.weight", _state(O, I, init))
+        n.weight.copy_(_weight(o.weight, out_space, in_space, init, c, noise, g))
+        pmap[f"{layer.path}.weight"] = (f"{layer.path}.weight", _state(out_space, in_space, init))
         if getattr(n, "bias", None) is not None:
-            n.bias.copy_(_gather_vector(o.bias, O, fill=0.0))
-            pmap[f"{layer.path}.bias"] = (f"{layer.path}.bias", _state(O, None, init))
+            n.bias.copy_(_gather_vector(o.bias, out_space, fill=0.0))
+            pmap[f"{layer.path}.bias"] = (f"{layer.path}.bias", _state(out_space, None, init))
     return wider, pmap
 
 
@@ -239,63 +240,66 @@ def _index(space: Space) -> tuple[torch.Tensor, torch.Tensor]:
     return keep, src[keep]
 
 
-def _weight(old_w: torch.Tensor, O: Space, I: Space, init: str, c: float, noise: float, g: torch.Generator) -> torch.Tensor:
-    fan_in = I.new * math.prod(old_w.shape[2:])
-    w = torch.randn((O.new, I.new, *old_w.shape[2:]), generator=g, dtype=torch.float64) * math.sqrt(2.0 / fan_in)
-    (ro, so), (ri, si) = _index(O), _index(I)
+def _weight(old_w: torch.Tensor, out_space: Space, in_space: Space, init: str, c: float, noise: float,
+            g: torch.Generator) -> torch.Tensor:
+    fan_in = in_space.new * math.prod(old_w.shape[2:])
+    shape = (out_space.new, in_space.new, *old_w.shape[2:])
+    w = torch.randn(shape, generator=g, dtype=torch.float64) * math.sqrt(2.0 / fan_in)
+    (ro, so), (ri, si) = _index(out_space), _index(in_space)
     block = old_w.detach().double().cpu()[so][:, si]
     if init == "vt":
         block = block * c
     else:  # every reader of a copied channel shares its old weight among the copies
-        block = block / I.share()[ri].view(1, -1, *[1] * (old_w.dim() - 2))
+        block = block / in_space.share()[ri].view(1, -1, *[1] * (old_w.dim() - 2))
     w[ro[:, None], ri[None, :]] = block
-    for a, b in I.pairs:  # readers of a pair: Z and -Z, so the pair's equal values cancel
+    for a, b in in_space.pairs:  # readers of a pair: Z and -Z, so the pair's equal values cancel
         w[:, b] = -w[:, a]
-    for a, b in O.pairs:  # a pair's two members: the same incoming weights V, so they carry equal values
+    for a, b in out_space.pairs:  # a pair's two members: the same incoming weights V, so they carry equal values
         w[b] = w[a]
     if init == "net2wider" and noise:
-        copies = [j for j, s in enumerate(O.src) if s >= 0 and j >= O.old]
+        copies = [j for j, s in enumerate(out_space.src) if s >= 0 and j >= out_space.old]
         if copies:
             w[copies] += noise * block.std() * torch.randn(w[copies].shape, generator=g, dtype=torch.float64)
     return w.to(old_w.dtype)
 
 
-def _gather_vector(old: torch.Tensor, O: Space, fill: float) -> torch.Tensor:
-    out = torch.full((O.new,), fill, dtype=old.dtype, device=old.device)
-    keep, src = _index(O)
+def _gather_vector(old: torch.Tensor, out_space: Space, fill: float) -> torch.Tensor:
+    out = torch.full((out_space.new,), fill, dtype=old.dtype, device=old.device)
+    keep, src = _index(out_space)
     out[keep.to(old.device)] = old[src.to(old.device)]
     return out
 
 
-def _bn(o: nn.BatchNorm2d, n: nn.BatchNorm2d, O: Space, c: float, init: str) -> None:
+def _bn(o: nn.BatchNorm2d, n: nn.BatchNorm2d, out_space: Space, c: float, init: str) -> None:
     """Old channels keep their parameters; statistics follow a rescaled conv (mean x c, var x c^2 with eps
     folded in, so var + eps scales by exactly c^2); new vt channels start as an identity BN."""
-    n.weight.copy_(_gather_vector(o.weight, O, 1.0))
-    n.bias.copy_(_gather_vector(o.bias, O, 0.0))
-    n.running_mean.copy_(_gather_vector(o.running_mean * c, O, 0.0))
-    n.running_var.copy_(_gather_vector(o.running_var * c * c + (c * c - 1) * o.eps, O, 1.0))
+    n.weight.copy_(_gather_vector(o.weight, out_space, 1.0))
+    n.bias.copy_(_gather_vector(o.bias, out_space, 0.0))
+    n.running_mean.copy_(_gather_vector(o.running_mean * c, out_space, 0.0))
+    n.running_var.copy_(_gather_vector(o.running_var * c * c + (c * c - 1) * o.eps, out_space, 1.0))
     n.num_batches_tracked.copy_(o.num_batches_tracked)
 
 
-def _vector_map(path: str, names, O: Space, init: str) -> dict:
-    return {f"{path}.{k}": (f"{path}.{k}", _state(O, None, init)) for k in names}
+def _vector_map(path: str, names, out_space: Space, init: str) -> dict:
+    return {f"{path}.{k}": (f"{path}.{k}", _state(out_space, None, init)) for k in names}
 
 
-def _state(O: Space, I: Space | None, init: str):
+def _state(out_space: Space, in_space: Space | None, init: str):
     """The optimizer state of a widened tensor: old entries carried (net2wider's shared readers divided like
     their weights), new ones zero. Its `gather` attribute carries old entries unchanged (for per-element
     bookkeeping, such as which growth an element came from)."""
     def transform(t: torch.Tensor, init: str = init) -> torch.Tensor:
-        out = torch.zeros((O.new, *((I.new,) if I is not None else ()), *t.shape[2 if I is not None else 1:]),
-                          dtype=t.dtype, device=t.device)
-        (ro, so) = [x.to(t.device) for x in _index(O)]
-        if I is None:
+        inner = (in_space.new,) if in_space is not None else ()
+        kernel = t.shape[2 if in_space is not None else 1:]
+        out = torch.zeros((out_space.new, *inner, *kernel), dtype=t.dtype, device=t.device)
+        (ro, so) = [x.to(t.device) for x in _index(out_space)]
+        if in_space is None:
             out[ro] = t[so]
             return out
-        ri, si = [x.to(t.device) for x in _index(I)]
+        ri, si = [x.to(t.device) for x in _index(in_space)]
         block = t[so][:, si]
         if init == "net2wider":
-            block = block / I.share()[ri.cpu()].to(t.device, t.dtype).view(1, -1, *[1] * (t.dim() - 2))
+            block = block / in_space.share()[ri.cpu()].to(t.device, t.dtype).view(1, -1, *[1] * (t.dim() - 2))
         out[ro[:, None], ri[None, :]] = block
         return out
     transform.gather = lambda t: transform(t, "vt")

@@ -69,7 +69,8 @@ def _count(spec: ArchSpec, image_size: int | tuple[int, int]) -> int:
                 return x.new_zeros(x.shape[0], m.out_features)
             size = [(n + 2 * p - d * (k - 1) - 1) // s + 1
                     for n, p, d, k, s in zip(x.shape[2:], m.padding, m.dilation, m.kernel_size, m.stride)]
-            total += 2 * x.shape[0] * m.out_channels * math.prod(size) * m.in_channels // m.groups * math.prod(m.kernel_size)
+            fan_in = m.in_channels // m.groups * math.prod(m.kernel_size)
+            total += 2 * x.shape[0] * m.out_channels * math.prod(size) * fan_in
             return x.new_zeros(x.shape[0], m.out_channels, *size)
         return forward
 

@@ -11,11 +11,12 @@ Model score = mean of the block bounds.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..concurrency import GPU_LOCK
 from ..models.resnet import ResNet
 from .flops import image_hw
 
@@ -105,16 +106,18 @@ class LipschitzMeter:
     convs but 5 such groups), and BN bounds of the same width are taken together.
     """
 
-    def __init__(self, image_size: int | tuple[int, int] = 32, iters: int = 2, cold_iters: int = 100):
+    def __init__(self, image_size: int | tuple[int, int] = 32, iters: int = 2, cold_iters: int = 100, lock=None):
         self.image_size, self.iters, self.cold_iters = image_size, iters, cold_iters  # H or (H, W) of the model's input
+        # held while a process-wide flag is changed: a lock shared by runs trained together (train/together.py)
+        self.lock = lock if lock is not None else nullcontext()
         self.vectors: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def block_bounds(self, model: ResNet) -> list[float]:
         # cuDNN autotuning off: each grouped shape runs `iters` times per call and changes with every
         # growth, so tuning never pays back (a cold, tuned call after a growth costs a thousand warm ones).
-        # The flag is process-wide: no run trained together may capture meanwhile (concurrency.py).
-        with GPU_LOCK:
+        # The flag is process-wide: no run trained together may capture meanwhile (train/together.py).
+        with self.lock:
             tuned = torch.backends.cudnn.benchmark
             torch.backends.cudnn.benchmark = False
             try:
@@ -185,7 +188,8 @@ class LipschitzMeter:
         return sum(bounds) / len(bounds)
 
     def state_dict(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.vectors.items()}  # own storage: vectors are views of a group
+        # own storage: the vectors are views of a group
+        return {k: v.detach().cpu().clone() for k, v in self.vectors.items()}
 
     def load_state_dict(self, state: dict) -> None:
         self.vectors = dict(state)

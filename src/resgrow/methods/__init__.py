@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..errors import ResgrowError
-from .base import Baseline, Change, Method, Option
+from ..refs import is_ref, load_ref
+from .base import Baseline, Change, Method, MethodOptions, Option, option
 from .lipgrow import LipGrow
 from .mgopt import MGOpt
 from .multilevel import Multilevel
@@ -19,13 +20,29 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def method_class(name: str) -> type[Method]:
+    """A registered method, or a class of your own named package.module:Class (imported, then registered under
+    that name, so that its options become flags and a resume finds it)."""
+    if is_ref(name) and name not in METHODS:
+        cls = load_ref(name, "--method", "class")
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise ResgrowError(f"--method {name!r} is not a resgrow.methods.Method subclass")
+        METHODS[name] = cls
     if name not in METHODS:
-        raise ResgrowError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+        raise ResgrowError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))} (or package.module:Class)")
     return METHODS[name]
 
 
+def method_ref(method: Method) -> str:
+    """The name --method finds `method`'s class by: its registry name, or package.module:Class."""
+    cls = type(method)
+    for name, registered in METHODS.items():
+        if registered is cls:
+            return name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def build_method(name: str, **options) -> Method:
-    """Build a method by name; options left at None are dropped, others must apply to the method."""
+    """Build a method by name; options left at None are dropped (the method's defaults), others must apply to it."""
     cls = method_class(name)
     given = {k: v for k, v in options.items() if v is not None}
     wrong = sorted(set(given) - set(cls.option_names()))
@@ -39,9 +56,10 @@ def all_options() -> list:
     """Every registered method's options, each name once, with the methods that take it."""
     seen: dict = {}
     for name, cls in METHODS.items():
-        for o in cls.options:
+        for o in cls.options():
             seen.setdefault(o.name, (o, []))[1].append(name)
     return list(seen.values())
 
 
-__all__ = ["Method", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow", "METHODS", "register_method", "method_class", "build_method"]
+__all__ = ["Method", "MethodOptions", "option", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow",
+           "METHODS", "register_method", "method_class", "method_ref", "build_method"]

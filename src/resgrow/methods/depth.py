@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..config import COSINES
 from ..errors import ResgrowError
+from ..events import GROW, event
 from ..grow.depth import deepen
 from ..models.resnet import ResNet
 from ..models.spec import dashed
-from ..train.schedules import COSINES
-from ..events import GROW, event
-from .base import Change, Method, Option
-
-START_BLOCKS = Option("start_blocks", "blocks per stage to start from, e.g. 3-3-3 (default: the final blocks / 4, "
-                      "or / 2 where a stage's blocks do not divide by 4)")
-PARTIAL_GROWTH = Option("partial_growth", "let a growth add fewer blocks than double: every stage doubles, capped at "
-                        "its final blocks, so depths no doubling reaches can be grown (ResNet-50's 3-4-6-3 from "
-                        "1-1-2-1, 9-9-9 from 3-3-3); the default start becomes the final blocks / 4, rounded up "
-                        "(default: off, every growth doubles every stage as the papers do)", bool)
+from .base import Change, Method, MethodOptions, option
 
 
 def epochs_str(epochs) -> str:
@@ -97,7 +92,28 @@ def default_start(final: tuple[int, ...], partial: bool = False) -> tuple[int, .
     if partial:
         return tuple(-(-f // 4) for f in final)
     raise ResgrowError(f"final blocks {dashed(final)} cannot be reached by doubling; pick an arch with "
-                       f"even blocks per stage (resnet38, resnet74, resnet146, ...), give --start-blocks, {PARTIAL_HINT}")
+                       "even blocks per stage (resnet38, resnet74, resnet146, ...), give --start-blocks, "
+                       f"{PARTIAL_HINT}")
+
+
+# Declared by each depth method after its own options, as the last of them (the order of their flags and cards)
+PARTIAL_GROWTH = option(False, "let a growth add fewer blocks than double: every stage doubles, capped at its final "
+                        "blocks, so depths no doubling reaches can be grown (ResNet-50's 3-4-6-3 from 1-1-2-1, 9-9-9 "
+                        "from 3-3-3); the default start becomes the final blocks / 4, rounded up; off: every growth "
+                        "doubles every stage, as the papers do")
+
+
+@dataclass(frozen=True)
+class DepthOptions(MethodOptions):
+    """What every depth-growth method takes: the start blocks here, `partial_growth` (PARTIAL_GROWTH) in each."""
+
+    start_blocks: tuple | None = option(None, "blocks per stage to start from, e.g. 3-3-3", str,
+                                        "the final blocks / 4, or / 2 where a stage's blocks do not divide by 4")
+    partial_growth = False  # the field is each method's (PARTIAL_GROWTH), declared after its own options
+
+    def normalize(self):
+        if self.start_blocks is not None:
+            self.set("start_blocks", parse_blocks(self.start_blocks))
 
 
 class DepthGrowth(Method):
@@ -105,37 +121,37 @@ class DepthGrowth(Method):
 
     mode = "interpolate"
     resizes = True
+    Options = DepthOptions
 
-    def __init__(self, start_blocks=None, partial_growth: bool = False):
-        self.start_blocks = parse_blocks(start_blocks) if start_blocks is not None else None
-        self.partial = bool(partial_growth)
+    def __init__(self, options: DepthOptions | None = None, **given):
+        super().__init__(options, **given)
         self.k = None  # growths, known at run start
         self.final_blocks = None  # the run's arch's blocks, known at run start
-        self.start_by_default = None  # what check() found the default start to be, for describe()
         self.grows: list[dict] = []
 
     def plan(self, final_blocks: tuple[int, ...], schedule: str) -> tuple[tuple[int, ...], int]:
         """(start blocks, growths) for this final depth; errors for what cannot be grown."""
         if schedule not in COSINES:
             raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
-        start = self.start_blocks or default_start(final_blocks, self.partial)
-        if not self.start_blocks:
-            self.start_by_default = start
-        k = len(growth_path(start, final_blocks, self.partial))
+        partial = self.opts.partial_growth
+        start = self.opts.start_blocks or default_start(final_blocks, partial)
+        k = len(growth_path(start, final_blocks, partial))
         if k == 0:
             raise ResgrowError(f"start blocks equal the final blocks {dashed(final_blocks)}: nothing to grow")
         return start, k
 
-    def check(self, spec, epochs, schedule):
-        self.plan(spec.blocks, schedule)
+    def prepare(self, spec, epochs, schedule):
+        start, _ = self.plan(spec.blocks, schedule)
+        self.fill(start_blocks=start)
 
     def on_run_start(self, ctx):
         final = ctx.model.spec
-        self.start_blocks, self.k = self.plan(final.blocks, ctx.schedule.kind)
-        start = ResNet(final.replace(blocks=self.start_blocks))
+        self.prepare(final, ctx.epochs, ctx.schedule.kind)
+        begin, self.k = self.plan(final.blocks, ctx.schedule.kind)
+        start = ResNet(final.replace(blocks=begin))
         self.final_blocks = final.blocks
-        path = growth_path(self.start_blocks, final.blocks, self.partial)
-        how = f", partial growth: {' -> '.join(map(dashed, path))}" if self.partial else ""
+        path = growth_path(begin, final.blocks, self.opts.partial_growth)
+        how = f", partial growth: {' -> '.join(map(dashed, path))}" if self.opts.partial_growth else ""
         return Change(start.to(next(ctx.model.parameters()).device), {},
                       event("start", f"start {start.spec.blocks_str()} (final {final.blocks_str()}{how})",
                             blocks=start.spec.blocks_str(), final=final.blocks_str()))
@@ -150,27 +166,19 @@ class DepthGrowth(Method):
                                        **{"from": old, "to": new.spec.blocks_str(), "why": why}))
 
     def start_str(self) -> str:
-        partial = ", partial growth" if self.partial else ""
-        if self.start_blocks:
-            return dashed(self.start_blocks) + partial
-        # final/4 unless a stage's blocks do not divide by 4 (6-6-6 starts at 3-3-3)
-        return (f"{dashed(self.start_by_default)} (default)" if self.start_by_default else "default") + partial
+        start = self.opts.start_blocks
+        text = self.marked("start_blocks", dashed(start)) if start else "default"
+        return text + (", partial growth" if self.opts.partial_growth else "")
 
     @property
     def grows_left(self) -> int:
         return (self.k or 0) - len(self.grows)
 
     def state_dict(self) -> dict:
-        return {"start_blocks": list(self.start_blocks or ()), "k": self.k, "grows": self.grows,
-                "final_blocks": list(self.final_blocks or ()), "partial_growth": self.partial}
+        return dict(super().state_dict(), k=self.k, grows=self.grows,
+                    final_blocks=list(self.final_blocks) if self.final_blocks else None)
 
     def load_state_dict(self, state: dict) -> None:
-        self.start_blocks = tuple(state["start_blocks"]) or None
+        super().load_state_dict(state)
         self.k, self.grows = state["k"], list(state["grows"])
-        self.partial = state.get("partial_growth", False)
-        # checkpoints written before partial growth: every growth doubled
-        final = state.get("final_blocks") or [b * 2**(self.k or 0) for b in self.start_blocks or ()]
-        self.final_blocks = tuple(final) or None
-
-    def settings(self) -> dict:
-        return {"start_blocks": self.start_blocks, "partial_growth": self.partial}
+        self.final_blocks = tuple(state["final_blocks"]) if state["final_blocks"] else None

@@ -37,18 +37,19 @@ Measured speed and accuracy: BENCHMARKS.md, "Depth growth".
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
-from .base import Column, Option
-from .depth import PARTIAL_GROWTH, START_BLOCKS, DepthGrowth, epochs_str
+from .base import Column, option
+from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
     # reserve >= 1: a grow forced at the last epoch would never train, and the run would end short of --arch
     if window < 1 or threshold <= 0 or (reserve is not None and reserve < 1):
-        raise ResgrowError(f"LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 1 "
-                           f"(got window={window}, threshold={threshold}, reserve={reserve})")
+        raise ResgrowError("LipGrow needs --lip-window >= 1, --lip-threshold > 0 and --reserve >= 1 (got "
+                           f"window={window}, threshold={threshold}, reserve={reserve})")
 
 
 class LipGrowTrigger:
@@ -65,7 +66,8 @@ class LipGrowTrigger:
             reserve = max(1, round(30 * epochs / 164))
         if grows < 1 or grows > epochs - reserve:  # one grow per epoch at most, all before the reserve
             raise ResgrowError(f"LipGrow needs grows >= 1 and reserve < epochs, with an epoch for each grow before the "
-                               f"reserve: at least grows + reserve epochs (got grows={grows}, reserve={reserve}, epochs={epochs})")
+                               f"reserve: at least grows + reserve epochs (got grows={grows}, reserve={reserve}, "
+                               f"epochs={epochs})")
         self.grows_left, self.epochs, self.total = int(grows), int(epochs), int(grows)
         self.threshold, self.window, self.reserve = float(threshold), int(window), int(reserve)
         self.scores: list[float] = []  # since the last (re)start
@@ -115,50 +117,65 @@ class LipGrowTrigger:
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "LipGrowTrigger":
-        # checkpoints written before the even-split spacing lack "grows"
-        t = cls(d.get("grows", max(1, d["grows_left"])), d["epochs"], d["threshold"], d["window"], d["reserve"])
+        t = cls(d["grows"], d["epochs"], d["threshold"], d["window"], d["reserve"])
         t.grows_left, t.scores, t.l0 = d["grows_left"], [float(x) for x in d["scores"]], d["l0"]
         return t
+
+
+@dataclass(frozen=True)
+class LipGrowOptions(DepthOptions):
+    lip_threshold: float = option(1.4, "grow when the smoothed score over its first value L0 exceeds this")
+    lip_window: int = option(10, "smoothing window in epochs")
+    reserve: int | None = option(None, "epochs the final model must get, at least 1", int, "30 of 164, scaled")
+    partial_growth: bool = PARTIAL_GROWTH
+
+    def normalize(self):
+        super().normalize()
+        self.set("lip_threshold", float(self.lip_threshold))
+        self.set("lip_window", int(self.lip_window))
+
+    def check(self):
+        check_options(self.lip_threshold, self.lip_window, self.reserve)
 
 
 class LipGrow(DepthGrowth):
     name = "lipgrow"
     mode = "duplicate"
-    options = (START_BLOCKS,
-               Option("lip_threshold", "grow when the smoothed score over its first value L0 exceeds this (default 1.4)", float),
-               Option("lip_window", "smoothing window in epochs (default 10)", int),
-               Option("reserve", "epochs the final model must get, at least 1 (default 30 of 164, scaled)", int),
-               PARTIAL_GROWTH)
+    Options = LipGrowOptions
     log_columns = ("lip_score", "lip_ratio", "lip_seconds")
     report_columns = (Column("Lipschitz s/epoch", "lip_seconds"),)
 
-    def __init__(self, start_blocks=None, lip_threshold: float = 1.4, lip_window: int = 10, reserve: int | None = None,
-                 partial_growth: bool = False):
-        super().__init__(start_blocks, partial_growth)
-        check_options(lip_threshold, lip_window, reserve)
-        self.threshold, self.window, self.reserve = float(lip_threshold), int(lip_window), reserve
+    def __init__(self, options: LipGrowOptions | None = None, **given):
+        super().__init__(options, **given)
         self.meter = LipschitzMeter()  # its image size is the run's, set at every epoch end
         self.trigger: LipGrowTrigger | None = None  # made at run start, when the epochs and doublings are known
 
-    def check(self, spec, epochs, schedule):
+    def _trigger(self, k: int, epochs: int) -> LipGrowTrigger:
+        o = self.opts
+        return LipGrowTrigger(k, epochs, o.lip_threshold, o.lip_window, o.reserve)
+
+    def prepare(self, spec, epochs, schedule):
         _, k = self.plan(spec.blocks, schedule)
-        LipGrowTrigger(k, epochs, self.threshold, self.window, self.reserve)
+        reserve = self._trigger(k, epochs).reserve
+        super().prepare(spec, epochs, schedule)
+        self.fill(reserve=reserve)
 
     def on_run_start(self, ctx):
-        change = super().on_run_start(ctx)
-        self.trigger = LipGrowTrigger(self.k, ctx.epochs, self.threshold, self.window, self.reserve)
+        change = super().on_run_start(ctx)  # prepares: the reserve is resolved
+        self.trigger = self._trigger(self.k, ctx.epochs)
         t = self.trigger
         change.event["text"] += (f"; grows when the smoothed ratio > {t.threshold}, at the latest after "
                                  f"{epochs_str(t.deadlines())}")
         change.event["deadlines"] = t.deadlines()
         if t.deadline() <= t.window:  # a ratio above 1 needs window + 1 scores
-            change.event["text"] += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} "
-                                     f"can only be forced)")
+            change.event["text"] += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} can "
+                                     "only be forced)")
         return change
 
     def on_epoch_end(self, ctx):
         t0 = time.perf_counter()
         self.meter.image_size = ctx.image_size  # a conv's operator norm depends on the feature-map size
+        self.meter.lock = ctx.device_lock or self.meter.lock
         score = self.meter.score(ctx.model)  # every bound comes back as a float: the device work is done
         score = ctx.shared_value(score)  # several processes: rank 0's score decides on every rank
         ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
@@ -182,7 +199,10 @@ class LipGrow(DepthGrowth):
         return change
 
     def describe(self) -> str:
-        return f"lipgrow(start {self.start_str()}, threshold {self.threshold}, window {self.window}, reserve {self.trigger.reserve if self.trigger else self.reserve or '30/164 of the run'})"
+        o = self.opts
+        reserve = self.marked("reserve", str(o.reserve)) if o.reserve is not None else "30/164 of the run"
+        return (f"lipgrow(start {self.start_str()}, threshold {o.lip_threshold}, window {o.lip_window}, "
+                f"reserve {reserve})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), trigger=self.trigger.state_dict() if self.trigger else None,
@@ -191,9 +211,4 @@ class LipGrow(DepthGrowth):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.trigger = LipGrowTrigger.from_state_dict(state["trigger"]) if state["trigger"] else None
-        if self.trigger:  # the run's rule, whatever this object was built with
-            self.threshold, self.window, self.reserve = self.trigger.threshold, self.trigger.window, self.trigger.reserve
         self.meter.load_state_dict(state["vectors"])
-
-    def settings(self) -> dict:
-        return dict(super().settings(), lip_threshold=self.threshold, lip_window=self.window, reserve=self.reserve)

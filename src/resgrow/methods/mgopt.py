@@ -33,87 +33,98 @@ same work (BENCHMARKS.md, "MG/OPT").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ResgrowError
+from ..events import GROW, event
 from ..grow.levels import PROLONGATIONS, RESTRICTIONS, coarse_spec, corrected_loss, prolong, restrict, restrict_gradient
 from ..measure.flops import flops_per_image
 from ..models.custom import kept_buffers
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..options import Column
-from ..events import GROW, event
-from .base import Change, Method, Option, floats
+from .base import Change, Method, MethodOptions, OwnModules, OwnStep, option
 
 LINE_SEARCHES = ("armijo", "fixed", "best")
 ALPHAS = (1.0, 0.5, 0.25, 0.125)
 ARMIJO_C, ARMIJO_HALVINGS = 1e-4, 6
 
 
-class MGOpt(Method):
+@dataclass(frozen=True)
+class MGOptOptions(MethodOptions):
+    levels: int = option(2, "levels including the fine net; each coarser one halves the blocks")
+    nu_pre: int = option(1, "fine SGD steps before the coarse correction")
+    nu_post: int = option(1, "fine SGD steps after it")
+    nu_c: int = option(3, "SGD steps on the coarsest level")
+    restriction: str = option("injection", f"restriction of weights: {' | '.join(RESTRICTIONS)}")
+    prolongation: str = option("constant", f"prolongation of the correction: {' | '.join(PROLONGATIONS)}")
+    line_search: str = option("armijo", f"step length of the correction: {' | '.join(LINE_SEARCHES)}")
+    alpha: float = option(1.0, "the correction's (first) step length")
+    alphas: tuple = option(ALPHAS, "the candidates of --line-search best, e.g. 1,0.5,0.25")
+    reset_momentum: bool = option(False, "a fresh momentum on the coarse levels at every V-cycle; off: kept")
+    mg_every: int = option(1, "a V-cycle every k-th step, plain fine steps between")
+    mg_until: float = option(1.0, "V-cycles in this first fraction of the run only, plain fine steps after")
+    nested_epochs: int = option(0, "nested iteration: epochs on each coarse level, coarsest first, before the fine "
+                                   "net; 0: none")
+
+    def normalize(self):
+        self.set("alphas", tuple(float(a) for a in self.alphas))
+        self.set("alpha", float(self.alpha))
+        self.set("mg_until", float(self.mg_until))
+        self.set("reset_momentum", bool(self.reset_momentum))
+
+    def check(self):
+        if (self.levels < 2 or min(self.nu_pre, self.nu_post) < 0 or self.nu_c < 1 or self.alpha <= 0
+                or self.mg_every < 1):
+            raise ResgrowError(f"mgopt needs --levels >= 2, --nu-pre/--nu-post >= 0, --nu-c >= 1, --alpha > 0 and "
+                               f"--mg-every >= 1 (got {self.levels}, {self.nu_pre}/{self.nu_post}, {self.nu_c}, "
+                               f"{self.alpha}, {self.mg_every})")
+        if not self.alphas or min(self.alphas) <= 0 or not 0 < self.mg_until <= 1 or self.nested_epochs < 0:
+            raise ResgrowError(f"mgopt needs positive --alphas, --mg-until in (0, 1] and --nested-epochs >= 0 (got "
+                               f"{','.join(map(str, self.alphas)) or 'none'}, {self.mg_until}, {self.nested_epochs})")
+        for value, known, flag in ((self.restriction, RESTRICTIONS, "--restriction"),
+                                   (self.prolongation, PROLONGATIONS, "--prolongation"),
+                                   (self.line_search, LINE_SEARCHES, "--line-search")):
+            if value not in known:
+                raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
+
+
+class MGOpt(Method, OwnStep, OwnModules):
     name = "mgopt"
     resizes = True  # trains the given size, but the levels are built from a resgrow ResNet's spec
-    options = (
-        Option("levels", "levels including the fine net; each coarser one halves the blocks (default 2)", int),
-        Option("nu_pre", "fine SGD steps before the coarse correction (default 1)", int),
-        Option("nu_post", "fine SGD steps after it (default 1)", int),
-        Option("nu_c", "SGD steps on the coarsest level (default 3)", int),
-        Option("restriction", f"restriction of weights: {' | '.join(RESTRICTIONS)} (default injection)"),
-        Option("prolongation", f"prolongation of the correction: {' | '.join(PROLONGATIONS)} (default constant)"),
-        Option("line_search", f"step length of the correction: {' | '.join(LINE_SEARCHES)} (default armijo)"),
-        Option("alpha", "the correction's (first) step length (default 1)", float),
-        Option("alphas", "the candidates of --line-search best, e.g. 1,0.5,0.25 (default 1,0.5,0.25,0.125)", floats),
-        Option("reset_momentum", "a fresh momentum on the coarse levels at every V-cycle (default: kept)", bool),
-        Option("mg_every", "a V-cycle every k-th step, plain fine steps between (default 1)", int),
-        Option("mg_until", "V-cycles in this first fraction of the run only, plain fine steps after (default 1)", float),
-        Option("nested_epochs", "nested iteration: epochs on each coarse level, coarsest first, before the fine net "
-               "(default 0: none)", int),
-    )
+    Options = MGOptOptions
     log_columns = ("grad_equivalents", "accepted")
     report_columns = (Column("fine-gradient equivalents", "grad_equivalents", "sum", ".0f"),
                       Column("corrections accepted", "accepted", "mean", ".2f"))
 
-    def __init__(self, levels: int = 2, nu_pre: int = 1, nu_post: int = 1, nu_c: int = 3, restriction: str = "injection",
-                 prolongation: str = "constant", line_search: str = "armijo", alpha: float = 1.0, alphas=ALPHAS,
-                 reset_momentum: bool = False, mg_every: int = 1, mg_until: float = 1.0, nested_epochs: int = 0):
-        if levels < 2 or min(nu_pre, nu_post) < 0 or nu_c < 1 or alpha <= 0 or mg_every < 1:
-            raise ResgrowError(f"mgopt needs --levels >= 2, --nu-pre/--nu-post >= 0, --nu-c >= 1, --alpha > 0 and "
-                               f"--mg-every >= 1 (got {levels}, {nu_pre}/{nu_post}, {nu_c}, {alpha}, {mg_every})")
-        if not alphas or min(alphas) <= 0 or not 0 < mg_until <= 1 or nested_epochs < 0:
-            raise ResgrowError(f"mgopt needs positive --alphas, --mg-until in (0, 1] and --nested-epochs >= 0 "
-                               f"(got {','.join(map(str, alphas)) or 'none'}, {mg_until}, {nested_epochs})")
-        for value, known, flag in ((restriction, RESTRICTIONS, "--restriction"), (prolongation, PROLONGATIONS, "--prolongation"),
-                                   (line_search, LINE_SEARCHES, "--line-search")):
-            if value not in known:
-                raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
-        self.levels, self.nu_pre, self.nu_post, self.nu_c = levels, nu_pre, nu_post, nu_c
-        self.restriction, self.prolongation, self.line_search = restriction, prolongation, line_search
-        self.alpha, self.alphas, self.reset_momentum = alpha, tuple(float(a) for a in alphas), bool(reset_momentum)
-        self.every, self.until, self.nested = mg_every, mg_until, nested_epochs
-        self.epoch, self.epochs = 0, 0
+    def __init__(self, options: MGOptOptions | None = None, **given):
+        super().__init__(options, **given)
         self.level = 0  # the level the trainer's model is at: > 0 during nested iteration
         self.coarse: list[ResNet] = []  # levels 1 .. levels-1
+        self.specs: list[ArchSpec] = []  # every level's, the fine net first
         self.optimizers: list[torch.optim.SGD] = []
+        self._momentum: list = []  # the coarse levels' momentum from a checkpoint, until their optimizers are made
         self.steps, self.work, self.cycles, self.accepted = 0, 0.0, 0, 0
         self.cost: list[float] = []  # per level, a gradient's FLOPs relative to the fine net's
         self.last: dict = {}  # the last correction: what the tests and the log look at
 
-    def check(self, spec, epochs, schedule):
-        for _ in range(self.levels - 1):
+    def prepare(self, spec, epochs, schedule):
+        levels, nested = self.opts.levels, self.opts.nested_epochs
+        for _ in range(levels - 1):
             spec = coarse_spec(spec)
-        if self.nested * (self.levels - 1) >= epochs:
-            raise ResgrowError(f"--nested-epochs {self.nested} on {self.levels - 1} coarse level(s) leaves no epoch of "
-                               f"the {epochs} for the fine net")
+        if nested * (levels - 1) >= epochs:
+            raise ResgrowError(f"--nested-epochs {nested} on {levels - 1} coarse level(s) leaves no epoch of the "
+                               f"{epochs} for the fine net")
 
     def on_run_start(self, ctx):
-        self.check(ctx.model.spec, ctx.epochs, "cosine")
-        self.epochs = ctx.epochs
+        self.prepare(ctx.model.spec, ctx.epochs, "cosine")
         self._build(ctx.model)
-        if not self.nested:
+        if not self.opts.nested_epochs:
             return None
-        coarsest, self.level = self.coarse[-1], self.levels - 1
+        coarsest, self.level = self.coarse[-1], self.opts.levels - 1
         self.coarse = []  # the V-cycles' levels are built again from the fine net once it is reached
         return Change(coarsest, {}, event("start", f"start {coarsest.spec.blocks_str()} (nested iteration; fine "
                                                    f"{ctx.model.spec.blocks_str()})", blocks=coarsest.spec.blocks_str(),
@@ -128,15 +139,15 @@ class MGOpt(Method):
             for values, own in ((dict(model.named_parameters()), dict(finer.named_parameters())),
                                 (dict(model.named_buffers()), dict(finer.named_buffers()))):
                 for name, value in prolong({n: t.detach() for n, t in values.items()}, spec, list(own),
-                                           self.prolongation).items():
+                                           self.opts.prolongation).items():
                     own[name].copy_(value)
         return finer
 
     def _build(self, fine: ResNet) -> None:
         self.coarse = []
         level = fine
-        for _ in range(self.levels - 1):
-            level = restrict(level, self.restriction)
+        for _ in range(self.opts.levels - 1):
+            level = restrict(level, self.opts.restriction)
             self.coarse.append(level)
         self.specs = [m.spec for m in [fine, *self.coarse]]
         flops = [flops_per_image(s, 32) for s in self.specs]  # ratios: the image size cancels
@@ -149,29 +160,26 @@ class MGOpt(Method):
     # ------------------------------------------------------------ one training step
 
     def train_step(self, step):
-        if not self.optimizers:  # the coarse levels' own SGD, with the fine optimizer's settings
-            g = step.optimizer.param_groups[0]
-            self.optimizers = [torch.optim.SGD(m.parameters(), lr=step.lr, momentum=g["momentum"],
-                                               weight_decay=g["weight_decay"], nesterov=g["nesterov"]) for m in self.coarse]
+        if not self.optimizers:  # the coarse levels' own SGD, with the run's settings
+            self.optimizers = [step.new_optimizer(m.parameters()) for m in self.coarse]
             self._restore_momentum()
         x, y = step.next_batch()
         self.steps += 1
         levels = [step.model, *self.coarse]
         opts = [step.optimizer, *self.optimizers]
         for o in self.optimizers:
-            for group in o.param_groups:
-                group["lr"] = step.lr
-            if self.reset_momentum:
+            step.set_lr(o)
+            if self.opts.reset_momentum:
                 o.state.clear()
-        if self.level or self.steps % self.every or (self.epochs and self.epoch >= self.until * self.epochs):
+        if self.level or self.steps % self.opts.mg_every or step.epoch >= self.opts.mg_until * step.epochs:
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
             step.record(loss, out, y)
             return
         loss = out = None
-        for _ in range(self.nu_pre):
+        for _ in range(self.opts.nu_pre):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
         self._cycle(levels, opts, 0, x, y, None, step)
-        for _ in range(self.nu_post):
+        for _ in range(self.opts.nu_post):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
         if loss is None:  # no fine step: the epoch's loss is the fine objective after the cycle, and this pass
             # gathers the fine net's BN statistics, which no fine step does (evaluation would use stale ones)
@@ -220,27 +228,27 @@ class MGOpt(Method):
         """One V-cycle from `level` (its objective corrected by `v`) down to the coarsest and back."""
         fine, coarse = levels[level], levels[level + 1]
         g, f0 = self._gradient(fine, level, x, y, v, step)
-        restrict(fine, self.restriction, into=coarse)
+        restrict(fine, self.opts.restriction, into=coarse)
         start = {n: p.detach().clone() for n, p in coarse.named_parameters()}
         g_coarse, _ = self._gradient(coarse, level + 1, x, y, None, step)
         names = list(start)
-        rg = restrict_gradient(g, fine.spec, names, self.prolongation)
+        rg = restrict_gradient(g, fine.spec, names, self.opts.prolongation)
         v_coarse = {n: g_coarse[n] - rg[n] for n in names}
         if level + 1 == len(levels) - 1:
-            for _ in range(self.nu_c):
+            for _ in range(self.opts.nu_c):
                 self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
         else:
-            for _ in range(self.nu_pre):
+            for _ in range(self.opts.nu_pre):
                 self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
             self._cycle(levels, opts, level + 1, x, y, v_coarse, step)
-            for _ in range(self.nu_post):
+            for _ in range(self.opts.nu_post):
                 self._sgd(levels, opts, level + 1, x, y, v_coarse, step)
         delta = {n: p.detach() - start[n] for n, p in coarse.named_parameters()}
-        e = prolong(delta, fine.spec, [n for n, _ in fine.named_parameters()], self.prolongation)
+        e = prolong(delta, fine.spec, [n for n, _ in fine.named_parameters()], self.opts.prolongation)
         slope = sum((g[n] * e[n]).sum() for n in e)
         if level == 0:
             self.cycles += 1
-        if self.line_search == "best":
+        if self.opts.line_search == "best":
             self._take_best(fine, level, x, y, v, step, e, f0, slope)
             return
         self.last = {"slope": float(slope), "f0": float(f0), "accepted": False}
@@ -271,9 +279,9 @@ class MGOpt(Method):
     @torch.no_grad()
     def _step_length(self, model, level, x, y, v, step, e, f0: float, slope: float) -> float | None:
         """Armijo backtracking (f(x + a e) <= f(x) + c a <g, e>, halving a), or the fixed alpha."""
-        if self.line_search == "fixed":
-            return self.alpha
-        alpha = self.alpha
+        if self.opts.line_search == "fixed":
+            return self.opts.alpha
+        alpha = self.opts.alpha
         for _ in range(ARMIJO_HALVINGS + 1):
             value = float(self._trial(model, level, x, y, v, step, e, alpha))
             if value <= f0 + ARMIJO_C * alpha * slope:
@@ -286,10 +294,10 @@ class MGOpt(Method):
     def _take_best(self, model, level, x, y, v, step, e, f0: torch.Tensor, slope: torch.Tensor) -> None:
         """x += a e for the candidate a with the lowest objective on the batch, if it is below f(x) and e descends;
         else x stays (a = 0). Chosen on the device: no host sync, so a captured step can hold it."""
-        values = torch.stack([self._trial(model, level, x, y, v, step, e, a).float() for a in self.alphas])
+        values = torch.stack([self._trial(model, level, x, y, v, step, e, a).float() for a in self.opts.alphas])
         best = values.argmin()
         ok = (values[best] < f0.float()) & (slope < 0)
-        alpha = torch.where(ok, torch.tensor(self.alphas, device=values.device)[best], 0.0)
+        alpha = torch.where(ok, torch.tensor(self.opts.alphas, device=values.device)[best], 0.0)
         for n, p in model.named_parameters():
             p.add_(e[n] * alpha.to(p.dtype))
         self.last = {"slope": slope, "f0": f0, "f_new": values[best], "alpha": alpha, "accepted": ok, "values": values}
@@ -299,61 +307,55 @@ class MGOpt(Method):
     # ------------------------------------------------------------ epochs, state
 
     def on_epoch_end(self, ctx):
-        ctx.row["grad_equivalents"] = round(self.work, 3)  # replaces the trainer's count: one gradient a step
+        ctx.add_work(self.work)  # every sub-step's: the trainer counts none for a step of the method's own
         ctx.row["accepted"] = round(float(self.accepted) / self.cycles, 4) if self.cycles else None
         self.work, self.cycles, self.accepted = 0.0, 0, 0
-        self.epoch = ctx.epoch
-        if self.level and ctx.epoch == self.nested * (self.levels - self.level):
-            return self._prolong_up(ctx.model)
+        if self.level and ctx.epoch == self.opts.nested_epochs * (self.opts.levels - self.level):
+            return self._prolong_up(ctx.model, ctx.epoch)
         return None
 
-    def _prolong_up(self, model: ResNet) -> Change:
+    def _prolong_up(self, model: ResNet, epoch: int) -> Change:
         """Nested iteration: the next finer level, prolonged; on reaching the fine net, its V-cycle levels."""
         finer = self._finer(model)
         self.level -= 1
         if self.level == 0:
             self._build(finer)
         old, new = model.spec.blocks_str(), finer.spec.blocks_str()
-        return Change(finer, {}, event(GROW, f"grew {old} -> {new} (nested iteration, epoch {self.epoch})",
-                                       **{"from": old, "to": new, "why": f"nested iteration, epoch {self.epoch}"}))
+        return Change(finer, {}, event(GROW, f"grew {old} -> {new} (nested iteration, epoch {epoch})",
+                                       **{"from": old, "to": new, "why": f"nested iteration, epoch {epoch}"}))
 
     def progress(self, row: dict) -> str:
         acc = f", {row['accepted']:.0%} of corrections accepted" if row.get("accepted") is not None else ""
         return f"{row.get('grad_equivalents', 0):.0f} fine-gradient equivalents{acc}"
 
     def describe(self) -> str:
-        ls = {"armijo": f"Armijo from alpha {self.alpha:g}", "fixed": f"alpha {self.alpha:g}",
-              "best": f"best of alphas {','.join(f'{a:g}' for a in self.alphas)}"}[self.line_search]
-        extra = "".join([", momentum reset" * self.reset_momentum, f", until {self.until:g} of the run" * (self.until < 1),
-                         f", nested {self.nested} epochs a level" * bool(self.nested)])
-        return (f"mgopt({self.levels} levels, nu {self.nu_pre}/{self.nu_c}/{self.nu_post}, {self.restriction}, "
-                f"{self.prolongation}, {ls}, every {self.every} step{'s' * (self.every > 1)}{extra})")
-
-    def settings(self) -> dict:
-        return {"levels": self.levels, "nu_pre": self.nu_pre, "nu_post": self.nu_post, "nu_c": self.nu_c,
-                "restriction": self.restriction, "prolongation": self.prolongation, "line_search": self.line_search,
-                "alpha": self.alpha, "alphas": list(self.alphas), "reset_momentum": self.reset_momentum,
-                "mg_every": self.every, "mg_until": self.until, "nested_epochs": self.nested}
+        o = self.opts
+        ls = {"armijo": f"Armijo from alpha {o.alpha:g}", "fixed": f"alpha {o.alpha:g}",
+              "best": f"best of alphas {','.join(f'{a:g}' for a in o.alphas)}"}[o.line_search]
+        extra = "".join([", momentum reset" * o.reset_momentum, f", until {o.mg_until:g} of the run" * (o.mg_until < 1),
+                         f", nested {o.nested_epochs} epochs a level" * bool(o.nested_epochs)])
+        return (f"mgopt({o.levels} levels, nu {o.nu_pre}/{o.nu_c}/{o.nu_post}, {o.restriction}, {o.prolongation}, "
+                f"{ls}, every {o.mg_every} step{'s' * (o.mg_every > 1)}{extra})")
 
     def state_dict(self) -> dict:
         momentum = [[o.state.get(p, {}).get("momentum_buffer") for p in m.parameters()]
                     for o, m in zip(self.optimizers, self.coarse)] if self.optimizers else []
-        return {"settings": self.settings(), "steps": self.steps, "work": self.work, "cycles": self.cycles,
+        return {**super().state_dict(), "steps": self.steps, "work": self.work, "cycles": self.cycles,
                 "accepted": float(self.accepted), "specs": [m.spec.to_dict() for m in self.coarse], "cost": self.cost,
-                "momentum": momentum, "epoch": self.epoch, "epochs": self.epochs, "level": self.level,
+                "momentum": momentum, "level": self.level,
                 "level_specs": [sp.to_dict() for sp in self.specs]}
 
     def load_state_dict(self, state: dict) -> None:
         """The coarse nets come back with their shapes (the trainer loads their weights and statistics), their
         momentum when the first step makes their optimizers."""
-        self.__init__(**state["settings"])
-        self.steps, self.work, self.cycles, self.accepted = state["steps"], state["work"], state["cycles"], state["accepted"]
+        super().load_state_dict(state)
+        self.optimizers = []
+        self.steps, self.work = state["steps"], state["work"]
+        self.cycles, self.accepted = state["cycles"], state["accepted"]
         self.coarse = [ResNet(ArchSpec.from_dict(d)) for d in state["specs"]]
         self.cost, self._momentum = list(state["cost"]), state["momentum"]
-        self.epoch, self.epochs, self.level = state["epoch"], state["epochs"], state["level"]
+        self.level = state["level"]
         self.specs = [ArchSpec.from_dict(d) for d in state["level_specs"]]
-
-    _momentum: list = []
 
     def _restore_momentum(self) -> None:
         for o, m, bufs in zip(self.optimizers, self.coarse, self._momentum):

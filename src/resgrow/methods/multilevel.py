@@ -21,70 +21,69 @@ Measured speed and accuracy: BENCHMARKS.md, "Depth growth".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import ResgrowError
 from ..models.spec import dashed
-from .base import Option, floats
-from .depth import PARTIAL_GROWTH, START_BLOCKS, DepthGrowth, epochs_str
+from .base import floats, option
+from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str
+
+
+@dataclass(frozen=True)
+class MultilevelOptions(DepthOptions):
+    grow_at: tuple | None = option(None, "growth epochs, e.g. 60,110", floats, "60 and 110 of 160, scaled to --epochs")
+    partial_growth: bool = PARTIAL_GROWTH
+
+    def normalize(self):
+        super().normalize()
+        if self.grow_at is not None:
+            self.set("grow_at", tuple(sorted(int(round(e)) for e in self.grow_at)) or None)
 
 
 class Multilevel(DepthGrowth):
     name = "multilevel"
     mode = "interpolate"
-    options = (START_BLOCKS, Option("grow_at", "growth epochs, e.g. 60,110 (default: 60 and 110 of 160, scaled to "
-                                    "--epochs)", floats), PARTIAL_GROWTH)
-
-    def __init__(self, start_blocks=None, grow_at=None, partial_growth: bool = False):
-        super().__init__(start_blocks, partial_growth)
-        self.grow_at = sorted(int(round(e)) for e in grow_at) if grow_at else None
-        self.grow_at_by_default = None  # what check() found the default epochs to be, for describe()
+    Options = MultilevelOptions
 
     def grow_epochs(self, epochs: int, k: int, start=(), final=()) -> list[int]:
         """The k growth epochs: --grow-at, or the paper's 60 and 110 of 160 scaled to `epochs`."""
-        if self.grow_at is None:
+        grow_at = self.opts.grow_at
+        if grow_at is None:
             first = 0.375  # 60 of 160 epochs
             at = [round(epochs * (first + (1 - first) * j / k)) for j in range(k)]
             if len(set(at)) != k or not all(0 < e < epochs for e in at):
                 raise ResgrowError(f"{epochs} epochs are too few for {k} growths at distinct epochs; "
                                    "train longer or give --grow-at")
             return at
-        if len(self.grow_at) != k:
-            n = len(self.grow_at)
-            raise ResgrowError(f"--grow-at gives {n} epoch{'s' * (n != 1)} but {k} doubling{'s are' if k != 1 else ' is'} needed "
-                               f"({dashed(start)} -> {dashed(final)})")
-        if len(set(self.grow_at)) != k or not all(0 < e < epochs for e in self.grow_at):
-            raise ResgrowError(f"growth epochs {self.grow_at} must be distinct and inside (0, {epochs})")
-        return list(self.grow_at)
+        if len(grow_at) != k:
+            n = len(grow_at)
+            raise ResgrowError(f"--grow-at gives {n} epoch{'s' * (n != 1)} but {k} "
+                               f"doubling{'s are' if k != 1 else ' is'} needed ({dashed(start)} -> {dashed(final)})")
+        if len(set(grow_at)) != k or not all(0 < e < epochs for e in grow_at):
+            raise ResgrowError(f"growth epochs {list(grow_at)} must be distinct and inside (0, {epochs})")
+        return list(grow_at)
 
-    def check(self, spec, epochs, schedule):
+    def prepare(self, spec, epochs, schedule):
         start, k = self.plan(spec.blocks, schedule)
         at = self.grow_epochs(epochs, k, start, spec.blocks)
-        if self.grow_at is None:
-            self.grow_at_by_default = at
+        super().prepare(spec, epochs, schedule)
+        self.fill(grow_at=tuple(at))
 
     def on_run_start(self, ctx):
-        change = super().on_run_start(ctx)
-        self.grow_at = self.grow_epochs(ctx.epochs, self.k, self.start_blocks, self.final_blocks)
-        for e in self.grow_at:
+        change = super().on_run_start(ctx)  # prepares: grow_at is resolved
+        grow_at = self.opts.grow_at
+        for e in grow_at:
             ctx.schedule.add_restart(e)
-        change.event["text"] += f"; grows at {epochs_str(self.grow_at)}"
-        change.event["grow_at"] = list(self.grow_at)
+        change.event["text"] += f"; grows at {epochs_str(grow_at)}"
+        change.event["grow_at"] = list(grow_at)
         return change
 
     def on_epoch_end(self, ctx):
-        if self.grows_left and ctx.epoch in self.grow_at:
+        if self.grows_left and ctx.epoch in self.opts.grow_at:
             return self.grow(ctx, f"epoch {ctx.epoch}")
         return None
 
     def describe(self) -> str:
-        at = self.grow_at or (f"{self.grow_at_by_default} (default)" if self.grow_at_by_default else "default")
+        at = self.opts.grow_at
+        at = self.marked("grow_at", str(list(at))) if at else "default"
         return f"multilevel(start {self.start_str()}, grow at {at})"
-
-    def state_dict(self) -> dict:
-        return dict(super().state_dict(), grow_at=self.grow_at)
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.grow_at = state["grow_at"]
-
-    def settings(self) -> dict:
-        return dict(super().settings(), grow_at=self.grow_at)

@@ -34,19 +34,31 @@ epochs. Zhou et al. report a ResNet-50 trained this way above a normally trained
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import event
 from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
-from ..train.schedules import COSINES
-from .base import Change, Column, Method, Option, ParamGroup
+from .base import (
+    Change,
+    Column,
+    DataCheck,
+    GroupedLr,
+    Method,
+    MethodOptions,
+    OwnModules,
+    OwnObjective,
+    ParamGroup,
+    option,
+)
 
 WIDENS = ("inner", "all")
 UNITS = ("stage", "block")
@@ -69,50 +81,52 @@ def unit_widths(spec: ArchSpec, kind: str) -> list[int]:
     return [w for n, w in zip(spec.blocks, spec.widths) for _ in range(n)]
 
 
-def _identity(model: nn.Module) -> dict:
-    return {n: n for n, _ in model.named_parameters()}
+@dataclass(frozen=True)
+class WideToNarrowOptions(MethodOptions):
+    teacher_width: float = option(4.0, "K: the wide net is K times wider")
+    teacher_widen: str = option("inner", f"what K widens: {' | '.join(WIDENS)}; inner: the inner 3x3 convs")
+    teacher: str | None = option(None, "a finished resgrow run to use as the wide net, its blocks per stage the thin "
+                                 "net's", str, "the wide net is trained in this run")
+    teacher_epochs: int | None = option(None, "epochs training the wide net", int, "0.4 of the run; none with "
+                                        "--teacher")
+    imitate_unit: str = option("stage", f"the units imitated bottom to top: {' | '.join(UNITS)}")
+    imitate_epochs: int | None = option(None, "epochs of imitation per unit", int,
+                                        "0.1 of the run over the units, at least 1")
+    lower_lr: float = option(0.0, "lr scale of the units below the one imitating; 0: frozen")
+    distill_epochs: int | None = option(None, "epochs of logit distillation", int, "0.2 of the run")
+    temperature: float = option(4.0, "of the logit distillation")
+
+    def normalize(self):
+        for name in ("teacher_width", "lower_lr", "temperature"):
+            self.set(name, float(getattr(self, name)))
+        if self.teacher is not None:
+            self.set("teacher", str(Path(self.teacher).resolve()))
+
+    def check(self):
+        if self.teacher_width < 1:
+            raise ResgrowError("--teacher-width must be >= 1 (the wide net is K times wider), not "
+                               f"{self.teacher_width:g}")
+        for value, known, flag in ((self.teacher_widen, WIDENS, "--teacher-widen"),
+                                   (self.imitate_unit, UNITS, "--imitate-unit")):
+            if value not in known:
+                raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
+        if self.lower_lr < 0 or self.temperature <= 0:
+            raise ResgrowError(f"--lower-lr must be >= 0 and --temperature > 0 (got {self.lower_lr:g}, "
+                               f"{self.temperature:g})")
+        if self.teacher is not None and self.teacher_epochs:
+            raise ResgrowError("--teacher gives a trained wide net: leave out --teacher-epochs")
 
 
-class WideToNarrow(Method):
+class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
     name = "wide2narrow"
     resizes = True
-    options = (
-        Option("teacher_width", "K: the wide net is K times wider (default 4)", float),
-        Option("teacher_widen", f"what K widens: {' | '.join(WIDENS)} (default inner: the inner 3x3 convs)"),
-        Option("teacher", "a finished resgrow run to use as the wide net, its blocks per stage the thin net's "
-               "(default: the wide net is trained in this run)"),
-        Option("teacher_epochs", "epochs training the wide net (default: 0.4 of the run; none with --teacher)", int),
-        Option("imitate_unit", f"the units imitated bottom to top: {' | '.join(UNITS)} (default stage)"),
-        Option("imitate_epochs", "epochs of imitation per unit (default: 0.1 of the run over the units, at least 1)",
-               int),
-        Option("lower_lr", "lr scale of the units below the one imitating (default 0: frozen)", float),
-        Option("distill_epochs", "epochs of logit distillation (default: 0.2 of the run)", int),
-        Option("temperature", "of the logit distillation (default 4)", float),
-    )
+    Options = WideToNarrowOptions
     log_columns = ("teacher_acc", "teacher_seconds")
     report_columns = (Column("teacher's final test acc", "teacher_acc", "last", ".2%"),
                       Column("teacher's training s", "teacher_seconds", "last", ".1f"))
 
-    def __init__(self, teacher_width: float = 4.0, teacher_widen: str = "inner", teacher: str | None = None,
-                 teacher_epochs: int | None = None, imitate_unit: str = "stage", imitate_epochs: int | None = None,
-                 lower_lr: float = 0.0, distill_epochs: int | None = None, temperature: float = 4.0):
-        if teacher_width < 1:
-            raise ResgrowError(f"--teacher-width must be >= 1 (the wide net is K times wider), not {teacher_width:g}")
-        for value, known, flag in ((teacher_widen, WIDENS, "--teacher-widen"), (imitate_unit, UNITS, "--imitate-unit")):
-            if value not in known:
-                raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
-        if lower_lr < 0 or temperature <= 0:
-            raise ResgrowError(f"--lower-lr must be >= 0 and --temperature > 0 (got {lower_lr:g}, {temperature:g})")
-        if teacher is not None:
-            if teacher_epochs:
-                raise ResgrowError("--teacher gives a trained wide net: leave out --teacher-epochs")
-            if not (Path(teacher) / "run.json").is_file():
-                raise ResgrowError(f"--teacher {teacher}: not a resgrow run directory (no run.json)")
-            teacher = str(Path(teacher).resolve())
-        self.k, self.widen, self.teacher_run, self.unit_kind = float(teacher_width), teacher_widen, teacher, imitate_unit
-        self.epochs_given = {"teacher": 0 if teacher else teacher_epochs, "imitate": imitate_epochs,
-                             "distill": distill_epochs}
-        self.lower_lr, self.temperature = float(lower_lr), float(temperature)
+    def __init__(self, options: WideToNarrowOptions | None = None, **given):
+        super().__init__(options, **given)
         self.plan: list[tuple[str, int | None, int]] = []  # (phase, unit, epochs)
         self.phase = 0
         self.teacher_net: ResNet | None = None
@@ -120,21 +134,23 @@ class WideToNarrow(Method):
         self.maps: nn.ModuleList | None = None
         self.teacher_info: dict = {}  # a --teacher run's accuracy and training time, or this run's teacher's
         self.cost = 0.0  # the wide net's forward pass per image, in gradients of the thin net
-        self.objective = None
+        self._objective = None  # the loss of the phase: imitation, distillation, or None (labels)
 
     # ------------------------------------------------------------ the plan, checked before any data
 
     def phases(self, spec: ArchSpec, epochs: int) -> list[tuple[str, int | None, int]]:
-        units = len(unit_widths(spec, self.unit_kind))
-        given = self.epochs_given
-        teacher = given["teacher"] if given["teacher"] is not None else round(SHARES["teacher"] * epochs)
-        per_unit = given["imitate"] if given["imitate"] is not None else max(1, round(SHARES["imitate"] * epochs / units))
-        distill = given["distill"] if given["distill"] is not None else round(SHARES["distill"] * epochs)
+        o = self.opts
+        units = len(unit_widths(spec, o.imitate_unit))
+        teacher = 0 if o.teacher else o.teacher_epochs
+        teacher = teacher if teacher is not None else round(SHARES["teacher"] * epochs)
+        per_unit = o.imitate_epochs
+        per_unit = per_unit if per_unit is not None else max(1, round(SHARES["imitate"] * epochs / units))
+        distill = o.distill_epochs if o.distill_epochs is not None else round(SHARES["distill"] * epochs)
         if min(teacher, distill) < 0 or per_unit < 1:
             raise ResgrowError("--teacher-epochs and --distill-epochs must be >= 0, --imitate-epochs >= 1")
         used = teacher + units * per_unit + distill
         if used >= epochs:
-            raise ResgrowError(f"the wide net ({teacher}), imitation ({units} {self.unit_kind}s x {per_unit}) and "
+            raise ResgrowError(f"the wide net ({teacher}), imitation ({units} {o.imitate_unit}s x {per_unit}) and "
                                f"distillation ({distill}) take {used} epochs, leaving none of the {epochs} for labels: "
                                "train longer or give fewer --teacher-epochs/--imitate-epochs/--distill-epochs")
         plan = [("teacher", None, teacher)] if teacher else []
@@ -142,21 +158,32 @@ class WideToNarrow(Method):
         plan += [("distill", None, distill)] if distill else []
         return plan + [("labels", None, epochs - used)]
 
+    @property
+    def teacher_run(self) -> str | None:
+        return self.opts.teacher
+
+    @property
+    def unit_kind(self) -> str:
+        return self.opts.imitate_unit
+
     def _teacher_spec(self, thin: ArchSpec) -> ArchSpec:
         if self.teacher_run is None:
-            return wide_spec(thin, self.k, self.widen)
+            return wide_spec(thin, self.opts.teacher_width, self.opts.teacher_widen)
+        if not (Path(self.teacher_run) / "run.json").is_file():
+            raise ResgrowError(f"--teacher {self.teacher_run}: not a resgrow run directory (no run.json)")
         from ..train.checkpoint import load_run_checkpoint
 
-        ck, _ = load_run_checkpoint(Path(self.teacher_run))
-        if not ck.get("spec"):
+        checkpoint, _ = load_run_checkpoint(Path(self.teacher_run))
+        if checkpoint["spec"] is None:
             raise ResgrowError(f"--teacher {self.teacher_run} holds a model of its own, not a resgrow ResNet")
-        spec = ArchSpec.from_dict(ck["spec"])
+        spec = ArchSpec.from_dict(checkpoint["spec"])
         if spec.blocks != thin.blocks or spec.block != thin.block:
             raise ResgrowError(f"--teacher {self.teacher_run} is a {spec.block} net with blocks {spec.blocks_str()}; "
-                               f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by unit")
+                               f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by "
+                               "unit")
         return spec
 
-    def check(self, spec, epochs, schedule):
+    def prepare(self, spec, epochs, schedule):
         if schedule not in COSINES:
             raise ResgrowError("wide2narrow gives every phase its own cosine cycle; use --schedule cosine")
         self.phases(spec, epochs)
@@ -178,7 +205,7 @@ class WideToNarrow(Method):
 
     def on_run_start(self, ctx):
         thin = ctx.model
-        self.check(thin.spec, ctx.epochs, ctx.schedule.kind)
+        self.prepare(thin.spec, ctx.epochs, ctx.schedule.kind)
         self.plan = self.phases(thin.spec, ctx.epochs)
         at = 0
         for _, _, n in self.plan[:-1]:
@@ -192,8 +219,9 @@ class WideToNarrow(Method):
             self.thin_net, wide = thin, ResNet(teacher_spec).to(device)
             self._set_objective()
             return Change(wide, {}, event("start", f"wide net {teacher_spec.widths_str()} (inner "
-                                          f"{'-'.join(map(str, teacher_spec.inner_widths))}) for {self.plan[0][2]} epochs, "
-                                          f"then the thin net {thin.spec.widths_str()}", widths=teacher_spec.widths_str()))
+                                          f"{'-'.join(map(str, teacher_spec.inner_widths))}) for {self.plan[0][2]} "
+                                          f"epochs, then the thin net {thin.spec.widths_str()}",
+                                          widths=teacher_spec.widths_str()))
         self.teacher_net = self._load_teacher(device)
         return self._to_thin(thin, f"wide net from {self.teacher_run}")
 
@@ -204,7 +232,8 @@ class WideToNarrow(Method):
         net = load_model(self.teacher_run, device=device)
         rows = MetricsLog(Path(self.teacher_run)).rows()
         if rows:
-            self.teacher_info = {"teacher_acc": rows[-1].get("test_acc"), "teacher_seconds": rows[-1].get("train_seconds")}
+            last = rows[-1]
+            self.teacher_info = {"teacher_acc": last.get("test_acc"), "teacher_seconds": last.get("train_seconds")}
         return self._freeze(net)
 
     @staticmethod
@@ -233,7 +262,7 @@ class WideToNarrow(Method):
             return
         ref = next(thin.parameters())
         self.maps = nn.ModuleList(nn.Conv2d(a, b, 1, bias=False) for a, b in zip(thin_w, wide_w)).to(ref.device)
-        thin.imitation_maps = self.maps  # on the model while it imitates: optimised and checkpointed with it
+        thin.aux["imitation_maps"] = self.maps  # trained with the thin net while it imitates
 
     def attach(self, model: nn.Module) -> nn.Module:
         """On resume: the modules this phase puts on the model (the maps), before its weights are loaded."""
@@ -244,8 +273,8 @@ class WideToNarrow(Method):
     def on_epoch_end(self, ctx):
         phase, unit, n = self.current
         ctx.row["phase"] = phase if unit is None else f"{phase} {self.unit_kind} {unit + 1}"
-        if phase in ("imitate", "distill"):
-            ctx.row["grad_equivalents"] = round(ctx.row["grad_equivalents"] + ctx.steps_per_epoch * self.cost, 3)
+        if phase in ("imitate", "distill"):  # each step also ran the wide net forward
+            ctx.add_work(ctx.steps_per_epoch * self.cost)
         if phase == "teacher" and ctx.epoch == self._end():
             self.teacher_info = {"teacher_acc": ctx.row.get("test_acc"), "teacher_seconds": ctx.train_seconds}
         ctx.row.update(self.teacher_info)
@@ -258,16 +287,17 @@ class WideToNarrow(Method):
             return self._to_thin(self.thin_net, f"wide net trained ({ctx.row.get('test_acc', 0):.2%})")
         self._set_objective()
         if nxt == "imitate":
-            return Change(ctx.model, _identity(ctx.model), event("phase", f"imitation of {self._unit_name()}", phase=nxt))
-        model = ctx.model
+            ctx.reinstall(event("phase", f"imitation of {self._unit_name()}", phase=nxt))
+            return None
         if phase == "imitate":  # the maps go: the thin net keeps its weights, a plain thin ResNet again
-            model = ResNet(ctx.model.spec).to(next(ctx.model.parameters()).device)
-            model.load_state_dict({k: v for k, v in ctx.model.state_dict().items() if not k.startswith("imitation_maps")})
+            ctx.model.aux.clear()
             self.maps = None
         if nxt == "labels":
             self.teacher_net = None
-        text = {"distill": f"logit distillation at temperature {self.temperature:g}", "labels": "training on labels"}[nxt]
-        return Change(model, _identity(model), event("phase", text, phase=nxt))
+        text = {"distill": f"logit distillation at temperature {self.opts.temperature:g}",
+                "labels": "training on labels"}[nxt]
+        ctx.reinstall(event("phase", text, phase=nxt))
+        return None
 
     def _end(self) -> int:
         """The epoch at which the current phase ends."""
@@ -275,14 +305,17 @@ class WideToNarrow(Method):
 
     def _set_objective(self) -> None:
         phase = self.current[0] if self.plan else "teacher"
-        self.objective = {"imitate": self._imitate, "distill": self._distill}.get(phase)
+        self._objective = {"imitate": self._imitate, "distill": self._distill}.get(phase)
+
+    def objective(self):
+        return self._objective
 
     # ------------------------------------------------------------ objectives (inside the captured step)
 
     def _imitate(self, model: ResNet, x: torch.Tensor, y: torch.Tensor):
         i = self.current[1]
         units = model.units(self.unit_kind)
-        frozen = self.lower_lr == 0
+        frozen = self.opts.lower_lr == 0
         with torch.set_grad_enabled(not frozen or i == 0):
             h = model.stem(x)
             for unit in units[:i]:
@@ -303,7 +336,7 @@ class WideToNarrow(Method):
         logits = model(x)
         with torch.no_grad():
             target = self.teacher_net(x)
-        t = self.temperature
+        t = self.opts.temperature
         loss = F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(target.float() / t, 1), log_target=True,
                         reduction="batchmean") * t * t
         return loss, logits
@@ -327,7 +360,7 @@ class WideToNarrow(Method):
         groups: dict[str, list[str]] = {f"unit{i}": [], f"below{i}": [], f"above{i}": []}
         for n, p in model.named_parameters():
             groups[owner.get(id(p), f"above{i}")].append(n)
-        scales = {f"unit{i}": 1.0, f"below{i}": self.lower_lr, f"above{i}": 0.0}
+        scales = {f"unit{i}": 1.0, f"below{i}": self.opts.lower_lr, f"above{i}": 0.0}
         return [ParamGroup(name, names, scales[name]) for name, names in groups.items() if names]
 
     def modules(self):
@@ -342,32 +375,25 @@ class WideToNarrow(Method):
         return {"teacher": "wide net", "distill": "distilling"}.get(phase, phase.replace("imitate", "imitating"))
 
     def describe(self) -> str:
-        teacher = f"teacher {self.teacher_run}" if self.teacher_run else f"teacher x{self.k:g} {self.widen} widths"
-        return f"wide2narrow({teacher}, {self.unit_kind} units, lower lr {self.lower_lr:g}, T {self.temperature:g})"
-
-    def settings(self) -> dict:
-        g = self.epochs_given
-        return {"teacher_width": self.k, "teacher_widen": self.widen, "teacher": self.teacher_run,
-                "teacher_epochs": g["teacher"] if self.teacher_run is None else None, "imitate_unit": self.unit_kind,
-                "imitate_epochs": g["imitate"], "lower_lr": self.lower_lr, "distill_epochs": g["distill"],
-                "temperature": self.temperature}
+        o = self.opts
+        teacher = f"teacher {o.teacher}" if o.teacher else f"teacher x{o.teacher_width:g} {o.teacher_widen} widths"
+        return f"wide2narrow({teacher}, {o.imitate_unit} units, lower lr {o.lower_lr:g}, T {o.temperature:g})"
 
     def state_dict(self) -> dict:
-        return {"settings": self.settings(), "plan": [list(p) for p in self.plan], "phase": self.phase,
-                "teacher_spec": self.teacher_net.spec.to_dict() if self.teacher_net is not None else None,
-                "thin_spec": self.thin_net.spec.to_dict() if self.thin_net is not None else None,
-                "teacher_info": self.teacher_info, "cost": self.cost}
+        return dict(super().state_dict(), plan=[list(p) for p in self.plan], phase=self.phase,
+                    teacher_spec=self.teacher_net.spec.to_dict() if self.teacher_net is not None else None,
+                    thin_spec=self.thin_net.spec.to_dict() if self.thin_net is not None else None,
+                    teacher_info=self.teacher_info, cost=self.cost)
 
     def load_state_dict(self, state: dict) -> None:
         """The waiting thin net or the frozen wide one come back with their shapes; the trainer loads their
-        weights and statistics (`modules`)."""
-        # The checkpoint holds the wide net's weights: a --teacher run moved away since is not needed any more
-        gone = state["settings"].get("teacher") and not Path(state["settings"]["teacher"]).exists()
-        self.__init__(**{k: v for k, v in state["settings"].items() if not (gone and k == "teacher")})
+        weights and statistics (`modules`). The checkpoint holds the wide net's weights: a --teacher run moved
+        away since is not needed any more."""
+        super().load_state_dict(state)
         self.plan = [tuple(p) for p in state["plan"]]
         self.phase, self.teacher_info, self.cost = state["phase"], state["teacher_info"], state["cost"]
-        if state["thin_spec"]:
-            self.thin_net = ResNet(ArchSpec.from_dict(state["thin_spec"]))
-        if state["teacher_spec"]:
-            self.teacher_net = self._freeze(ResNet(ArchSpec.from_dict(state["teacher_spec"])))
+        self.thin_net = ResNet(ArchSpec.from_dict(state["thin_spec"])) if state["thin_spec"] else None
+        teacher = state["teacher_spec"]
+        self.teacher_net = self._freeze(ResNet(ArchSpec.from_dict(teacher))) if teacher else None
+        self.maps = None
         self._set_objective()

@@ -27,9 +27,9 @@ largest power of two, at most 8, that keeps a step's FLOPs at most the final net
 the same factor (the linear scaling rule of Goyal et al. 2017), so a narrow net fills the GPU as the final
 one does; the paper reports most of its wall-clock saving from this.
 
-Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on, batch adaptation off. The paper trains ResNet-20 on CIFAR-10
-with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wider --no-lr-adapt is Net2Net's
-widening.
+Defaults: start width 0.25, 8 growths, init vt, t0 8, lr adaptation on, batch adaptation off. The paper trains
+ResNet-20 on CIFAR-10 with SGD lr 0.1, momentum 0.9, wd 5e-4, cosine. Comparison: --widen-init net2wider
+--no-lr-adapt is Net2Net's widening.
 When it helps: nets whose time follows their width (wide ResNets, or any net where the GPU is busy): the
 narrow early stages cost a fraction of the full net's FLOPs. A small CIFAR net that leaves the GPU idle
 gains little time, because a narrow step costs about what a wide one does; on a CPU too, a narrow net's step
@@ -42,17 +42,18 @@ Measured speed and accuracy: BENCHMARKS.md, "Width growth".
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import GROW, event
-from ..grow.width import INITS, widen, wider_spec
+from ..grow.width import INITS, widen
 from ..measure.flops import flops_per_image
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec, dashed
-from ..train.schedules import COSINES
-from .base import Change, Method, Option, SliceGroups
+from .base import Change, GroupedLr, Method, MethodOptions, SliceGroups, option
 
 
 def even(x: float) -> int:
@@ -111,7 +112,8 @@ def _check_growth(a: ArchSpec, b: ArchSpec, final: ArchSpec, init: str) -> None:
     odd = [k for k in old if (new[k] - old[k]) % 2]
     if init == "vt" and odd:
         raise ResgrowError(f"widths {where}: vt adds channels in cancelling pairs, and the {odd[0]} would grow by an "
-                           f"odd number ({old[odd[0]]} -> {new[odd[0]]}): use a net of even widths or --widen-init net2wider")
+                           f"odd number ({old[odd[0]]} -> {new[odd[0]]}): use a net of even widths or --widen-init "
+                           "net2wider")
     if (a.stem_width == a.widths[0]) != (b.stem_width == b.widths[0]):
         raise ResgrowError(f"widths {where}: the stem and the first stage would start or stop sharing their "
                            "channels; use another --start-width")
@@ -143,33 +145,40 @@ def growth_epochs(epochs: int, growths: int, t0: float, every: int | None) -> li
     return at
 
 
-class Widen(Method):
+@dataclass(frozen=True)
+class WidenOptions(MethodOptions):
+    start_width: float = option(0.25, "fraction of the final widths to start from")
+    growths: int = option(8, "widenings from the start to the final widths")
+    widen_init: str = option("vt", f"how new channels start: {' | '.join(INITS)}")
+    t0: float = option(8.0, "epochs before the first growth, of a 160-epoch run scaled to --epochs; each later stage "
+                            "is 1.2 times as long as the one before")
+    widen_every: int | None = option(None, "epochs between growths instead of --t0's growing stages", int)
+    lr_adapt: bool = option(True, "learning-rate adaptation per growth")
+    batch_adapt: bool = option(False, "larger batches while the net is narrow: --batch-size times the largest power of "
+                                      "two up to 8 that keeps a step's FLOPs at most the final net's, the lr scaled "
+                                      "alike")
+
+    def normalize(self):
+        self.set("start_width", float(self.start_width))
+        self.set("t0", float(self.t0))
+
+    def check(self):
+        if not 0 < self.start_width < 1 or self.growths < 1 or self.t0 <= 0 or (
+                self.widen_every is not None and self.widen_every < 1):
+            raise ResgrowError(f"widen needs 0 < --start-width < 1, --growths >= 1, --t0 > 0 and --widen-every >= 1 "
+                               f"(got {self.start_width}, {self.growths}, {self.t0}, {self.widen_every})")
+        if self.widen_init not in INITS:
+            raise ResgrowError(f"unknown --widen-init {self.widen_init!r}; known: {', '.join(INITS)}")
+
+
+class Widen(Method, GroupedLr):
     name = "widen"
     resizes = True
-    options = (
-        Option("start_width", "fraction of the final widths to start from (default 0.25)", float),
-        Option("growths", "widenings from the start to the final widths (default 8)", int),
-        Option("widen_init", f"how new channels start: {' | '.join(INITS)} (default vt)"),
-        Option("t0", "epochs before the first growth, of a 160-epoch run scaled to --epochs; each later stage is 1.2 "
-                     "times as long as the one before (default 8)", float),
-        Option("widen_every", "epochs between growths instead of --t0's growing stages", int),
-        Option("lr_adapt", "learning-rate adaptation per growth (default on; --no-lr-adapt turns it off)", bool),
-        Option("batch_adapt", "larger batches while the net is narrow: --batch-size times the largest power of two up "
-                              "to 8 that keeps a step's FLOPs at most the final net's, the lr scaled alike (default off)",
-               bool),
-    )
+    Options = WidenOptions
 
-    def __init__(self, start_width: float = 0.25, growths: int = 8, widen_init: str = "vt", t0: float = 8.0,
-                 widen_every: int | None = None, lr_adapt: bool = True, batch_adapt: bool = False):
-        if not 0 < start_width < 1 or growths < 1 or t0 <= 0 or (widen_every is not None and widen_every < 1):
-            raise ResgrowError(f"widen needs 0 < --start-width < 1, --growths >= 1, --t0 > 0 and --widen-every >= 1 "
-                               f"(got {start_width}, {growths}, {t0}, {widen_every})")
-        if widen_init not in INITS:
-            raise ResgrowError(f"unknown --widen-init {widen_init!r}; known: {', '.join(INITS)}")
-        self.start_width, self.growths, self.init, self.t0 = start_width, growths, widen_init, t0
-        self.every, self.lr_adapt, self.batch_adapt = widen_every, lr_adapt, batch_adapt
+    def __init__(self, options: WidenOptions | None = None, **given):
+        super().__init__(options, **given)
         self.specs: list[ArchSpec] = []  # the net at the start and after each growth, known at run start
-        self.old_widths: list[tuple[int, ...]] = []
         self.at: list[int] = []
         self.done = 0  # growths so far
         self.ids: dict[str, torch.Tensor] = {}  # per parameter: the growth that created each element
@@ -178,10 +187,11 @@ class Widen(Method):
     def plan(self, spec, epochs: int, schedule: str) -> tuple[list, list]:
         if schedule not in COSINES:
             raise ResgrowError("method widen trains with one cosine schedule over the run; use --schedule cosine")
-        specs = spec_schedule(spec, self.start_width, self.growths, self.init)
-        return specs, growth_epochs(epochs, self.growths, self.t0, self.every)
+        o = self.opts
+        specs = spec_schedule(spec, o.start_width, o.growths, o.widen_init)
+        return specs, growth_epochs(epochs, o.growths, o.t0, o.widen_every)
 
-    def check(self, spec, epochs, schedule):
+    def prepare(self, spec, epochs, schedule):
         self.plan(spec, epochs, schedule)
 
     def on_run_start(self, ctx):
@@ -196,24 +206,24 @@ class Widen(Method):
                                        grow_at=list(self.at)), self.batch_for(start.spec, ctx.image_size))
 
     def on_epoch_end(self, ctx):
-        if self.lr_adapt:
+        if self.opts.lr_adapt:
             ctx.row["lr_scales"] = self.scales(ctx.model)
-        if self.done < self.growths and ctx.epoch == self.at[self.done]:
+        if self.done < self.opts.growths and ctx.epoch == self.at[self.done]:
             return self.grow(ctx)
-        if self.lr_adapt:
+        if self.opts.lr_adapt:
             ctx.set_lr_scales(dict(zip(self.group_names(), ctx.row["lr_scales"])))
         return None
 
     def grow(self, ctx) -> Change:
         old = ctx.model.spec.widths_str()
-        target = self.specs[self.done + 1] if self.specs else wider_spec(ctx.model.spec, self.old_widths[self.done + 1])
-        wider, pmap = widen(ctx.model, target.widths, init=self.init, stem_width=target.stem_width,
+        target = self.specs[self.done + 1]
+        wider, pmap = widen(ctx.model, target.widths, init=self.opts.widen_init, stem_width=target.stem_width,
                             inner_widths=target.inner_widths)
         self.done += 1
         self.ids = {n: self._carried(old_name, fn) for n, (old_name, fn) in pmap.items()}
-        if self.lr_adapt:  # every older group's scale from the grown net too, not only the new group's
+        if self.opts.lr_adapt:  # every older group's scale from the grown net too, not only the new group's
             ctx.set_lr_scales(dict(zip(self.group_names()[:-1], self.scales(wider)[:-1])))
-        why = f"epoch {ctx.epoch}, growth {self.done} of {self.growths}"
+        why = f"epoch {ctx.epoch}, growth {self.done} of {self.opts.growths}"
         return Change(wider, pmap, event(GROW, f"widened {old} -> {target.widths_str()} ({why})",
                                          **{"from": old, "to": target.widths_str(), "why": why}),
                       self.batch_for(wider.spec, ctx.image_size))
@@ -221,7 +231,7 @@ class Widen(Method):
     def batch_for(self, spec, image_size) -> int | None:
         """Batch adaptation: the run's batch size times the largest power of two (at most 8) that keeps a step's
         FLOPs at most the final net's; None without it."""
-        if not self.batch_adapt:
+        if not self.opts.batch_adapt:
             return None
         ratio = self.final_flops / flops_per_image(spec, image_size)
         return self.base_batch * min(8, 2 ** int(math.log2(max(ratio, 1.0))))
@@ -237,7 +247,7 @@ class Widen(Method):
         return [f"growth{t}" for t in range(self.done + 1)]
 
     def slice_groups(self, model):
-        if not self.lr_adapt or not self.ids:
+        if not self.opts.lr_adapt or not self.ids:
             return None
         return SliceGroups(self.group_names(), dict(self.ids), self.scales(model))
 
@@ -252,29 +262,23 @@ class Widen(Method):
         return [round(n / norms[0], 6) if norms[0] else 1.0 for n in norms]
 
     def progress(self, row: dict) -> str:
-        nxt = f"next growth after epoch {self.at[self.done]}" if self.done < self.growths else "final widths"
+        nxt = f"next growth after epoch {self.at[self.done]}" if self.done < self.opts.growths else "final widths"
         scales = f"; lr scales {', '.join(f'{s:.3g}' for s in row['lr_scales'])}" if row.get("lr_scales") else ""
         return nxt + scales
 
     def describe(self) -> str:
-        how = f"every {self.every} epochs" if self.every else f"t0 {self.t0:g}"
-        return (f"widen(start {self.start_width:g}, {self.growths} growths, {how}, init {self.init}, "
-                f"lr adaptation {'on' if self.lr_adapt else 'off'}{', batch adaptation' if self.batch_adapt else ''})")
+        o = self.opts
+        how = f"every {o.widen_every} epochs" if o.widen_every else f"t0 {o.t0:g}"
+        return (f"widen(start {o.start_width:g}, {o.growths} growths, {how}, init {o.widen_init}, lr adaptation "
+                f"{'on' if o.lr_adapt else 'off'}{', batch adaptation' if o.batch_adapt else ''})")
 
     def state_dict(self) -> dict:
-        return {"specs": [sp.to_dict() for sp in self.specs], "at": self.at, "done": self.done, "ids": self.ids,
-                "settings": self.settings(), "final_flops": self.final_flops, "base_batch": self.base_batch}
+        return dict(super().state_dict(), specs=[sp.to_dict() for sp in self.specs], at=self.at, done=self.done,
+                    ids=self.ids, final_flops=self.final_flops, base_batch=self.base_batch)
 
     def load_state_dict(self, state: dict) -> None:
-        self.specs = [ArchSpec.from_dict(d) for d in state["specs"]] if "specs" in state else []
-        self.old_widths = [tuple(w) for w in state.get("widths", [])]  # a run planned before specs were stored
+        super().load_state_dict(state)
+        self.specs = [ArchSpec.from_dict(d) for d in state["specs"]]
         self.at, self.done = list(state["at"]), state["done"]
         self.ids = dict(state["ids"])
-        s = state["settings"]
-        self.start_width, self.growths, self.init, self.t0 = s["start_width"], s["growths"], s["widen_init"], s["t0"]
-        self.every, self.lr_adapt, self.batch_adapt = s["widen_every"], s["lr_adapt"], s["batch_adapt"]
         self.final_flops, self.base_batch = state["final_flops"], state["base_batch"]
-
-    def settings(self) -> dict:
-        return {"start_width": self.start_width, "growths": self.growths, "widen_init": self.init, "t0": self.t0,
-                "widen_every": self.every, "lr_adapt": self.lr_adapt, "batch_adapt": self.batch_adapt}

@@ -9,8 +9,6 @@ only, never from a checkpoint: loading a checkpoint imports nothing (weights_onl
 from __future__ import annotations
 
 import contextlib
-
-import importlib
 import inspect
 from typing import Callable, NamedTuple
 
@@ -18,24 +16,18 @@ import torch
 from torch import nn
 
 from ..errors import ResgrowError, first_line
+from ..refs import is_ref, load_ref
 
 
 def is_custom(arch: str) -> bool:
-    return ":" in arch
+    return is_ref(arch)
 
 
 def model_factory(arch: str) -> Callable[..., nn.Module]:
     """The function named by `module:function`; one clear error if it cannot be found."""
-    module_name, _, fn_name = arch.partition(":")
-    if not module_name or not fn_name:
-        raise ResgrowError(f"--arch {arch!r}: a model of your own is named package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ResgrowError(f"--arch {arch!r}: cannot import {module_name!r} ({e}); is it on PYTHONPATH?") from None
-    fn = getattr(module, fn_name, None)
+    fn = load_ref(arch, "--arch", "function")
     if not callable(fn):
-        raise ResgrowError(f"--arch {arch!r}: {module_name} has no function {fn_name!r}")
+        raise ResgrowError(f"--arch {arch!r}: {arch.partition(':')[2]!r} is not a function")
     return fn
 
 
@@ -44,8 +36,8 @@ def build_custom(arch: str, num_classes: int) -> nn.Module:
     try:
         inspect.signature(fn).bind(num_classes=num_classes)
     except TypeError as e:  # the user's own errors inside the function keep their traceback
-        raise ResgrowError(f"--arch {arch!r}: resgrow calls {fn.__name__}(num_classes={num_classes}), "
-                           f"which its signature does not take ({e})") from None
+        raise ResgrowError(f"--arch {arch!r}: resgrow calls {fn.__name__}(num_classes={num_classes}), which its "
+                           f"signature does not take ({e})") from None
     except ValueError:  # no signature to read (a builtin): let the call tell
         pass
     model = fn(num_classes=num_classes)

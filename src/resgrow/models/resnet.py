@@ -39,6 +39,9 @@ class ResNet(nn.Module):
         head = [BatchNorm2d(cin), nn.ReLU(inplace=True)] if preact else []
         self.head = nn.Sequential(*head, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, spec.num_classes))
         self._stem_kind, self._num_classes = spec.stem, spec.num_classes
+        # Modules a method trains with the net for a while, off its forward path (wide2narrow's imitation maps):
+        # optimised and checkpointed with the net, not part of its spec. Empty otherwise.
+        self.aux = nn.ModuleDict()
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

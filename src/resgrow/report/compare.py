@@ -5,8 +5,8 @@ its ratio, training FLOPs relative to the baseline (the sum over epochs of the F
 the model trained in that epoch: what growth saves in arithmetic), parameter-epochs relative to the
 baseline (the same sum of parameter counts, the measure LipGrow's paper reports), time to accuracy (training
 seconds until the test accuracy first reaches the baseline's final accuracy minus `gap` points),
-growth events, the columns a method adds (LipGrow: its meter's cost), the steady epoch time at the final size (the median
-epoch once the final net is captured): runs that end at the same net should match there, and a warning
+growth events, the columns a method adds (LipGrow: its meter's cost), the steady epoch time at the final size (the
+median epoch once the final net is captured): runs that end at the same net should match there, and a warning
 says when they do not (different machines, whose speed every time ratio then carries), and the lr schedule. Never the
 best epoch: only the last one and the first crossing of a target fixed by the baseline.
 """
@@ -17,13 +17,13 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from statistics import mean, median
 from pathlib import Path
+from statistics import mean, median
 
 from ..errors import ResgrowError
 from ..events import event_text, is_growth
-from ..options import Column
 from ..models.spec import dashed
+from ..options import Column
 from .metrics import MetricsLog
 
 
@@ -68,9 +68,12 @@ class RunSummary:
 
     @cached_property
     def steady_epochs(self) -> list[float]:
-        """Epoch times at the final size, without the first epoch at that size (which captures the graph)."""
+        """Epoch times at the final size after the run's last change (a growth, a method's phase: its event), without
+        the first epoch after it (which captures the graph)."""
         size = lambda r: (r.get("blocks"), r.get("widths"))  # noqa: E731
-        return [r["epoch_seconds"] for prev, r in zip(self.log, self.log[1:])
+        changed = [i for i, r in enumerate(self.log) if r.get("events")]
+        after = self.log[changed[-1] + 1:] if changed else self.log
+        return [r["epoch_seconds"] for prev, r in zip(after, after[1:])
                 if size(r) == size(prev) == size(self.log[-1]) and r.get("epoch_seconds") is not None]
 
     @property
@@ -87,7 +90,8 @@ class RunSummary:
         if "schedule" not in cfg:
             return "-"
         restarts = ",".join(f"{x:g}" for x in cfg.get("restarts") or ())
-        return cfg["schedule"] + (f" {restarts}" if restarts else "") + (" + restart at each growth" if self.grow_rows else "")
+        growths = " + restart at each growth" if self.grow_rows else ""
+        return cfg["schedule"] + (f" {restarts}" if restarts else "") + growths
 
     def time_to(self, target: float) -> tuple[float, int] | None:
         """(training seconds, epoch) when the test accuracy first reached `target`, or None."""
@@ -160,7 +164,8 @@ def protocol_warnings(runs: list[RunSummary], skip: tuple[str, ...] = ()) -> lis
     (a frontier's budgets differ in epochs)."""
     out = [f"{r.name} has no run.json: its setup is not checked" for r in runs if r.info is None]
     out += [f"{r.name} is unfinished: it has trained {r.epochs} of its {planned} epochs, so its numbers are not final"
-            for r in runs if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
+            for r in runs
+            if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
     out += [f"{r.name} trained alongside {', '.join(Path(o).name for o in shared)} on one device (resgrow together): "
             "its training seconds count their time too; compare its accuracy, not its time"
             for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]
@@ -190,8 +195,8 @@ def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) 
     timed = [r for r in runs if not r.shared]
     unchecked = [r.name for r in timed if r.final_size and len(r.steady_epochs) < STEADY_NEEDED]
     if len(timed) >= 2 and unchecked:
-        out.append(f"the speed of {', '.join(unchecked)} cannot be checked (fewer than {STEADY_NEEDED} steady epochs at "
-                   "the final size): a time ratio may then carry a busy or different machine, not the method")
+        out.append(f"the speed of {', '.join(unchecked)} cannot be checked (fewer than {STEADY_NEEDED} steady epochs "
+                   "at the final size): a time ratio may then carry a busy or different machine, not the method")
     for size, group in by_size.items():
         fast, slow = min(r.steady_epoch for r in group), max(r.steady_epoch for r in group)
         if slow > fast * (1 + tolerance):
@@ -209,7 +214,8 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     base = runs[0]
     target = base.test_acc - gap / 100
     extra = list({c.title: c for r in runs for c in r.columns}.values())  # the methods' own columns, each once
-    head = ["run", "epochs", "final test acc", "vs first (points)", "training s", "time vs first", "training FLOPs vs first",
+    head = ["run", "epochs", "final test acc", "vs first (points)", "training s", "time vs first", "training FLOPs vs "
+            "first",
             "param-epochs vs first", f"time to {target:.2%} (s, epoch)", "growths", *(c.title for c in extra),
             "steady epoch at final size (s)", "lr schedule"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -221,9 +227,9 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
         mark = SHARED if r.shared else ""
         ratio = "-" if r.shared or base.shared else f"{r.train_seconds / base.train_seconds:.2f}x"
         lines.append(
-            f"| {r.name} | {r.epochs} | {r.test_acc:.2%} | {100 * (r.test_acc - base.test_acc):+.2f} "
-            f"| {r.train_seconds:.1f}{mark} | {ratio} | {flops} | {pe} "
-            f"| {f'{tta[0]:.1f} ({tta[1]}){mark}' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
+            f"| {r.name} | {r.epochs} | {r.test_acc:.2%} | {100 * (r.test_acc - base.test_acc):+.2f} | "
+            f"{r.train_seconds:.1f}{mark} | {ratio} | {flops} | {pe} | "
+            f"{f'{tta[0]:.1f} ({tta[1]}){mark}' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
             + "".join(f"| {own[c.title].value(r.log) if c.title in own else '-'} " for c in extra)
             + f"| {f'{r.steady_epoch:.3f}{mark}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
     return "\n".join(lines)
@@ -255,13 +261,14 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     axes[1].sharey(axes[0])
     axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     for k, r in enumerate(runs):
-        pts = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.log if x.get("test_acc") is not None]
-        grew = [(x["train_seconds"], x["epoch"], 100 * x["test_acc"]) for x in r.grow_rows if x.get("test_acc") is not None]
+        point = lambda x: (x["train_seconds"], x["epoch"], 100 * x["test_acc"])  # noqa: E731
+        pts = [point(x) for x in r.log if x.get("test_acc") is not None]
+        grew = [point(x) for x in r.grow_rows if x.get("test_acc") is not None]
         color = f"C{k % 10}"
         # a shared clock is not the run's own: such a run is drawn against epochs only
         for ax, i in ((axes[1], 1),) if r.shared else zip(axes, (0, 1)):
-            ax.plot([p[i] for p in pts], [p[2] for p in pts], label=r.name + (SHARED + ": epochs only" if r.shared else ""),
-                    lw=1.2, color=color)
+            label = r.name + (SHARED + ": epochs only" if r.shared else "")
+            ax.plot([p[i] for p in pts], [p[2] for p in pts], label=label, lw=1.2, color=color)
             if grew:
                 ax.plot([g[i] for g in grew], [g[2] for g in grew], "o", color=color, ms=5)
         secs, gflops = size_steps(r)
@@ -349,6 +356,6 @@ def seeds_table(runs: list[RunSummary]) -> str:
         pe = f"{mean(r.param_epochs for r in rs) / b_pe:.2f}x" if b_pe else "-"
         shared = any(r.shared for r in rs)
         ratio = "-" if shared or any(r.shared for r in base) else f"{sec / b_sec:.2f}x"
-        lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | {sec:.1f}{SHARED if shared else ''} "
-                     f"| {ratio} | {flops} | {pe} | {grows} |")
+        lines.append(f"| {name} | {len(rs)} | {acc:.2%} ({each}) | {100 * (acc - b_acc):+.2f} | "
+                     f"{sec:.1f}{SHARED if shared else ''} | {ratio} | {flops} | {pe} | {grows} |")
     return "\n".join(lines)

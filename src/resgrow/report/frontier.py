@@ -107,20 +107,21 @@ def verdict(frontier: list[Point], p: Point) -> str:
 
 def frontier_table(runs: list[RunSummary]) -> str:
     frontier, points = split_runs(runs)
-    lines = ["| baseline budget | runs | final test acc, mean (lowest, highest) | training s, mean |", "|---|---|---|---|"]
+    lines = ["| baseline budget | runs | final test acc, mean (lowest, highest) | training s, mean |",
+             "|---|---|---|---|"]
     for f in frontier:
         lo, hi = f.spread
         lines.append(f"| {f.epochs} epochs | {len(f.runs)} | {f.acc:.2%} ({lo:.2%}, {hi:.2%}) | {f.seconds:.1f} |")
-    lines += ["", "| run | seeds | final test acc | training s | baseline acc at this time | vs frontier (points) "
-              "| baseline time for this acc | time vs baseline | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| run | seeds | final test acc | training s | baseline acc at this time | vs frontier (points) | "
+              "baseline time for this acc | time vs baseline | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         at, need = acc_at(frontier, p.seconds), time_for(frontier, p.acc)
         need_text = "not reached" if p.acc > max(f.acc for f in frontier) else "-" if need is None else f"{need:.1f}"
-        lines.append(f"| {p.name} | {len(p.runs)} | {p.acc:.2%} | {p.seconds:.1f} | {_pct(at)} "
-                     f"| {'-' if at is None else f'{100 * (p.acc - at):+.2f}'} | {need_text} "
-                     f"| {'-' if need is None else f'{p.seconds / need:.2f}x'} | {verdict(frontier, p)} |")
-    lines += ["", "The frontier is linear in seconds between neighbouring budgets and not extrapolated beyond them; '-' "
-                  "marks a value outside the measured budgets, 'not reached' an accuracy above every budget's."]
+        lines.append(f"| {p.name} | {len(p.runs)} | {p.acc:.2%} | {p.seconds:.1f} | {_pct(at)} | "
+                     f"{'-' if at is None else f'{100 * (p.acc - at):+.2f}'} | {need_text} | "
+                     f"{'-' if need is None else f'{p.seconds / need:.2f}x'} | {verdict(frontier, p)} |")
+    lines += ["", "The frontier is linear in seconds between neighbouring budgets and not extrapolated beyond them; "
+              "'-' marks a value outside the measured budgets, 'not reached' an accuracy above every budget's."]
     return "\n".join(lines + ["", *_work_table(frontier, points), "", *_target_table(frontier, points)])
 
 
@@ -131,13 +132,15 @@ def _work_table(frontier: list[Point], points: list[Point]) -> list[str]:
     if not unit:
         return []
     lines = [f"In work (training FLOPs, 1.00 = the fixed-size net's {max(f.epochs for f in frontier)} epochs):", "",
-             "| run | work | baseline acc at this work | vs frontier (points) | baseline work for this acc "
-             "| work vs baseline |", "|---|---|---|---|---|---|"]
+             "| run | work | baseline acc at this work | vs frontier (points) | baseline work for this acc | work vs "
+             "baseline |", "|---|---|---|---|---|---|"]
     for p in points:
         at, need = acc_at(frontier, p.work, "work"), time_for(frontier, p.acc, "work")
-        need_text = "not reached" if p.acc > max(f.acc for f in frontier) else "-" if need is None else f"{need / unit:.2f}"
-        lines.append(f"| {p.name} | {p.work / unit:.2f} | {_pct(at)} | {'-' if at is None else f'{100 * (p.acc - at):+.2f}'} "
-                     f"| {need_text} | {'-' if need is None else f'{p.work / need:.2f}x'} |")
+        need_text = "-" if need is None else f"{need / unit:.2f}"
+        need_text = "not reached" if p.acc > max(f.acc for f in frontier) else need_text
+        lines.append(f"| {p.name} | {p.work / unit:.2f} | {_pct(at)} | "
+                     f"{'-' if at is None else f'{100 * (p.acc - at):+.2f}'} | {need_text} | "
+                     f"{'-' if need is None else f'{p.work / need:.2f}x'} |")
     return lines
 
 
@@ -180,7 +183,8 @@ def plot_frontier(runs: list[RunSummary], path: str | Path) -> None:
     for f in frontier:
         ax.annotate(f"{f.epochs} ep", (f.seconds, 100 * f.acc), textcoords="offset points", xytext=(4, -12), fontsize=8)
     for k, p in enumerate(points):
-        ax.scatter([r.train_seconds for r in p.runs], [100 * r.test_acc for r in p.runs], color=f"C{k % 10}", alpha=0.4, s=14)
+        ax.scatter([r.train_seconds for r in p.runs], [100 * r.test_acc for r in p.runs], color=f"C{k % 10}",
+                   alpha=0.4, s=14)
         ax.scatter([p.seconds], [100 * p.acc], color=f"C{k % 10}", marker="*", s=140, label=p.name, zorder=3)
     ax.set_xlabel("training seconds")
     ax.set_ylabel("final test accuracy (%)")

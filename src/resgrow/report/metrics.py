@@ -71,8 +71,8 @@ class MetricsLog:
         try:
             keep = [r for r in self.rows(partial_tail=True) if r["epoch"] <= last_epoch]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ResgrowError(f"{self.jsonl} is damaged before its last line ({e}); the checkpoint is intact: "
-                               f"move the file aside to resume without the earlier rows") from None
+            raise ResgrowError(f"{self.jsonl} is damaged before its last line ({e}); the checkpoint is intact: move "
+                               "the file aside to resume without the earlier rows") from None
         self._writer(purge_step=last_epoch + 1)
         atomic.write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
         out = io.StringIO()

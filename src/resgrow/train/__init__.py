@@ -1,13 +1,14 @@
 """The trainer and what it is built from: schedules, SGD state carrying, the (captured) step, checkpoints."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from ..methods.base import ParamMap, RunContext
+from .checkpoint import load_checkpoint, save_checkpoint
+from .device import resolve_device
+from .evaluation import evaluate
 from .optim import carry_state, make_sgd
 from .saved import evaluate_model, evaluate_run, load_model
 from .schedules import SCHEDULES, Schedule
-from .step import StepRunner, evaluate
+from .step import StepRunner
 from .together import fit_together
-from .device import resolve_device
 from .trainer import CHECKPOINT, TrainConfig, Trainer
 
 __all__ = ["Trainer", "TrainConfig", "RunContext", "Schedule", "SCHEDULES", "StepRunner", "evaluate",

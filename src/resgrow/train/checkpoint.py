@@ -16,7 +16,9 @@ import torch
 from ..atomic import atomic_open
 from ..errors import ResgrowError, first_line
 
-FORMAT = 1
+# The checkpoint's layout: what `load_checkpoint` reads. 2: methods keep their options under "settings", the
+# method's reference ("ref") is stored, modules a method trains with the net live in ResNet.aux.
+FORMAT = 2
 CHECKPOINT = "checkpoint.pt"  # its name inside a run directory
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before it: what a run goes on from when the last is unreadable
 DIGEST_KEY = "_digest"
@@ -53,7 +55,9 @@ def save_checkpoint(obj: dict, path: str | os.PathLike, keep: str | None = None)
     A failed write (disk full, quota, permissions) is one ResgrowError; the previous checkpoint stays.
     """
     path = Path(path)
-    payload = dict(obj, format=FORMAT)
+    from .. import __version__
+
+    payload = dict(obj, format=FORMAT, resgrow=__version__)
     payload[DIGEST_KEY] = digest(payload)
     try:
         with atomic_open(path, "wb", keep=keep) as f:
@@ -70,16 +74,22 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ResgrowError(f"refusing checkpoint {path}: it holds objects other than tensors and plain data ({first_line(e, 160)})") from None
+        raise ResgrowError(f"refusing checkpoint {path}: it holds objects other than tensors and plain data "
+                           f"({first_line(e, 160)})") from None
     except Exception as e:  # truncated zip, not a torch file, ...
-        raise ResgrowError(f"checkpoint {path} is unreadable (truncated or not a resgrow checkpoint: {type(e).__name__})") from None
+        raise ResgrowError(f"checkpoint {path} is unreadable (truncated or not a resgrow checkpoint: "
+                           f"{type(e).__name__})") from None
     if not isinstance(obj, dict) or DIGEST_KEY not in obj:
         raise ResgrowError(f"checkpoint {path} is not a resgrow checkpoint (no content digest)")
     want = obj.pop(DIGEST_KEY)
     if digest(obj) != want:
         raise ResgrowError(f"checkpoint {path} is corrupt or was modified (content digest mismatch)")
     if obj.get("format") != FORMAT:
-        raise ResgrowError(f"checkpoint {path} has format {obj.get('format')}, this resgrow reads {FORMAT}")
+        from .. import __version__
+
+        wrote = f"resgrow {obj['resgrow']}" if "resgrow" in obj else "an earlier resgrow"
+        raise ResgrowError(f"checkpoint {path} has format {obj.get('format')}, written by {wrote}; this resgrow "
+                           f"({__version__}) reads format {FORMAT}: go on with the resgrow that started the run")
     return obj
 
 
@@ -92,7 +102,7 @@ def load_run_checkpoint(out: str | os.PathLike, say=None) -> tuple[dict, Path]:
     except ResgrowError as e:
         if not previous.is_file():
             raise
-        ck = load_checkpoint(previous)
+        checkpoint = load_checkpoint(previous)
         if say is not None:
-            say(f"{e}; going on from the checkpoint before it, {previous} (epoch {ck.get('epoch')})")
-        return ck, previous
+            say(f"{e}; going on from the checkpoint before it, {previous} (epoch {checkpoint.get('epoch')})")
+        return checkpoint, previous

@@ -7,6 +7,7 @@ import sys
 
 import torch
 
+from ..config import PRECISIONS
 from ..errors import ResgrowError
 
 
@@ -28,10 +29,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-# The rule of runs started before the CPU trained in bf16 and channels_last: "auto" on a GPU, fp32 and NCHW on a
-# CPU. Their checkpoints name no precision; they resume with it, as they started.
-GPU_ONLY = "auto-gpu"
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # Linux's names for AVX-512 BF16 and AMX-BF16
 
 
@@ -64,7 +61,8 @@ def precision_note(amp: bool, device: torch.device) -> str:
     if device.type != "cpu":
         return "bf16" if amp else "fp32"
     flags = cpu_bf16_flags()
-    return f"{'bf16' if amp else 'fp32'} ({'native bf16: ' + ', '.join(flags) if flags else 'no native bf16'} on the CPU)"
+    native = "native bf16: " + ", ".join(flags) if flags else "no native bf16"
+    return f"{'bf16' if amp else 'fp32'} ({native} on the CPU)"
 
 
 def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = True) -> bool:
@@ -74,15 +72,14 @@ def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = Tru
     slower than fp32: a GPU of compute capability 8.0 on (A100, H100, RTX 30xx and later), a CPU with
     AVX-512 BF16 or AMX (`cpu_bf16_flags`). "bf16" forces it (with a note where it is emulated)."""
     precision = {True: "auto", False: "fp32"}.get(precision, precision)
-    if precision == GPU_ONLY:
-        precision = "auto" if device.type == "cuda" else "fp32"
     if precision not in PRECISIONS:
         raise ResgrowError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return False
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        native, what = major >= 8 or bool(torch.version.hip), f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+        native = major >= 8 or bool(torch.version.hip)
+        what = f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
     else:
         native, what = bool(cpu_bf16_flags()), "this CPU (no AVX-512 BF16 or AMX)"
     if native or precision == "bf16":
@@ -109,6 +106,20 @@ def channels_last_suits(model: torch.nn.Module, device: torch.device) -> bool:
         return True
     return all(m.num_features % CPU_CHANNELS_LAST_MULTIPLE == 0 for m in model.modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+def set_up_device(cfg) -> torch.device:
+    """The run's device, and every process-wide torch setting a run makes, in one place: deterministic kernels
+    (`cfg.deterministic`) or cuDNN autotuning on a GPU, and the current CUDA device (graph capture and streams use
+    it)."""
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        make_deterministic()
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    return device
 
 
 def make_deterministic() -> None:

@@ -142,7 +142,7 @@ class Ranks:
             else:
                 torch.cuda.set_rng_state(t.cpu(), device)
 
-    def any(self, flag: bool, device) -> bool:
+    def true_on_any(self, flag: bool, device) -> bool:
         """True on every rank if it is true on any."""
         if not self.several:
             return flag
@@ -150,7 +150,7 @@ class Ranks:
         self.sum_(t)
         return bool(t.item())
 
-    def value(self, x: float, device) -> float:
+    def rank0_value(self, x: float, device) -> float:
         """Rank 0's value on every rank (a method's score that decides a change)."""
         if not self.several:
             return x
@@ -160,7 +160,7 @@ class Ranks:
         dist.broadcast(t, 0)
         return float(t.item())
 
-    def same(self, what: str, text: str) -> None:
+    def check_agree(self, what: str, text: str) -> None:
         """Fail with one line unless every rank says the same `text` about `what`."""
         if not self.several:
             return
@@ -169,7 +169,8 @@ class Ranks:
         said: list = [None] * self.world
         dist.all_gather_object(said, text)
         if len(set(said)) > 1:
-            raise ResgrowError(f"the ranks disagree on {what}: " + "; ".join(f"rank {r}: {s}" for r, s in enumerate(said)))
+            each = "; ".join(f"rank {r}: {s}" for r, s in enumerate(said))
+            raise ResgrowError(f"the ranks disagree on {what}: {each}")
 
     def close(self) -> None:
         if self.joined:

@@ -31,8 +31,9 @@ class LrGroups:
             return None
         named = dict(model.named_parameters())
         count = Counter(n for g in groups for n in g.params)
-        wrong = ([f"{n} is in {k} groups" for n, k in count.items() if k > 1] + [f"{n} is not a parameter" for n in count
-                 if n not in named] + [f"{n} is in no group" for n in named if n not in count])
+        wrong = ([f"{n} is in {k} groups" for n, k in count.items() if k > 1]
+                 + [f"{n} is not a parameter" for n in count if n not in named]
+                 + [f"{n} is in no group" for n in named if n not in count])
         if wrong or len({g.name for g in groups}) != len(groups):
             raise ResgrowError("a method's parameter groups must hold every parameter once, under distinct names: "
                                + "; ".join((wrong or ["two groups share a name"])[:3]))
@@ -65,7 +66,8 @@ class LrGroups:
     def update(self, values: dict) -> None:
         unknown = sorted(set(values) - set(self.names))
         if unknown:
-            raise ResgrowError(f"no parameter group named {', '.join(unknown)} (groups: {', '.join(self.names) or 'none'})")
+            raise ResgrowError(f"no parameter group named {', '.join(unknown)} (groups: "
+                               f"{', '.join(self.names) or 'none'})")
         self.scales.update({k: float(v) for k, v in values.items()})
         if self._scales is not None:
             self._scales.copy_(torch.tensor([self.scales[n] for n in self.names]))
@@ -94,7 +96,8 @@ class SliceScales:
         for name, ids in groups.ids.items():
             p = named[name]
             if tuple(ids.shape) != tuple(p.shape):
-                raise ResgrowError(f"slice groups of {name} have shape {tuple(ids.shape)}, the parameter {tuple(p.shape)}")
+                raise ResgrowError(f"slice groups of {name} have shape {tuple(ids.shape)}, the parameter "
+                                   f"{tuple(p.shape)}")
             self._ids[name] = ids.to(self.device, torch.long)
             self._masks[name] = torch.empty_like(p, memory_format=torch.preserve_format)
             p.register_hook(lambda grad, mask=self._masks[name]: grad * mask)

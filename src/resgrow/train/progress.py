@@ -18,7 +18,8 @@ class Progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=steps * batch_size, desc=desc, unit="img", unit_scale=True, leave=False, mininterval=0.5)
+            self.bar = tqdm(total=steps * batch_size, desc=desc, unit="img", unit_scale=True, leave=False,
+                            mininterval=0.5)
 
     def update(self) -> None:
         if self.bar is not None:

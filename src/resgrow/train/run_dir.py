@@ -53,3 +53,81 @@ def never_trained(out: Path) -> bool:
 def has_checkpoint(out: Path) -> bool:
     """A run directory with a checkpoint to go on from: the last one, or the one before it."""
     return (out / CHECKPOINT).is_file() or (out / PREVIOUS).is_file()
+
+
+class RunDirectory:
+    """A run's directory: its lock, run.json, the per-epoch log (metrics.jsonl/csv, TensorBoard) and checkpoints.
+
+    Several processes (torchrun): every rank reads the checkpoint to resume; only the main one (`writes`) takes
+    the lock and writes."""
+
+    def __init__(self, path: str | os.PathLike, writes: bool = True, tensorboard: bool = False,
+                 method_columns: tuple = ()):
+        from ..report.metrics import MetricsLog, check_tensorboard
+        from .run_lock import RunLock
+
+        self.path, self.writes = Path(path), writes
+        if tensorboard and writes:
+            check_tensorboard()
+        self.log = MetricsLog(self.path, tensorboard=tensorboard, method_columns=method_columns) if writes else None
+        self._lock = RunLock(self.path) if writes else None
+
+    def check(self, resume: bool) -> None:
+        if self.writes:
+            check_run_dir(self.path, resume)
+
+    def open(self) -> None:
+        """Take the lock (creating the directory): a second process on it stops here."""
+        if self._lock is not None:
+            self._lock.acquire()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self._lock is not None:
+            self._lock.release()
+
+    def never_trained(self) -> bool:
+        return self.writes and never_trained(self.path)
+
+    def rows(self) -> list[dict]:
+        """The epochs logged so far (on every rank)."""
+        from ..report.metrics import MetricsLog
+
+        return MetricsLog(self.path).rows()
+
+    def append(self, row: dict) -> None:
+        if self.log is not None:
+            self.log.append(row)
+
+    def truncate(self, epoch: int) -> None:
+        """Forget the epochs logged after `epoch` (a resume from an earlier checkpoint trains them again)."""
+        if self.log is not None:
+            self.log.truncate(epoch)
+
+    def write_info(self, info: dict) -> None:
+        import json
+
+        from .. import atomic
+
+        if self.writes:
+            atomic.write_text(self.path / "run.json", json.dumps(info, indent=2) + "\n")
+
+    def update_info(self, **fields) -> None:
+        import json
+
+        path = self.path / "run.json"
+        if self.writes and path.is_file():
+            self.write_info(dict(json.loads(path.read_text()), **fields))
+
+    def save(self, state: dict) -> None:
+        from .checkpoint import save_checkpoint
+
+        if self.writes:
+            save_checkpoint(state, self.path / CHECKPOINT, keep=PREVIOUS)
+
+    def load(self, say=None) -> tuple[dict, Path]:
+        """The last checkpoint, or the one before it (`say` gets a line about that)."""
+        from .checkpoint import load_run_checkpoint
+
+        return load_run_checkpoint(self.path, say)

@@ -16,8 +16,8 @@ from ..models.custom import build_custom
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from .checkpoint import load_checkpoint, load_run_checkpoint
-from .step import evaluate
 from .device import channels_last_suits, resolve_device
+from .evaluation import evaluate
 
 
 def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -> nn.Module:
@@ -25,13 +25,13 @@ def load_model(path: str | os.PathLike, device="cpu", arch: str | None = None) -
 
     The architecture comes from the spec stored in the checkpoint, so this works after any growth.
     `model.data_cfg` (like timm's `pretrained_cfg`) says how inputs were prepared in training:
-    `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`; it is
-    None for checkpoints written before resgrow stored it. `model.run_epoch` is the checkpoint's epoch.
+    `mean` and `std` per channel of [0, 1] pixels, `input_size` (C, H, W) and `classes`. `model.run_epoch` is the
+    checkpoint's epoch.
     A run of a model of your own needs `arch`, the "package.module:function" it was trained with
     (a checkpoint never names code to import).
     """
-    ck, path = _load(path)
-    return _model_of(ck, path, arch).to(device).eval()
+    checkpoint, path = _load(path)
+    return _model_of(checkpoint, path, arch).to(device).eval()
 
 
 def _load(path: str | os.PathLike) -> tuple[dict, Path]:
@@ -44,24 +44,26 @@ def _load(path: str | os.PathLike) -> tuple[dict, Path]:
     return load_checkpoint(path), path
 
 
-def _model_of(ck: dict, path: Path, arch: str | None = None) -> nn.Module:
-    custom = "spec" in ck and ck["spec"] is None
+def _model_of(checkpoint: dict, path: Path, arch: str | None = None) -> nn.Module:
+    custom = "spec" in checkpoint and checkpoint["spec"] is None
     if custom and arch is None:
-        raise ResgrowError(f"checkpoint {path} holds a {ck.get('model_class', 'model')} of your own, which resgrow cannot "
+        raise ResgrowError(f"checkpoint {path} holds a {checkpoint['model_class']} of your own, which resgrow cannot "
                            "rebuild by itself: pass the package.module:function it was trained with (--arch), or build "
                            "it and load_state_dict(resgrow.train.load_checkpoint(path)['model'])")
     try:
         if custom:
-            model = build_custom(arch, len(ck["data_cfg"]["classes"]))
-            if type(model).__name__ != ck.get("model_class"):
-                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a {ck.get('model_class')}")
-        else:
-            model = ResNet(ArchSpec.from_dict(ck["spec"]))
-        model.load_state_dict(ck["model"])
+            model = build_custom(arch, len(checkpoint["data_cfg"]["classes"]))
+            if type(model).__name__ != checkpoint["model_class"]:
+                raise ResgrowError(f"--arch {arch} builds a {type(model).__name__}; {path} holds a "
+                                   f"{checkpoint['model_class']}")
+            model.load_state_dict(checkpoint["model"])
+        else:  # the net alone: modules a method trained beside it for a while (ResNet.aux) are not part of it
+            model = ResNet(ArchSpec.from_dict(checkpoint["spec"]))
+            model.load_state_dict({k: v for k, v in checkpoint["model"].items() if not k.startswith("aux.")})
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
-    model.data_cfg = ck.get("data_cfg")
-    model.run_epoch = ck.get("epoch")
+    model.data_cfg = checkpoint["data_cfg"]
+    model.run_epoch = checkpoint["epoch"]
     return model
 
 
@@ -70,9 +72,9 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
                  batch_size: int = 1000, arch: str | None = None) -> dict:
     """Evaluate a run's last checkpoint on `data` (default: the run's own data, with its validation
     split and image size). Returns the result with the model's epoch, blocks and widths."""
-    ck, path = _load(run)
-    model = _model_of(ck, path, arch)  # before the data: a model that cannot be rebuilt fails fast
-    info, cfg = ck.get("run_info", {}), ck.get("config", {})
+    checkpoint, path = _load(run)
+    model = _model_of(checkpoint, path, arch)  # before the data: a model that cannot be rebuilt fails fast
+    info, cfg = checkpoint["run_info"], checkpoint["config"]
     source = data or info.get("data")
     if source is None:
         raise ResgrowError(f"{path} does not record its data: pass the data to evaluate on")
@@ -84,15 +86,14 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
         raise ResgrowError("there is no val split: the run did not carve one out of train (--val-size)" if own
                            else "the val split only exists for the run's own data")
     image_size = image_size if image_size is not None else info.get("image_size")
-    ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg.get("seed", 0),
+    ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg["seed"],
                       image_size=image_size)
     model = model.to(resolve_device(device)).eval()
     size = ({"blocks": model.spec.blocks_str(), "widths": model.spec.widths_str()} if isinstance(model, ResNet)
             else {"model": type(model).__name__})
-    # as the run evaluated itself: its precision and layout (checkpoints before they were stored: the GPU's rule)
-    how = dict(amp=ck.get("bf16"), channels_last=ck.get("channels_last"))
+    how = dict(amp=checkpoint["bf16"], channels_last=checkpoint["channels_last"])  # as the run evaluated itself
     return dict(evaluate_model(model, ds, split, batch_size, **how), data=str(source), dataset=ds.name,
-                epoch=ck.get("epoch"), epochs=cfg.get("epochs"), **size)
+                epoch=checkpoint["epoch"], epochs=cfg["epochs"], **size)
 
 
 def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_size: int = 1000,
@@ -113,9 +114,11 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
         if list(cfg["input_size"]) != [c, h, w]:
             tc, th, tw = cfg["input_size"]
             hint = f"; --image-size {th} brings ImageFolder images to {th}x{th}" if th == tw and tc == c else ""
-            raise ResgrowError(f"the model was trained on {tc}x{th}x{tw} images (CxHxW), {data.name} has {c}x{h}x{w}{hint}")
+            raise ResgrowError(f"the model was trained on {tc}x{th}x{tw} images (CxHxW), {data.name} has "
+                               f"{c}x{h}x{w}{hint}")
         if list(cfg["classes"]) != list(data.classes):
-            raise ResgrowError(f"the model was trained on classes {_short(cfg['classes'])}, {data.name} has {_short(data.classes)}")
+            raise ResgrowError(f"the model was trained on classes {_short(cfg['classes'])}, {data.name} has "
+                               f"{_short(data.classes)}")
         mean, std = cfg["mean"], cfg["std"]
     else:
         mean, std = channel_stats(data.train.images)

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import math
 
+from ..config import COSINES, SCHEDULES  # noqa: F401 - named with the settings
 from ..errors import ResgrowError
-
-SCHEDULES = ("constant", "step", "cosine", "cosine_restarts", "cosine_reset")
-COSINES = ("cosine", "cosine_restarts", "cosine_reset")
 
 
 def check_schedule(kind: str) -> None:

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..concurrency import GPU_LOCK
 from ..data.loader import DeviceLoader
 from ..errors import ResgrowError, first_line
 from .bf16_weights import Bf16Weights
@@ -24,7 +23,7 @@ from .bf16_weights import Bf16Weights
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
                  amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False,
-                 fold_h: bool = True, objective=None, before_step=None, ranks=None):
+                 fold_h: bool = True, objective=None, before_step=None, ranks=None, lock=None):
         from .distributed import Ranks
 
         self.model, self.optimizer, self.loader = model, optimizer, loader
@@ -33,15 +32,18 @@ class StepRunner:
         # objective(model, x, y) -> (loss, logits): a method's own loss instead of cross-entropy on the logits;
         # before_step(): work the step does right before SGD (each parameter group's lr from its scale)
         self.objective, self.before_step = objective, before_step
+        # shared by runs trained together: one capture at a time
+        self.lock = lock if lock is not None else nullcontext()
         # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
-        self.lowp = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
+        self.bf16_copies = Bf16Weights(model, fold_h) if (bf16_weights and amp) else None
         dev = loader.device
         self.loss_sum = torch.zeros((), device=dev)
         self.correct = torch.zeros((), dtype=torch.int64, device=dev)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_seconds = 0.0
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast where the run trains in it, else nothing."""
         if not self.amp:
             return nullcontext()
         # cache_enabled=False: a cached bf16 weight copy would outlive the capture and go stale.
@@ -49,19 +51,19 @@ class StepRunner:
 
     def _step(self) -> None:
         x, y = self.loader.next_batch()
-        with self._autocast():
+        with self.autocast():
             if self.objective is not None:
                 loss, out = self.objective(self.model, x, y)
-            elif self.lowp is None:
+            elif self.bf16_copies is None:
                 out = self.model(x)
             else:
-                out, leaves = self.lowp.forward(x)
+                out, leaves = self.bf16_copies.forward(x)
             if self.objective is None:
                 loss = F.cross_entropy(out, y, label_smoothing=self.label_smoothing)
-        if self.lowp is None:
+        if self.bf16_copies is None:
             loss.backward()
         else:
-            self.lowp.backward(loss, leaves)
+            self.bf16_copies.backward(loss, leaves)
         self.ranks.mean_grads(self.model.parameters())
         if self.before_step is not None:
             self.before_step()
@@ -90,7 +92,7 @@ class StepRunner:
                                "rerun with --no-graphs (TrainConfig(graphs=False))") from None
 
     def _capture(self) -> None:
-        with GPU_LOCK:  # runs trained together capture one at a time (concurrency.py)
+        with self.lock:  # runs trained together capture one at a time (train/together.py)
             self._capture_locked()
 
     def _capture_locked(self) -> None:
@@ -144,37 +146,40 @@ class StepRunner:
 
 
 class MethodStep:
-    """What a method that drives its own step (`Method.train_step`) works with: the model and its optimizer
-    (whose lr the trainer has set for this step), `next_batch()`, `autocast()` for the forward passes, and
-    `record(loss, logits, y)` for the epoch's train loss and accuracy (one step: one record)."""
+    """What a method with a step of its own (`OwnStep.train_step`) works with, one step at a time:
 
-    def __init__(self, runner: StepRunner, lr: float):
-        self.model, self.optimizer, self.lr = runner.model, runner.optimizer, lr
-        self.next_batch, self.autocast, self.record = self._next_batch, runner._autocast, runner.record
-        self._loader = runner.loader
-        self.ranks = runner.ranks  # several processes: a method averages its own gradients and values over them
+    - `model` and its `optimizer`, whose lr the trainer has set for this step (`lr`, the parameter groups' scales
+      applied); `epoch` (epochs completed) and `epochs` (the run's);
+    - `next_batch()`: the step's (x, y); `autocast()`: the run's precision for its forward passes;
+    - `record(loss, logits, y)`: the epoch's train loss and accuracy (one step: one record);
+    - `new_optimizer(params, lr_scale=1)`: SGD with the run's momentum, weight decay and Nesterov flag at this
+      step's lr times the scale, for modules it trains itself (`set_lr(optimizer)` brings each of its groups to a
+      later step's lr times its scale);
+    - `ranks`: several processes, over which it averages its own gradients and values."""
+
+    def __init__(self, runner: StepRunner, lr: float, epoch: int = 0, epochs: int = 0, optimizer_factory=None):
+        self.model, self.optimizer, self.lr, self.epoch, self.epochs = runner.model, runner.optimizer, lr, epoch, epochs
+        self.autocast, self.record = runner.autocast, runner.record
+        self.ranks = runner.ranks
         self.device = runner.loader.device
+        self._loader, self._factory = runner.loader, optimizer_factory or _plain_sgd
 
-    def _next_batch(self):
+    def next_batch(self):
         self._loader.stage()
         return self._loader.next_batch()
 
+    def new_optimizer(self, params, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+        """SGD as the run's, at this step's lr times `lr_scale` (timm's convention, kept in its group)."""
+        opt = self._factory(params, self.lr * lr_scale)
+        for group in opt.param_groups:
+            group["lr_scale"] = lr_scale
+        return opt
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, amp: bool, ranks=None) -> tuple[float, float]:
-    """Mean loss and accuracy over a fixed split (its shards summed over `ranks`); one host sync at the end."""
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    correct = torch.zeros((), dtype=torch.int64, device=dev)
-    ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else nullcontext()
-    with ctx:
-        for x, y in loader:
-            out = model(x)
-            loss_sum += F.cross_entropy(out.float(), y, reduction="sum").double()
-            correct += (out.argmax(1) == y).sum()
-    model.train(was_training)
-    sums = torch.stack([loss_sum, correct.double(), torch.tensor(float(len(loader)), dtype=torch.float64, device=dev)])
-    loss, c, n = (ranks.sum_(sums) if ranks is not None else sums).tolist()
-    return loss / n, c / n
+    def set_lr(self, optimizer: torch.optim.Optimizer) -> None:
+        """Each group of `optimizer` at this step's lr times its `lr_scale`."""
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
+
+
+def _plain_sgd(params, lr: float) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=lr)

@@ -1,6 +1,10 @@
 """The trainer: epochs of captured steps, evaluation, logs, checkpoints, and the size-change protocol.
 
-Wall-clock accounting: `train_seconds` counts training steps, CUDA-graph captures and size
+Read top to bottom: set-up (device, loaders, schedule, the run directory), installing a model (layout,
+optimizer, step), a change of size, the checkpoint state, then the loop: `fit` -> `_start` or `_resume` ->
+`_train_epoch` (the steps, the epoch's row, the method's hook, the change it asks for, the checkpoint).
+
+Wall-clock accounting: `train_seconds` counts training steps, CUDA-graph captures, the method's decisions and size
 changes; evaluation, logging and checkpoint writes are excluded.
 """
 
@@ -10,112 +14,40 @@ import dataclasses
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..concurrency import GPU_LOCK
-from ..data.loader import DeviceLoader, EvalLoader, channel_stats
-from ..data.sources import Dataset
+from ..config import TrainConfig
+from ..data.loader import make_loaders
 from ..errors import DivergedError, ResgrowError, first_line
 from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
-from ..methods.base import Baseline, Change, Method, RunContext
+from ..methods.base import Baseline, Change, GroupedLr, Method, OwnModules, OwnObjective, OwnStep, RunContext
 from ..models.custom import check_model
 from ..models.resnet import ResNet, spec_of
 from ..models.spec import ArchSpec
-from .. import atomic
-from ..report.metrics import MetricsLog, check_tensorboard
-from .checkpoint import CHECKPOINT, PREVIOUS, load_run_checkpoint, save_checkpoint
+from ..resume import check_resume
+from .checkpoint import CHECKPOINT
 from .compile import apply_compile
-from .device import (CPU_CHANNELS_LAST_MULTIPLE, GPU_ONLY, PRECISIONS, bf16_autocast, channels_last_suits, cpu_name,
-                     make_deterministic, precision_note, resolve_device)
+from .device import (
+    CPU_CHANNELS_LAST_MULTIPLE,
+    bf16_autocast,
+    channels_last_suits,
+    cpu_name,
+    precision_note,
+    set_up_device,
+)
 from .distributed import Ranks
+from .evaluation import Evaluator
 from .groups import LrGroups, SliceScales
 from .optim import carry_state, make_sgd
 from .progress import Progress
-from .run_dir import check_run_dir, never_trained
-from .run_lock import RunLock
-from .schedules import COSINES, Schedule
-from ..resume import check_resume
-from .step import MethodStep, StepRunner, evaluate
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 160
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    eta_min: float = 0.0
-    warmup: float = 0.0  # epochs of linear warm-up
-    milestones: tuple = ()  # step schedule; default 50% and 75% of the run
-    gamma: float = 0.1
-    restarts: tuple = ()  # cosine_restarts, cosine_reset: epochs at which the cosine restarts
-    label_smoothing: float = 0.0
-    augment: bool = True
-    eval_every: int = 1
-    eval_batch_size: int = 1000
-    checkpoint_every: int = 1
-    device: str = "auto"  # auto | cuda | cpu | cuda:N
-    amp: bool = True  # False: fp32, whatever `precision` says (--no-amp)
-    # auto: bf16 autocast where the device computes bf16 natively (a GPU of compute capability >= 8.0, a CPU with
-    # AVX-512 BF16 or AMX), fp32 elsewhere; fp32 | bf16 force it (train/device.py)
-    precision: str = "auto"
-    channels_last: bool = True
-    graphs: bool = True  # capture the whole step in a CUDA graph (CUDA only)
-    # bf16 weight copies by one multi-tensor copy instead of per-layer autocast casts: bit-identical, fewer kernels
-    # per step (BENCHMARKS.md). Only where bf16 autocast runs: without it there is nothing to replace.
-    bf16_weights: bool = True
-    compile: str = "none"  # none | blocks | model: torch.compile inside the captured step (experimental)
-    compile_backend: str = "inductor"
-    deterministic: bool = False  # same seed, same numbers on the GPU too (slower: no cuDNN autotuning)
-    tensorboard: bool = False  # also log per-epoch scalars to <out>/tb (needs the tensorboard package)
-    seed: int = 0
-    quiet: bool = False
-    workers: int | None = None  # streamed data: host processes that read and augment images (default min(8, CPUs))
-
-    def validate(self) -> None:
-        """One line for the first setting that cannot train (the CLI calls this before reading data)."""
-        e = self.epochs
-        problems = [
-            (self.epochs >= 1 and self.lr > 0, f"need epochs >= 1 and lr > 0 (got epochs={e}, lr={self.lr})"),
-            (self.batch_size >= 1, f"batch size must be >= 1, not {self.batch_size}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), not {self.label_smoothing}"),
-            (0 <= self.warmup < e, f"warm-up must be in [0, epochs={e}) epochs, not {self.warmup}"),
-            (0 <= self.eta_min < self.lr, f"eta-min must be in [0, lr={self.lr}), not {self.eta_min}"),
-            (self.gamma > 0, f"gamma must be > 0, not {self.gamma}"),
-            (self.precision in (*PRECISIONS, GPU_ONLY), f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}"),
-            (self.amp or self.precision != "bf16", "bf16 (--precision bf16) and fp32 (--no-amp) both asked for"),
-            (all(0 < m < e for m in self.milestones), f"milestones {list(self.milestones)} must be inside (0, {e})"),
-            (not self.milestones or self.schedule == "step", f"milestones apply to the step schedule, not {self.schedule!r}"),
-            (not self.restarts or self.schedule in COSINES,
-             f"restarts apply to the cosine schedules, not {self.schedule!r}"),
-            (min(self.eval_batch_size, self.eval_every, self.checkpoint_every) >= 1,
-             f"eval batch size, eval-every and checkpoint-every must be >= 1 (got {self.eval_batch_size}, "
-             f"{self.eval_every}, {self.checkpoint_every})"),
-        ]
-        for ok, message in problems:
-            if not ok:
-                raise ResgrowError(message)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"], d["restarts"] = list(self.milestones), list(self.restarts)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
-        return cls(**{"precision": GPU_ONLY, **d})  # a run that names none started under the GPU-only rule
+from .run_dir import RunDirectory
+from .schedules import Schedule
+from .step import MethodStep, StepRunner
 
 
 def arch_of(model: nn.Module) -> ArchSpec | None:
@@ -135,40 +67,24 @@ class Trainer:
 
     With `out`, the run directory gets run.json, metrics.jsonl/csv and checkpoint.pt; an existing
     non-empty directory is refused unless `resume=True`, which continues from its checkpoint.
+    `lock`: shared by runs trained together in one process (train/together.py), held around what must not meet
+    another run's CUDA-graph capture; a run alone needs none.
     """
 
-    def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig | None = None,
-                 method: Method | None = None, out: str | Path | None = None, resume: bool = False,
-                 run_info: dict | None = None, ranks: Ranks | None = None):
+    def __init__(self, model: nn.Module, data, config: TrainConfig | None = None, method: Method | None = None,
+                 out: str | Path | None = None, resume: bool = False, run_info: dict | None = None,
+                 ranks: Ranks | None = None, lock=None):
         self.cfg = config or TrainConfig()
         self.ranks = ranks or Ranks()  # several processes (torchrun): see train/distributed.py
         if not resume:  # a resumed run's config trained once already: a newer rule must not strand it
             self.cfg.validate()
-        self.data, self.method = data, method or Baseline()
-        self.out = Path(out) if out else None
-        # Only rank 0 writes the run directory; every rank reads its checkpoint to resume.
-        self.read_dir, self.out = self.out, (self.out if self.ranks.main else None)
-        self.run_info = dict(run_info or {})
-        self.device = resolve_device(self.cfg.device)
-        cuda = self.device.type == "cuda"
+        self.method, self.run_info, self.resume = method or Baseline(), dict(run_info or {}), resume
+        self.lock = lock if lock is not None else nullcontext()
+        self.device = set_up_device(self.cfg)  # every process-wide torch setting of the run is made there
         self.amp = bf16_autocast(self.cfg.precision if self.cfg.amp else "fp32", self.device, say=self.ranks.main)
-        self.channels_last = self.cfg.channels_last and (cuda or self.cfg.precision != GPU_ONLY)
-        self.use_graphs = self.cfg.graphs and cuda
-        if self.cfg.tensorboard:
-            if self.out is None:
-                raise ResgrowError("TensorBoard logging needs a run directory (out=...)")
-            check_tensorboard()
-        if self.ranks.main:
-            check_run_dir(self.out, resume)
-        self.resume = resume
-        if self.cfg.deterministic:
-            make_deterministic()
-        elif cuda:
-            torch.backends.cudnn.benchmark = True
-        if cuda and self.device.index is not None:  # cuda:N: graph capture and streams use the current device
-            torch.cuda.set_device(self.device)
-
-        self._make_loaders(data)
+        self.channels_last, self.use_graphs = self.cfg.channels_last, self.cfg.graphs and self.device.type == "cuda"
+        self._open_run_dir(out, resume)
+        self._open_data(data)
         self.schedule = Schedule(self.cfg.schedule, self.cfg.lr, self.cfg.epochs, eta_min=self.cfg.eta_min,
                                  warmup=self.cfg.warmup, milestones=self.cfg.milestones, gamma=self.cfg.gamma,
                                  restarts=self.cfg.restarts)
@@ -183,9 +99,6 @@ class Trainer:
         self.checkpoint_epoch = 0  # the epoch of the run's checkpoint (0: none yet)
         self.history: list[dict] = []
         self._pending_events: list[dict] = []
-        self.log = MetricsLog(self.out, tensorboard=self.cfg.tensorboard,
-                              method_columns=getattr(self.method, "log_columns", ())) if self.out else None
-        self._lock = RunLock(self.out) if self.out else None  # held while fit() runs
         self.runner: StepRunner | None = None
         self._capture_seconds_done = 0.0  # captures of step runners already replaced by a size change
         self.stop_requested = False  # set by request_stop(): end after the current epoch, with a checkpoint
@@ -194,31 +107,37 @@ class Trainer:
         self._install(model, method_groups=not resume)  # resumed: the checkpoint's model and method state replace them
         self._reference_flops = self._size["flops"]  # the requested net's: one of its gradients is the unit of work
 
-    # ------------------------------------------------------------------ setup and the size-change protocol
+    # ------------------------------------------------------------------ set-up
 
-    def _make_loaders(self, data) -> None:
-        shard = dict(rank=self.ranks.rank, world=self.ranks.world)
-        if data.streamed:  # files read as training goes (data/stream.py)
-            from ..data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamEval, StreamLoader, resolve_decode
+    def _open_run_dir(self, out, resume: bool) -> None:
+        """Only rank 0 writes the run directory; every rank reads its checkpoint to resume."""
+        if out is None and (resume or self.cfg.tensorboard):
+            raise ResgrowError("resume needs a run directory" if resume else
+                               "TensorBoard logging needs a run directory (out=...)")
+        self.run_dir = RunDirectory(out, writes=self.ranks.main, tensorboard=self.cfg.tensorboard,
+                                    method_columns=self.method.log_columns) if out is not None else None
+        self.out = Path(out) if out is not None and self.ranks.main else None
+        if self.run_dir is not None:
+            self.run_dir.check(resume)
 
-            self.mean, self.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-            data.decode, decoder = resolve_decode(data.decode, data.augment, self.device)  # "auto": where, said in the first line
-            self.loader = StreamLoader(data, self.cfg.batch_size, self.device, self.mean, self.std, seed=self.cfg.seed,
-                                       channels_last=self.channels_last, workers=self.cfg.workers, decoder=decoder,
-                                       **shard)
-            self.test_loader = StreamEval(data.test, data.size, data.augment, self.cfg.eval_batch_size, self.device,
-                                          self.mean, self.std, self.channels_last, workers=self.cfg.workers, **shard)
-            self.val_loader = None
-            return
-        self.mean, self.std = channel_stats(data.train.images)
-        self.loader = DeviceLoader(data.train, self.cfg.batch_size, self.device, self.mean, self.std,
-                                   augment=self.cfg.augment, seed=self.cfg.seed, channels_last=self.channels_last, **shard)
-        ev = lambda s, what: EvalLoader(s, self.cfg.eval_batch_size, self.device, self.mean, self.std,  # noqa: E731
-                                        self.channels_last, what, **shard)
-        self.test_loader = ev(data.test, "test")
-        self.val_loader = ev(data.val, "validation") if data.val is not None else None
+    def _open_data(self, data) -> None:
+        """The loaders and the evaluator; the dataset as the run reads it (`self.data`)."""
+        cfg = self.cfg
+        self.loaders = make_loaders(data, cfg.batch_size, cfg.eval_batch_size, self.device, seed=cfg.seed,
+                                    augment=cfg.augment, channels_last=self.channels_last, workers=cfg.workers,
+                                    rank=self.ranks.rank, world=self.ranks.world)
+        self.data, self.loader = self.loaders.data, self.loaders.train
+        self.mean, self.std = self.loaders.mean, self.loaders.std
+        self.evaluator = Evaluator(self.loaders.test, self.loaders.val, self.ranks, self.lock)
 
-    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None, method_groups: bool = True) -> dict | None:
+    def use_lock(self, lock) -> None:
+        """Runs trained together: hold `lock` around captures, evaluation and process-wide changes."""
+        self.lock = self.evaluator.lock = self.runner.lock = lock
+
+    # ------------------------------------------------------------------ installing a model, changing its size
+
+    def _install(self, model: nn.Module, old: tuple | None = None, param_map=None,
+                 method_groups: bool = True) -> dict | None:
         """Make `model` the one being trained: device, layout, optimizer (state carried), step runner.
         `method_groups`: ask the method for its parameter and element groups (not for a model about to be
         replaced by a checkpoint's, which the method's groups, loaded with its state, may not fit)."""
@@ -226,30 +145,36 @@ class Trainer:
         model.train()
         self._size = self._size_fields(model)  # before compiling: counting FLOPs runs a forward
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
-        groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if method_groups else None, self.lr)
-        self.slices.install(model, self.method.slice_groups(model) if method_groups else None)
-        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov, fused=self.use_graphs,
-                       groups=groups)
-        carried = None
-        if old is not None:
-            carried = carry_state(old[0], old[1], model, opt, param_map)
+        grouped = method_groups and isinstance(self.method, GroupedLr)
+        groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if grouped else None, self.lr)
+        self.slices.install(model, self.method.slice_groups(model) if grouped else None)
+        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov,
+                       fused=self.use_graphs, groups=groups)
+        carried = carry_state(old[0], old[1], model, opt, param_map) if old is not None else None
         self.model, self.optimizer = model, opt
         if self.runner is not None:
             self._capture_seconds_done += self.runner.capture_seconds
-        self.wrapped = self._wrap(model)
-        self.runner = StepRunner(self.wrapped, opt, self.loader, amp=self.amp,
-                                 graph=self.use_graphs and self.method.train_step is None,
-                                 label_smoothing=self.cfg.label_smoothing,
-                                 # the weight copies replace the plain forward, and bypass the fp32 parameters' hooks
-                                 bf16_weights=self.cfg.bf16_weights and not self.slices.names
-                                 and self.method.objective is None and self.method.train_step is None,
-                                 objective=self.method.objective, ranks=self.ranks,
-                                 before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
+        self.runner = self._runner(model, opt)
         return carried
+
+    def _runner(self, model: nn.Module, opt) -> StepRunner:
+        own_step = isinstance(self.method, OwnStep)
+        objective = self.method.objective() if isinstance(self.method, OwnObjective) else None
+        return StepRunner(model, opt, self.loader, amp=self.amp, graph=self.use_graphs and not own_step,
+                          label_smoothing=self.cfg.label_smoothing,
+                          # the weight copies replace the plain forward, and bypass the fp32 parameters' hooks
+                          bf16_weights=self.cfg.bf16_weights and not self.slices.names and objective is None
+                          and not own_step,
+                          objective=objective, ranks=self.ranks, lock=self.lock,
+                          before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
+
+    def method_modules(self) -> dict[str, nn.Module]:
+        """The method's modules beside the model (`OwnModules`)."""
+        return self.method.modules() if isinstance(self.method, OwnModules) else {}
 
     def _place_modules(self) -> None:
         """The method's own modules on the run's device and layout, in place (the method keeps its references)."""
-        for module in self.method.modules().values():
+        for module in self.method_modules().values():
             module.to(self.device)
             if self._channels_last_for(module):
                 module.to(memory_format=torch.channels_last)
@@ -267,24 +192,20 @@ class Trainer:
         if self.device.type != "cpu":
             return "channels_last"
         now = "channels_last" if self.layout_channels_last else "NCHW"
-        return f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else NCHW (now {now})"
+        return (f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else "
+                f"NCHW (now {now})")
 
     def _lay_out(self, model: nn.Module) -> nn.Module:
         """The memory layout for this size of the model (`_channels_last_for`), and the inputs to match."""
         self.layout_channels_last = self._channels_last_for(model)
-        for loader in (self.loader, self.test_loader, self.val_loader):
-            if loader is not None:
-                loader.normalize.channels_last = self.layout_channels_last
+        for loader in self.loaders.all:
+            loader.normalize.channels_last = self.layout_channels_last
         return model.to(memory_format=torch.channels_last if self.layout_channels_last else torch.contiguous_format)
 
     @property
     def capture_seconds(self) -> float:
         """All CUDA-graph capture time of this run so far (part of train_seconds)."""
         return self._capture_seconds_done + self.runner.capture_seconds
-
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        """The module the step runs. Multi-GPU training will wrap DDP here, re-created at every size change."""
-        return model
 
     def apply_change(self, change: Change) -> dict:
         """Switch to `change.model`: carry momentum along `change.param_map`, keep the schedule
@@ -296,18 +217,30 @@ class Trainer:
         if change.batch_size is not None and change.batch_size != self.loader.batch_size:
             self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
         carried = self._install(change.model, (self.model, self.optimizer), change.param_map)
-        self.ranks.broadcast_([self.model, *self.method.modules().values()])  # new units drawn at random included
+        self.ranks.broadcast_([self.model, *self.method_modules().values()])  # new units drawn at random included
         self._sync()
         self.train_seconds += time.perf_counter() - t0
         self._pending_events.append(as_event(change.event))
         return carried
 
     def _ctx(self, row: dict | None = None) -> RunContext:
-        return RunContext(self.model, self.epoch, self.cfg.epochs, self.global_step, self.loader.steps,
-                          self.schedule, self.train_seconds, (self.loader.h, self.loader.w), row or {}, self.history,
-                          self.cfg.batch_size,
-                          {**self.groups.scales, **self.slices.scales}, self._set_lr_scales,
-                          lambda x: self.ranks.value(x, self.device))
+        return RunContext(model=self.model, epoch=self.epoch, epochs=self.cfg.epochs, step=self.global_step,
+                          steps_per_epoch=self.loader.steps, schedule=self.schedule, train_seconds=self.train_seconds,
+                          image_size=(self.loader.h, self.loader.w), row=row if row is not None else {},
+                          history=self.history, batch_size=self.cfg.batch_size,
+                          lr_scales={**self.groups.scales, **self.slices.scales}, set_lr_scales=self._set_lr_scales,
+                          shared_value=lambda x: self.ranks.rank0_value(x, self.device), device_lock=self.lock)
+
+    def _change_of(self, ctx: RunContext, change: Change | None) -> Change | None:
+        """What a hook asks for: its Change, or the current model installed again (`ctx.reinstall`)."""
+        if change is None and ctx.reinstalled is not None:
+            return Change(self.model, {n: n for n, _ in self.model.named_parameters()}, ctx.reinstalled)
+        return change
+
+    def _optimizer_factory(self, params, lr: float) -> torch.optim.SGD:
+        """SGD with the run's momentum, weight decay and Nesterov flag, for modules a method trains itself."""
+        return torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
+                               nesterov=self.cfg.nesterov)
 
     def _set_lr_scales(self, values: dict) -> None:
         rest = self.slices.update(values)
@@ -317,6 +250,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict:
+        from ..methods import method_ref  # the registry imports every method, some of which import the trainer's parts
+
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -328,8 +263,9 @@ class Trainer:
             "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
-            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in self.method.modules().items()},
-            "method": {"name": self.method.name, "state": self.method.state_dict()},
+            "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                        for k, m in self.method_modules().items()},
+            "method": {"name": self.method.name, "ref": method_ref(self.method), "state": self.method.state_dict()},
             "config": self.cfg.to_dict(), "rng": rng, "run_info": self.run_info,
             "data_cfg": self.data_cfg(), "world_size": self.ranks.world, "bf16": self.amp,
             "channels_last": self.channels_last,
@@ -338,74 +274,78 @@ class Trainer:
     def data_cfg(self) -> dict:
         """How the model's inputs are prepared, stored so that the trained model can be used alone."""
         h, w, c = self.data.image_shape
-        return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w], "classes": list(self.data.classes)}
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": [c, h, w],
+                "classes": list(self.data.classes)}
 
-    def load_state_dict(self, ck: dict, source: str = "checkpoint") -> None:
+    def load_state_dict(self, checkpoint: dict, source: str = "checkpoint") -> None:
         try:
-            if (ck["spec"] is None) != (self.requested_spec is None) or ck.get("model_class", "ResNet") != self.model_class:
-                raise ResgrowError(f"{source} holds a {ck.get('model_class', 'ResNet')}, not the given {self.model_class}")
-            self._check_same_data(ck.get("data_cfg"), source)
-            if ck.get("world_size", 1) != self.ranks.world:
-                n = ck.get("world_size", 1)
-                raise ResgrowError(f"{source} was trained by {n} process{'es' * (n > 1)}, and its batches are sharded "
-                                   f"so: resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
-            if ck["method"]["name"] != self.method.name:
-                raise ResgrowError(f"{source} was trained with method {ck['method']['name']!r}, not {self.method.name!r}")
-            check_resume(self.cfg, self.method, ck, source)
-            if ck["spec"] is None:  # a model of the user's own: load into the one given
-                self._load_model_state(self.model, ck)
+            self._check_same_run(checkpoint, source)
+            check_resume(self.cfg, self.method, checkpoint, source)
+            if checkpoint["spec"] is None:  # a model of the user's own: load into the one given
+                self._load_model_state(self.model, checkpoint)
                 return
-            spec, requested = ArchSpec.from_dict(ck["spec"]), ArchSpec.from_dict(ck["requested_spec"])
+            spec, requested = ArchSpec.from_dict(checkpoint["spec"]), ArchSpec.from_dict(checkpoint["requested_spec"])
             if requested != self.requested_spec:
-                raise ResgrowError(f"{source} was trained for {ck.get('run_info', {}).get('arch', 'another arch')} "
-                                   f"({requested.block}, blocks {requested.blocks_str()}, widths {requested.widths_str()}), "
-                                   f"not the requested {self.requested_spec.block}, blocks {self.requested_spec.blocks_str()}, "
-                                   f"widths {self.requested_spec.widths_str()}")
-            self._load_model_state(ResNet(spec), ck)
+                raise ResgrowError(f"{source} was trained for {checkpoint['run_info'].get('arch', 'another arch')} "
+                                   f"({requested.block}, blocks {requested.blocks_str()}, widths "
+                                   f"{requested.widths_str()}), not the requested {self.requested_spec.block}, blocks "
+                                   f"{self.requested_spec.blocks_str()}, widths {self.requested_spec.widths_str()}")
+            self._load_model_state(ResNet(spec), checkpoint)
         except ResgrowError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             raise ResgrowError(f"{source} does not match the model or is incomplete ({first_line(e)})") from None
 
-    def _check_same_data(self, stored: dict | None, source: str) -> None:
-        """A resumed run must see the data it was trained on: same classes, image size and pixel
-        statistics (a file replaced under the same path would otherwise go unnoticed)."""
-        if not stored:  # checkpoints written before resgrow stored data_cfg
-            return
-        now = self.data_cfg()
+    def _check_same_run(self, checkpoint: dict, source: str) -> None:
+        """The checkpoint is of this kind of model, method and process count, on the same data: same classes, image
+        size and pixel statistics (a file replaced under the same path would otherwise go unnoticed)."""
+        own = checkpoint["spec"] is None
+        if own != (self.requested_spec is None) or checkpoint["model_class"] != self.model_class:
+            raise ResgrowError(f"{source} holds a {checkpoint['model_class']}, not the given {self.model_class}")
+        stored, now = checkpoint["data_cfg"], self.data_cfg()
         for key, what in (("classes", "classes"), ("input_size", "image size (C, H, W)")):
             if list(stored[key]) != now[key]:
                 raise ResgrowError(f"{source} was trained on data with {what} {stored[key]}, this data has {now[key]}")
         if any(abs(a - b) > 1e-6 for a, b in zip(stored["mean"] + stored["std"], now["mean"] + now["std"])):
             raise ResgrowError(f"{source} was trained on other images: the training set's pixel mean/std differ "
-                               f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} now)")
+                               f"({[round(x, 4) for x in stored['mean']]} then, {[round(x, 4) for x in now['mean']]} "
+                               "now)")
+        if checkpoint["world_size"] != self.ranks.world:
+            n = checkpoint["world_size"]
+            raise ResgrowError(f"{source} was trained by {n} process{'es' * (n > 1)}, and its batches are sharded so: "
+                               f"resume it with {n} (torchrun --nproc_per_node {n}), not {self.ranks.world}")
+        if checkpoint["method"]["name"] != self.method.name:
+            raise ResgrowError(f"{source} was trained with method {checkpoint['method']['name']!r}, not "
+                               f"{self.method.name!r}")
 
-    def _load_model_state(self, model: nn.Module, ck: dict) -> None:
-        self.method.load_state_dict(ck["method"]["state"])  # before the install: its groups may depend on it
-        model = self.method.attach(model)  # modules a method's phase puts on the model
-        model.load_state_dict(ck["model"])
-        for name, module in self.method.modules().items():
-            module.load_state_dict(ck["modules"][name])
+    def _load_model_state(self, model: nn.Module, checkpoint: dict) -> None:
+        self.method.load_state_dict(checkpoint["method"]["state"])  # before the install: its groups may depend on it
+        if isinstance(self.method, OwnModules):
+            model = self.method.attach(model)  # modules a method's phase trains with the model
+        model.load_state_dict(checkpoint["model"])
+        for name, module in self.method_modules().items():
+            module.load_state_dict(checkpoint["modules"][name])
         self._place_modules()
-        self.groups.scales = dict(ck.get("lr_scales", {}))
-        self.slices.scales = dict(ck.get("slice_scales", {}))
-        if ck.get("batch_size", self.loader.batch_size) != self.loader.batch_size:
-            self.loader.resize(ck["batch_size"])
-        self.amp = ck.get("bf16", self.amp)  # "auto" chose on the machine the run started on: the run keeps it
+        self.groups.scales, self.slices.scales = dict(checkpoint["lr_scales"]), dict(checkpoint["slice_scales"])
+        if checkpoint["batch_size"] != self.loader.batch_size:
+            self.loader.resize(checkpoint["batch_size"])
+        self.amp = checkpoint["bf16"]  # "auto" chose on the machine the run started on: the run keeps it
         self._install(model)
-        for p, m in zip(self.model.parameters(), ck["momentum"], strict=True):
+        for p, m in zip(self.model.parameters(), checkpoint["momentum"], strict=True):
             self.optimizer.state[p]["momentum_buffer"].copy_(m)
-        self.schedule.load_state_dict(ck["schedule"])
-        self.epoch, self.global_step, self.train_seconds = ck["epoch"], ck["global_step"], ck["train_seconds"]
+        self.schedule.load_state_dict(checkpoint["schedule"])
+        self.epoch, self.global_step = checkpoint["epoch"], checkpoint["global_step"]
+        self.train_seconds = checkpoint["train_seconds"]
         self.checkpoint_epoch = self.epoch
-        torch.set_rng_state(ck["rng"]["cpu"])
-        if "cuda" in ck["rng"] and torch.cuda.is_available() and len(ck["rng"]["cuda"]) == torch.cuda.device_count():
-            with GPU_LOCK:  # process-wide generator state: not while another run trained together captures
-                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        torch.set_rng_state(checkpoint["rng"]["cpu"])
+        cuda_rng = checkpoint["rng"].get("cuda")  # saved where CUDA was at hand; restored where as many devices are
+        if cuda_rng is not None and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            with self.lock:  # process-wide generator state: not while another run trained together captures
+                torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
 
     def _save(self) -> None:
         if self.out is not None:
-            save_checkpoint(self.state_dict(), self.out / CHECKPOINT, keep=PREVIOUS)
+            self.run_dir.save(self.state_dict())
             self.checkpoint_epoch = self.epoch
 
     # ------------------------------------------------------------------ the loop
@@ -420,130 +360,156 @@ class Trainer:
 
     def fit(self, until: int | None = None) -> list[dict]:
         """Train to `config.epochs` (or stop after epoch `until`, resumable). Returns the log rows."""
-        if self._lock is not None:
-            self._lock.acquire()  # creates the directory; a second process on it stops here
+        if self.run_dir is not None:
+            self.run_dir.open()  # the lock: a second process on the directory stops here
         try:
-            return self._fit(until)
+            fresh = self.epoch == 0 and self.global_step == 0
+            if self.run_dir is not None and (self.resume or fresh):
+                self.run_dir.check(self.resume)  # again, now under the lock: decisive
+            if self.resume:
+                self._resume()
+            elif fresh:
+                self._start()
+            self._stop_at = self.cfg.epochs if until is None else min(until, self.cfg.epochs)  # always checkpointed
+            while self.epoch < self._stop_at and not self.stop_requested:
+                self._train_epoch()
+            return self.history
         finally:
-            if self.log is not None:
-                self.log.close()
-            if self._lock is not None:
-                self._lock.release()
+            if self.run_dir is not None:
+                self.run_dir.close()
 
-    def _fit(self, until: int | None) -> list[dict]:
-        fresh = self.epoch == 0 and self.global_step == 0
-        if self.out is not None and (self.resume or fresh):
-            check_run_dir(self.out, self.resume)  # again, now under the lock: decisive
-        if self.resume:
-            ck, path = load_run_checkpoint(self.read_dir, self._say)
-            self.load_state_dict(ck, f"checkpoint {path}")
-            if self.log is not None:
-                self.log.truncate(self.epoch)
-            self.history = [r for r in MetricsLog(self.read_dir).rows() if r["epoch"] <= self.epoch]
-            self.resume = False
-            self._say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
-            if self.run_info.get("shared_device"):  # resumed in `together` (train/together.py): run.json says so
-                self._update_run_json(shared_device=self.run_info["shared_device"])
-        elif fresh:
-            if self.out is not None and never_trained(self.out):
-                self._say(f"{self.out} holds a run that stopped before its first epoch ended: starting it again")
-            # Before run.json: a method that rejects its options leaves no file behind, and run.json
-            # records the options it resolved (e.g. the growth epochs scaled to --epochs).
-            self.ranks.same_rng(self.device)
-            change = self.method.on_run_start(self._ctx())
-            self._place_modules()
-            if change is not None:
-                self.apply_change(change)
-            self.ranks.broadcast_([self.model, *self.method.modules().values()])  # one start on every rank
-            self._write_run_info()
-        stop = self.cfg.epochs if until is None else min(until, self.cfg.epochs)
-        self._stop_at = stop  # the last epoch of this call always gets a checkpoint: it is where a resume starts
-        while self.epoch < stop and not self.stop_requested:
-            self._train_epoch()
-        return self.history
+    def _resume(self) -> None:
+        checkpoint, path = self.run_dir.load(self.say)
+        self.load_state_dict(checkpoint, f"checkpoint {path}")
+        self.run_dir.truncate(self.epoch)
+        self.history = [r for r in self.run_dir.rows() if r["epoch"] <= self.epoch]
+        self.resume = False
+        self.say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
+        if self.run_info.get("shared_device"):  # resumed in `together` (train/together.py): run.json says so
+            self.run_dir.update_info(shared_device=self.run_info["shared_device"])
+
+    def _start(self) -> None:
+        """A fresh run: the method's start (its first model, restarts), then run.json. Before run.json: a method that
+        rejects its options leaves no file behind, and run.json records the options it resolved."""
+        if self.run_dir is not None and self.run_dir.never_trained():
+            self.say(f"{self.out} holds a run that stopped before its first epoch ended: starting it again")
+        self.ranks.same_rng(self.device)
+        ctx = self._ctx()
+        change = self._change_of(ctx, self.method.on_run_start(ctx))
+        self._place_modules()
+        if change is not None:
+            self.apply_change(change)
+        self.ranks.broadcast_([self.model, *self.method_modules().values()])  # one start on every rank
+        if self.run_dir is not None:
+            self.run_dir.write_info(self._run_info())
 
     def _train_epoch(self) -> None:
+        seconds, captures, train_loss, train_acc = self._run_steps()
+        self.train_seconds += seconds
+        self.epoch += 1
+        row = self._epoch_row(seconds, captures, train_loss, train_acc)
+        if not math.isfinite(train_loss):
+            self._diverged(row, train_loss)
+        if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
+            t_eval = time.perf_counter()
+            row.update(self.evaluator(self.model, self.amp))
+            row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
+        row.update(self._size)
+        self._method_epoch_end(row)
+        row["train_seconds"] = round(self.train_seconds, 3)  # with the method's time and the size change
+        row["events"], self._pending_events = self._pending_events, []
+        self._write_row(row)
+        if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self._stop_at or self.stop_requested:
+            self._save()
+
+    def _run_steps(self) -> tuple[float, float, float, float]:
+        """One epoch's steps (and the method's on_step hooks). Returns its seconds, the capture seconds in them, and
+        the epoch's train loss and accuracy."""
         cfg, steps, e = self.cfg, self.loader.steps, self.epoch
         self.loader.start_epoch(e)
         self.runner.reset_metrics()
         prev = f" loss {self.history[-1]['train_loss']:.3f}" if self.history else ""
         factor = self.loader.batch_size / cfg.batch_size  # a method's batch size brings its lr along
         bar = Progress(steps, self.loader.batch_size, f"epoch {e + 1}/{cfg.epochs} lr {self.schedule(e):.3g} "
-                       f"{self._size.get('blocks', self.model_class)}{prev}", enabled=self.bars and not cfg.quiet and self.ranks.main)
-        captures_before = self.capture_seconds
+                       f"{self._size.get('blocks', self.model_class)}{prev}",
+                       enabled=self.bars and not cfg.quiet and self.ranks.main)
+        captures_before, own_step = self.capture_seconds, isinstance(self.method, OwnStep)
         self._sync()
         t0 = time.perf_counter()
         for i in range(steps):
-            lr = self.schedule(e + i / steps) * factor
+            self._lr_now = lr = self.schedule(e + i / steps) * factor
             if self.use_graphs:
                 self.lr.fill_(lr)
             else:
                 self.groups.set_eager(self.optimizer, lr)
-            if self.method.train_step is None:
-                self.runner.run()
+            if own_step:
+                self.method.train_step(MethodStep(self.runner, lr, self.epoch, cfg.epochs, self._optimizer_factory))
             else:
-                self.method.train_step(MethodStep(self.runner, lr))
+                self.runner.run()
             self.global_step += 1
             bar.update()
             if self.method.step_interval and self.global_step % self.method.step_interval == 0:
-                self.ranks.same_rng(self.device)
-                change = self.method.on_step(self._ctx())
-                if change is not None and change.batch_size is not None:
-                    raise ResgrowError("a method changes the batch size at an epoch's end (on_epoch_end), not in on_step")
-                if change is not None:
-                    t_change = time.perf_counter()
-                    self.apply_change(change)
-                    t0 += time.perf_counter() - t_change  # apply_change books its own time
-        train_loss, train_acc = self.runner.read_metrics(steps)  # syncs
-        for module in (self.model, *self.method.modules().values()):  # MG/OPT's coarse levels have statistics too
+                t0 += self._on_step()  # apply_change books its own time
+        train_loss, train_acc = self.runner.read_metrics(steps)  # the epoch's one host sync, inside its clock
+        for module in (self.model, *self.method_modules().values()):  # MG/OPT's coarse levels have statistics too
             self.ranks.average_buffers(module)
         seconds = time.perf_counter() - t0
         bar.close()
-        self.train_seconds += seconds
-        self.epoch = e + 1
+        return seconds, self.capture_seconds - captures_before, train_loss, train_acc
 
+    def _on_step(self) -> float:
+        """The method's on_step hook and the change it asks for; returns the change's seconds."""
+        self.ranks.same_rng(self.device)
+        ctx = self._ctx()
+        change = self._change_of(ctx, self.method.on_step(ctx))
+        if change is None:
+            return 0.0
+        if change.batch_size is not None:
+            raise ResgrowError("a method changes the batch size at an epoch's end (on_epoch_end), not in on_step")
+        t_change = time.perf_counter()
+        self.apply_change(change)
+        return time.perf_counter() - t_change
+
+    def _epoch_row(self, seconds: float, captures: float, train_loss: float, train_acc: float) -> dict:
         row = {"epoch": self.epoch, "train_seconds": round(self.train_seconds, 3), "epoch_seconds": round(seconds, 3),
-               "capture_seconds": round(self.capture_seconds - captures_before, 3),
-               "train_loss": train_loss, "train_acc": train_acc, "lr": lr,
-               "img_per_s": round(steps * self.loader.batch_size * self.ranks.world / seconds, 1), "batch_size": self.loader.batch_size}
+               "capture_seconds": round(captures, 3), "train_loss": train_loss, "train_acc": train_acc,
+               "lr": self._lr_now,
+               "img_per_s": round(self.loader.steps * self.loader.batch_size * self.ranks.world / seconds, 1),
+               "batch_size": self.loader.batch_size}
         if self.data.streamed:  # how much of the epoch the step waited for the workers: is the run input-bound?
             row["data_wait_seconds"] = round(self.loader.wait_seconds, 3)
-        if not math.isfinite(train_loss):
-            row["events"] = self._pending_events + [event("diverged", "diverged")]
-            self._write_row(row)
-            last = self.checkpoint_epoch  # with --checkpoint-every k, not always the epoch before
-            where = (f"last good checkpoint {self.out / CHECKPOINT} (epoch {last})" if self.out and last > 0
-                     else "no checkpoint was written before it")
-            raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch}; stopped; {where}. "
-                                "Try a lower --lr or a warm-up.")
-        if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
-            t_eval = time.perf_counter()
-            with GPU_LOCK:  # new shapes (cuDNN autotuning, workspaces): never inside another run's capture
-                row["test_loss"], row["test_acc"] = evaluate(self.model, self.test_loader, self.amp, self.ranks)
-                if self.val_loader is not None:
-                    row["val_loss"], row["val_acc"] = evaluate(self.model, self.val_loader, self.amp, self.ranks)
-            row["eval_seconds"] = round(time.perf_counter() - t_eval, 3)  # not training time; logged to plan runs
-        row.update(self._size)
-        # The epoch's work in gradients of the requested net (a method that does more per step counts its own)
-        row["steps"] = steps
-        row["grad_equivalents"] = round(steps * self._size["flops"] / self._reference_flops, 3)
+        return row
+
+    def _diverged(self, row: dict, train_loss: float) -> None:
+        row["events"] = self._pending_events + [event("diverged", "diverged")]
+        self._write_row(row)
+        last = self.checkpoint_epoch  # with --checkpoint-every k, not always the epoch before
+        where = (f"last good checkpoint {self.out / CHECKPOINT} (epoch {last})" if self.out and last > 0
+                 else "no checkpoint was written before it")
+        raise DivergedError(f"training loss became {train_loss} in epoch {self.epoch}; stopped; {where}. "
+                            "Try a lower --lr or a warm-up.")
+
+    def _method_epoch_end(self, row: dict) -> None:
+        """The epoch's work, the method's on_epoch_end hook (its time is training time) and the change it asks for."""
+        steps = self.loader.steps
+        # The epoch's work in gradients of the requested net: one of the current net's a step, and what the method
+        # adds (a method with a step of its own counts all of its work)
+        work = 0.0 if isinstance(self.method, OwnStep) else steps * self._size["flops"] / self._reference_flops
+        row["steps"], row["grad_equivalents"] = steps, round(work, 3)
         t0 = time.perf_counter()
         self.ranks.same_rng(self.device)
-        change = self.method.on_epoch_end(self._ctx(row))
-        self.ranks.same(f"the change after epoch {self.epoch}", _change_text(change))
-        self.stop_requested = self.ranks.any(self.stop_requested, self.device)  # every rank stops after one epoch
+        ctx = self._ctx(row)
+        change = self._change_of(ctx, self.method.on_epoch_end(ctx))
+        row["grad_equivalents"] = round(work + ctx.work, 3)
+        self.ranks.check_agree(f"the change after epoch {self.epoch}", _change_text(change))
+        # every rank stops after the same epoch
+        self.stop_requested = self.ranks.true_on_any(self.stop_requested, self.device)
         self._sync()
         row["method_seconds"] = round(time.perf_counter() - t0, 4)  # a method's decisions cost training time
         self.train_seconds += row["method_seconds"]
-        if change is not None and self.epoch < cfg.epochs:
+        if change is not None and self.epoch < self.cfg.epochs:
             self.apply_change(change)
             row.update({f"after_{k}": v for k, v in self._size.items()})
-        row["train_seconds"] = round(self.train_seconds, 3)  # with the method's time and the size change
-        row["events"] = self._pending_events
-        self._pending_events = []
-        self._write_row(row)
-        if self.epoch % cfg.checkpoint_every == 0 or self.epoch == self._stop_at or self.stop_requested:
-            self._save()
 
     def _size_fields(self, model: nn.Module) -> dict:
         """What the log says about the model's size; for a model of the user's own, its class name."""
@@ -558,30 +524,28 @@ class Trainer:
 
     def _write_row(self, row: dict) -> None:
         self.history.append(row)
-        if self.log is not None:
-            self.log.append(row)
+        if self.run_dir is not None:
+            self.run_dir.append(row)
         if not self.cfg.quiet:
-            self._say(format_row(row, self.cfg.epochs, self.method.progress(row)))
+            self.say(format_row(row, self.cfg.epochs, self.method.progress(row)))
 
-    def _write_run_info(self) -> None:
-        if self.out is None:
-            return
-        import json
+    def _run_info(self) -> dict:
+        """run.json: how the run was asked for, and where and how it trains."""
         import platform
 
-        info = dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec), model_class=self.model_class,
+        fast_path = {"amp_bf16": self.amp, "channels_last": self.channels_last, "layout": self.layout_note,
+                     "cuda_graphs": self.use_graphs, "bf16_weights": self.runner.bf16_copies is not None,
+                     "compile": self.cfg.compile}
+        return dict(self.run_info, config=self.cfg.to_dict(), spec=_dict(self.requested_spec),
+                    model_class=self.model_class,
                     method=self.method.describe(), reference_flops=self._reference_flops, world_size=self.ranks.world,
                     global_batch_size=self.cfg.batch_size * self.ranks.world,
                     report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
-                    dataset=self.data.summary(), device=str(self.device), torch=torch.__version__, python=platform.python_version(),
+                    dataset=self.data.summary(), device=str(self.device), torch=torch.__version__,
+                    python=platform.python_version(),
                     gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     cpu=cpu_name() if self.device.type == "cpu" else None, threads=torch.get_num_threads(),
-                    precision=precision_note(self.amp, self.device),
-                    fast_path={"amp_bf16": self.amp, "channels_last": self.channels_last, "layout": self.layout_note,
-                               "cuda_graphs": self.use_graphs,
-                               "bf16_weights": self.runner.lowp is not None,
-                               "compile": self.cfg.compile})
-        atomic.write_text(self.out / "run.json", json.dumps(info, indent=2) + "\n")
+                    precision=precision_note(self.amp, self.device), fast_path=fast_path)
 
     def _sync(self) -> None:
         """Wait for this run's GPU work, for the clock: its stream, not the device, so that runs trained
@@ -589,15 +553,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
 
-    def _update_run_json(self, **fields) -> None:
-        import json
-
-        path = self.out / "run.json"
-        if path.is_file():
-            atomic.write_text(path, json.dumps(dict(json.loads(path.read_text()), **fields), indent=2) + "\n")
-
-    def _say(self, msg: str) -> None:
-        if self.ranks.main:  # several processes: one voice
+    def say(self, msg: str) -> None:
+        """One line on stderr, from the main process, prefixed by the run's label (runs trained together)."""
+        if self.ranks.main:
             print(self.label + msg, file=sys.stderr, flush=True)
 
 
@@ -605,10 +563,10 @@ def format_row(r: dict, epochs: int, method_says: str = "") -> str:
     test = f"  test {r['test_acc']:.2%}" if "test_acc" in r else ""
     val = f"  val {r['val_acc']:.2%}" if "val_acc" in r else ""
     said = f"  {method_says}" if method_says else ""
-    ev = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
-    return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc {r['train_acc']:.2%}{test}{val}"
-            f"  {r['img_per_s']:,.0f} img/s{_wait_str(r)}  {r['train_seconds']:.1f}s  {_size_str(r)}"
-            f"  {r.get('params', 0) / 1e6:.2f}M{said}{ev}")
+    events = f"  [{'; '.join(map(event_text, r['events']))}]" if r.get("events") else ""
+    return (f"epoch {r['epoch']:>4}/{epochs}  lr {r['lr']:.4g}  loss {r['train_loss']:.4f}  acc "
+            f"{r['train_acc']:.2%}{test}{val}  {r['img_per_s']:,.0f} img/s{_wait_str(r)}  {r['train_seconds']:.1f}s  "
+            f"{_size_str(r)}  {r.get('params', 0) / 1e6:.2f}M{said}{events}")
 
 
 def _wait_str(r: dict) -> str:
@@ -626,7 +584,8 @@ def _change_text(change) -> str:
     if change is None:
         return "none"
     spec = arch_of(change.model)
-    return f"{spec.blocks_str() + ' x ' + spec.widths_str() if spec else type(change.model).__name__}, batch {change.batch_size}"
+    size = spec.blocks_str() + " x " + spec.widths_str() if spec else type(change.model).__name__
+    return f"{size}, batch {change.batch_size}"
 
 
 def _dict(spec: ArchSpec | None) -> dict | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 
 def floats(text: str) -> tuple:
@@ -57,8 +57,6 @@ class MethodOptions:
     """A method's options: subclass it as a frozen dataclass whose fields are `option(...)`s. `check()` refuses
     values no run can use, with one line; `normalize()` brings given values to one form (numbers to ints, a text
     of blocks to a tuple). Both run whenever options are made, so a method only ever holds valid ones."""
-
-    method: ClassVar[str] = "the method"  # its name, for error lines
 
     def __post_init__(self):
         self.normalize()

@@ -3,7 +3,7 @@
 # frontier) and the table's methods, every row on the CPU, one after another; then `resgrow compare --frontier`
 # and its plot.
 #
-#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]       # TABLE: width | wide2narrow | depth; SEEDS e.g. 0 or 0,1
+#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]   # TABLE: width | wide2narrow | depth | compound; SEEDS: 0 or 0,1
 #
 # width:      resnet20, 30 epochs: the frontier at 10 15 20 25 30 epochs; widen (vt + lr adaptation), Net2Net's
 #             widening (--widen-init net2wider --no-lr-adapt) and widen with --batch-adapt, at 30 epochs.
@@ -17,6 +17,12 @@
 #             its row grew), multilevel grown late and its restart baseline (rows of scripts/reproduce_depth.sh),
 #             and MG/OPT with 2 levels in two cheap configurations: mgopt_cheap (--nu-pre 0 --nu-post 0 --nu-c 1
 #             --line-search best) and mgopt_every4 (--mg-every 4).
+# compound:   the depth table's net, length and frontier (one OUTDIR can hold both tables); compound growth from
+#             half the blocks and widths (the defaults), at the same growths (compound) and by turns
+#             (compound_alternate); from START (two doublings, as the depth rows) at half the widths
+#             (compound_deep, compound_deep_alternate); and from START with LipGrow's trigger (compound_lip,
+#             --lip-window LIP_WINDOW). For resnet20 against the width table's frontier: ARCH=resnet20 EPOCHS=30
+#             BUDGETS="10 15 20 25 30" START=1-1-1 METHOD_FLAGS=--partial-growth (3-3-3 halves only with it).
 #
 # Wall-clock ratios are honest only on an otherwise idle machine. Before every row the recipe appends the CPU, the
 # thread count, torch's version, how busy the CPU was in the second before and the load average to
@@ -38,7 +44,10 @@ case $table in
   depth) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
          LIP_WINDOW=${LIP_WINDOW:-2}
          rows="frontier multilevel lipgrow restarts restarts_lip multilevel_late restarts_late mgopt_cheap mgopt_every4" ;;
-  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow | depth)" >&2; exit 2 ;;
+  compound) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
+            LIP_WINDOW=${LIP_WINDOW:-2}
+            rows="frontier compound compound_alternate compound_deep compound_deep_alternate compound_lip" ;;
+  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow | depth | compound)" >&2; exit 2 ;;
 esac
 total=$E; here=$(dirname "$0")
 tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # the depth rows' names: multilevel_r50_s0
@@ -102,6 +111,16 @@ for seed in ${seeds//,/ }; do
       row "mgopt_cheap_${tag}_s$seed" "${mg[@]}" --nu-pre 0 --nu-post 0 --nu-c 1 --line-search best
     fi
     if want mgopt_every4; then row "mgopt_every4_${tag}_s$seed" "${mg[@]}" --mg-every 4; fi
+  fi
+  c=("${m[@]}" --method compound)
+  if want compound; then row "compound_${tag}_s$seed" "${c[@]}"; fi
+  if want compound_alternate; then row "compound_alternate_${tag}_s$seed" "${c[@]}" --grow-order alternate; fi
+  if want compound_deep; then row "compound_deep_${tag}_s$seed" "${c[@]}" --start-blocks "$start"; fi
+  if want compound_deep_alternate; then
+    row "compound_deep_alternate_${tag}_s$seed" "${c[@]}" --start-blocks "$start" --grow-order alternate
+  fi
+  if want compound_lip; then
+    row "compound_lip_${tag}_s$seed" "${c[@]}" --start-blocks "$start" --trigger lipschitz --lip-window "$LIP_WINDOW"
   fi
 done
 probe end

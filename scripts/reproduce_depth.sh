@@ -12,7 +12,9 @@
 #   DATA   the data (default .data/cifar10-jpeg.zip, an ImageFolder zip of CIFAR-10)
 #   ARCH, START   the final net and the methods' start (default resnet74 from 3-3-3)
 #   ROWS   a subset of "baseline restarts lipgrow restarts_lip multilevel" (the default), or also
-#          "multilevel_late restarts_late": multilevel grown at 56% and 78% of the run, and its restart baseline
+#          "multilevel_late restarts_late": multilevel grown at 56% and 78% of the run, and its restart baseline;
+#          "compound compound_alternate": compound growth from START at half the widths, depth and width grown
+#          at the same growths or by turns
 #   LIP_WINDOW   lipgrow's --lip-window (default 10);   EXTRA   flags for every row
 #   STOP_AFTER   stop every row after this epoch (resumably), e.g. to split the work over several jobs
 set -euo pipefail
@@ -26,6 +28,11 @@ tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # resnet74 -> r74:
 for seed in ${seeds//,/ }; do
   if want baseline; then train "baseline_${tag}_s$seed" --seed "$seed"; fi
   depth_rows train "$seed"
+  if want compound; then train "compound_${tag}_s$seed" --seed "$seed" --method compound --start-blocks "$start"; fi
+  if want compound_alternate; then
+    train "compound_alternate_${tag}_s$seed" --seed "$seed" --method compound --start-blocks "$start" \
+      --grow-order alternate
+  fi
 done
 
 table "baseline_${tag}"

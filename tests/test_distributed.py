@@ -99,7 +99,8 @@ def _same(a: dict, b: dict) -> bool:
     ("multilevel", {"start_blocks": "1-1-1"}),  # a depth growth after epoch 1
     ("widen", {"widen_init": "net2wider", "growths": 1, "widen_every": 1}),  # new units drawn at random
     ("lipgrow", {"start_blocks": "1-1-1", "lip_window": 1}),  # a score measured on each rank, rank 0's decides
-    ("mgopt", {"nested_epochs": 1}),  # V-cycles: sub-steps, gradients and line searches averaged over the ranks
+    ("mgopt", {"nested_epochs": 1}),
+    ("compound", {"trigger": "lipschitz", "lip_window": 1}),  # depth and width at once, new units drawn at random  # V-cycles: sub-steps, gradients and line searches averaged over the ranks
 ])
 def test_two_ranks_stay_bitwise_identical_through_every_epoch_and_growth(small, tmp_path, method, options):
     _spawn(2, small, tmp_path / "run", method, options, epochs=3, keep=tmp_path)

@@ -37,6 +37,7 @@ RUNS = {
     "mgopt": (R26, {"nested_epochs": 1, "line_search": "fixed"}, 2),  # no accept-or-reject decision to tip over
     # the wide net 1 epoch, imitation 1 per stage, labels 1
     "wide2narrow": (R14, {"teacher_width": 2, "teacher_epochs": 1, "imitate_epochs": 1, "distill_epochs": 0}, 5),
+    "compound": (R14, {"grow_at": (1,)}, 3),  # 1-1-1 at 4-8-16, then the final net: depth and width at once
 }
 # The training loss and accuracy of each epoch (means over its steps). Not the test set's: after a few epochs on
 # 400 images its loss swings with BN's running statistics (up to 90% apart between two numeric back-ends), so a

@@ -34,6 +34,9 @@ CASES = {
                         4, 100, [2]),
     "widen-batch": (R8, "widen", {"growths": 2, "widen_every": 1, "batch_adapt": True}, 3, 25, [1, 2]),
     "wide2narrow": (TINY, "wide2narrow", W2N, 6, 100, [1, 2, 3, 4, 5]),
+    "compound": (R14, "compound", {}, 4, 100, [2]),  # depth and width at once, at 60 of 160 epochs scaled
+    "compound-lipschitz": (R14, "compound", {"trigger": "lipschitz", "grow_order": "alternate", "lip_window": 1,
+                                             "reserve": 1, "batch_adapt": True}, 5, 50, [2, 4]),
     "mgopt-vcycles": (R26, "mgopt", {"mg_until": 0.5}, 3, 100, []),  # V-cycles in epochs 1-2, then plain steps
     "mgopt-nested": (R26, "mgopt", {"nested_epochs": 1, "line_search": "best"}, 3, 100, [1]),
 }

@@ -215,3 +215,20 @@ def test_reproduce_cpu_depth_trains_the_frontier_the_depth_rows_and_mgopt_and_ho
     assert "--mg-every 4" in run["mgopt_every4_r26_s0"]["command"] and "--levels 2" in run["mgopt_every4_r26_s0"]["command"]
     table = (out / "frontier.md").read_text()  # the restart baseline is held against the frontier, not part of it
     assert all(name in table for name in ("baseline_restarts_r26_s0", "multilevel_r26_s0", "mgopt_every4_r26_s0"))
+
+
+@bash
+def test_reproduce_cpu_compound_trains_its_rows_against_the_frontier(small_zip, tmp_path):
+    out = tmp_path / "compound"
+    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet26", START="1-1-1", EPOCHS="5", BUDGETS="5",
+               ROWS="frontier compound_deep_alternate compound_lip", BUSY_WARN="1000")
+    said = _script("reproduce_cpu.sh", out, "compound", 0, env=env)
+    assert said.count(": training\n") == 3
+    run = {d: json.loads((out / d / "run.json").read_text()) for d in _logs(out)}
+    assert sorted(run) == ["baseline_cifar_resnet26_5ep_s0", "compound_deep_alternate_r26_s0", "compound_lip_r26_s0"]
+    alternate = [json.loads(line) for line in (out / "compound_deep_alternate_r26_s0/metrics.jsonl").open()]
+    assert [(r["blocks"], r["widths"]) for r in alternate] == [
+        ("1-1-1", "8-16-32"), ("1-1-1", "8-16-32"), ("2-2-2", "8-16-32"), ("2-2-2", "16-32-64"), ("4-4-4", "16-32-64")]
+    assert "--trigger lipschitz --lip-window 2" in run["compound_lip_r26_s0"]["command"]
+    assert all(name in (out / "frontier.md").read_text() for name in ("compound_deep_alternate_r26_s0",
+                                                                       "compound_lip_r26_s0"))

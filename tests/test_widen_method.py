@@ -44,7 +44,7 @@ def test_a_widen_run_reaches_the_final_widths_with_lr_scales_by_the_rule(small, 
     grows = [e for r in rows for e in r["events"] if e["kind"] == "grow"]
     assert [(e["from"], e["to"]) for e in grows] == [("8-16-32", "12-22-46"), ("12-22-46", "16-32-64")]
     # lr scale of growth t = ||W_t|| / ||W_0|| over conv and linear weights, from the elements' growth ids
-    model, ids = trainer.model, trainer.method.ids
+    model, ids = trainer.model, trainer.method.groups.ids
     sq = torch.zeros(3, dtype=torch.float64)
     for name, p in model.named_parameters():
         if p.dim() >= 2:

@@ -94,10 +94,9 @@ def _train_parser(sub, methods: bool) -> None:
         from .methods import all_options
 
         g = t.add_argument_group("options of the methods (`resgrow methods NAME` for a method's card)")
-        for option, names in all_options():
+        for option, _ in all_options():
             kind = {"action": argparse.BooleanOptionalAction} if option.type is bool else {"type": option.type}
-            g.add_argument(option.flag, dest=option.name, default=None, help=f"{', '.join(names)}: {option.help}",
-                           **kind)
+            g.add_argument(option.flag, dest=option.name, default=None, help=option.help.replace("%", "%%"), **kind)
 
 
 def _together_parser(sub, methods: bool) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..errors import ResgrowError
 from ..refs import is_ref, load_ref
 from .base import Baseline, Change, Method, MethodOptions, Option, option
+from .compound import Compound
 from .lipgrow import LipGrow
 from .mgopt import MGOpt
 from .multilevel import Multilevel
 from .wide2narrow import WideToNarrow
 from .widen import Widen
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen, MGOpt, WideToNarrow)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, Multilevel, LipGrow, Widen, MGOpt, WideToNarrow,
+                                                            Compound)}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
@@ -53,12 +57,22 @@ def build_method(name: str, **options) -> Method:
 
 
 def all_options() -> list:
-    """Every registered method's options, each name once, with the methods that take it."""
+    """Every registered method's options, each name once, with the methods that take it; its help begins with their
+    names ("multilevel, lipgrow: ..."), each method with its own text where they describe it differently."""
     seen: dict = {}
     for name, cls in METHODS.items():
         for o in cls.options():
-            seen.setdefault(o.name, (o, []))[1].append(name)
-    return list(seen.values())
+            seen.setdefault(o.name, []).append((name, o))
+    out = []
+    for declared in seen.values():
+        names, helps = [n for n, _ in declared], {}
+        for n, o in declared:
+            if o.type is not declared[0][1].type:
+                raise TypeError(f"methods {names[0]} and {n} parse --{o.name.replace('_', '-')} differently")
+            helps.setdefault(o.help, []).append(n)
+        help_text = "; ".join(f"{', '.join(ns)}: {h}" for h, ns in helps.items())
+        out.append((dataclasses.replace(declared[0][1], help=help_text), names))
+    return out
 
 
 __all__ = ["Method", "MethodOptions", "option", "Change", "Option", "all_options", "Baseline", "Multilevel", "LipGrow",

@@ -34,6 +34,21 @@ def parse_blocks(text: str | tuple) -> tuple[int, ...]:
 PARTIAL_HINT = "or give --partial-growth"
 
 
+def fixed_epochs(epochs: int, k: int, grow_at=None) -> list[int]:
+    """The epochs of k growths at fixed epochs: `grow_at` (checked), or multilevel's rule: the paper's 60 and 110
+    of 160 scaled, i.e. the first growth at 37.5% of the run and the others evenly spaced after it."""
+    if grow_at is None:
+        first = 0.375  # 60 of 160 epochs
+        at = [round(epochs * (first + (1 - first) * j / k)) for j in range(k)]
+        if len(set(at)) != k or not all(0 < e < epochs for e in at):
+            raise ResgrowError(f"{epochs} epochs are too few for {k} growths at distinct epochs; "
+                               "train longer or give --grow-at")
+        return at
+    if len(set(grow_at)) != len(grow_at) or not all(0 < e < epochs for e in grow_at):
+        raise ResgrowError(f"growth epochs {list(grow_at)} must be distinct and inside (0, {epochs})")
+    return list(grow_at)
+
+
 def doublings(start: tuple[int, ...], final: tuple[int, ...]) -> int:
     """k such that final = start * 2^k in every stage."""
     _same_stages(start, final)

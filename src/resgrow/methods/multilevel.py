@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ..errors import ResgrowError
 from ..models.spec import dashed
 from .base import floats, option
-from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str
+from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, fixed_epochs
 
 
 @dataclass(frozen=True)
@@ -48,20 +48,11 @@ class Multilevel(DepthGrowth):
     def grow_epochs(self, epochs: int, k: int, start=(), final=()) -> list[int]:
         """The k growth epochs: --grow-at, or the paper's 60 and 110 of 160 scaled to `epochs`."""
         grow_at = self.opts.grow_at
-        if grow_at is None:
-            first = 0.375  # 60 of 160 epochs
-            at = [round(epochs * (first + (1 - first) * j / k)) for j in range(k)]
-            if len(set(at)) != k or not all(0 < e < epochs for e in at):
-                raise ResgrowError(f"{epochs} epochs are too few for {k} growths at distinct epochs; "
-                                   "train longer or give --grow-at")
-            return at
-        if len(grow_at) != k:
+        if grow_at is not None and len(grow_at) != k:
             n = len(grow_at)
             raise ResgrowError(f"--grow-at gives {n} epoch{'s' * (n != 1)} but {k} "
                                f"doubling{'s are' if k != 1 else ' is'} needed ({dashed(start)} -> {dashed(final)})")
-        if len(set(grow_at)) != k or not all(0 < e < epochs for e in grow_at):
-            raise ResgrowError(f"growth epochs {list(grow_at)} must be distinct and inside (0, {epochs})")
-        return list(grow_at)
+        return fixed_epochs(epochs, k, grow_at)
 
     def prepare(self, spec, epochs, schedule):
         start, k = self.plan(spec.blocks, schedule)

@@ -145,6 +145,59 @@ def growth_epochs(epochs: int, growths: int, t0: float, every: int | None) -> li
     return at
 
 
+def adapted_batch(base_batch: int, final_flops: float, flops: float) -> int:
+    """Batch adaptation: `base_batch` times the largest power of two, at most 8, that keeps a step's FLOPs (at
+    `flops` per image) at most the final net's (at `final_flops`)."""
+    return base_batch * min(8, 2 ** int(math.log2(max(final_flops / flops, 1.0))))
+
+
+class GrowthGroups:
+    """Learning-rate adaptation's bookkeeping: for every element of every parameter, the growth that created it
+    (group 0: the start net), carried through each change's parameter map, and each group's lr scale
+    ||W_t|| / ||W_0|| over conv and linear weights."""
+
+    def __init__(self):
+        self.ids: dict[str, torch.Tensor] = {}
+        self.count = 1
+
+    def start(self, model) -> None:
+        self.ids = {n: torch.zeros(p.shape, dtype=torch.uint8) for n, p in model.named_parameters()}
+        self.count = 1
+
+    def follow(self, model, pmap: dict, new_group: bool) -> None:
+        """After a change to `model`: carried elements keep their group, a copied tensor its source's groups; new
+        elements join this change's group (`new_group`) or, for a change that opens none, the newest one."""
+        self.count += bool(new_group)
+        newest = self.count - 1
+        ids = {}
+        for name, p in model.named_parameters():
+            src = pmap.get(name)
+            if src is None:  # fresh in the new net
+                ids[name] = torch.full(p.shape, newest, dtype=torch.uint8)
+            elif isinstance(src, str):
+                ids[name] = self.ids[src].clone()
+            else:
+                shifted = src[1].gather(self.ids[src[0]].double() + 1)  # new elements come out as 0
+                ids[name] = torch.where(shifted > 0, shifted - 1, float(newest)).to(torch.uint8)
+        self.ids = ids
+
+    def names(self) -> list[str]:
+        return [f"growth{t}" for t in range(self.count)]
+
+    def slices(self, model) -> SliceGroups:
+        return SliceGroups(self.names(), dict(self.ids), self.scales(model))
+
+    @torch.no_grad()
+    def scales(self, model) -> list[float]:
+        """||W_t|| / ||W_0|| for every group, over conv and linear weights (one host sync)."""
+        sq = torch.zeros(self.count, dtype=torch.float64, device=next(model.parameters()).device)
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                sq.index_add_(0, self.ids[name].to(sq.device).flatten().long(), p.detach().double().flatten() ** 2)
+        norms = sq.sqrt().tolist()
+        return [round(n / norms[0], 6) if norms[0] else 1.0 for n in norms]
+
+
 @dataclass(frozen=True)
 class WidenOptions(MethodOptions):
     start_width: float = option(0.25, "fraction of the final widths to start from")
@@ -181,7 +234,7 @@ class Widen(Method, GroupedLr):
         self.specs: list[ArchSpec] = []  # the net at the start and after each growth, known at run start
         self.at: list[int] = []
         self.done = 0  # growths so far
-        self.ids: dict[str, torch.Tensor] = {}  # per parameter: the growth that created each element
+        self.groups = GrowthGroups()  # per parameter: the growth that created each element
         self.final_flops, self.base_batch = 0, 0  # batch adaptation's reference: the final net, --batch-size
 
     def plan(self, spec, epochs: int, schedule: str) -> tuple[list, list]:
@@ -198,7 +251,7 @@ class Widen(Method, GroupedLr):
         final = ctx.model.spec
         self.specs, self.at = self.plan(final, ctx.epochs, ctx.schedule.kind)
         start = ResNet(self.specs[0]).to(next(ctx.model.parameters()).device)
-        self.ids = {n: torch.zeros(p.shape, dtype=torch.uint8) for n, p in start.named_parameters()}
+        self.groups.start(start)
         text = (f"start {_shown(self.specs[0])} (final {_shown(final)}); widens after epochs "
                 f"{', '.join(map(str, self.at))}")
         self.final_flops, self.base_batch = flops_per_image(final, ctx.image_size), ctx.batch_size
@@ -220,7 +273,7 @@ class Widen(Method, GroupedLr):
         wider, pmap = widen(ctx.model, target.widths, init=self.opts.widen_init, stem_width=target.stem_width,
                             inner_widths=target.inner_widths)
         self.done += 1
-        self.ids = {n: self._carried(old_name, fn) for n, (old_name, fn) in pmap.items()}
+        self.groups.follow(wider, pmap, new_group=True)
         if self.opts.lr_adapt:  # every older group's scale from the grown net too, not only the new group's
             ctx.set_lr_scales(dict(zip(self.group_names()[:-1], self.scales(wider)[:-1])))
         why = f"epoch {ctx.epoch}, growth {self.done} of {self.opts.growths}"
@@ -233,33 +286,20 @@ class Widen(Method, GroupedLr):
         FLOPs at most the final net's; None without it."""
         if not self.opts.batch_adapt:
             return None
-        ratio = self.final_flops / flops_per_image(spec, image_size)
-        return self.base_batch * min(8, 2 ** int(math.log2(max(ratio, 1.0))))
-
-    def _carried(self, old_name: str, transform) -> torch.Tensor:
-        """The growth each element of a widened tensor came from: carried for old elements, this one for new."""
-        shifted = transform.gather(self.ids[old_name].double() + 1)  # new elements come out as 0
-        return torch.where(shifted > 0, shifted - 1, float(self.done)).to(torch.uint8)
+        return adapted_batch(self.base_batch, self.final_flops, flops_per_image(spec, image_size))
 
     # ------------------------------------------------------------ learning-rate adaptation
 
     def group_names(self) -> list[str]:
-        return [f"growth{t}" for t in range(self.done + 1)]
+        return self.groups.names()
 
     def slice_groups(self, model):
-        if not self.opts.lr_adapt or not self.ids:
+        if not self.opts.lr_adapt or not self.groups.ids:
             return None
-        return SliceGroups(self.group_names(), dict(self.ids), self.scales(model))
+        return self.groups.slices(model)
 
-    @torch.no_grad()
     def scales(self, model) -> list[float]:
-        """||W_t|| / ||W_0|| for every growth t so far, over conv and linear weights (one host sync)."""
-        sq = torch.zeros(self.done + 1, dtype=torch.float64, device=next(model.parameters()).device)
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                sq.index_add_(0, self.ids[name].to(sq.device).flatten().long(), p.detach().double().flatten() ** 2)
-        norms = sq.sqrt().tolist()
-        return [round(n / norms[0], 6) if norms[0] else 1.0 for n in norms]
+        return self.groups.scales(model)
 
     def progress(self, row: dict) -> str:
         nxt = f"next growth after epoch {self.at[self.done]}" if self.done < self.opts.growths else "final widths"
@@ -274,11 +314,11 @@ class Widen(Method, GroupedLr):
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), specs=[sp.to_dict() for sp in self.specs], at=self.at, done=self.done,
-                    ids=self.ids, final_flops=self.final_flops, base_batch=self.base_batch)
+                    ids=self.groups.ids, final_flops=self.final_flops, base_batch=self.base_batch)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.specs = [ArchSpec.from_dict(d) for d in state["specs"]]
         self.at, self.done = list(state["at"]), state["done"]
-        self.ids = dict(state["ids"])
+        self.groups.ids, self.groups.count = dict(state["ids"]), self.done + 1
         self.final_flops, self.base_batch = state["final_flops"], state["base_batch"]

@@ -159,7 +159,7 @@ def test_a_shared_step_moves_the_fine_net_by_sgds_step_from_the_cycles_own_gradi
     twin_opt.step()
     a, b = model.state_dict(), twin.state_dict()  # weights and BN statistics: one SGD step's
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert step.recorded == [float(loss)]  # the step's loss, from its own forward pass: no extra one
+    assert step.recorded == [float(loss.detach())]  # the step's loss, from its own forward pass: no extra one
     assert method.work == pytest.approx(1 + 3 * method.cost[1])  # one fine gradient, the coarse one, 2 coarse steps
 
 

@@ -220,6 +220,9 @@ MUTATIONS = [
      "tests/test_widen_method.py tests/test_compound.py"),
     ("methods/widen.py", "                ids[name] = self.ids[src].clone()\n",
      "                ids[name] = torch.zeros(p.shape, dtype=torch.uint8)\n", "tests/test_compound.py"),
+    ("methods/mgopt.py", "            opts[0].step()\n", "            pass\n", "tests/test_mgopt.py"),
+    ("methods/mgopt.py", "            if self.opts.line_search != \"fixed\":", "            if False:",
+     "tests/test_mgopt.py"),
     # compound growth: resize, the plan, the trigger
     ("grow/resize.py", "            continue  # fresh in the middle net: nothing of the input to carry",
      "            out[name] = mid; continue", "tests/test_resize.py"),

@@ -16,7 +16,8 @@
 #             up to a window that still smooths), the restart baselines (multilevel's restarts, LipGrow's where
 #             its row grew), multilevel grown late and its restart baseline (rows of scripts/reproduce_depth.sh),
 #             and MG/OPT with 2 levels in two cheap configurations: mgopt_cheap (--nu-pre 0 --nu-post 0 --nu-c 1
-#             --line-search best) and mgopt_every4 (--mg-every 4).
+#             --line-search best) and mgopt_every4 (--mg-every 4); and mgopt_shared, the cheapest cycle with its fine
+#             gradient also taking the fine step (--nu-pre 0 --nu-post 0 --nu-c 1 --line-search fixed --shared-step).
 # compound:   the depth table's net, length and frontier (one OUTDIR can hold both tables); compound growth from
 #             half the blocks and widths (the defaults), at the same growths (compound) and by turns
 #             (compound_alternate); from START (two doublings, as the depth rows) at half the widths
@@ -43,7 +44,7 @@ case $table in
                rows="frontier wide2narrow" ;;
   depth) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
          LIP_WINDOW=${LIP_WINDOW:-2}
-         rows="frontier multilevel lipgrow restarts restarts_lip multilevel_late restarts_late mgopt_cheap mgopt_every4" ;;
+         rows="frontier multilevel lipgrow restarts restarts_lip multilevel_late restarts_late mgopt_cheap mgopt_every4 mgopt_shared" ;;
   compound) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
             LIP_WINDOW=${LIP_WINDOW:-2}
             rows="frontier compound compound_alternate compound_deep compound_deep_alternate compound_lip" ;;
@@ -111,6 +112,9 @@ for seed in ${seeds//,/ }; do
       row "mgopt_cheap_${tag}_s$seed" "${mg[@]}" --nu-pre 0 --nu-post 0 --nu-c 1 --line-search best
     fi
     if want mgopt_every4; then row "mgopt_every4_${tag}_s$seed" "${mg[@]}" --mg-every 4; fi
+    if want mgopt_shared; then  # the cheapest cycle whose fine gradient also takes the fine step, alpha 1
+      row "mgopt_shared_${tag}_s$seed" "${mg[@]}" --nu-pre 0 --nu-post 0 --nu-c 1 --line-search fixed --shared-step
+    fi
   fi
   c=("${m[@]}" --method compound)
   if want compound; then row "compound_${tag}_s$seed" "${c[@]}"; fi

@@ -2,9 +2,11 @@
 statistics, the work is counted, a run resumes exactly, and bad inputs are one line before any data."""
 
 import contextlib
+import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import cfg, weights
 from resgrow.cli import main
@@ -49,6 +51,19 @@ def _setup(**options):
     method._build(model)
     x, y = torch.randn(16, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (16,))
     return model, method, Step(model, x, y)
+
+
+def _uphill(method):
+    """Coarse steps uphill, so that the prolonged change ascends and the correction is refused."""
+    real = method._sgd
+
+    def ascend(levels, opts, level, x, y, v, step_):
+        if level:
+            for group in opts[level].param_groups:
+                group["lr"] = -abs(group["lr"])
+        return real(levels, opts, level, x, y, v, step_)
+
+    method._sgd = ascend
 
 
 def test_an_accepted_correction_descends_and_satisfies_armijo_on_its_batch():
@@ -113,6 +128,7 @@ def test_a_run_resumes_exactly_mid_run(small, tmp_path):
     (["--arch", "resnet74", "--line-search", "best", "--alphas", "1,-1"], "positive --alphas"),
     (["--arch", "resnet74", "--mg-until", "0"], "--mg-until in (0, 1]"),
     (["--arch", "resnet74", "--epochs", "4", "--levels", "3", "--nested-epochs", "2"], "leaves no epoch"),
+    (["--arch", "resnet74", "--shared-step"], "give --nu-pre 0, not 1"),
 ])
 def test_bad_mgopt_options_are_one_line_before_any_data_is_read(capsys, tmp_path, args, words):
     rc = main(["train", "--data", str(tmp_path / "no-such-data.zip"), "--out", str(tmp_path / "r"), "--method", "mgopt",
@@ -123,20 +139,46 @@ def test_bad_mgopt_options_are_one_line_before_any_data_is_read(capsys, tmp_path
 
 def test_a_correction_that_does_not_descend_is_refused_and_the_fine_weights_stay():
     model, method, step = _setup(nu_pre=0, nu_post=0, line_search="fixed")
-    real = method._sgd
-
-    def ascend(levels, opts, level, x, y, v, step_):  # coarse steps uphill: the prolonged change ascends too
-        if level == 0:
-            return real(levels, opts, level, x, y, v, step_)
-        for group in opts[level].param_groups:
-            group["lr"] = -abs(group["lr"])
-        return real(levels, opts, level, x, y, v, step_)
-
-    method._sgd = ascend
+    _uphill(method)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     method.train_step(step)
     assert method.last["slope"] > 0 and not method.last["accepted"]
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_a_shared_step_moves_the_fine_net_by_sgds_step_from_the_cycles_own_gradient():
+    model, method, step = _setup(nu_pre=0, nu_post=0, nu_c=2, line_search="fixed", shared_step=True)
+    twin = copy.deepcopy(model)
+    twin_opt = step.new_optimizer(twin.parameters())
+    _uphill(method)
+    method.train_step(step)
+    assert method.last["slope"] > 0 and not method.last["accepted"]  # so the step alone moved the fine net
+    x, y = step.batch
+    loss = F.cross_entropy(twin(x), y)
+    loss.backward()
+    twin_opt.step()
+    a, b = model.state_dict(), twin.state_dict()  # weights and BN statistics: one SGD step's
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert step.recorded == [float(loss.detach())]  # the step's loss, from its own forward pass: no extra one
+    assert method.work == pytest.approx(1 + 3 * method.cost[1])  # one fine gradient, the coarse one, 2 coarse steps
+
+
+def test_a_shared_steps_line_search_starts_from_the_stepped_weights():
+    model, method, step = _setup(nu_pre=0, nu_post=0, nu_c=1, line_search="best", shared_step=True)
+    seen = []
+    real = method._value
+
+    def value(model_, level, x, y, v, step_):
+        seen.append({n: p.detach().clone() for n, p in model_.named_parameters()})
+        return real(model_, level, x, y, v, step_)
+
+    method._value = value
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    method.train_step(step)
+    assert not all(torch.equal(start[n], seen[0][n]) for n in start)  # the base value is taken after the step
+    assert len(seen) == 1 + 4  # the base, then the four alphas
+    assert method.work == pytest.approx(1 + 2 * method.cost[1] + 5 * method.cost[0] / 3)
+    assert float(method.last["f_new"]) < float(method.last["f0"]) or not bool(method.last["accepted"])
 
 
 def test_armijo_halves_a_step_that_is_too_long_and_refuses_one_that_never_fits():

@@ -39,6 +39,8 @@ CASES = {
                                              "reserve": 1, "batch_adapt": True}, 5, 50, [2, 4]),
     "mgopt-vcycles": (R26, "mgopt", {"mg_until": 0.5}, 3, 100, []),  # V-cycles in epochs 1-2, then plain steps
     "mgopt-nested": (R26, "mgopt", {"nested_epochs": 1, "line_search": "best"}, 3, 100, [1]),
+    "mgopt-shared": (R26, "mgopt", {"shared_step": True, "nu_pre": 0, "nu_post": 0, "nu_c": 1, "line_search": "best"},
+                     2, 100, []),
 }
 
 

@@ -20,6 +20,12 @@ N epochs per coarse level, each prolonged (P on weights and statistics, fresh mo
 level, the schedule running on; the V-cycles start on the fine net. --mg-until F: V-cycles only in the first F
 of the run, plain fine steps after.
 
+Shared step (--shared-step, ours; with --nu-pre 0): the gradient a V-cycle computes at the fine weights for the
+coarse objective's correction also takes the fine SGD step, after the restriction and before the correction,
+so that one fine gradient buys both; the line search then starts from the stepped weights (one more forward
+pass, none for --line-search fixed). Without it, the cheapest cycle computes that gradient for the correction
+alone (BENCHMARKS.md, "Where an MG/OPT step's time goes").
+
 Cost: every epoch logs its work in fine-gradient equivalents (`grad_equivalents`): a fine step or gradient
 counts 1, a coarse one its FLOPs relative to the fine net, a forward pass alone a third of that.
 Defaults: 2 levels, nu_pre = nu_post = 1, nu_c = 3, injection, constant prolongation, Armijo from alpha 1, a
@@ -69,6 +75,9 @@ class MGOptOptions(MethodOptions):
     mg_until: float = option(1.0, "V-cycles in this first fraction of the run only, plain fine steps after")
     nested_epochs: int = option(0, "nested iteration: epochs on each coarse level, coarsest first, before the fine "
                                    "net; 0: none")
+    shared_step: bool = option(False, "the V-cycle's fine gradient also takes a fine SGD step (in place of "
+                                      "--nu-pre's, which must be 0), after the restriction and before the correction: "
+                                      "one fine gradient buys the step and the coarse objective's correction")
 
     def normalize(self):
         self.set("alphas", tuple(float(a) for a in self.alphas))
@@ -85,6 +94,9 @@ class MGOptOptions(MethodOptions):
         if not self.alphas or min(self.alphas) <= 0 or not 0 < self.mg_until <= 1 or self.nested_epochs < 0:
             raise ResgrowError(f"mgopt needs positive --alphas, --mg-until in (0, 1] and --nested-epochs >= 0 (got "
                                f"{','.join(map(str, self.alphas)) or 'none'}, {self.mg_until}, {self.nested_epochs})")
+        if self.shared_step and self.nu_pre:
+            raise ResgrowError(f"--shared-step takes the place of the fine steps before the correction: give --nu-pre "
+                               f"0, not {self.nu_pre}")
         for value, known, flag in ((self.restriction, RESTRICTIONS, "--restriction"),
                                    (self.prolongation, PROLONGATIONS, "--prolongation"),
                                    (self.line_search, LINE_SEARCHES, "--line-search")):
@@ -178,7 +190,9 @@ class MGOpt(Method, OwnStep, OwnModules):
         loss = out = None
         for _ in range(self.opts.nu_pre):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
-        self._cycle(levels, opts, 0, x, y, None, step)
+        shared = self._cycle(levels, opts, 0, x, y, None, step)
+        if shared is not None:  # the cycle's own fine step: its loss and forward pass are the step's
+            loss, out = shared
         for _ in range(self.opts.nu_post):
             loss, out = self._sgd(levels, opts, 0, x, y, None, step)
         if loss is None:  # no fine step: the epoch's loss is the fine objective after the cycle, and this pass
@@ -224,11 +238,20 @@ class MGOpt(Method, OwnStep, OwnModules):
         step.ranks.mean_([loss])  # a line search decides alike on every rank
         return loss
 
-    def _cycle(self, levels, opts, level, x, y, v, step) -> None:
-        """One V-cycle from `level` (its objective corrected by `v`) down to the coarsest and back."""
+    def _cycle(self, levels, opts, level, x, y, v, step):
+        """One V-cycle from `level` (its objective corrected by `v`) down to the coarsest and back. Returns the
+        (loss, logits) of the fine step it took with its own gradient (--shared-step), else None."""
         fine, coarse = levels[level], levels[level + 1]
-        g, f0 = self._gradient(fine, level, x, y, v, step)
+        shared, taken = self.opts.shared_step and level == 0, None
+        if shared:
+            g, f0, taken = self._shared_gradient(fine, opts[0], x, y, step)
+        else:
+            g, f0 = self._gradient(fine, level, x, y, v, step)
         restrict(fine, self.opts.restriction, into=coarse)
+        if shared:  # the restriction and the correction's objective are at x; the fine step moves it to x - lr g
+            opts[0].step()
+            if self.opts.line_search != "fixed":  # the line search compares with the objective where the net is now
+                f0 = self._value(fine, level, x, y, v, step)
         start = {n: p.detach().clone() for n, p in coarse.named_parameters()}
         g_coarse, _ = self._gradient(coarse, level + 1, x, y, None, step)
         names = list(start)
@@ -250,19 +273,34 @@ class MGOpt(Method, OwnStep, OwnModules):
             self.cycles += 1
         if self.opts.line_search == "best":
             self._take_best(fine, level, x, y, v, step, e, f0, slope)
-            return
+            return taken
         self.last = {"slope": float(slope), "f0": float(f0), "accepted": False}
         if not self.last["slope"] < 0:  # not a descent direction: the fine weights stay
-            return
+            return taken
         alpha = self._step_length(fine, level, x, y, v, step, e, self.last["f0"], self.last["slope"])
         if alpha is None:
-            return
+            return taken
         with torch.no_grad():
             for n, p in fine.named_parameters():
                 p.add_(e[n], alpha=alpha)
         self.last.update(accepted=True, alpha=alpha)
         if level == 0:
             self.accepted += 1
+        return taken
+
+    def _shared_gradient(self, model, optimizer, x, y, step) -> tuple[dict, torch.Tensor, tuple]:
+        """A fine SGD step's forward and backward (statistics gathered, gradients averaged over the ranks), its
+        gradient kept for the cycle; the optimizer steps after the restriction. Returns (gradient, objective,
+        (loss, logits) for the epoch's record)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss, out = self._objective(model, x, y, None, step)
+        loss.backward()
+        step.ranks.mean_grads(model.parameters())
+        self.work += self.cost[self.level]
+        f0 = loss.detach().clone()
+        step.ranks.mean_([f0])
+        g = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        return g, f0, (loss.detach(), out.detach())
 
     @torch.no_grad()
     def _trial(self, model, level, x, y, v, step, e, alpha: float) -> torch.Tensor:
@@ -333,7 +371,8 @@ class MGOpt(Method, OwnStep, OwnModules):
         ls = {"armijo": f"Armijo from alpha {o.alpha:g}", "fixed": f"alpha {o.alpha:g}",
               "best": f"best of alphas {','.join(f'{a:g}' for a in o.alphas)}"}[o.line_search]
         extra = "".join([", momentum reset" * o.reset_momentum, f", until {o.mg_until:g} of the run" * (o.mg_until < 1),
-                         f", nested {o.nested_epochs} epochs a level" * bool(o.nested_epochs)])
+                         f", nested {o.nested_epochs} epochs a level" * bool(o.nested_epochs),
+                         ", shared fine step" * o.shared_step])
         return (f"mgopt({o.levels} levels, nu {o.nu_pre}/{o.nu_c}/{o.nu_post}, {o.restriction}, {o.prolongation}, "
                 f"{ls}, every {o.mg_every} step{'s' * (o.mg_every > 1)}{extra})")
 

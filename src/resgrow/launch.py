@@ -249,7 +249,7 @@ def prepare_run(req: RunRequest, label: str = ""):
 
     from .data.sources import data_source
     from .models.custom import build_model, is_custom
-    from .models.resnet import ResNet
+    from .models.family import growable_spec
     from .train.device import precision_note, resolve_device
     from .train.run_dir import check_run_dir
     from .train.trainer import Trainer
@@ -266,8 +266,8 @@ def prepare_run(req: RunRequest, label: str = ""):
     data, info, stream = _open_data(req, cfg, stored, device)
     torch.manual_seed(cfg.seed)
     model = build_model(req.arch, data.num_classes)
-    if is_custom(req.arch) and isinstance(model, ResNet) and not req.resume:
-        method.prepare(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
+    if is_custom(req.arch) and growable_spec(model) is not None and not req.resume:
+        method.prepare(growable_spec(model), cfg.epochs, cfg.schedule)  # before the run dir; else the Trainer says
     info = info or {"arch": req.arch, "data": data_source(req.data), "val_size": req.val_size or 0,
                     "image_size": req.image_size, "stream": stream,
                     "command": shlex.join(["resgrow", *req.command]) if req.command else None}

@@ -27,8 +27,7 @@ from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
 from ..methods.base import Baseline, Change, GroupedLr, Method, OwnModules, OwnObjective, OwnStep, RunContext
 from ..models.custom import check_model
-from ..models.resnet import ResNet, spec_of
-from ..models.spec import ArchSpec
+from ..models.family import Spec, growable_spec, model_for, spec_from_dict
 from ..resume import check_resume
 from .checkpoint import CHECKPOINT
 from .compile import apply_compile
@@ -50,16 +49,16 @@ from .schedules import Schedule
 from .step import MethodStep, StepRunner
 
 
-def arch_of(model: nn.Module) -> ArchSpec | None:
-    """The model's ArchSpec, or None for a model that is not a resgrow ResNet (trained as it is)."""
-    return spec_of(model) if isinstance(model, ResNet) else None
+def arch_of(model: nn.Module) -> Spec | None:
+    """The model's spec, or None for a model that is not a resgrow ResNet or ViT (trained as it is)."""
+    return growable_spec(model)
 
 
 def check_resizable(method: Method, model: nn.Module) -> None:
-    """Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow ResNet."""
+    """Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow model."""
     if method.resizes and arch_of(model) is None:
-        raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet "
-                           f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {type(model).__name__}")
+        raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet or ViT "
+                           f"(resgrow.models.build), not a {type(model).__name__}")
 
 
 class Trainer:
@@ -211,8 +210,9 @@ class Trainer:
         """Switch to `change.model`: carry momentum along `change.param_map`, keep the schedule
         position, drop the old CUDA graph (the next step captures a new one). Returns what each
         new parameter's state came from. Its time is booked as training time."""
-        if not isinstance(change.model, ResNet):
-            raise ResgrowError(f"a size change must hand over a resgrow ResNet, not {type(change.model).__name__}")
+        if growable_spec(change.model) is None:
+            raise ResgrowError(f"a size change must hand over a resgrow ResNet or ViT, not "
+                               f"{type(change.model).__name__}")
         t0 = time.perf_counter()
         if change.batch_size is not None and change.batch_size != self.loader.batch_size:
             self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
@@ -284,13 +284,13 @@ class Trainer:
             if checkpoint["spec"] is None:  # a model of the user's own: load into the one given
                 self._load_model_state(self.model, checkpoint)
                 return
-            spec, requested = ArchSpec.from_dict(checkpoint["spec"]), ArchSpec.from_dict(checkpoint["requested_spec"])
+            spec, requested = spec_from_dict(checkpoint["spec"]), spec_from_dict(checkpoint["requested_spec"])
             if requested != self.requested_spec:
                 raise ResgrowError(f"{source} was trained for {checkpoint['run_info'].get('arch', 'another arch')} "
                                    f"({requested.block}, blocks {requested.blocks_str()}, widths "
                                    f"{requested.widths_str()}), not the requested {self.requested_spec.block}, blocks "
                                    f"{self.requested_spec.blocks_str()}, widths {self.requested_spec.widths_str()}")
-            self._load_model_state(ResNet(spec), checkpoint)
+            self._load_model_state(model_for(spec), checkpoint)
         except ResgrowError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -588,5 +588,5 @@ def _change_text(change) -> str:
     return f"{size}, batch {change.batch_size}"
 
 
-def _dict(spec: ArchSpec | None) -> dict | None:
+def _dict(spec: Spec | None) -> dict | None:
     return spec.to_dict() if spec is not None else None

@@ -162,3 +162,38 @@ def test_multilevel_grows_a_vit_from_the_command_line(small_zip, tmp_path):
                  "--device", "cpu", "--quiet", "--method", "multilevel", "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["blocks"] for r in rows] == ["1", "2", "2"] and load_model(out).spec.h == ((0.5, 0.5),)
+
+
+def test_the_lipschitz_bound_of_a_vit_block_is_h_times_the_sum_of_its_branch_bounds():
+    from resgrow.measure.lipschitz import GELU_SLOPE, LipschitzMeter
+
+    model = _vit(SMALL.replace(head_dim=12)).float()  # heads of 12 channels: the value rows are not a square
+    block = model.blocks[1]
+    block.h = 0.5
+    with torch.no_grad():
+        block.norm1.weight.uniform_(-2, 2)
+        block.norm2.weight.uniform_(-3, 1)
+
+    def sigma(w):
+        return torch.linalg.svdvals(w.double())[0].item()
+
+    a = 2 * 12  # the value rows of both heads come after their queries and keys
+    attn = block.norm1.weight.abs().max().item() * sigma(block.attn.qkv.weight[2 * a:]) * sigma(block.attn.proj.weight)
+    mlp = block.norm2.weight.abs().max().item() * sigma(block.mlp.fc1.weight) * GELU_SLOPE * sigma(block.mlp.fc2.weight)
+    bounds = LipschitzMeter().block_bounds(model)
+    assert len(bounds) == 2 and bounds[1] == pytest.approx(0.5 * (attn + mlp), rel=1e-5)
+    x = torch.linspace(-6, 6, 120001, requires_grad=True)
+    slope, = torch.autograd.grad(torch.nn.functional.gelu(x).sum(), x)
+    assert slope.max().item() == pytest.approx(GELU_SLOPE, abs=1e-4)
+
+
+def test_lipgrow_grows_a_vit_by_its_score(small, tmp_path):
+    from conftest import cfg
+    from resgrow.methods import build_method
+    from resgrow.train import Trainer
+
+    torch.manual_seed(0)
+    trainer = Trainer(model_for(spec_for("vit2_64")), small, cfg(epochs=3),
+                      build_method("lipgrow", lip_window=1, reserve=1), out=tmp_path / "r")
+    rows = trainer.fit()
+    assert [r["blocks"] for r in rows][-1] == "2" and all(r["lip_score"] > 0 for r in rows)

@@ -124,9 +124,9 @@ class StepRunner:
         self.capture_seconds += time.perf_counter() - t0
 
     def _state_tensors(self) -> list[torch.Tensor]:
-        """Everything a step mutates: weights, BN statistics, momentum, loader position, metrics."""
+        """Everything a step mutates: weights, BN statistics, the optimizer's state, loader position, metrics."""
         out = [p.data for p in self.model.parameters()] + list(self.model.buffers())
-        out += [s["momentum_buffer"] for s in self.optimizer.state.values() if s.get("momentum_buffer") is not None]
+        out += [t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
         return out + [self.loader.step, self.loss_sum, self.correct]
 
     def record(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:

@@ -42,7 +42,7 @@ from .device import (
 from .distributed import Ranks
 from .evaluation import Evaluator
 from .groups import LrGroups, SliceScales
-from .optim import carry_state, make_sgd
+from .optim import carry_state, load_state_tensors, make_optimizer, state_tensors
 from .progress import Progress
 from .run_dir import RunDirectory
 from .schedules import Schedule
@@ -147,8 +147,7 @@ class Trainer:
         grouped = method_groups and isinstance(self.method, GroupedLr)
         groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if grouped else None, self.lr)
         self.slices.install(model, self.method.slice_groups(model) if grouped else None)
-        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov,
-                       fused=self.use_graphs, groups=groups)
+        opt = make_optimizer(model, self.cfg, self.lr, self.use_graphs, groups)
         carried = carry_state(old[0], old[1], model, opt, param_map) if old is not None else None
         self.model, self.optimizer = model, opt
         if self.runner is not None:
@@ -237,8 +236,10 @@ class Trainer:
             return Change(self.model, {n: n for n, _ in self.model.named_parameters()}, ctx.reinstalled)
         return change
 
-    def _optimizer_factory(self, params, lr: float) -> torch.optim.SGD:
-        """SGD with the run's momentum, weight decay and Nesterov flag, for modules a method trains itself."""
+    def _optimizer_factory(self, params, lr: float) -> torch.optim.Optimizer:
+        """The run's optimizer with its settings, for modules a method trains itself."""
+        if self.cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay)
         return torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
                                nesterov=self.cfg.nesterov)
 
@@ -260,7 +261,7 @@ class Trainer:
             "spec": _dict(arch_of(self.model)), "requested_spec": _dict(self.requested_spec),
             "model_class": self.model_class,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
+            **self._optimizer_state(),
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
@@ -318,6 +319,13 @@ class Trainer:
             raise ResgrowError(f"{source} was trained with method {checkpoint['method']['name']!r}, not "
                                f"{self.method.name!r}")
 
+    def _optimizer_state(self) -> dict:
+        """SGD's momentum as every checkpoint keeps it; another optimizer's whole state per parameter."""
+        if self.cfg.optimizer == "sgd":
+            return {"momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu()
+                                 for p in self.model.parameters()]}
+        return {"optimizer_state": state_tensors(self.optimizer, self.model)}
+
     def _load_model_state(self, model: nn.Module, checkpoint: dict) -> None:
         self.method.load_state_dict(checkpoint["method"]["state"])  # before the install: its groups may depend on it
         if isinstance(self.method, OwnModules):
@@ -331,8 +339,10 @@ class Trainer:
             self.loader.resize(checkpoint["batch_size"])
         self.amp = checkpoint["bf16"]  # "auto" chose on the machine the run started on: the run keeps it
         self._install(model)
-        for p, m in zip(self.model.parameters(), checkpoint["momentum"], strict=True):
-            self.optimizer.state[p]["momentum_buffer"].copy_(m)
+        if "optimizer_state" in checkpoint:
+            load_state_tensors(self.optimizer, self.model, checkpoint["optimizer_state"])
+        else:  # SGD's: its momentum alone, as every checkpoint before AdamW kept it
+            load_state_tensors(self.optimizer, self.model, [{"momentum_buffer": m} for m in checkpoint["momentum"]])
         self.schedule.load_state_dict(checkpoint["schedule"])
         self.epoch, self.global_step = checkpoint["epoch"], checkpoint["global_step"]
         self.train_seconds = checkpoint["train_seconds"]

@@ -197,3 +197,14 @@ def test_lipgrow_grows_a_vit_by_its_score(small, tmp_path):
                       build_method("lipgrow", lip_window=1, reserve=1), out=tmp_path / "r")
     rows = trainer.fit()
     assert [r["blocks"] for r in rows][-1] == "2" and all(r["lip_score"] > 0 for r in rows)
+
+
+def test_multilevel_can_stack_a_vit_and_refuses_to_stack_a_resnet(capsys, small_zip, tmp_path):
+    out = tmp_path / "stack"
+    base = ["train", "--data", str(small_zip), "--epochs", "3", "--batch-size", "100", "--device", "cpu", "--quiet",
+            "--method", "multilevel", "--deepen-mode", "stack"]
+    assert main([*base, "--arch", "vit2_64", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["blocks"] for r in rows] == ["1", "2", "2"] and load_model(out).spec.h == ((1.0, 1.0),)
+    assert main([*base, "--arch", "resnet20", "--out", str(tmp_path / "r")]) == 2
+    assert "cannot be stacked" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def test_registry_shapes():
     tiny, small, custom = spec_for("vit_tiny"), spec_for("vit_small"), spec_for("vit6_128", num_classes=100)
     assert (tiny.depth, tiny.dim, tiny.heads, tiny.mlp_dim, tiny.tokens) == (12, 192, 3, 768, 65)
     assert (small.dim, small.heads) == (384, 6)
-    assert (custom.depth, custom.dim, custom.heads, custom.mlp_dim, custom.num_classes) == (6, 128, 2, 512, 100)
+    assert (custom.depth, custom.dim, custom.heads, custom.mlp_dim, custom.num_classes) == (6, 128, 4, 512, 100)
 
 
 @pytest.mark.parametrize("spec", [SMALL, SMALL.replace(pool="mean", blocks=(3,)), spec_for("vit6_128")])
@@ -80,7 +80,7 @@ def test_a_vit_trains_resumes_and_evaluates_from_the_command_line(capsys, small_
     assert main([*base, "--stop-after", "1"]) == 0
     assert main(["train", "--resume", "--out", str(out), "--quiet"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["blocks"] == "2" and rows[-1]["widths"] == "64x1h/256"
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["blocks"] == "2" and rows[-1]["widths"] == "64x2h/256"
     assert rows[0]["flops"] == flops_per_image(spec_for("vit2_64"))
     model = load_model(out)
     assert isinstance(model, ViT) and model.spec == spec_for("vit2_64")

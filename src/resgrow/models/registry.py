@@ -43,8 +43,9 @@ def imagenet_resnet(blocks: tuple[int, ...], bottleneck: bool, num_classes: int 
 
 
 def vit(depth: int, dim: int, num_classes: int = 10, heads: int | None = None) -> ViTSpec:
-    """A ViT for 32x32 images: patch 4 (64 tokens and a class token), heads of 64 channels, an MLP 4x the width."""
-    return ViTSpec((depth,), dim, heads or max(1, dim // 64), 4 * dim, num_classes=num_classes)
+    """A ViT for 32x32 images: patch 4 (64 tokens and a class token), an MLP 4x the width, and heads of 32 channels
+    unless given (small widths keep several heads, which width growth adds in pairs)."""
+    return ViTSpec((depth,), dim, heads or max(1, dim // 32), 4 * dim, num_classes=num_classes)
 
 
 for _d in (20, 32, 38, 44, 56, 74, 110, 146, 1202):
@@ -104,7 +105,7 @@ def spec_for(name: str, num_classes: int = 10) -> Spec:
             return fn(m, num_classes)
     raise ResgrowError(f"unknown arch {name!r}; known: {', '.join(list_models())} "
                        "(or preact_resnetD / cifar_resnetD with D=6n+2, wrnD_K with D=6n+4, vitD_W: D blocks of "
-                       "width W)")
+                       "width W, heads of 32 channels)")
 
 
 def build(name_or_spec: str | Spec, num_classes: int = 10):

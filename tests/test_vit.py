@@ -208,3 +208,21 @@ def test_multilevel_can_stack_a_vit_and_refuses_to_stack_a_resnet(capsys, small_
     assert [r["blocks"] for r in rows] == ["1", "2", "2"] and load_model(out).spec.h == ((1.0, 1.0),)
     assert main([*base, "--arch", "resnet20", "--out", str(tmp_path / "r")]) == 2
     assert "cannot be stacked" in capsys.readouterr().err
+
+
+def test_widen_grows_a_vits_heads_and_mlp_by_its_schedule(small, tmp_path):
+    from conftest import cfg
+    from resgrow.methods import build_method
+    from resgrow.methods.widen import vit_schedule
+    from resgrow.train import Trainer
+
+    specs = vit_schedule(spec_for("vit6_128"), 0.25, 2)
+    assert [(s.heads, s.mlp_dim) for s in specs] == [(2, 128), (2, 256), (4, 512)]  # heads by pairs: 1 -> 2
+    with pytest.raises(ResgrowError, match="must widen something"):
+        vit_schedule(spec_for("vit2_64"), 0.9, 3)
+    torch.manual_seed(0)
+    trainer = Trainer(model_for(spec_for("vit2_64")), small, cfg(epochs=3),
+                      build_method("widen", growths=1, start_width=0.5, widen_every=1), out=tmp_path / "w")
+    rows = trainer.fit()
+    assert [r["widths"] for r in rows] == ["64x2h/128", "64x2h/256", "64x2h/256"]
+    assert len(rows[-1]["lr_scales"]) == 2

@@ -68,3 +68,30 @@ def test_bad_optimizer_settings_are_one_line_before_any_data_is_read(capsys, tmp
                str(tmp_path / "r"), "--device", "cpu", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_under_adamw_an_element_groups_lr_scale_scales_its_whole_update():
+    """AdamW normalises the gradient, so a scaled gradient would not move it: the scale applies to the update."""
+    from resgrow.methods.base import SliceGroups
+    from resgrow.train.groups import SliceScales
+
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(3, 4, bias=False)
+    scaled = torch.nn.Linear(3, 4, bias=False)
+    scaled.load_state_dict(plain.state_dict())
+    start = plain.weight.detach().clone()
+    slices = SliceScales(torch.device("cpu"))
+    ids = torch.tensor([0, 0, 1, 1]).view(4, 1).expand(4, 3)
+    slices.install(scaled, SliceGroups(["growth0", "growth1"], {"weight": ids}, [1.0, 0.25]), updates=True)
+    x = torch.randn(8, 3)
+    for model in (plain, scaled):
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.05)
+        model(x).square().sum().backward()
+        if model is scaled:
+            slices.before_step()
+        opt.step()
+        if model is scaled:
+            slices.after_step()
+    step_plain, step_scaled = plain.weight.detach() - start, scaled.weight.detach() - start
+    assert torch.allclose(step_scaled[:2], step_plain[:2], atol=1e-7)
+    assert torch.allclose(step_scaled[2:], 0.25 * step_plain[2:], atol=1e-7) and step_plain[2:].abs().min() > 1e-3

@@ -146,7 +146,8 @@ class Trainer:
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
         grouped = method_groups and isinstance(self.method, GroupedLr)
         groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if grouped else None, self.lr)
-        self.slices.install(model, self.method.slice_groups(model) if grouped else None)
+        self.slices.install(model, self.method.slice_groups(model) if grouped else None,
+                            updates=self.cfg.optimizer == "adamw")
         opt = make_optimizer(model, self.cfg, self.lr, self.use_graphs, groups)
         carried = carry_state(old[0], old[1], model, opt, param_map) if old is not None else None
         self.model, self.optimizer = model, opt
@@ -164,7 +165,17 @@ class Trainer:
                           bf16_weights=self.cfg.bf16_weights and not self.slices.names and objective is None
                           and not own_step,
                           objective=objective, ranks=self.ranks, lock=self.lock,
-                          before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
+                          before_step=self._before_step(), after_step=self.slices.after_step
+                          if self.slices.scales_updates else None)
+
+    def _before_step(self):
+        """What the step does right before the optimizer's: the groups' lr (captured), the weights that update
+        scales start from."""
+        work = ([lambda: self.groups.before_step(self.lr)] if self.groups.captured else []) + \
+            ([self.slices.before_step] if self.slices.scales_updates else [])
+        if not work:
+            return None
+        return work[0] if len(work) == 1 else (lambda: [w() for w in work])
 
     def method_modules(self) -> dict[str, nn.Module]:
         """The method's modules beside the model (`OwnModules`)."""

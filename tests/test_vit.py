@@ -39,15 +39,15 @@ def test_flops_and_parameters_are_counted_from_the_spec_attention_included(spec)
     assert spec_params(spec) == param_count(model)
     attention = 4 * spec.depth * spec.tokens ** 2 * spec.dim  # scores and weighted sum, a multiply-add as 2
     linear = spec.tokens * sum(2 * m.weight.numel() for m in model.blocks.modules() if isinstance(m, torch.nn.Linear))
-    embed = 2 * (spec.image_size // spec.patch) ** 2 * model.patch_embed.weight.numel()
-    assert flops_per_image(spec) == embed + linear + attention + 2 * model.head.weight.numel()
+    embed = 2 * (spec.image_size // spec.patch) ** 2 * model.stem.proj.weight.numel()
+    assert flops_per_image(spec) == embed + linear + attention + 2 * model.head.fc.weight.numel()
 
 
 def test_both_branches_are_residual_steps_of_size_h():
     torch.manual_seed(0)
     model = model_for(SMALL).double()
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
-    block, tokens = model.blocks[0], model.embed(x)
+    block, tokens = model.blocks[0], model.stem(x)
     a = block.attn(block.norm1(tokens))
     after_attn = tokens + 0.5 * a
     want = after_attn + 0.5 * block.mlp(block.norm2(after_attn))
@@ -226,3 +226,14 @@ def test_widen_grows_a_vits_heads_and_mlp_by_its_schedule(small, tmp_path):
     rows = trainer.fit()
     assert [r["widths"] for r in rows] == ["64x2h/128", "64x2h/256", "64x2h/256"]
     assert len(rows[-1]["lr_scales"]) == 2
+
+
+def test_go_wide_then_narrow_trains_a_vit_with_a_4x_mlp_and_imitates_it_block_by_block(small_zip, tmp_path):
+    out = tmp_path / "w2n"
+    assert main(["train", "--arch", "vit2_64", "--data", str(small_zip), "--epochs", "5", "--batch-size", "100",
+                 "--device", "cpu", "--quiet", "--method", "wide2narrow", "--teacher-epochs", "1", "--imitate-epochs",
+                 "1", "--distill-epochs", "1", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["teacher", "imitate block 1", "imitate block 2", "distill", "labels"]
+    assert rows[0]["widths"] == "64x2h/1024" and rows[-1]["widths"] == "64x2h/256"
+    assert load_model(out).spec == spec_for("vit2_64")

@@ -22,6 +22,9 @@ shortcut, so a map on the path could not be folded exactly into the next conv. T
 unit and dropped when the imitation ends; the thin net keeps exactly the weights it had (the saved model is a
 plain thin ResNet, `ArchSpec` equal to --arch's).
 
+A ViT (`--arch vit...`): the wide net has --teacher-width times its MLP width (the embedding width kept),
+and its units are its blocks, imitated one by one on their output tokens.
+
 Cost: the wide net's training is part of the run's time and work; each step of phases 2 and 3 also counts
 the wide net's forward pass (a third of its gradient). A --teacher run's own training time and accuracy are
 read from its logs into this run's columns.
@@ -45,8 +48,10 @@ from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import event
 from ..measure.flops import flops_per_image
+from ..models.family import model_for, spec_from_dict
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
+from ..models.vit import ViTSpec
 from .base import (
     Change,
     Column,
@@ -65,17 +70,24 @@ UNITS = ("stage", "block")
 SHARES = {"teacher": 0.4, "imitate": 0.1, "distill": 0.2}  # of the run's epochs, by default
 
 
-def wide_spec(thin: ArchSpec, k: float, widen: str = "inner") -> ArchSpec:
-    """The wide net of `thin`: inner conv widths x k, or every width (stem included) x k."""
+def wide_spec(thin, k: float, widen: str = "inner"):
+    """The wide net of `thin`: inner conv widths x k (a ViT's MLP), or every width (stem included) x k."""
     scale = lambda ws: tuple(max(1, round(w * k)) for w in ws)  # noqa: E731
+    if isinstance(thin, ViTSpec):
+        if widen != "inner":
+            raise ResgrowError("a ViT's wide net widens its MLP (--teacher-widen inner): its blocks' outputs keep the "
+                               "thin net's width, so the imitation needs no maps")
+        return thin.replace(mlp_dim=max(1, round(thin.mlp_dim * k)))
     if widen == "inner":
         return thin.replace(inner_widths=scale(thin.inner_widths))
     return thin.replace(widths=scale(thin.widths), inner_widths=scale(thin.inner_widths),
                         stem_width=max(1, round(thin.stem_width * k)))
 
 
-def unit_widths(spec: ArchSpec, kind: str) -> list[int]:
-    """The output channels of every unit."""
+def unit_widths(spec, kind: str) -> list[int]:
+    """The output channels of every unit (a ViT's units are its blocks, whichever `kind`)."""
+    if isinstance(spec, ViTSpec):
+        return [spec.dim] * spec.depth
     if kind == "stage":
         return list(spec.widths)
     return [w for n, w in zip(spec.blocks, spec.widths) for _ in range(n)]
@@ -176,7 +188,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         checkpoint, _ = load_run_checkpoint(Path(self.teacher_run))
         if checkpoint["spec"] is None:
             raise ResgrowError(f"--teacher {self.teacher_run} holds a model of its own, not a resgrow ResNet")
-        spec = ArchSpec.from_dict(checkpoint["spec"])
+        spec = spec_from_dict(checkpoint["spec"])
         if spec.blocks != thin.blocks or spec.block != thin.block:
             raise ResgrowError(f"--teacher {self.teacher_run} is a {spec.block} net with blocks {spec.blocks_str()}; "
                                f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by "
@@ -216,7 +228,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         self.cost = flops_per_image(teacher_spec, 32) / flops_per_image(thin.spec, 32) / 3
         self.phase = 0
         if self.teacher_run is None:  # train the wide net first; the thin one waits, its init kept
-            self.thin_net, wide = thin, ResNet(teacher_spec).to(device)
+            self.thin_net, wide = thin, model_for(teacher_spec).to(device)
             self._set_objective()
             return Change(wide, {}, event("start", f"wide net {teacher_spec.widths_str()} (inner "
                                           f"{'-'.join(map(str, teacher_spec.inner_widths))}) for {self.plan[0][2]} "
@@ -392,8 +404,8 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         super().load_state_dict(state)
         self.plan = [tuple(p) for p in state["plan"]]
         self.phase, self.teacher_info, self.cost = state["phase"], state["teacher_info"], state["cost"]
-        self.thin_net = ResNet(ArchSpec.from_dict(state["thin_spec"])) if state["thin_spec"] else None
+        self.thin_net = model_for(spec_from_dict(state["thin_spec"])) if state["thin_spec"] else None
         teacher = state["teacher_spec"]
-        self.teacher_net = self._freeze(ResNet(ArchSpec.from_dict(teacher))) if teacher else None
+        self.teacher_net = self._freeze(model_for(spec_from_dict(teacher))) if teacher else None
         self.maps = None
         self._set_objective()

@@ -178,36 +178,57 @@ class ViTBlock(ResidualBlock):
         return self.residual(x, self.mlp(self.norm2(x)))
 
 
-class ViT(nn.Module):
+class PatchEmbed(nn.Module):
+    """Images to tokens: non-overlapping patches projected to `dim` channels, the class token first, positions
+    added. A ViT's stem, as a ResNet's first conv is its."""
+
     def __init__(self, spec: ViTSpec) -> None:
         super().__init__()
-        self.patch_embed = nn.Conv2d(spec.in_channels, spec.dim, spec.patch, stride=spec.patch)
+        self.proj = nn.Conv2d(spec.in_channels, spec.dim, spec.patch, stride=spec.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim)) if spec.pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, spec.tokens, spec.dim))
+        self.image_size = spec.image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.image_size
+        if x.shape[-2:] != (size, size):
+            raise ResgrowError(f"this ViT's positional embedding is for {size}x{size} images, not "
+                               f"{x.shape[-2]}x{x.shape[-1]}")
+        x = self.proj(x).flatten(2).transpose(1, 2)  # (batch, patches, dim)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return x + self.pos_embed
+
+
+class TokenHead(nn.Module):
+    """Tokens to logits: LayerNorm, the class token (or the tokens' mean), a linear layer."""
+
+    def __init__(self, dim: int, num_classes: int, pool: str) -> None:
+        super().__init__()
+        self.norm, self.fc, self.pool = nn.LayerNorm(dim), nn.Linear(dim, num_classes), pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return self.fc(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
+
+
+class ViT(nn.Module):
+    """stem (patch embedding) + blocks + head, as a ResNet is stem + stages + head."""
+
+    def __init__(self, spec: ViTSpec) -> None:
+        super().__init__()
+        self.stem = PatchEmbed(spec)
         self.blocks = nn.ModuleList(ViTBlock(spec.dim, spec.heads, spec.mlp_dim, h, spec.head_dim) for h in spec.h[0])
-        self.norm = nn.LayerNorm(spec.dim)
-        self.head = nn.Linear(spec.dim, spec.num_classes)
+        self.head = TokenHead(spec.dim, spec.num_classes, spec.pool)
         self._geometry = (spec.patch, spec.image_size, spec.pool, spec.num_classes, spec.in_channels)
         self.aux = nn.ModuleDict()  # as ResNet.aux: modules a method trains beside the net for a while
         init_vit(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed(x)
+        x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x)
-        return self.head(x[:, 0] if self.cls_token is not None else x.mean(dim=1))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Images to tokens: patches, the class token first, positions added."""
-        size = self._geometry[1]
-        if x.shape[-2:] != (size, size):
-            raise ResgrowError(f"this ViT's positional embedding is for {size}x{size} images, not "
-                               f"{x.shape[-2]}x{x.shape[-1]}")
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (batch, patches, dim)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x + self.pos_embed
+        return self.head(x)
 
     def units(self, kind: str = "block") -> list[nn.Module]:
         """The blocks in forward order (a ViT has one stage: its units are its blocks either way)."""
@@ -217,7 +238,7 @@ class ViT(nn.Module):
 
     def forward_features(self, x: torch.Tensor, kind: str = "block", upto: int | None = None) -> list[torch.Tensor]:
         """The output of every block, the embedded tokens fed to the first; `upto`: stop after that block."""
-        x, out = self.embed(x), []
+        x, out = self.stem(x), []
         for block in self.units(kind)[: None if upto is None else upto + 1]:
             x = block(x)
             out.append(x)
@@ -255,12 +276,13 @@ def init_vit(model: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     if isinstance(model, ViT):
-        nn.init.trunc_normal_(model.pos_embed, std=0.02)
-        if model.cls_token is not None:
-            nn.init.trunc_normal_(model.cls_token, std=0.02)
-        w = model.patch_embed.weight
+        stem = model.stem
+        nn.init.trunc_normal_(stem.pos_embed, std=0.02)
+        if stem.cls_token is not None:
+            nn.init.trunc_normal_(stem.cls_token, std=0.02)
+        w = stem.proj.weight
         nn.init.trunc_normal_(w.view(w.shape[0], -1), std=(1 / w[0].numel()) ** 0.5)
-        nn.init.zeros_(model.patch_embed.bias)
+        nn.init.zeros_(stem.proj.bias)
 
 
 def vit_flops(spec: ViTSpec) -> int:

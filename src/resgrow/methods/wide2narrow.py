@@ -85,9 +85,9 @@ def wide_spec(thin, k: float, widen: str = "inner"):
 
 
 def unit_widths(spec, kind: str) -> list[int]:
-    """The output channels of every unit (a ViT's units are its blocks, whichever `kind`)."""
-    if isinstance(spec, ViTSpec):
-        return [spec.dim] * spec.depth
+    """The output channels of every unit."""
+    if isinstance(spec, ViTSpec):  # one stage of blocks
+        return [spec.dim] * (spec.depth if kind == "block" else 1)
     if kind == "stage":
         return list(spec.widths)
     return [w for n, w in zip(spec.blocks, spec.widths) for _ in range(n)]
@@ -101,7 +101,8 @@ class WideToNarrowOptions(MethodOptions):
                                  "net's", str, "the wide net is trained in this run")
     teacher_epochs: int | None = option(None, "epochs training the wide net", int, "0.4 of the run; none with "
                                         "--teacher")
-    imitate_unit: str = option("stage", f"the units imitated bottom to top: {' | '.join(UNITS)}")
+    imitate_unit: str | None = option(None, f"the units imitated bottom to top: {' | '.join(UNITS)}", str,
+                                      "stage; a ViT's: block")
     imitate_epochs: int | None = option(None, "epochs of imitation per unit", int,
                                         "0.1 of the run over the units, at least 1")
     lower_lr: float = option(0.0, "lr scale of the units below the one imitating; 0: frozen")
@@ -119,7 +120,7 @@ class WideToNarrowOptions(MethodOptions):
             raise ResgrowError("--teacher-width must be >= 1 (the wide net is K times wider), not "
                                f"{self.teacher_width:g}")
         for value, known, flag in ((self.teacher_widen, WIDENS, "--teacher-widen"),
-                                   (self.imitate_unit, UNITS, "--imitate-unit")):
+                                   (self.imitate_unit or "stage", UNITS, "--imitate-unit")):
             if value not in known:
                 raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
         if self.lower_lr < 0 or self.temperature <= 0:
@@ -198,6 +199,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
     def prepare(self, spec, epochs, schedule):
         if schedule not in COSINES:
             raise ResgrowError("wide2narrow gives every phase its own cosine cycle; use --schedule cosine")
+        self.fill(imitate_unit="block" if isinstance(spec, ViTSpec) else "stage")
         self.phases(spec, epochs)
         self._teacher_spec(spec)
 

@@ -231,10 +231,13 @@ class ViT(nn.Module):
         return self.head(x)
 
     def units(self, kind: str = "block") -> list[nn.Module]:
-        """The blocks in forward order (a ViT has one stage: its units are its blocks either way)."""
-        if kind not in ("stage", "block"):
-            raise ResgrowError(f"unknown unit {kind!r}; known: stage, block")
-        return list(self.blocks)
+        """The net's units in forward order, between stem and head: its one stage (the blocks in a row), or its
+        blocks."""
+        if kind == "stage":
+            return [nn.Sequential(*self.blocks)]
+        if kind == "block":
+            return list(self.blocks)
+        raise ResgrowError(f"unknown unit {kind!r}; known: stage, block")
 
     def forward_features(self, x: torch.Tensor, kind: str = "block", upto: int | None = None) -> list[torch.Tensor]:
         """The output of every block, the embedded tokens fed to the first; `upto`: stop after that block."""

@@ -52,7 +52,7 @@ from ..events import GROW, event
 from ..grow.vit import widen_vit
 from ..grow.width import INITS, widen
 from ..measure.flops import flops_per_image
-from ..models.family import model_for
+from ..models.family import model_for, spec_from_dict
 from ..models.spec import ArchSpec, dashed
 from ..models.vit import ViTSpec
 from .base import Change, GroupedLr, Method, MethodOptions, SliceGroups, option
@@ -346,7 +346,7 @@ class Widen(Method, GroupedLr):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.specs = [ArchSpec.from_dict(d) for d in state["specs"]]
+        self.specs = [spec_from_dict(d) for d in state["specs"]]
         self.at, self.done = list(state["at"]), state["done"]
         self.groups.ids, self.groups.count = dict(state["ids"]), self.done + 1
         self.final_flops, self.base_batch = state["final_flops"], state["base_batch"]

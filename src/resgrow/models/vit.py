@@ -289,9 +289,9 @@ def init_vit(model: nn.Module) -> None:
 
 
 def vit_flops(spec: ViTSpec) -> int:
-    """Forward FLOPs for one image, as torch's FlopCounterMode counts them: a multiply-add as 2 in the patch
-    embedding, every linear layer and the two attention products (scores and the weighted sum), nothing for
-    LayerNorm, softmax, GELU or the adds."""
+    """Forward FLOPs for one image, as torch's FlopCounterMode counts them with attention run as its two matrix
+    products (scores and the weighted sum; a fused attention kernel may count nothing there): a multiply-add as 2
+    in the patch embedding, every linear layer and those products, nothing for LayerNorm, softmax, GELU or adds."""
     t, d, a, m = spec.tokens, spec.dim, spec.attn_dim, spec.mlp_dim
     patches = (spec.image_size // spec.patch) ** 2
     embed = 2 * patches * d * spec.in_channels * spec.patch ** 2

@@ -3,7 +3,7 @@
 # frontier) and the table's methods, every row on the CPU, one after another; then `resgrow compare --frontier`
 # and its plot.
 #
-#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]   # TABLE: width | wide2narrow | depth | compound; SEEDS: 0 or 0,1
+#   bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]   # TABLE: width | wide2narrow | depth | compound | vit
 #
 # width:      resnet20, 30 epochs: the frontier at 10 15 20 25 30 epochs; widen (vt + lr adaptation), Net2Net's
 #             widening (--widen-init net2wider --no-lr-adapt) and widen with --batch-adapt, at 30 epochs.
@@ -24,6 +24,10 @@
 #             (compound_deep, compound_deep_alternate); and from START with LipGrow's trigger (compound_lip,
 #             --lip-window LIP_WINDOW). For resnet20 against the width table's frontier: ARCH=resnet20 EPOCHS=30
 #             BUDGETS="10 15 20 25 30" START=1-1-1 METHOD_FLAGS=--partial-growth (3-3-3 halves only with it).
+#
+# vit:        vit6_128 (6 blocks of width 128, 4 heads, MLP 512), 30 epochs with --recipe vit (AdamW): the frontier at
+#             10 15 20 30 epochs; multilevel (3 -> 6 blocks, h halved), stacking (multilevel --deepen-mode stack:
+#             the stack repeated, G_stack) and widen (heads and MLP from a quarter, lr adaptation on the updates).
 #
 # Wall-clock ratios are honest only on an otherwise idle machine. Before every row the recipe appends the CPU, the
 # thread count, torch's version, how busy the CPU was in the second before and the load average to
@@ -48,7 +52,9 @@ case $table in
   compound) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
             LIP_WINDOW=${LIP_WINDOW:-2}
             rows="frontier compound compound_alternate compound_deep compound_deep_alternate compound_lip" ;;
-  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow | depth | compound)" >&2; exit 2 ;;
+  vit) arch=${ARCH:-vit6_128}; E=${EPOCHS:-30}; budgets=${BUDGETS:-"10 15 20 30"}; recipe="--recipe vit"
+       rows="frontier multilevel stack widen" ;;
+  *) echo "reproduce_cpu: unknown table $table (width | wide2narrow | depth | compound | vit)" >&2; exit 2 ;;
 esac
 total=$E; here=$(dirname "$0")
 tag=$(echo "$arch" | sed 's/^cifar_resnet/r/; s/^resnet/r/')  # the depth rows' names: multilevel_r50_s0
@@ -105,6 +111,10 @@ for seed in ${seeds//,/ }; do
   if want net2wider; then row "net2wider_${arch}_s$seed" "${m[@]}" --method widen --widen-init net2wider --no-lr-adapt; fi
   if want batch; then row "widen_batch_${arch}_s$seed" "${m[@]}" --method widen --batch-adapt; fi
   if want wide2narrow; then row "wide2narrow_${arch}_s$seed" "${m[@]}" --method wide2narrow; fi
+  if [[ $table == vit ]]; then
+    if want multilevel; then row "multilevel_${arch}_s$seed" "${m[@]}" --method multilevel; fi
+    if want stack; then row "stack_${arch}_s$seed" "${m[@]}" --method multilevel --deepen-mode stack; fi
+  fi
   if [[ $table == depth ]]; then
     depth_rows row "$seed"
     mg=("${m[@]}" --method mgopt --levels 2)

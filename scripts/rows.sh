@@ -5,7 +5,8 @@
 data=${DATA:-.data/cifar10-jpeg.zip}
 [[ -e $data || $data == cifar10-sample ]] || { echo "$(basename "$0" .sh): no data at $data (set DATA)" >&2; exit 2; }
 mkdir -p "$out"
-common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 --lr 0.1 --wd 5e-4 --quiet ${EXTRA:-})
+recipe=${recipe:-"--lr 0.1 --wd 5e-4"}  # the ResNet tables' SGD settings; a recipe sets its own (--recipe vit)
+common=(--arch "$arch" --data "$data" --epochs "$E" --batch-size 128 $recipe --quiet ${EXTRA:-})
 rows=" ${ROWS:-$rows} "
 want() { [[ $rows == *" $1 "* ]]; }  # is row $1 asked for
 

@@ -15,13 +15,14 @@ import torch
 from conftest import TINY, cfg
 from resgrow.errors import ResgrowError
 from resgrow.methods import build_method
-from resgrow.models import ArchSpec, ResNet
+from resgrow.models import ArchSpec, ViTSpec, model_for
 from resgrow.train import Trainer
 
 R14 = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)  # depth growth's default start: 1-1-1
 R8 = ArchSpec("basic", (1, 1, 1), (8, 16, 32), stem_width=8)  # widths 2-4-8 -> 4-8-16 -> 8-16-32 from a quarter
 R26 = ArchSpec("basic", (4, 4, 4), (8, 16, 32), stem_width=8)  # MG/OPT halves every stage's blocks
 W2N = dict(teacher_epochs=1, imitate_epochs=1, distill_epochs=1)  # wide 1, imitate 3 stages, distill 1, labels 1
+VIT = ViTSpec((2,), 32, 4, 64)  # heads of 8 channels: widen from half adds a pair of heads and MLP units
 
 # name: final net, method, options, epochs, batch size, the epochs that end with a change (a growth, a phase,
 # a batch size). The run stops after every epoch but its last: before, at and after each change.
@@ -41,13 +42,17 @@ CASES = {
     "mgopt-nested": (R26, "mgopt", {"nested_epochs": 1, "line_search": "best"}, 3, 100, [1]),
     "mgopt-shared": (R26, "mgopt", {"shared_step": True, "nu_pre": 0, "nu_post": 0, "nu_c": 1, "line_search": "best"},
                      2, 100, []),
+    # a ViT with AdamW (its moments and step counts carried and checkpointed): depth, and width with update scales
+    "vit-multilevel": (VIT, "multilevel", {}, 3, 100, [1]),
+    "vit-widen": (VIT, "widen", {"growths": 1, "start_width": 0.5, "widen_every": 1}, 3, 100, [1]),
 }
 
 
 def _trainer(data, case, out, resume=False, **config):
     spec, method, options, epochs, batch, _ = CASES[case]
     torch.manual_seed(0 if not resume else 1234)  # a new process shares no random state with the first
-    return Trainer(ResNet(spec), data, cfg(**{"epochs": epochs, "batch_size": batch, **config}),
+    adamw = {"optimizer": "adamw", "lr": 1e-3} if isinstance(spec, ViTSpec) else {}
+    return Trainer(model_for(spec), data, cfg(**{"epochs": epochs, "batch_size": batch, **adamw, **config}),
                    build_method(method, **options), out=out, resume=resume)
 
 
@@ -89,7 +94,7 @@ def test_a_resume_from_python_refuses_other_settings_or_method_options_in_one_li
         _trainer(small, "widen", tmp_path / "r", resume=True, lr=0.2).fit()
     with pytest.raises(ResgrowError, match=r"epochs=6 \(the run's: 5\)"):
         _trainer(small, "widen", tmp_path / "r", resume=True, epochs=6).fit()
-    other = Trainer(ResNet(R8), small, cfg(epochs=5, batch_size=100), build_method("widen", growths=3, widen_every=1),
+    other = Trainer(model_for(R8), small, cfg(epochs=5, batch_size=100), build_method("widen", growths=3, widen_every=1),
                     out=tmp_path / "r", resume=True)
     with pytest.raises(ResgrowError, match=r"growths=3 \(the run's: 2\); widen_every=1 \(the run's: 2\)"):
         other.fit()

@@ -232,3 +232,16 @@ def test_reproduce_cpu_compound_trains_its_rows_against_the_frontier(small_zip, 
     assert "--trigger lipschitz --lip-window 2" in run["compound_lip_r26_s0"]["command"]
     assert all(name in (out / "frontier.md").read_text() for name in ("compound_deep_alternate_r26_s0",
                                                                        "compound_lip_r26_s0"))
+
+
+@bash
+def test_reproduce_cpu_vit_trains_with_the_vit_recipe_and_stacks(small_zip, tmp_path):
+    out = tmp_path / "vit"
+    env = _env(tmp_path, DATA=str(small_zip), ARCH="vit2_64", EPOCHS="2", BUDGETS="2", ROWS="frontier stack",
+               BUSY_WARN="1000")
+    said = _script("reproduce_cpu.sh", out, "vit", 0, env=env)
+    assert said.count(": training\n") == 2
+    run = {d: json.loads((out / d / "run.json").read_text()) for d in _logs(out)}
+    assert sorted(run) == ["baseline_vit2_64_2ep_s0", "stack_vit2_64_s0"]
+    assert all(r["config"]["optimizer"] == "adamw" and r["config"]["lr"] == 1e-3 for r in run.values())
+    assert "--deepen-mode stack" in run["stack_vit2_64_s0"]["command"]

@@ -15,8 +15,8 @@ from .data.loader import DeviceLoader, channel_stats
 from .data.sources import Split
 from .errors import ResgrowError, first_line
 from .models.custom import build_model
+from .models.family import growable_spec
 from .models.registry import build
-from .models.resnet import ResNet
 from .models.spec import ArchSpec
 from .train.compile import apply_compile
 from .train.optim import make_sgd
@@ -95,9 +95,9 @@ def make_runner(arch: str, batch_size: int, device: torch.device, split: Split, 
     torch.manual_seed(0)
     model = (build(spec) if spec is not None else build_model(arch, num_classes)).to(device)
     if h != 1.0:
-        if not isinstance(model, ResNet):
+        if growable_spec(model) is None:
             raise ResgrowError(f"--h sets the step size of resgrow's residual blocks; {arch} is a "
-                               f"{type(model).__name__}, not a resgrow ResNet")
+                               f"{type(model).__name__}, not a resgrow ResNet or ViT")
         for _, _, b in model.iter_blocks():
             b.h = h
     if channels_last:

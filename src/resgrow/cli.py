@@ -70,9 +70,10 @@ def _train_parser(sub, methods: bool) -> None:
                    "(default 0)")
     t.add_argument("--image-size", type=int, default=None, help="ImageFolder data: bring every image to N x N when "
                    "decoding (shorter side to N, centre crop); needed when the images differ in size")
-    t.add_argument("--recipe", default=None, choices=("imagenet",), help="a preset for what the command leaves out: "
-                   "imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd 1e-4, "
-                   "lr x0.1 at epochs 30 and 60, streamed 224 px random-resized crops)")
+    t.add_argument("--recipe", default=None, choices=("imagenet", "vit"), help="a preset for what the command leaves "
+                   "out: imagenet = torchvision's reference ResNet recipe (90 epochs, global batch 256 at lr 0.1, wd "
+                   "1e-4, lr x0.1 at epochs 30 and 60, streamed 224 px random-resized crops); vit = AdamW at lr 1e-3, "
+                   "wd 0.05, label smoothing 0.1, warm-up over 5%% of the epochs, cosine (DeiT's, at CIFAR's scale)")
     t.add_argument("--stream", action="store_true", help="read the images from their ImageFolder zip or directory as "
                    "training goes (host workers read them; --decode says where they are decoded), for sets that do not "
                    "fit in device memory; --image-size is then the crop size (default 224)")

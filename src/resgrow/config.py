@@ -12,6 +12,7 @@ from .errors import ResgrowError
 from .options import floats
 
 PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("sgd", "adamw")
 COSINES = ("cosine", "cosine_restarts", "cosine_reset")  # the schedules whose cycles a method may restart
 SCHEDULES = ("constant", "step", *COSINES)
 
@@ -29,10 +30,13 @@ def setting(default: Any, help: str, flag: str | None = "", parse: Callable[[str
 class TrainConfig:
     epochs: int = setting(160, "epochs to train (growth epochs scale with it)")
     batch_size: int = setting(128, "images per training step")
-    lr: float = setting(0.1, "peak learning rate of SGD")
+    optimizer: str = setting("sgd", f"{' | '.join(OPTIMIZERS)} (AdamW: Loshchilov and Hutter 2019, weight decay "
+                                    "decoupled from the gradient)")
+    lr: float = setting(0.1, "peak learning rate")
     momentum: float = setting(0.9, "SGD momentum")
     nesterov: bool = setting(False, "Nesterov momentum")
-    weight_decay: float = setting(5e-4, "weight decay (L2, on every parameter)", flag="--wd",
+    betas: tuple = setting((0.9, 0.999), "AdamW's betas, e.g. 0.9,0.999", parse=floats)
+    weight_decay: float = setting(5e-4, "weight decay (SGD: L2 on every parameter; AdamW: decoupled)", flag="--wd",
                                   aliases=("--weight-decay",))
     schedule: str = setting("cosine", f"lr schedule: {' | '.join(SCHEDULES)}")
     eta_min: float = setting(0.0, "lowest lr of the cosine schedules")
@@ -80,6 +84,9 @@ class TrainConfig:
             (self.epochs >= 1 and self.lr > 0, f"need epochs >= 1 and lr > 0 (got epochs={e}, lr={self.lr})"),
             (self.batch_size >= 1, f"batch size must be >= 1, not {self.batch_size}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), not {self.momentum}"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; use {', '.join(OPTIMIZERS)}"),
+            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+             f"betas must be two numbers in [0, 1), not {list(self.betas)}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, not {self.weight_decay}"),
             (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), not {self.label_smoothing}"),
             (0 <= self.warmup < e, f"warm-up must be in [0, epochs={e}) epochs, not {self.warmup}"),
@@ -102,7 +109,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["milestones"], d["restarts"] = list(self.milestones), list(self.restarts)
+        d["milestones"], d["restarts"], d["betas"] = list(self.milestones), list(self.restarts), list(self.betas)
         return d
 
     @classmethod

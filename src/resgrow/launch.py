@@ -59,9 +59,24 @@ IMAGENET_SETTINGS = {"epochs": 90, "weight_decay": 1e-4, "schedule": "step", "ga
 IMAGENET_BATCH, IMAGENET_LR = 256, 0.1
 
 
+# A ViT on CIFAR-size images (DeiT's recipe, Touvron et al. 2021, at CIFAR's scale): AdamW at lr 1e-3 for batch
+# 128, wd 0.05 (decoupled), label smoothing 0.1, a linear warm-up over the first 5% of the epochs, then cosine to 0.
+# Augmentation: the in-memory pad-4 random crop and flip; the heavier augmentations a long ViT run needs
+# (RandAugment, mixup, CutMix) slow a short run's learning, which is what the CPU tables train.
+VIT_SETTINGS = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "label_smoothing": 0.1, "schedule": "cosine"}
+VIT_WARMUP = 0.05
+
+
 def apply_recipe(req: RunRequest) -> None:
-    """--recipe imagenet: the reference's values for every setting the request does not give."""
+    """--recipe imagenet | vit: the recipe's values for every setting the request does not give."""
     s = req.settings
+    if req.recipe == "vit":
+        for key, value in VIT_SETTINGS.items():
+            if s.get(key) is None:
+                s[key] = value
+        if s.get("warmup") is None:
+            s["warmup"] = VIT_WARMUP * (s.get("epochs") or TrainConfig.epochs)
+        return
     for key, value in IMAGENET_SETTINGS.items():
         if s.get(key) is None:
             s[key] = value
@@ -249,7 +264,7 @@ def prepare_run(req: RunRequest, label: str = ""):
 
     from .data.sources import data_source
     from .models.custom import build_model, is_custom
-    from .models.resnet import ResNet
+    from .models.family import growable_spec
     from .train.device import precision_note, resolve_device
     from .train.run_dir import check_run_dir
     from .train.trainer import Trainer
@@ -266,8 +281,8 @@ def prepare_run(req: RunRequest, label: str = ""):
     data, info, stream = _open_data(req, cfg, stored, device)
     torch.manual_seed(cfg.seed)
     model = build_model(req.arch, data.num_classes)
-    if is_custom(req.arch) and isinstance(model, ResNet) and not req.resume:
-        method.prepare(model.spec, cfg.epochs, cfg.schedule)  # before the run dir; a non-ResNet: the Trainer says
+    if is_custom(req.arch) and growable_spec(model) is not None and not req.resume:
+        method.prepare(growable_spec(model), cfg.epochs, cfg.schedule)  # before the run dir; else the Trainer says
     info = info or {"arch": req.arch, "data": data_source(req.data), "val_size": req.val_size or 0,
                     "image_size": req.image_size, "stream": stream,
                     "command": shlex.join(["resgrow", *req.command]) if req.command else None}

@@ -138,7 +138,16 @@ def deepen(model: ResNet, mode: str = "interpolate", stages=None, blocks=None) -
     """Double the blocks of `stages` (default: all), or grow every stage to `blocks` (each between
     its blocks and twice them: partial growth). Returns the new model (same device and dtype as
     `model`, in the same train/eval mode) and {new parameter name: old parameter name} for the
-    trainer to carry optimizer state; parameters that start at zero are left out of the map."""
+    trainer to carry optimizer state; parameters that start at zero are left out of the map. A ViT
+    grows by `grow.vit.deepen_vit` (these modes and "stack")."""
+    from ..models.vit import ViT
+
+    if isinstance(model, ViT):  # one stage of transformer blocks: its own operator (grow/vit.py)
+        from .vit import deepen_vit
+
+        if stages is not None:
+            raise ResgrowError("a ViT has one stage: give blocks=(m,) or nothing (double it)")
+        return deepen_vit(model, mode, blocks)
     if mode not in MODES:
         raise ResgrowError(f"unknown deepening mode {mode!r}; known: {', '.join(MODES)}")
     if not isinstance(model, ResNet):

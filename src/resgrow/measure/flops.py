@@ -9,8 +9,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..models.family import Spec, model_for
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
+from ..models.vit import ViTSpec, vit_flops
 
 
 def image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -19,16 +21,19 @@ def image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=256)
-def flops_per_image(spec: ArchSpec, image_size: int | tuple[int, int] = 32) -> int:
+def flops_per_image(spec: Spec, image_size: int | tuple[int, int] = 32) -> int:
     """Forward FLOPs for one image of size H or (H, W) (a multiply-add counts 2), as torch's
     FlopCounterMode counts them, on the meta device (no memory, no compute). Exact, and as fast for
     resnet1202 as for resnet20 (see `_linear_in_blocks`), which matters because the trainer counts
-    after every growth, on the training clock."""
+    after every growth, on the training clock. A ViT's are counted from its shapes (`vit_flops`), at the image
+    size of its positional embedding, the only one it takes."""
+    if isinstance(spec, ViTSpec):
+        return vit_flops(spec)
     return _linear_in_blocks(spec, lambda s: _count(s, image_size))
 
 
-def spec_params(spec: ArchSpec) -> int:
-    """Parameters of `ResNet(spec)` without building it (exact; see `_linear_in_blocks`)."""
+def spec_params(spec: Spec) -> int:
+    """Parameters of the model of `spec` without building it (exact; see `_linear_in_blocks`)."""
     return _linear_in_blocks(spec, _params)
 
 
@@ -46,9 +51,9 @@ def _linear_in_blocks(spec: ArchSpec, measure) -> int:
 
 
 @lru_cache(maxsize=256)
-def _params(spec: ArchSpec) -> int:
+def _params(spec: Spec) -> int:
     with torch.device("meta"):
-        return sum(p.numel() for p in ResNet(spec).parameters())
+        return sum(p.numel() for p in model_for(spec).parameters())
 
 
 @lru_cache(maxsize=256)

@@ -7,6 +7,17 @@ Block bound = h * product of the bounds of the layers of its residual branch:
 - BatchNorm (eval form): max_c |gamma_c| / sqrt(running_var_c + eps);
 - ReLU: 1.
 Model score = mean of the block bounds.
+
+A ViT block (x <- x + h Attn(LN1(x)), x <- x + h MLP(LN2(x))) is bounded branch by branch, its bound the sum of
+the two (`vit_block_bounds`):
+- MLP branch: max |gamma_2| * ||W_fc1|| * GELU's largest slope (1.1290) * ||W_fc2||;
+- attention branch: max |gamma_1| * ||W_v|| * ||W_proj||, the path through the values with the attention
+  weights held fixed: each token's output is a convex combination of the tokens' values, a map of norm 1
+  over tokens (max over tokens, Euclidean over channels), so only the value and output projections count;
+- LayerNorm: the largest |gamma| of its affine map. The normalisation itself scales by 1 / (a token's
+  standard deviation), which depends on the token and has no bound: it is left out, as the batch
+  statistics are for BatchNorm in training (the running ones stand in for them there).
+||W|| is the spectral norm (the largest singular value), exact, of weights of one shape at once.
 """
 
 from __future__ import annotations
@@ -114,6 +125,10 @@ class LipschitzMeter:
 
     @torch.no_grad()
     def block_bounds(self, model: ResNet) -> list[float]:
+        from ..models.vit import ViT
+
+        if isinstance(model, ViT):
+            return vit_block_bounds(model)
         # cuDNN autotuning off: each grouped shape runs `iters` times per call and changes with every
         # growth, so tuning never pays back (a cold, tuned call after a growth costs a thousand warm ones).
         # The flag is process-wide: no run trained together may capture meanwhile (train/together.py).
@@ -193,3 +208,31 @@ class LipschitzMeter:
 
     def load_state_dict(self, state: dict) -> None:
         self.vectors = dict(state)
+
+
+GELU_SLOPE = 1.1290  # the largest derivative of GELU, Phi(x) + x phi(x), at x = sqrt(2)
+
+
+@torch.no_grad()
+def vit_block_bounds(model) -> list[float]:
+    """Every ViT block's bound h * (attention branch + MLP branch), as the module docstring defines them, with one
+    host sync: the spectral norms of weights of one shape are computed together."""
+    mats = {}  # (block, name) -> weight matrix
+    for b, block in enumerate(model.blocks):
+        attn_dim = block.heads * block.head_dim
+        mats[b, "v"] = block.attn.qkv.weight[2 * attn_dim:]  # the value rows of every head
+        mats[b, "proj"], mats[b, "fc1"], mats[b, "fc2"] = block.attn.proj.weight, block.mlp.fc1.weight, \
+            block.mlp.fc2.weight
+    norms = {}
+    by_shape: dict[tuple, list] = {}
+    for key, w in mats.items():
+        by_shape.setdefault(tuple(w.shape), []).append(key)
+    for keys in by_shape.values():
+        sv = torch.linalg.matrix_norm(torch.stack([mats[k].detach().float() for k in keys]), ord=2)
+        norms.update(zip(keys, sv))
+    gammas = [(blk.norm1.weight.detach().float().abs().max(), blk.norm2.weight.detach().float().abs().max())
+              for blk in model.blocks]
+    parts = torch.stack([torch.stack([g1 * norms[b, "v"] * norms[b, "proj"], g2 * norms[b, "fc1"] * norms[b, "fc2"]])
+                         for b, (g1, g2) in enumerate(gammas)])
+    parts[:, 1] *= GELU_SLOPE
+    return [blk.h * float(a + m) for blk, (a, m) in zip(model.blocks, parts.tolist())]

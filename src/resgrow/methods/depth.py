@@ -8,7 +8,7 @@ from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import GROW, event
 from ..grow.depth import deepen
-from ..models.resnet import ResNet
+from ..models.family import model_for
 from ..models.spec import dashed
 from .base import Change, Method, MethodOptions, option
 
@@ -163,7 +163,7 @@ class DepthGrowth(Method):
         final = ctx.model.spec
         self.prepare(final, ctx.epochs, ctx.schedule.kind)
         begin, self.k = self.plan(final.blocks, ctx.schedule.kind)
-        start = ResNet(final.replace(blocks=begin))
+        start = model_for(final.replace(blocks=begin))
         self.final_blocks = final.blocks
         path = growth_path(begin, final.blocks, self.opts.partial_growth)
         how = f", partial growth: {' -> '.join(map(dashed, path))}" if self.opts.partial_growth else ""

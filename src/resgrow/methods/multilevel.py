@@ -28,11 +28,22 @@ from ..models.spec import dashed
 from .base import floats, option
 from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, fixed_epochs
 
+DEEPEN_MODES = ("interpolate", "stack")
+
 
 @dataclass(frozen=True)
 class MultilevelOptions(DepthOptions):
     grow_at: tuple | None = option(None, "growth epochs, e.g. 60,110", floats, "60 and 110 of 160, scaled to --epochs")
+    deepen_mode: str = option("interpolate", "how a growth deepens: interpolate (a copy after every block, h halved: "
+                                             "the paper's) | stack (a ViT's whole stack repeated on top of itself, h "
+                                             "kept: G_stack, Du et al. 2024)")
     partial_growth: bool = PARTIAL_GROWTH
+
+    def check(self):
+        if self.deepen_mode not in DEEPEN_MODES:
+            raise ResgrowError(f"unknown --deepen-mode {self.deepen_mode!r}; known: {', '.join(DEEPEN_MODES)}")
+        if self.deepen_mode == "stack" and self.partial_growth:
+            raise ResgrowError("--deepen-mode stack repeats the whole stack: it doubles, no partial growth")
 
     def normalize(self):
         super().normalize()
@@ -42,8 +53,11 @@ class MultilevelOptions(DepthOptions):
 
 class Multilevel(DepthGrowth):
     name = "multilevel"
-    mode = "interpolate"
     Options = MultilevelOptions
+
+    @property
+    def mode(self) -> str:
+        return self.opts.deepen_mode
 
     def grow_epochs(self, epochs: int, k: int, start=(), final=()) -> list[int]:
         """The k growth epochs: --grow-at, or the paper's 60 and 110 of 160 scaled to `epochs`."""
@@ -55,6 +69,9 @@ class Multilevel(DepthGrowth):
         return fixed_epochs(epochs, k, grow_at)
 
     def prepare(self, spec, epochs, schedule):
+        if self.opts.deepen_mode == "stack" and spec.block != "vit":
+            raise ResgrowError("--deepen-mode stack repeats a ViT's stack of blocks; a ResNet's stages begin with a "
+                               "block that changes the shape, which cannot be stacked")
         start, k = self.plan(spec.blocks, schedule)
         at = self.grow_epochs(epochs, k, start, spec.blocks)
         super().prepare(spec, epochs, schedule)
@@ -77,4 +94,5 @@ class Multilevel(DepthGrowth):
     def describe(self) -> str:
         at = self.opts.grow_at
         at = self.marked("grow_at", str(list(at))) if at else "default"
-        return f"multilevel(start {self.start_str()}, grow at {at})"
+        how = ", stacking" if self.opts.deepen_mode == "stack" else ""
+        return f"multilevel(start {self.start_str()}, grow at {at}{how})"

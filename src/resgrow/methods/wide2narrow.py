@@ -22,6 +22,9 @@ shortcut, so a map on the path could not be folded exactly into the next conv. T
 unit and dropped when the imitation ends; the thin net keeps exactly the weights it had (the saved model is a
 plain thin ResNet, `ArchSpec` equal to --arch's).
 
+A ViT (`--arch vit...`): the wide net has --teacher-width times its MLP width (the embedding width kept),
+and its units are its blocks, imitated one by one on their output tokens.
+
 Cost: the wide net's training is part of the run's time and work; each step of phases 2 and 3 also counts
 the wide net's forward pass (a third of its gradient). A --teacher run's own training time and accuracy are
 read from its logs into this run's columns.
@@ -45,8 +48,10 @@ from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import event
 from ..measure.flops import flops_per_image
+from ..models.family import model_for, spec_from_dict
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
+from ..models.vit import ViTSpec
 from .base import (
     Change,
     Column,
@@ -65,17 +70,24 @@ UNITS = ("stage", "block")
 SHARES = {"teacher": 0.4, "imitate": 0.1, "distill": 0.2}  # of the run's epochs, by default
 
 
-def wide_spec(thin: ArchSpec, k: float, widen: str = "inner") -> ArchSpec:
-    """The wide net of `thin`: inner conv widths x k, or every width (stem included) x k."""
+def wide_spec(thin, k: float, widen: str = "inner"):
+    """The wide net of `thin`: inner conv widths x k (a ViT's MLP), or every width (stem included) x k."""
     scale = lambda ws: tuple(max(1, round(w * k)) for w in ws)  # noqa: E731
+    if isinstance(thin, ViTSpec):
+        if widen != "inner":
+            raise ResgrowError("a ViT's wide net widens its MLP (--teacher-widen inner): its blocks' outputs keep the "
+                               "thin net's width, so the imitation needs no maps")
+        return thin.replace(mlp_dim=max(1, round(thin.mlp_dim * k)))
     if widen == "inner":
         return thin.replace(inner_widths=scale(thin.inner_widths))
     return thin.replace(widths=scale(thin.widths), inner_widths=scale(thin.inner_widths),
                         stem_width=max(1, round(thin.stem_width * k)))
 
 
-def unit_widths(spec: ArchSpec, kind: str) -> list[int]:
+def unit_widths(spec, kind: str) -> list[int]:
     """The output channels of every unit."""
+    if isinstance(spec, ViTSpec):  # one stage of blocks
+        return [spec.dim] * (spec.depth if kind == "block" else 1)
     if kind == "stage":
         return list(spec.widths)
     return [w for n, w in zip(spec.blocks, spec.widths) for _ in range(n)]
@@ -89,7 +101,8 @@ class WideToNarrowOptions(MethodOptions):
                                  "net's", str, "the wide net is trained in this run")
     teacher_epochs: int | None = option(None, "epochs training the wide net", int, "0.4 of the run; none with "
                                         "--teacher")
-    imitate_unit: str = option("stage", f"the units imitated bottom to top: {' | '.join(UNITS)}")
+    imitate_unit: str | None = option(None, f"the units imitated bottom to top: {' | '.join(UNITS)}", str,
+                                      "stage; a ViT's: block")
     imitate_epochs: int | None = option(None, "epochs of imitation per unit", int,
                                         "0.1 of the run over the units, at least 1")
     lower_lr: float = option(0.0, "lr scale of the units below the one imitating; 0: frozen")
@@ -107,7 +120,7 @@ class WideToNarrowOptions(MethodOptions):
             raise ResgrowError("--teacher-width must be >= 1 (the wide net is K times wider), not "
                                f"{self.teacher_width:g}")
         for value, known, flag in ((self.teacher_widen, WIDENS, "--teacher-widen"),
-                                   (self.imitate_unit, UNITS, "--imitate-unit")):
+                                   (self.imitate_unit or "stage", UNITS, "--imitate-unit")):
             if value not in known:
                 raise ResgrowError(f"unknown {flag} {value!r}; known: {', '.join(known)}")
         if self.lower_lr < 0 or self.temperature <= 0:
@@ -176,7 +189,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         checkpoint, _ = load_run_checkpoint(Path(self.teacher_run))
         if checkpoint["spec"] is None:
             raise ResgrowError(f"--teacher {self.teacher_run} holds a model of its own, not a resgrow ResNet")
-        spec = ArchSpec.from_dict(checkpoint["spec"])
+        spec = spec_from_dict(checkpoint["spec"])
         if spec.blocks != thin.blocks or spec.block != thin.block:
             raise ResgrowError(f"--teacher {self.teacher_run} is a {spec.block} net with blocks {spec.blocks_str()}; "
                                f"the thin net's are {thin.block}, {thin.blocks_str()}: imitation pairs them unit by "
@@ -186,6 +199,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
     def prepare(self, spec, epochs, schedule):
         if schedule not in COSINES:
             raise ResgrowError("wide2narrow gives every phase its own cosine cycle; use --schedule cosine")
+        self.fill(imitate_unit="block" if isinstance(spec, ViTSpec) else "stage")
         self.phases(spec, epochs)
         self._teacher_spec(spec)
 
@@ -216,7 +230,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         self.cost = flops_per_image(teacher_spec, 32) / flops_per_image(thin.spec, 32) / 3
         self.phase = 0
         if self.teacher_run is None:  # train the wide net first; the thin one waits, its init kept
-            self.thin_net, wide = thin, ResNet(teacher_spec).to(device)
+            self.thin_net, wide = thin, model_for(teacher_spec).to(device)
             self._set_objective()
             return Change(wide, {}, event("start", f"wide net {teacher_spec.widths_str()} (inner "
                                           f"{'-'.join(map(str, teacher_spec.inner_widths))}) for {self.plan[0][2]} "
@@ -392,8 +406,8 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
         super().load_state_dict(state)
         self.plan = [tuple(p) for p in state["plan"]]
         self.phase, self.teacher_info, self.cost = state["phase"], state["teacher_info"], state["cost"]
-        self.thin_net = ResNet(ArchSpec.from_dict(state["thin_spec"])) if state["thin_spec"] else None
+        self.thin_net = model_for(spec_from_dict(state["thin_spec"])) if state["thin_spec"] else None
         teacher = state["teacher_spec"]
-        self.teacher_net = self._freeze(ResNet(ArchSpec.from_dict(teacher))) if teacher else None
+        self.teacher_net = self._freeze(model_for(spec_from_dict(teacher))) if teacher else None
         self.maps = None
         self._set_objective()

@@ -49,10 +49,12 @@ import torch
 from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import GROW, event
+from ..grow.vit import widen_vit
 from ..grow.width import INITS, widen
 from ..measure.flops import flops_per_image
-from ..models.resnet import ResNet
+from ..models.family import model_for, spec_from_dict
 from ..models.spec import ArchSpec, dashed
+from ..models.vit import ViTSpec
 from .base import Change, GroupedLr, Method, MethodOptions, SliceGroups, option
 
 
@@ -97,6 +99,26 @@ def spec_schedule(final: ArchSpec, start: float, growths: int, init: str = "vt")
     return specs
 
 
+def vit_schedule(final: ViTSpec, start: float, growths: int, init: str = "vt") -> list[ViTSpec]:
+    """A ViT at the start and after each growth: its MLP width at the fraction of widen's rule, rounded to even and
+    capped at the final; its heads at that fraction too, raised to the nearest count that reaches the final one by
+    pairs (at least one head). The embedding width stays (`grow.vit`: LayerNorm forbids widening it exactly)."""
+    if init != "vt":
+        raise ResgrowError(f"a ViT widens by vt's cancelling pairs only, not --widen-init {init}")
+    specs = []
+    for k in range(growths + 1):
+        f = start * (1 / start) ** (k / growths)
+        heads = max(1, round(final.heads * f))
+        heads = min(final.heads, heads + (final.heads - heads) % 2)
+        specs.append(final.replace(heads=heads, mlp_dim=min(final.mlp_dim, even(final.mlp_dim * f))))
+    specs[-1] = final
+    for a, b in zip(specs, specs[1:]):
+        if (a.heads, a.mlp_dim) == (b.heads, b.mlp_dim):
+            raise ResgrowError(f"widths {a.widths_str()} -> {b.widths_str()} on the way to {final.widths_str()}: a "
+                               "growth must widen something; use fewer --growths or a larger --start-width")
+    return specs
+
+
 def _sizes(spec: ArchSpec) -> dict[str, int]:
     return {"stem": spec.stem_width, **{f"stage {s + 1}": w for s, w in enumerate(spec.widths)},
             **{f"stage {s + 1}'s inner convs": w for s, w in enumerate(spec.inner_widths)}}
@@ -119,7 +141,9 @@ def _check_growth(a: ArchSpec, b: ArchSpec, final: ArchSpec, init: str) -> None:
                            "channels; use another --start-width")
 
 
-def _shown(spec: ArchSpec) -> str:
+def _shown(spec) -> str:
+    if isinstance(spec, ViTSpec):
+        return spec.widths_str()
     inner = "" if spec.inner_widths == spec.widths else f", inner {dashed(spec.inner_widths)}"
     return f"stem {spec.stem_width}, {dashed(spec.widths)}{inner}"
 
@@ -241,7 +265,8 @@ class Widen(Method, GroupedLr):
         if schedule not in COSINES:
             raise ResgrowError("method widen trains with one cosine schedule over the run; use --schedule cosine")
         o = self.opts
-        specs = spec_schedule(spec, o.start_width, o.growths, o.widen_init)
+        schedule_of = vit_schedule if isinstance(spec, ViTSpec) else spec_schedule
+        specs = schedule_of(spec, o.start_width, o.growths, o.widen_init)
         return specs, growth_epochs(epochs, o.growths, o.t0, o.widen_every)
 
     def prepare(self, spec, epochs, schedule):
@@ -250,7 +275,7 @@ class Widen(Method, GroupedLr):
     def on_run_start(self, ctx):
         final = ctx.model.spec
         self.specs, self.at = self.plan(final, ctx.epochs, ctx.schedule.kind)
-        start = ResNet(self.specs[0]).to(next(ctx.model.parameters()).device)
+        start = model_for(self.specs[0]).to(next(ctx.model.parameters()).device)
         self.groups.start(start)
         text = (f"start {_shown(self.specs[0])} (final {_shown(final)}); widens after epochs "
                 f"{', '.join(map(str, self.at))}")
@@ -270,8 +295,11 @@ class Widen(Method, GroupedLr):
     def grow(self, ctx) -> Change:
         old = ctx.model.spec.widths_str()
         target = self.specs[self.done + 1]
-        wider, pmap = widen(ctx.model, target.widths, init=self.opts.widen_init, stem_width=target.stem_width,
-                            inner_widths=target.inner_widths)
+        if isinstance(target, ViTSpec):
+            wider, pmap = widen_vit(ctx.model, heads=target.heads, mlp_dim=target.mlp_dim)
+        else:
+            wider, pmap = widen(ctx.model, target.widths, init=self.opts.widen_init, stem_width=target.stem_width,
+                                inner_widths=target.inner_widths)
         self.done += 1
         self.groups.follow(wider, pmap, new_group=True)
         if self.opts.lr_adapt:  # every older group's scale from the grown net too, not only the new group's
@@ -318,7 +346,7 @@ class Widen(Method, GroupedLr):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.specs = [ArchSpec.from_dict(d) for d in state["specs"]]
+        self.specs = [spec_from_dict(d) for d in state["specs"]]
         self.at, self.done = list(state["at"]), state["done"]
         self.groups.ids, self.groups.count = dict(state["ids"]), self.done + 1
         self.final_flops, self.base_batch = state["final_flops"], state["base_batch"]

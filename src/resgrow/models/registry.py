@@ -11,13 +11,14 @@ import re
 from typing import Callable
 
 from ..errors import ResgrowError
-from .resnet import ResNet
+from .family import Spec, model_for
 from .spec import ArchSpec
+from .vit import ViTSpec
 
-_REGISTRY: dict[str, Callable[[int], ArchSpec]] = {}
+_REGISTRY: dict[str, Callable[[int], Spec]] = {}
 
 
-def register(name: str, fn: Callable[[int], ArchSpec]) -> None:
+def register(name: str, fn: Callable[[int], Spec]) -> None:
     _REGISTRY[name] = fn
 
 
@@ -41,6 +42,12 @@ def imagenet_resnet(blocks: tuple[int, ...], bottleneck: bool, num_classes: int 
                     shortcut="B", stem="imagenet", stem_width=64)
 
 
+def vit(depth: int, dim: int, num_classes: int = 10, heads: int | None = None) -> ViTSpec:
+    """A ViT for 32x32 images: patch 4 (64 tokens and a class token), an MLP 4x the width, and heads of 32 channels
+    unless given (small widths keep several heads, which width growth adds in pairs)."""
+    return ViTSpec((depth,), dim, heads or max(1, dim // 32), 4 * dim, num_classes=num_classes)
+
+
 for _d in (20, 32, 38, 44, 56, 74, 110, 146, 1202):
     register(f"resnet{_d}", lambda c, d=_d: cifar_resnet(d, c))
 for _d in (20, 32, 44, 56, 74, 110):
@@ -50,12 +57,16 @@ for _d, _k in ((16, 4), (16, 8), (28, 10), (40, 4)):
 for _name, _blocks, _bott in (("resnet18", (2, 2, 2, 2), False), ("resnet34", (3, 4, 6, 3), False),
                               ("resnet50", (3, 4, 6, 3), True), ("resnet101", (3, 4, 23, 3), True)):
     register(_name, lambda c, b=_blocks, bo=_bott: imagenet_resnet(b, bo, c))
+# DeiT's tiny and small shapes (Touvron et al. 2021) on 32x32 images
+register("vit_tiny", lambda c: vit(12, 192, c, heads=3))
+register("vit_small", lambda c: vit(12, 384, c, heads=6))
 
 # Names outside the table that still follow a family's rule, e.g. preact_resnet122 (Chang et al.).
 _PATTERNS = (
     (re.compile(r"preact_resnet(\d+)"), lambda m, c: cifar_resnet(int(m[1]), c, preact=True)),
     (re.compile(r"cifar_resnet(\d+)"), lambda m, c: cifar_resnet(int(m[1]), c)),
     (re.compile(r"wrn(\d+)_(\d+)"), lambda m, c: wide_resnet(int(m[1]), int(m[2]), c)),
+    (re.compile(r"vit(\d+)_(\d+)"), lambda m, c: vit(int(m[1]), int(m[2]), c)),
 )
 
 
@@ -72,7 +83,7 @@ def model_table(num_classes: int = 10) -> list[dict]:
     for name in sorted(_REGISTRY, key=_natural):
         spec = _REGISTRY[name](num_classes)
         params = spec_params(spec)
-        size = 224 if spec.stem == "imagenet" else 32
+        size = 224 if spec.stem == "imagenet" else 32  # a ViT's: its positional embedding's (32)
         rows.append({"name": name, "block": spec.block, "blocks": spec.blocks_str(), "widths": spec.widths_str(),
                      "shortcut": spec.shortcut, "params": params, "image_size": size,
                      "flops": flops_per_image(spec, size)})
@@ -85,7 +96,7 @@ def _natural(name: str) -> tuple:
     return (m[1], int(m[2]), m[3]) if m else (name, 0, "")
 
 
-def spec_for(name: str, num_classes: int = 10) -> ArchSpec:
+def spec_for(name: str, num_classes: int = 10) -> Spec:
     if name in _REGISTRY:
         return _REGISTRY[name](num_classes)
     for pat, fn in _PATTERNS:
@@ -93,10 +104,11 @@ def spec_for(name: str, num_classes: int = 10) -> ArchSpec:
         if m:
             return fn(m, num_classes)
     raise ResgrowError(f"unknown arch {name!r}; known: {', '.join(list_models())} "
-                       "(or preact_resnetD / cifar_resnetD with D=6n+2, wrnD_K with D=6n+4)")
+                       "(or preact_resnetD / cifar_resnetD with D=6n+2, wrnD_K with D=6n+4, vitD_W: D blocks of "
+                       "width W, heads of 32 channels)")
 
 
-def build(name_or_spec: str | ArchSpec, num_classes: int = 10) -> ResNet:
-    """Build a model by registry name or from an ArchSpec."""
-    spec = name_or_spec if isinstance(name_or_spec, ArchSpec) else spec_for(name_or_spec, num_classes)
-    return ResNet(spec)
+def build(name_or_spec: str | Spec, num_classes: int = 10):
+    """Build a model by registry name or from a spec (ArchSpec: a ResNet; ViTSpec: a ViT)."""
+    spec = name_or_spec if isinstance(name_or_spec, (ArchSpec, ViTSpec)) else spec_for(name_or_spec, num_classes)
+    return model_for(spec)

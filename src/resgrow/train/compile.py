@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ResgrowError
-from ..models.resnet import ResNet
+from ..models.family import growable_spec
 
 COMPILE_MODES = ("none", "blocks", "model")
 
@@ -39,10 +39,11 @@ def apply_compile(model: nn.Module, how: str, backend: str = "inductor") -> None
     cfg.cache_size_limit = max(cfg.cache_size_limit, 64)
     if hasattr(cfg, "accumulated_cache_size_limit"):
         cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit, 512)
-    if how == "blocks" and not isinstance(model, ResNet):
+    growable = growable_spec(model) is not None
+    if how == "blocks" and not growable:
         raise ResgrowError(f"compile mode 'blocks' compiles resgrow residual blocks; a {type(model).__name__} "
                            "has none: use compile 'model'")
-    blocks = [b for _, _, b in model.iter_blocks()] if isinstance(model, ResNet) else []
+    blocks = [b for _, _, b in model.iter_blocks()] if growable else []
     for b in blocks:
         b.use_tensor_h()  # h as an input, not a constant: a growth that only halves h compiles nothing new
     targets: list[nn.Module] = blocks if how == "blocks" else [model]

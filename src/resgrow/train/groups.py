@@ -76,7 +76,11 @@ class LrGroups:
 class SliceScales:
     """A method's per-element groups (`Method.slice_groups`): each grouped parameter gets a mask of its elements'
     scales, which a gradient hook multiplies in during the backward (so a captured step does too). A new scale
-    rewrites the masks between steps; the captured step reads them in place."""
+    rewrites the masks between steps; the captured step reads them in place.
+
+    `updates=True` (an optimizer that normalises the gradient, AdamW, which a scaled gradient would not move):
+    the mask scales each element's whole update instead, the optimizer's step between `before_step` (the weights
+    kept) and `after_step` (w = w_before + mask * (w - w_before)); decoupled weight decay is part of the update."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -84,9 +88,11 @@ class SliceScales:
         self.names: list[str] = []
         self._ids: dict[str, torch.Tensor] = {}
         self._masks: dict[str, torch.Tensor] = {}
+        self._params: dict[str, torch.Tensor] = {}  # updates=True: the grouped parameters and their kept values
+        self._before: dict[str, torch.Tensor] = {}
 
-    def install(self, model: nn.Module, groups) -> None:
-        self._ids, self._masks = {}, {}
+    def install(self, model: nn.Module, groups, updates: bool = False) -> None:
+        self._ids, self._masks, self._params, self._before = {}, {}, {}, {}
         if groups is None:
             self.names = []
             return
@@ -100,8 +106,26 @@ class SliceScales:
                                    f"{tuple(p.shape)}")
             self._ids[name] = ids.to(self.device, torch.long)
             self._masks[name] = torch.empty_like(p, memory_format=torch.preserve_format)
-            p.register_hook(lambda grad, mask=self._masks[name]: grad * mask)
+            if updates:
+                self._params[name], self._before[name] = p, torch.empty_like(p, memory_format=torch.preserve_format)
+            else:
+                p.register_hook(lambda grad, mask=self._masks[name]: grad * mask)
         self._fill()
+
+    @property
+    def scales_updates(self) -> bool:
+        return bool(self._params)
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        for name, p in self._params.items():
+            self._before[name].copy_(p)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        for name, p in self._params.items():
+            before = self._before[name]
+            p.copy_(torch.addcmul(before, self._masks[name], p - before))
 
     def _fill(self) -> None:
         table = torch.tensor([self.scales[n] for n in self.names] or [1.0], device=self.device)

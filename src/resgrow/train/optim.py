@@ -1,4 +1,4 @@
-"""SGD built for the trainer, and the carrying of its state across a size change."""
+"""The optimizer built for the trainer (SGD, or AdamW), and the carrying of its state across a size change."""
 
 from __future__ import annotations
 
@@ -26,32 +26,67 @@ def make_sgd(model: nn.Module, lr, momentum: float, weight_decay: float, nestero
     return opt
 
 
+def make_adamw(model: nn.Module, lr, betas, weight_decay: float, graph: bool, groups: list | None = None,
+               ) -> torch.optim.AdamW:
+    """AdamW over all parameters (`groups` as for `make_sgd`), its state made up front as for SGD: both moments at
+    zero and a step count of zero per parameter (on the device, for a captured step: `capturable`)."""
+    kw = {"capturable": True, "foreach": True} if graph else {"foreach": True}
+    params = [{"params": ps, "lr": group_lr} for ps, group_lr in groups] if groups else model.parameters()
+    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **kw)
+    for p in model.parameters():
+        step = torch.zeros((), dtype=torch.float32, device=p.device if graph else "cpu")
+        opt.state[p].update(step=step, exp_avg=torch.zeros_like(p, memory_format=torch.preserve_format),
+                            exp_avg_sq=torch.zeros_like(p, memory_format=torch.preserve_format))
+    return opt
+
+
+def make_optimizer(model: nn.Module, cfg, lr, graph: bool, groups: list | None = None) -> torch.optim.Optimizer:
+    """The run's optimizer (`cfg.optimizer`), with its settings, over `model`'s parameters."""
+    if cfg.optimizer == "adamw":
+        return make_adamw(model, lr, cfg.betas, cfg.weight_decay, graph, groups)
+    return make_sgd(model, lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, fused=graph, groups=groups)
+
+
 def carry_state(old_model: nn.Module, old_opt: torch.optim.Optimizer, new_model: nn.Module,
                 new_opt: torch.optim.Optimizer, param_map: ParamMap) -> dict[str, str]:
-    """Give each new parameter the momentum of the old one it maps to (zeros if unmapped).
-
-    Returns {new name: what it got} for logging and tests.
-    """
-    old = {n: old_opt.state.get(p, {}).get("momentum_buffer") for n, p in old_model.named_parameters()}
+    """Give each new parameter the optimizer state of the old one it maps to: every state tensor of the
+    parameter's shape (SGD's momentum, AdamW's moments) through the map's transform, a count (AdamW's step) as
+    it was; zeros, as the new optimizer made them, where unmapped. Returns {new name: what it got}."""
+    old = {n: old_opt.state.get(p, {}) for n, p in old_model.named_parameters()}
     got = {}
     for name, p in new_model.named_parameters():
         src = param_map.get(name)
-        buf = None
-        if src is not None:
-            old_name, fn = (src, None) if isinstance(src, str) else src
-            if old_name not in old:
-                raise ResgrowError(f"size change maps {name} to {old_name}, which the old model does not have")
-            if old[old_name] is not None:
-                buf = fn(old[old_name]) if fn else old[old_name]
-                if buf.shape != p.shape:
-                    raise ResgrowError(f"size change maps {name} {tuple(p.shape)} to state of shape {tuple(buf.shape)}")
-                buf = buf.to(p.device, p.dtype).clone(memory_format=torch.preserve_format)
-                got[name] = old_name
-        if buf is None:
-            buf = torch.zeros_like(p)
-            got[name] = "zeros"
-        new_opt.state[p]["momentum_buffer"] = buf.contiguous(memory_format=_format_of(p))
+        got[name] = "zeros"
+        if src is None:
+            continue
+        old_name, fn = (src, None) if isinstance(src, str) else src
+        if old_name not in old:
+            raise ResgrowError(f"size change maps {name} to {old_name}, which the old model does not have")
+        state, before = new_opt.state[p], old[old_name]
+        for key, value in before.items():
+            if not torch.is_tensor(value) or key not in state:
+                continue
+            if value.dim() == 0:  # a count: the step
+                state[key].copy_(value)
+                continue
+            buf = fn(value) if fn else value
+            if buf.shape != p.shape:
+                raise ResgrowError(f"size change maps {name} {tuple(p.shape)} to state of shape {tuple(buf.shape)}")
+            state[key] = buf.to(p.device, p.dtype).contiguous(memory_format=_format_of(p)).clone(
+                memory_format=torch.preserve_format)
+            got[name] = old_name
     return got
+
+
+def state_tensors(opt: torch.optim.Optimizer, model: nn.Module) -> list[dict]:
+    """Every parameter's optimizer state, in the model's parameter order, on the host: what a checkpoint keeps."""
+    return [{k: v.detach().cpu() for k, v in opt.state[p].items() if torch.is_tensor(v)} for p in model.parameters()]
+
+
+def load_state_tensors(opt: torch.optim.Optimizer, model: nn.Module, saved: list[dict]) -> None:
+    for p, state in zip(model.parameters(), saved, strict=True):
+        for k, v in state.items():
+            opt.state[p][k].copy_(v)
 
 
 def _format_of(p: torch.Tensor) -> torch.memory_format:

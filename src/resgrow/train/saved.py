@@ -13,8 +13,7 @@ from ..data.loader import EvalLoader, channel_stats
 from ..data.sources import Dataset, check_recorded_data, load_dataset
 from ..errors import ResgrowError, first_line
 from ..models.custom import build_custom
-from ..models.resnet import ResNet
-from ..models.spec import ArchSpec
+from ..models.family import growable_spec, model_for, spec_from_dict
 from .checkpoint import load_checkpoint, load_run_checkpoint
 from .device import channels_last_suits, resolve_device
 from .evaluation import evaluate
@@ -58,7 +57,7 @@ def _model_of(checkpoint: dict, path: Path, arch: str | None = None) -> nn.Modul
                                    f"{checkpoint['model_class']}")
             model.load_state_dict(checkpoint["model"])
         else:  # the net alone: modules a method trained beside it for a while (ResNet.aux) are not part of it
-            model = ResNet(ArchSpec.from_dict(checkpoint["spec"]))
+            model = model_for(spec_from_dict(checkpoint["spec"]))
             model.load_state_dict({k: v for k, v in checkpoint["model"].items() if not k.startswith("aux.")})
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ResgrowError(f"checkpoint {path} does not hold a complete resgrow model ({first_line(e)})") from None
@@ -89,7 +88,8 @@ def evaluate_run(run: str | os.PathLike, data: str | None = None, split: str = "
     ds = load_dataset(source, root=data_dir, cache_dir=cache_dir, val_size=val_size, seed=cfg["seed"],
                       image_size=image_size)
     model = model.to(resolve_device(device)).eval()
-    size = ({"blocks": model.spec.blocks_str(), "widths": model.spec.widths_str()} if isinstance(model, ResNet)
+    spec = growable_spec(model)
+    size = ({"blocks": spec.blocks_str(), "widths": spec.widths_str()} if spec is not None
             else {"model": type(model).__name__})
     how = dict(amp=checkpoint["bf16"], channels_last=checkpoint["channels_last"])  # as the run evaluated itself
     return dict(evaluate_model(model, ds, split, batch_size, **how), data=str(source), dataset=ds.name,
@@ -122,8 +122,9 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
         mean, std = cfg["mean"], cfg["std"]
     else:
         mean, std = channel_stats(data.train.images)
-    if isinstance(model, ResNet) and model._num_classes != data.num_classes:
-        raise ResgrowError(f"the model has {model._num_classes} outputs, {data.name} has {data.num_classes} classes")
+    spec = growable_spec(model)
+    if spec is not None and spec.num_classes != data.num_classes:
+        raise ResgrowError(f"the model has {spec.num_classes} outputs, {data.name} has {data.num_classes} classes")
     device = next(model.parameters()).device
     amp = device.type == "cuda" if amp is None else amp
     channels_last = (device.type == "cuda" if channels_last is None else channels_last) and \

@@ -23,7 +23,7 @@ from .bf16_weights import Bf16Weights
 class StepRunner:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DeviceLoader, *,
                  amp: bool = False, graph: bool = False, label_smoothing: float = 0.0, bf16_weights: bool = False,
-                 fold_h: bool = True, objective=None, before_step=None, ranks=None, lock=None):
+                 fold_h: bool = True, objective=None, before_step=None, after_step=None, ranks=None, lock=None):
         from .distributed import Ranks
 
         self.model, self.optimizer, self.loader = model, optimizer, loader
@@ -31,7 +31,8 @@ class StepRunner:
         self.amp, self.use_graph, self.label_smoothing = amp, graph, label_smoothing
         # objective(model, x, y) -> (loss, logits): a method's own loss instead of cross-entropy on the logits;
         # before_step(): work the step does right before SGD (each parameter group's lr from its scale)
-        self.objective, self.before_step = objective, before_step
+        # after_step(): work right after it (per-element update scales)
+        self.objective, self.before_step, self.after_step = objective, before_step, after_step
         # shared by runs trained together: one capture at a time
         self.lock = lock if lock is not None else nullcontext()
         # Only meaningful under autocast: it replaces autocast's per-layer weight casts (and folds h).
@@ -68,6 +69,8 @@ class StepRunner:
         if self.before_step is not None:
             self.before_step()
         self.optimizer.step()
+        if self.after_step is not None:
+            self.after_step()
         if self.graph is None and not self._capturing:
             self.optimizer.zero_grad(set_to_none=True)
         self.record(loss, out, y)
@@ -124,9 +127,9 @@ class StepRunner:
         self.capture_seconds += time.perf_counter() - t0
 
     def _state_tensors(self) -> list[torch.Tensor]:
-        """Everything a step mutates: weights, BN statistics, momentum, loader position, metrics."""
+        """Everything a step mutates: weights, BN statistics, the optimizer's state, loader position, metrics."""
         out = [p.data for p in self.model.parameters()] + list(self.model.buffers())
-        out += [s["momentum_buffer"] for s in self.optimizer.state.values() if s.get("momentum_buffer") is not None]
+        out += [t for s in self.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
         return out + [self.loader.step, self.loss_sum, self.correct]
 
     def record(self, loss: torch.Tensor, out: torch.Tensor, y: torch.Tensor) -> None:

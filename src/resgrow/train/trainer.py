@@ -27,8 +27,7 @@ from ..events import as_event, event, event_text
 from ..measure.flops import flops_per_image, param_count
 from ..methods.base import Baseline, Change, GroupedLr, Method, OwnModules, OwnObjective, OwnStep, RunContext
 from ..models.custom import check_model
-from ..models.resnet import ResNet, spec_of
-from ..models.spec import ArchSpec
+from ..models.family import Spec, growable_spec, model_for, spec_from_dict
 from ..resume import check_resume
 from .checkpoint import CHECKPOINT
 from .compile import apply_compile
@@ -43,23 +42,23 @@ from .device import (
 from .distributed import Ranks
 from .evaluation import Evaluator
 from .groups import LrGroups, SliceScales
-from .optim import carry_state, make_sgd
+from .optim import carry_state, load_state_tensors, make_optimizer, state_tensors
 from .progress import Progress
 from .run_dir import RunDirectory
 from .schedules import Schedule
 from .step import MethodStep, StepRunner
 
 
-def arch_of(model: nn.Module) -> ArchSpec | None:
-    """The model's ArchSpec, or None for a model that is not a resgrow ResNet (trained as it is)."""
-    return spec_of(model) if isinstance(model, ResNet) else None
+def arch_of(model: nn.Module) -> Spec | None:
+    """The model's spec, or None for a model that is not a resgrow ResNet or ViT (trained as it is)."""
+    return growable_spec(model)
 
 
 def check_resizable(method: Method, model: nn.Module) -> None:
-    """Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow ResNet."""
+    """Any nn.Module trains at a fixed size; a method that changes the size needs a resgrow model."""
     if method.resizes and arch_of(model) is None:
-        raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet "
-                           f"(resgrow.models.build or ResNet(ArchSpec(...))), not a {type(model).__name__}")
+        raise ResgrowError(f"method {method.name!r} changes the model's size, which needs a resgrow ResNet or ViT "
+                           f"(resgrow.models.build), not a {type(model).__name__}")
 
 
 class Trainer:
@@ -147,9 +146,9 @@ class Trainer:
         apply_compile(model, self.cfg.compile, self.cfg.compile_backend)
         grouped = method_groups and isinstance(self.method, GroupedLr)
         groups = self.groups.optimizer_groups(model, self.method.param_groups(model) if grouped else None, self.lr)
-        self.slices.install(model, self.method.slice_groups(model) if grouped else None)
-        opt = make_sgd(model, self.lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.nesterov,
-                       fused=self.use_graphs, groups=groups)
+        self.slices.install(model, self.method.slice_groups(model) if grouped else None,
+                            updates=self.cfg.optimizer == "adamw")
+        opt = make_optimizer(model, self.cfg, self.lr, self.use_graphs, groups)
         carried = carry_state(old[0], old[1], model, opt, param_map) if old is not None else None
         self.model, self.optimizer = model, opt
         if self.runner is not None:
@@ -166,7 +165,17 @@ class Trainer:
                           bf16_weights=self.cfg.bf16_weights and not self.slices.names and objective is None
                           and not own_step,
                           objective=objective, ranks=self.ranks, lock=self.lock,
-                          before_step=(lambda: self.groups.before_step(self.lr)) if self.groups.captured else None)
+                          before_step=self._before_step(), after_step=self.slices.after_step
+                          if self.slices.scales_updates else None)
+
+    def _before_step(self):
+        """What the step does right before the optimizer's: the groups' lr (captured), the weights that update
+        scales start from."""
+        work = ([lambda: self.groups.before_step(self.lr)] if self.groups.captured else []) + \
+            ([self.slices.before_step] if self.slices.scales_updates else [])
+        if not work:
+            return None
+        return work[0] if len(work) == 1 else (lambda: [w() for w in work])
 
     def method_modules(self) -> dict[str, nn.Module]:
         """The method's modules beside the model (`OwnModules`)."""
@@ -211,8 +220,9 @@ class Trainer:
         """Switch to `change.model`: carry momentum along `change.param_map`, keep the schedule
         position, drop the old CUDA graph (the next step captures a new one). Returns what each
         new parameter's state came from. Its time is booked as training time."""
-        if not isinstance(change.model, ResNet):
-            raise ResgrowError(f"a size change must hand over a resgrow ResNet, not {type(change.model).__name__}")
+        if growable_spec(change.model) is None:
+            raise ResgrowError(f"a size change must hand over a resgrow ResNet or ViT, not "
+                               f"{type(change.model).__name__}")
         t0 = time.perf_counter()
         if change.batch_size is not None and change.batch_size != self.loader.batch_size:
             self.loader.resize(change.batch_size)  # the new runner below captures with the new buffers
@@ -237,8 +247,10 @@ class Trainer:
             return Change(self.model, {n: n for n, _ in self.model.named_parameters()}, ctx.reinstalled)
         return change
 
-    def _optimizer_factory(self, params, lr: float) -> torch.optim.SGD:
-        """SGD with the run's momentum, weight decay and Nesterov flag, for modules a method trains itself."""
+    def _optimizer_factory(self, params, lr: float) -> torch.optim.Optimizer:
+        """The run's optimizer with its settings, for modules a method trains itself."""
+        if self.cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay)
         return torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay,
                                nesterov=self.cfg.nesterov)
 
@@ -260,7 +272,7 @@ class Trainer:
             "spec": _dict(arch_of(self.model)), "requested_spec": _dict(self.requested_spec),
             "model_class": self.model_class,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu() for p in self.model.parameters()],
+            **self._optimizer_state(),
             "schedule": self.schedule.state_dict(), "lr_scales": dict(self.groups.scales),
             "slice_scales": dict(self.slices.scales), "batch_size": self.loader.batch_size,
             "modules": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
@@ -284,13 +296,13 @@ class Trainer:
             if checkpoint["spec"] is None:  # a model of the user's own: load into the one given
                 self._load_model_state(self.model, checkpoint)
                 return
-            spec, requested = ArchSpec.from_dict(checkpoint["spec"]), ArchSpec.from_dict(checkpoint["requested_spec"])
+            spec, requested = spec_from_dict(checkpoint["spec"]), spec_from_dict(checkpoint["requested_spec"])
             if requested != self.requested_spec:
                 raise ResgrowError(f"{source} was trained for {checkpoint['run_info'].get('arch', 'another arch')} "
                                    f"({requested.block}, blocks {requested.blocks_str()}, widths "
                                    f"{requested.widths_str()}), not the requested {self.requested_spec.block}, blocks "
                                    f"{self.requested_spec.blocks_str()}, widths {self.requested_spec.widths_str()}")
-            self._load_model_state(ResNet(spec), checkpoint)
+            self._load_model_state(model_for(spec), checkpoint)
         except ResgrowError:
             raise
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
@@ -318,6 +330,13 @@ class Trainer:
             raise ResgrowError(f"{source} was trained with method {checkpoint['method']['name']!r}, not "
                                f"{self.method.name!r}")
 
+    def _optimizer_state(self) -> dict:
+        """SGD's momentum as every checkpoint keeps it; another optimizer's whole state per parameter."""
+        if self.cfg.optimizer == "sgd":
+            return {"momentum": [self.optimizer.state[p]["momentum_buffer"].detach().cpu()
+                                 for p in self.model.parameters()]}
+        return {"optimizer_state": state_tensors(self.optimizer, self.model)}
+
     def _load_model_state(self, model: nn.Module, checkpoint: dict) -> None:
         self.method.load_state_dict(checkpoint["method"]["state"])  # before the install: its groups may depend on it
         if isinstance(self.method, OwnModules):
@@ -331,8 +350,10 @@ class Trainer:
             self.loader.resize(checkpoint["batch_size"])
         self.amp = checkpoint["bf16"]  # "auto" chose on the machine the run started on: the run keeps it
         self._install(model)
-        for p, m in zip(self.model.parameters(), checkpoint["momentum"], strict=True):
-            self.optimizer.state[p]["momentum_buffer"].copy_(m)
+        if "optimizer_state" in checkpoint:
+            load_state_tensors(self.optimizer, self.model, checkpoint["optimizer_state"])
+        else:  # SGD's: its momentum alone, as every checkpoint before AdamW kept it
+            load_state_tensors(self.optimizer, self.model, [{"momentum_buffer": m} for m in checkpoint["momentum"]])
         self.schedule.load_state_dict(checkpoint["schedule"])
         self.epoch, self.global_step = checkpoint["epoch"], checkpoint["global_step"]
         self.train_seconds = checkpoint["train_seconds"]
@@ -588,5 +609,5 @@ def _change_text(change) -> str:
     return f"{size}, batch {change.batch_size}"
 
 
-def _dict(spec: ArchSpec | None) -> dict | None:
+def _dict(spec: Spec | None) -> dict | None:
     return spec.to_dict() if spec is not None else None

@@ -39,9 +39,18 @@ MUTATIONS = [
     ("grow/depth.py", 'mapping.pop(f"stages.{s}.blocks.{j}.{pname}", None)', "pass", GROW),
     ("grow/depth.py", "new.train(model.training)", "new.train(True)", GROW),
     # optimizer state across a size change
-    ("train/optim.py", "buf = fn(old[old_name]) if fn else old[old_name]", "buf = torch.zeros_like(old[old_name])", GROW),
-    ("train/optim.py", "buf = buf.to(p.device, p.dtype).clone(memory_format=torch.preserve_format)",
-     "buf = buf.to(p.device, p.dtype)", GROW),
+    ("train/optim.py", "buf = fn(value) if fn else value", "buf = torch.zeros_like(value)", GROW),
+    ("train/optim.py", ".contiguous(memory_format=_format_of(p)).clone(\n                memory_format=torch.preserve_format)",
+     ".contiguous(memory_format=_format_of(p))", GROW),
+    ("train/optim.py", "                state[key].copy_(value)\n", "                pass\n", "tests/test_adamw.py"),
+    ("train/groups.py", "            p.copy_(torch.addcmul(before, self._masks[name], p - before))",
+     "            pass", "tests/test_adamw.py"),
+    # the ViT family: its operators and its Lipschitz bound
+    ("grow/vit.py", "        w_out[:, first + size: first + 2 * size] = -w_out[:, first: first + size]",
+     "        w_out[:, first + size: first + 2 * size] = w_out[:, first: first + size]", "tests/test_vit.py"),
+    ("grow/vit.py", "    factor = 0.5 if mode in (\"interpolate\", \"duplicate\") else 1.0",
+     "    factor = 1.0", "tests/test_vit.py"),
+    ("measure/lipschitz.py", "    parts[:, 1] *= GELU_SLOPE\n", "", "tests/test_vit.py"),
     ("train/optim.py", "weight_decay=weight_decay, nesterov=nesterov, **kw)", "weight_decay=weight_decay, nesterov=False, **kw)", GROW),
     # LipGrow's rule and the Lipschitz measure
     ("methods/lipgrow.py", "ratio > self.threshold:", "ratio >= self.threshold:", GROW),

@@ -153,7 +153,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
 
     def phases(self, spec: ArchSpec, epochs: int) -> list[tuple[str, int | None, int]]:
         o = self.opts
-        units = len(unit_widths(spec, o.imitate_unit))
+        units = len(unit_widths(spec, self.unit_kind))
         teacher = 0 if o.teacher else o.teacher_epochs
         teacher = teacher if teacher is not None else round(SHARES["teacher"] * epochs)
         per_unit = o.imitate_epochs
@@ -163,7 +163,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
             raise ResgrowError("--teacher-epochs and --distill-epochs must be >= 0, --imitate-epochs >= 1")
         used = teacher + units * per_unit + distill
         if used >= epochs:
-            raise ResgrowError(f"the wide net ({teacher}), imitation ({units} {o.imitate_unit}s x {per_unit}) and "
+            raise ResgrowError(f"the wide net ({teacher}), imitation ({units} {self.unit_kind}s x {per_unit}) and "
                                f"distillation ({distill}) take {used} epochs, leaving none of the {epochs} for labels: "
                                "train longer or give fewer --teacher-epochs/--imitate-epochs/--distill-epochs")
         plan = [("teacher", None, teacher)] if teacher else []
@@ -177,7 +177,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
 
     @property
     def unit_kind(self) -> str:
-        return self.opts.imitate_unit
+        return self.opts.imitate_unit or "stage"  # resolved by prepare(): a ViT's default is "block"
 
     def _teacher_spec(self, thin: ArchSpec) -> ArchSpec:
         if self.teacher_run is None:
@@ -391,7 +391,7 @@ class WideToNarrow(Method, GroupedLr, OwnObjective, OwnModules, DataCheck):
     def describe(self) -> str:
         o = self.opts
         teacher = f"teacher {o.teacher}" if o.teacher else f"teacher x{o.teacher_width:g} {o.teacher_widen} widths"
-        return f"wide2narrow({teacher}, {o.imitate_unit} units, lower lr {o.lower_lr:g}, T {o.temperature:g})"
+        return f"wide2narrow({teacher}, {self.unit_kind} units, lower lr {o.lower_lr:g}, T {o.temperature:g})"
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), plan=[list(p) for p in self.plan], phase=self.phase,

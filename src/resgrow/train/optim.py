@@ -53,18 +53,22 @@ def carry_state(old_model: nn.Module, old_opt: torch.optim.Optimizer, new_model:
     parameter's shape (SGD's momentum, AdamW's moments) through the map's transform, a count (AdamW's step) as
     it was; zeros, as the new optimizer made them, where unmapped. Returns {new name: what it got}."""
     old = {n: old_opt.state.get(p, {}) for n, p in old_model.named_parameters()}
+    kinds = {k: v for s in old.values() for k, v in s.items() if torch.is_tensor(v)}  # every state key, an example
     got = {}
     for name, p in new_model.named_parameters():
         src = param_map.get(name)
         got[name] = "zeros"
+        state = new_opt.state[p]
+        for key, example in kinds.items():  # what the new optimizer lacks starts at zero, as it would have made it
+            if key not in state:
+                state[key] = torch.zeros_like(example) if example.dim() == 0 else torch.zeros_like(p)
         if src is None:
             continue
         old_name, fn = (src, None) if isinstance(src, str) else src
         if old_name not in old:
             raise ResgrowError(f"size change maps {name} to {old_name}, which the old model does not have")
-        state, before = new_opt.state[p], old[old_name]
-        for key, value in before.items():
-            if not torch.is_tensor(value) or key not in state:
+        for key, value in old[old_name].items():
+            if not torch.is_tensor(value):
                 continue
             if value.dim() == 0:  # a count: the step
                 state[key].copy_(value)

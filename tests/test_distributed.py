@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from conftest import cfg
 from resgrow.methods import build_method
-from resgrow.models import ArchSpec, ResNet
+from resgrow.models import ArchSpec, ResNet, ViTSpec, model_for
 from resgrow.train import Trainer
 
 SPEC = ArchSpec("basic", (2, 2, 2), (8, 16, 32), stem_width=8)
@@ -38,8 +38,9 @@ def _worker(rank, world, port, data, out, method, options, epochs, batch, keep, 
 
     ranks = Ranks.from_env("cpu")
     torch.manual_seed(rank)  # each rank draws its own start and its own new units: rank 0's must reach them all
-    spec = SPEC if method != "mgopt" else SPEC.replace(blocks=(4, 4, 4))  # MG/OPT halves the blocks
-    trainer = Trainer(ResNet(spec), data, cfg(epochs=epochs, batch_size=batch), build_method(method, **options),
+    options = dict(options)  # a case may give its own net; MG/OPT halves the blocks
+    spec = options.pop("spec", None) or (SPEC if method != "mgopt" else SPEC.replace(blocks=(4, 4, 4)))
+    trainer = Trainer(model_for(spec), data, cfg(epochs=epochs, batch_size=batch), build_method(method, **options),
                       out=out, resume=resume, ranks=ranks)
     torch.manual_seed(100 + rank)
     if resume:
@@ -100,7 +101,8 @@ def _same(a: dict, b: dict) -> bool:
     ("widen", {"widen_init": "net2wider", "growths": 1, "widen_every": 1}),  # new units drawn at random
     ("lipgrow", {"start_blocks": "1-1-1", "lip_window": 1}),  # a score measured on each rank, rank 0's decides
     ("mgopt", {"nested_epochs": 1}),
-    ("compound", {"trigger": "lipschitz", "lip_window": 1}),  # depth and width at once, new units drawn at random  # V-cycles: sub-steps, gradients and line searches averaged over the ranks
+    ("compound", {"trigger": "lipschitz", "lip_window": 1}),  # depth and width at once, new units drawn at random
+    ("widen", {"spec": ViTSpec((2,), 32, 4, 64), "growths": 1, "widen_every": 1, "start_width": 0.5}),  # a ViT's heads  # V-cycles: sub-steps, gradients and line searches averaged over the ranks
 ])
 def test_two_ranks_stay_bitwise_identical_through_every_epoch_and_growth(small, tmp_path, method, options):
     _spawn(2, small, tmp_path / "run", method, options, epochs=3, keep=tmp_path)

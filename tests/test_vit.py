@@ -240,3 +240,11 @@ def test_go_wide_then_narrow_trains_a_vit_with_a_4x_mlp_and_imitates_it_block_by
     assert [r["phase"] for r in rows] == ["teacher", "imitate block 1", "imitate block 2", "distill", "labels"]
     assert rows[0]["widths"] == "64x2h/1024" and rows[-1]["widths"] == "64x2h/256"
     assert load_model(out).spec == spec_for("vit2_64")
+
+
+@pytest.mark.parametrize("method", ["compound", "mgopt"])
+def test_methods_that_grow_resnets_only_refuse_a_vit_before_any_data_is_read(capsys, tmp_path, method):
+    rc = main(["train", "--arch", "vit4_64", "--data", str(tmp_path / "no-such-data.zip"), "--out", str(tmp_path / "r"),
+               "--method", method, "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not a vit net's" in err[0], err

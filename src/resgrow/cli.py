@@ -440,6 +440,8 @@ def _bench_spec(args):
     spec = spec_for(args.arch)
     if args.widths is None:
         return spec
+    if spec.block == "vit":
+        raise ResgrowError("--widths sets a ResNet's stage widths; time a ViT of other widths by its name (vitD_W)")
     try:
         widths = tuple(int(w) for w in args.widths.split("-"))
     except ValueError:

@@ -169,6 +169,8 @@ class Compound(Method, GroupedLr):
     # ------------------------------------------------------------ the plan, before any data is read
 
     def plan(self, final: ArchSpec, schedule: str) -> list[ArchSpec]:
+        if not isinstance(final, ArchSpec):
+            raise ResgrowError(f"method compound grows a ResNet's stages and widths, not a {final.block} net's")
         if schedule not in COSINES:
             raise ResgrowError("method compound restarts a cosine schedule at every growth that deepens; use "
                                "--schedule cosine")

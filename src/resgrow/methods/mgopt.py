@@ -124,6 +124,8 @@ class MGOpt(Method, OwnStep, OwnModules):
         self.last: dict = {}  # the last correction: what the tests and the log look at
 
     def prepare(self, spec, epochs, schedule):
+        if not isinstance(spec, ArchSpec):
+            raise ResgrowError(f"method mgopt restricts a ResNet's stages to coarser levels, not a {spec.block} net's")
         levels, nested = self.opts.levels, self.opts.nested_epochs
         for _ in range(levels - 1):
             spec = coarse_spec(spec)

@@ -30,7 +30,6 @@ Measured speed and accuracy: BENCHMARKS.md, "Compound growth".
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from ..config import COSINES
@@ -44,7 +43,7 @@ from ..models.resnet import ResNet
 from ..models.spec import ArchSpec, dashed
 from .base import Change, Column, GroupedLr, Method, MethodOptions, floats, option
 from .depth import PARTIAL_GROWTH, PARTIAL_HINT, epochs_str, fixed_epochs, growth_path, parse_blocks
-from .lipgrow import LipGrowTrigger, check_options
+from .lipgrow import LipGrowTrigger, check_options, lipschitz_step
 from .widen import GrowthGroups, adapted_batch, spec_schedule
 
 ORDERS = ("together", "alternate")
@@ -235,13 +234,7 @@ class Compound(Method, GroupedLr):
         """Why the net grows now, or None: the fixed epoch, or LipGrow's rule on this epoch's score."""
         if self.opts.trigger == "fixed":
             return f"epoch {ctx.epoch}" if ctx.epoch == self.at[self.done] else None
-        t0 = time.perf_counter()
-        self.meter.image_size = ctx.image_size
-        self.meter.lock = ctx.device_lock or self.meter.lock
-        score = ctx.shared_value(self.meter.score(ctx.model))  # several processes: rank 0's score decides
-        ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
-        grow, why, ratio = self.trigger.update(ctx.epoch, score)
-        ctx.row["lip_score"], ctx.row["lip_ratio"] = score, ratio
+        grow, why = lipschitz_step(self.meter, self.trigger, ctx)
         return why if grow else None
 
     def grow(self, ctx, why: str) -> Change:

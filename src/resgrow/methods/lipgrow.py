@@ -52,6 +52,19 @@ def check_options(threshold: float, window: int, reserve: int | None) -> None:
                            f"window={window}, threshold={threshold}, reserve={reserve})")
 
 
+def lipschitz_step(meter: LipschitzMeter, trigger: "LipGrowTrigger", ctx) -> tuple[bool, str]:
+    """Score the model after this epoch and feed the trigger: (grow now?, why). Logs the score, the smoothed ratio
+    and the meter's time (training time) into the epoch's row; several processes: rank 0's score decides."""
+    t0 = time.perf_counter()
+    meter.image_size = ctx.image_size  # a conv's operator norm depends on the feature-map size
+    meter.lock = ctx.device_lock or meter.lock
+    score = ctx.shared_value(meter.score(ctx.model))  # every bound comes back as a float: the device work is done
+    ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
+    grow, why, ratio = trigger.update(ctx.epoch, score)
+    ctx.row["lip_score"], ctx.row["lip_ratio"] = score, ratio
+    return grow, why
+
+
 class LipGrowTrigger:
     """LipGrow's rule alone: given one model score per epoch, say when to grow. No model, no trainer,
     so it also serves a training loop of your own (README, "Your own training loop").
@@ -173,14 +186,7 @@ class LipGrow(DepthGrowth):
         return change
 
     def on_epoch_end(self, ctx):
-        t0 = time.perf_counter()
-        self.meter.image_size = ctx.image_size  # a conv's operator norm depends on the feature-map size
-        self.meter.lock = ctx.device_lock or self.meter.lock
-        score = self.meter.score(ctx.model)  # every bound comes back as a float: the device work is done
-        score = ctx.shared_value(score)  # several processes: rank 0's score decides on every rank
-        ctx.row["lip_seconds"] = round(time.perf_counter() - t0, 4)
-        grow, why, ratio = self.trigger.update(ctx.epoch, score)
-        ctx.row["lip_score"], ctx.row["lip_ratio"] = score, ratio
+        grow, why = lipschitz_step(self.meter, self.trigger, ctx)
         if not grow:  # reserve >= 1 puts every grow before the last epoch
             return None
         ctx.schedule.add_restart(ctx.epoch, reset=True)  # anneal over the rest of the run: the next grow is unknown

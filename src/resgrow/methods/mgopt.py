@@ -212,11 +212,17 @@ class MGOpt(Method, OwnStep, OwnModules):
         return (loss if v is None else corrected_loss(loss.float(), model, v)), out
 
     def _sgd(self, levels, opts, level, x, y, v, step):
-        opts[level].zero_grad(set_to_none=True)
-        loss, out = self._objective(levels[level], x, y, v, step)
-        loss.backward()
-        step.ranks.mean_grads(levels[level].parameters())  # several processes: every rank takes the same step
+        loss, out = self._backward(levels[level], opts[level], level, x, y, v, step)
         opts[level].step()
+        return loss, out
+
+    def _backward(self, model, optimizer, level, x, y, v, step):
+        """An SGD step's forward and backward on `model` (statistics gathered, gradients in .grad, averaged over the
+        ranks so that every rank takes the same step); the optimizer's step is the caller's."""
+        optimizer.zero_grad(set_to_none=True)
+        loss, out = self._objective(model, x, y, v, step)
+        loss.backward()
+        step.ranks.mean_grads(model.parameters())
         self.work += self.cost[self.level + level]
         return loss.detach(), out.detach()
 
@@ -291,18 +297,12 @@ class MGOpt(Method, OwnStep, OwnModules):
         return taken
 
     def _shared_gradient(self, model, optimizer, x, y, step) -> tuple[dict, torch.Tensor, tuple]:
-        """A fine SGD step's forward and backward (statistics gathered, gradients averaged over the ranks), its
-        gradient kept for the cycle; the optimizer steps after the restriction. Returns (gradient, objective,
-        (loss, logits) for the epoch's record)."""
-        optimizer.zero_grad(set_to_none=True)
-        loss, out = self._objective(model, x, y, None, step)
-        loss.backward()
-        step.ranks.mean_grads(model.parameters())
-        self.work += self.cost[self.level]
-        f0 = loss.detach().clone()
+        """A fine SGD step's forward and backward, its gradient kept for the cycle; the optimizer steps after the
+        restriction. Returns (gradient, objective over the ranks, (loss, logits) for the epoch's record)."""
+        loss, out = self._backward(model, optimizer, 0, x, y, None, step)
+        f0 = loss.clone()
         step.ranks.mean_([f0])
-        g = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-        return g, f0, (loss.detach(), out.detach())
+        return {n: p.grad.detach().clone() for n, p in model.named_parameters()}, f0, (loss, out)
 
     @torch.no_grad()
     def _trial(self, model, level, x, y, v, step, e, alpha: float) -> torch.Tensor:

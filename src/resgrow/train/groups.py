@@ -88,11 +88,12 @@ class SliceScales:
         self.names: list[str] = []
         self._ids: dict[str, torch.Tensor] = {}
         self._masks: dict[str, torch.Tensor] = {}
-        self._params: dict[str, torch.Tensor] = {}  # updates=True: the grouped parameters and their kept values
-        self._before: dict[str, torch.Tensor] = {}
+        self._params: list[torch.Tensor] = []  # updates=True: the grouped parameters, their kept values and masks
+        self._before: list[torch.Tensor] = []
+        self._weights: list[torch.Tensor] = []
 
     def install(self, model: nn.Module, groups, updates: bool = False) -> None:
-        self._ids, self._masks, self._params, self._before = {}, {}, {}, {}
+        self._ids, self._masks, self._params, self._before, self._weights = {}, {}, [], [], []
         if groups is None:
             self.names = []
             return
@@ -107,7 +108,9 @@ class SliceScales:
             self._ids[name] = ids.to(self.device, torch.long)
             self._masks[name] = torch.empty_like(p, memory_format=torch.preserve_format)
             if updates:
-                self._params[name], self._before[name] = p, torch.empty_like(p, memory_format=torch.preserve_format)
+                self._params.append(p)
+                self._before.append(torch.empty_like(p, memory_format=torch.preserve_format))
+                self._weights.append(self._masks[name])
             else:
                 p.register_hook(lambda grad, mask=self._masks[name]: grad * mask)
         self._fill()
@@ -118,14 +121,13 @@ class SliceScales:
 
     @torch.no_grad()
     def before_step(self) -> None:
-        for name, p in self._params.items():
-            self._before[name].copy_(p)
+        torch._foreach_copy_(self._before, self._params)
 
     @torch.no_grad()
     def after_step(self) -> None:
-        for name, p in self._params.items():
-            before = self._before[name]
-            p.copy_(torch.addcmul(before, self._masks[name], p - before))
+        """w = w_before + mask * (w - w_before): two multi-tensor kernels for all grouped parameters."""
+        torch._foreach_lerp_(self._before, self._params, self._weights)
+        torch._foreach_copy_(self._params, self._before)
 
     def _fill(self) -> None:
         table = torch.tensor([self.scales[n] for n in self.names] or [1.0], device=self.device)

@@ -288,3 +288,16 @@ def test_every_run_logs_its_work_in_gradients_of_the_requested_net(small):
     assert last["grad_equivalents"] == pytest.approx(last["steps"]) and first["blocks"] == "1-1-1"
     assert first["grad_equivalents"] == pytest.approx(first["steps"] * first["flops"] / last["flops"], abs=1e-3)
     assert first["grad_equivalents"] < 0.8 * first["steps"]
+
+
+def test_stages_say_where_a_runs_time_went_size_by_size(capsys, tmp_path):
+    rows = _rows([0.3, 0.5, 0.7, 0.8], [10, 20, 50, 80], [1, 1, 4, 4], {2: ["grew 1-1-1 -> 2-2-2 (epoch 2)"]})
+    for r, blocks in zip(rows, ["1-1-1", "1-1-1", "2-2-2", "2-2-2"]):
+        r.update(blocks=blocks, widths="8-16-32")  # the size trained in the epoch (the growth at its end)
+    run = _run(tmp_path / "grown", rows)
+    assert [(s["size"], s["epochs"], s["seconds"]) for s in load_run(run).stages] == [
+        ("1-1-1 x 8-16-32", 2, 20.0), ("2-2-2 x 8-16-32", 2, 60.0)]
+    assert main(["compare", str(run), "--stages"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "| grown | 1-1-1 x 8-16-32 | 2 | 20.0 | 25% | 10.0 | 0.25x |" in out
+    assert "| grown | 2-2-2 x 8-16-32 | 2 | 60.0 | 75% | 30.0 | 1.00x |" in out

@@ -102,10 +102,12 @@ def test_the_work_of_a_step_is_counted_in_fine_gradient_equivalents():
     assert method.work == pytest.approx(2 + 1 + coarse + 3 * coarse)  # 2 fine steps, 2 gradients, 3 coarse steps
 
 
-def test_a_run_resumes_exactly_mid_run(small, tmp_path):
-    def run(out, resume=False):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_run_resumes_exactly_mid_run(small, tmp_path, optimizer):
+    def run(out, resume=False):  # the coarse levels' optimizer state (AdamW's moments and counts too) comes back
         torch.manual_seed(0)
-        return Trainer(ResNet(SPEC), small, cfg(epochs=2, batch_size=50), build_method("mgopt", mg_every=2), out=out,
+        return Trainer(ResNet(SPEC), small, cfg(epochs=2, batch_size=50, optimizer=optimizer, lr=0.1 if optimizer ==
+                                                "sgd" else 1e-3), build_method("mgopt", mg_every=2), out=out,
                        resume=resume)
 
     full = run(tmp_path / "full")
@@ -118,6 +120,26 @@ def test_a_run_resumes_exactly_mid_run(small, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ca, cb = full.method.coarse[0].state_dict(), resumed.method.coarse[0].state_dict()
     assert all(torch.equal(ca[k], cb[k]) for k in ca)
+    sa, sb = (r.method.state_dict()["coarse_state"][0] for r in (full, resumed))
+    assert {k for s in sa for k in s} == ({"momentum_buffer"} if optimizer == "sgd" else {"step", "exp_avg", "exp_avg_sq"})
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(sa, sb, strict=True) for k in x)
+
+
+def test_a_checkpoint_with_the_coarse_momentum_alone_still_resumes():
+    """Checkpoints written before the whole coarse state was kept hold SGD's momentum per parameter (None: none)."""
+    model, method, step = _setup(nu_pre=0, nu_post=0, line_search="fixed")
+    method.train_step(step)
+    state = method.state_dict()
+    bufs = [s.get("momentum_buffer") for s in state.pop("coarse_state")[0]]
+    bufs[0] = None
+    old = build_method("mgopt", nu_pre=0, nu_post=0, line_search="fixed")
+    old.load_state_dict({**state, "momentum": [bufs]})
+    old.coarse = method.coarse  # the trainer loads the coarse weights; the same modules here
+    old.optimizers = [step.new_optimizer(m.parameters()) for m in old.coarse]
+    old._restore_state()
+    params = list(old.coarse[0].parameters())
+    assert "momentum_buffer" not in old.optimizers[0].state[params[0]]
+    assert all(torch.equal(old.optimizers[0].state[p]["momentum_buffer"], b) for p, b in zip(params[1:], bufs[1:]))
 
 
 @pytest.mark.parametrize("args,words", [

@@ -163,6 +163,9 @@ def _compare_parser(sub, methods: bool) -> None:
                    "_s<seed> (e.g. multilevel_r74_s0, multilevel_r74_s1): mean accuracy and time over the seeds")
     c.add_argument("--plot", default=None, help="also save test accuracy against training seconds and epochs, and "
                    "model size against training seconds, to this image (pip install 'resgrow[plot]')")
+    c.add_argument("--stages", action="store_true", help="also, per run, where its time went: each size it trained "
+                   "(blocks x widths, in order) with its epochs, seconds and share of the run, and its FLOPs per image "
+                   "against the final size")
     c.add_argument("--frontier", action="store_true", help="hold every run against the fixed-size baseline's "
                    "accuracy-time frontier, from plain baseline runs of the net at several --epochs (seeds averaged): "
                    "the baseline's accuracy at each run's time and its time for each run's accuracy; --plot draws it")
@@ -208,11 +211,19 @@ def _methods(args) -> int:
 
 
 def _compare(args) -> int:
-    from .report.compare import compare_table, load_run, plot_runs, protocol_warnings, seeds_table
+    from .report.compare import load_run, stages_table
 
     runs = [load_run(d) for d in args.runs]
-    if args.frontier:
-        return _frontier(args, runs)
+    rc = _frontier(args, runs) if args.frontier else _table(args, runs)
+    if args.stages:
+        print()
+        print(stages_table(runs))
+    return rc
+
+
+def _table(args, runs) -> int:
+    from .report.compare import compare_table, plot_runs, protocol_warnings, seeds_table
+
     print(compare_table(runs, args.gap))
     if args.seeds:
         print()

@@ -52,6 +52,7 @@ from ..models.custom import kept_buffers
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec
 from ..options import Column
+from ..train.optim import state_tensors
 from .base import Change, Method, MethodOptions, OwnModules, OwnStep, option
 
 LINE_SEARCHES = ("armijo", "fixed", "best")
@@ -117,8 +118,8 @@ class MGOpt(Method, OwnStep, OwnModules):
         self.level = 0  # the level the trainer's model is at: > 0 during nested iteration
         self.coarse: list[ResNet] = []  # levels 1 .. levels-1
         self.specs: list[ArchSpec] = []  # every level's, the fine net first
-        self.optimizers: list[torch.optim.SGD] = []
-        self._momentum: list = []  # the coarse levels' momentum from a checkpoint, until their optimizers are made
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self._saved: list = []  # the coarse levels' optimizer state from a checkpoint, until their optimizers are made
         self.steps, self.work, self.cycles, self.accepted = 0, 0.0, 0, 0
         self.cost: list[float] = []  # per level, a gradient's FLOPs relative to the fine net's
         self.last: dict = {}  # the last correction: what the tests and the log look at
@@ -166,7 +167,7 @@ class MGOpt(Method, OwnStep, OwnModules):
         self.specs = [m.spec for m in [fine, *self.coarse]]
         flops = [flops_per_image(s, 32) for s in self.specs]  # ratios: the image size cancels
         self.cost = [f / flops[0] for f in flops]
-        self.optimizers, self._momentum = [], []  # made, with the fine optimizer's settings, at the next step
+        self.optimizers, self._saved = [], []  # made, with the fine optimizer's settings, at the next step
 
     def modules(self):
         return {f"level{i + 1}": m for i, m in enumerate(self.coarse)}
@@ -174,9 +175,9 @@ class MGOpt(Method, OwnStep, OwnModules):
     # ------------------------------------------------------------ one training step
 
     def train_step(self, step):
-        if not self.optimizers:  # the coarse levels' own SGD, with the run's settings
+        if not self.optimizers:  # the coarse levels' own optimizers, with the run's settings
             self.optimizers = [step.new_optimizer(m.parameters()) for m in self.coarse]
-            self._restore_momentum()
+            self._restore_state()
         x, y = step.next_batch()
         self.steps += 1
         levels = [step.model, *self.coarse]
@@ -379,27 +380,31 @@ class MGOpt(Method, OwnStep, OwnModules):
                 f"{ls}, every {o.mg_every} step{'s' * (o.mg_every > 1)}{extra})")
 
     def state_dict(self) -> dict:
-        momentum = [[o.state.get(p, {}).get("momentum_buffer") for p in m.parameters()]
-                    for o, m in zip(self.optimizers, self.coarse)] if self.optimizers else []
+        coarse_state = ([state_tensors(o, m) for o, m in zip(self.optimizers, self.coarse)] if self.optimizers
+                        else self._saved)  # not stepped since a resume: the state it came back with
         return {**super().state_dict(), "steps": self.steps, "work": self.work, "cycles": self.cycles,
                 "accepted": float(self.accepted), "specs": [m.spec.to_dict() for m in self.coarse], "cost": self.cost,
-                "momentum": momentum, "level": self.level,
+                "coarse_state": coarse_state, "level": self.level,
                 "level_specs": [sp.to_dict() for sp in self.specs]}
 
     def load_state_dict(self, state: dict) -> None:
         """The coarse nets come back with their shapes (the trainer loads their weights and statistics), their
-        momentum when the first step makes their optimizers."""
+        optimizers' state (SGD's momentum, AdamW's moments and counts) when the first step makes their optimizers."""
         super().load_state_dict(state)
         self.optimizers = []
         self.steps, self.work = state["steps"], state["work"]
         self.cycles, self.accepted = state["cycles"], state["accepted"]
         self.coarse = [ResNet(ArchSpec.from_dict(d)) for d in state["specs"]]
-        self.cost, self._momentum = list(state["cost"]), state["momentum"]
-        self.level = state["level"]
+        self.cost, self.level = list(state["cost"]), state["level"]
         self.specs = [ArchSpec.from_dict(d) for d in state["level_specs"]]
+        if "coarse_state" in state:
+            self._saved = state["coarse_state"]
+        else:  # a checkpoint from before AdamW: SGD's momentum alone, None where a parameter had none
+            self._saved = [[{} if b is None else {"momentum_buffer": b} for b in bufs] for bufs in state["momentum"]]
 
-    def _restore_momentum(self) -> None:
-        for o, m, bufs in zip(self.optimizers, self.coarse, self._momentum):
-            for p, b in zip(m.parameters(), bufs):
-                if b is not None:
-                    o.state[p]["momentum_buffer"] = b.to(p.device).clone()
+    def _restore_state(self) -> None:
+        for o, m, saved in zip(self.optimizers, self.coarse, self._saved):
+            for p, st in zip(m.parameters(), saved, strict=True):
+                # a count (AdamW's step) stays on the host, where torch's optimizers keep it unless capturable
+                o.state[p].update({k: v.to(p.device).clone() if v.dim() else v.clone() for k, v in st.items()})
+        self._saved = []

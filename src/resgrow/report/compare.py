@@ -93,6 +93,21 @@ class RunSummary:
         growths = " + restart at each growth" if self.grow_rows else ""
         return cfg["schedule"] + (f" {restarts}" if restarts else "") + growths
 
+    @property
+    def stages(self) -> list[dict]:
+        """Where the run's time went: one entry per size in the order trained (consecutive epochs of one blocks x
+        widths), with its epochs, training seconds (each epoch's share of the clock, the size change at its end
+        included) and FLOPs per image."""
+        out, before = [], 0.0
+        for r in self.log:
+            size = f"{r.get('blocks', '?')} x {r.get('widths', '?')}"
+            if not out or out[-1]["size"] != size:
+                out.append({"size": size, "epochs": 0, "seconds": 0.0, "flops": r.get("flops") or 0})
+            out[-1]["epochs"] += 1
+            out[-1]["seconds"] += r["train_seconds"] - before
+            before = r["train_seconds"]
+        return out
+
     def time_to(self, target: float) -> tuple[float, int] | None:
         """(training seconds, epoch) when the test accuracy first reached `target`, or None."""
         for r in self.log:
@@ -232,6 +247,21 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
             f"{f'{tta[0]:.1f} ({tta[1]}){mark}' if tta else 'not reached'} | {'; '.join(r.growths) or '-'} "
             + "".join(f"| {own[c.title].value(r.log) if c.title in own else '-'} " for c in extra)
             + f"| {f'{r.steady_epoch:.3f}{mark}' if r.steady_epoch is not None else '-'} | {r.lr_schedule} |")
+    return "\n".join(lines)
+
+
+def stages_table(runs: list[RunSummary]) -> str:
+    """Markdown: per run, per size it trained (in order), the epochs, seconds, their share of the run's time and
+    a second per epoch, and the size's FLOPs per image against the run's final size: which phase costs what."""
+    head = ["run", "size (blocks x widths)", "epochs", "training s", "share of the run", "s per epoch",
+            "FLOPs/image vs final"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        final = r.stages[-1]["flops"]
+        for st in r.stages:
+            rel = f"{st['flops'] / final:.2f}x" if final else "-"
+            lines.append(f"| {r.name} | {st['size']} | {st['epochs']} | {st['seconds']:.1f} | "
+                         f"{st['seconds'] / r.train_seconds:.0%} | {st['seconds'] / st['epochs']:.1f} | {rel} |")
     return "\n".join(lines)
 
 

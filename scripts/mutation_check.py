@@ -187,8 +187,15 @@ MUTATIONS = [
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
     ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),
-    ("report/compare.py", '    ("device", lambda i: i.get("gpu") or i.get("device"), "training seconds compare machines, not methods"),\n',
-     "", "tests/test_compare.py"),
+    ("report/compare.py", '    ("device", lambda i: i.get("gpu") or i.get("cpu") or i.get("device"),\n',
+     '    ("device", lambda i: i.get("gpu") or i.get("device"),\n', "tests/test_compare.py"),
+    # runs timed on different machines: the epoch clock, a resume on another machine
+    ("report/compare.py", 'and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]', "]",
+     "tests/test_compare.py"),
+    ("cli.py", 'return ("device", "speed") if args.clock == "epochs" else ()', "return ()", "tests/test_compare.py"),
+    ("train/run_dir.py", "if all(history[-1].get(k) == v for k, v in machine.items()):", "if False:", "tests/test_cli.py"),
+    ("report/compare.py", "for r in runs if len(r.machines) > 1]", "for r in runs if len(r.machines) > 2]",
+     "tests/test_cli.py"),
     ("report/compare.py", "    if len(timed) >= 2 and unchecked:", "    if False:", "tests/test_compare.py"),
     # what a new user hits: data paths recorded absolute, the checkpoint before the last, a bar in a log
     ("data/sources.py", "    return str(Path(name).expanduser().resolve())", "    return name", "tests/test_cli.py tests/test_data.py"),

@@ -588,3 +588,24 @@ def test_a_method_declares_its_options_once_and_the_command_line_follows(capsys,
                    "keeps the settings it started with", "--patience 4 (the run's: 5)")
     one_line_error(*run(capsys, *train_args(small_zip, tmp_path / "b", "--patience", "4")),
                    "--patience does not apply to method 'baseline'")
+
+
+def test_a_run_resumed_on_another_machine_says_so_and_records_where_each_part_trained(capsys, small_zip, tmp_path,
+                                                                                       monkeypatch):
+    import resgrow.train.trainer as trainer_module
+    from resgrow.report import load_run, protocol_warnings
+
+    out = tmp_path / "r"
+    assert main(train_args(small_zip, out, "--epochs", "3", "--stop-after", "1")) == 0
+    assert main(train_args(small_zip, out, "--epochs", "3", "--resume", "--stop-after", "2")) == 0
+    here = json.loads((out / "run.json").read_text())
+    assert "machines" not in here and "another machine" not in capsys.readouterr().err  # the same machine: no history
+    monkeypatch.setattr(trainer_module, "cpu_name", lambda: "Another CPU")
+    assert main(train_args(small_zip, out, "--epochs", "3", "--resume")) == 0
+    err = capsys.readouterr().err
+    assert f"resumed on another machine than epochs 1-2 trained on ({here['cpu']}, {here['threads']} threads" in err
+    machines = json.loads((out / "run.json").read_text())["machines"]
+    assert [(m["cpu"], m["from_epoch"]) for m in machines] == [(here["cpu"], 0), ("Another CPU", 2)]
+    said = [w for w in protocol_warnings([load_run(out)]) if "machines" in w]
+    assert len(said) == 1 and said[0].startswith(f"r trained on 2 machines ({here['cpu']}, ") and \
+        "Another CPU" in said[0] and said[0].endswith("from epoch 2): its time mixes their speeds")

@@ -301,3 +301,62 @@ def test_stages_say_where_a_runs_time_went_size_by_size(capsys, tmp_path):
     out = capsys.readouterr().out.splitlines()
     assert "| grown | 1-1-1 x 8-16-32 | 2 | 20.0 | 25% | 10.0 | 0.25x |" in out
     assert "| grown | 2-2-2 x 8-16-32 | 2 | 60.0 | 75% | 30.0 | 1.00x |" in out
+
+
+def _clocked(path, epoch_secs, blocks, cpu, work=1.0, method="baseline", epochs=None):
+    """A run on CPU `cpu` whose epoch e trained `blocks[e]` in `epoch_secs[e]` seconds, `work` gradients a step."""
+    rows, t = [], 0.0
+    for e, (sec, b) in enumerate(zip(epoch_secs, blocks), 1):
+        t += sec
+        rows.append({"epoch": e, "test_acc": 0.5 + 0.01 * e, "train_seconds": t, "epoch_seconds": sec, "flops": 1,
+                     "blocks": b, "widths": "16-32-64", "steps": 10, "grad_equivalents": 10 * work,
+                     "events": [{"kind": "grow", "text": "grew"}] if e < len(blocks) and blocks[e] != b else []})
+    run = _run(path, rows)
+    info = dict(_info(epochs=epochs or len(rows)), device="cpu", gpu=None, cpu=cpu, method=method)
+    (run / "run.json").write_text(json.dumps(info))
+    return load_run(run)
+
+
+def test_the_epoch_clock_times_each_run_in_epochs_of_the_final_net_on_its_own_machine(capsys, tmp_path):
+    from resgrow.report.compare import EPOCH_CLOCK, on_epoch_clock
+
+    fast = _clocked(tmp_path / "base_s0", [5.0, 2.0, 2.0, 2.0, 2.0], ["4-4-4"] * 5, "Fast CPU")
+    # on a machine half as fast: two epochs of the small net, the first at the final size (warm-up), then steady ones
+    grown = _clocked(tmp_path / "grown_s0", [1.0, 1.0, 9.0, 4.0, 4.0, 4.0], ["1-1-1"] * 2 + ["4-4-4"] * 4, "Slow CPU",
+                     method="multilevel")
+    # a method whose steps at the final size are its own (two gradients each): timed by the plain run on its machine
+    own = _clocked(tmp_path / "own_s0", [12.0, 8.0, 8.0, 8.0], ["4-4-4"] * 4, "Slow CPU", work=2.0, method="mgopt")
+    assert fast.plain_epoch == 2.0 and grown.plain_epoch == 4.0 and own.plain_epoch is None
+    timed = on_epoch_clock([fast, grown, own])
+    assert [r.train_seconds for r in timed] == [6.5, 23 / 4, 9.0] and timed[0].clock == EPOCH_CLOCK
+    assert [x["train_seconds"] for x in timed[1].log] == [0.25, 0.5, 2.75, 3.75, 4.75, 5.75]
+    assert load_run(tmp_path / "grown_s0").train_seconds == 23.0  # the run on disk is untouched
+
+    assert main(["compare", str(tmp_path / "base_s0"), str(tmp_path / "grown_s0"),
+                 "--clock", "epochs"]) == 0
+    out = capsys.readouterr().out
+    assert f"| training {EPOCH_CLOCK} | time vs first |" in out and "| 5.8 | 0.88x |" in out
+    assert "not the same device" not in out and "different speeds" not in out  # each run on its own machine
+    assert main(["compare", str(tmp_path / "base_s0"), str(tmp_path / "grown_s0")]) == 0
+    out = capsys.readouterr().out
+    assert "not the same device: base_s0 Fast CPU; grown_s0 Slow CPU" in out and "| 23.0 | 1.77x |" in out
+
+    _clocked(tmp_path / "alone_s0", [12.0, 8.0, 8.0, 8.0], ["4-4-4"] * 4, "Third CPU", work=2.0)
+    rc = main(["compare", str(tmp_path / "base_s0"), str(tmp_path / "alone_s0"), "--clock", "epochs"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and len(err.splitlines()) == 1 and "alone_s0 has no plain epochs" in err and "Third CPU" in err
+
+
+def test_the_frontier_on_the_epoch_clock_holds_runs_from_other_machines(capsys, tmp_path):
+    for e, cpu in ((4, "Fast CPU"), (8, "Fast CPU")):
+        _clocked(tmp_path / f"base_{e}ep_s0", [3.0] + [2.0] * (e - 1), ["4-4-4"] * e, cpu)
+    _clocked(tmp_path / "grown_s0", [1.0, 1.0, 9.0, 4.0, 4.0, 4.0], ["1-1-1"] * 2 + ["4-4-4"] * 4, "Slow CPU",
+             method="multilevel")
+    dirs = [str(tmp_path / n) for n in ("base_4ep_s0", "base_8ep_s0", "grown_s0")]
+    assert main(["compare", "--frontier", *dirs, "--clock", "epochs"]) == 0
+    out = capsys.readouterr().out
+    # 4 epochs take 4.5 plain epochs, 8 take 8.5; the grown run 5.75 (23 s of a machine at 4 s an epoch)
+    assert "| 4 epochs | 1 | 54.00% (54.00%, 54.00%) | 4.50 |" in out and "| grown | 1 | 56.00% | 5.75 |" in out
+    assert "linear in final-net epochs" in out
+    assert main(["compare", "--frontier", *dirs]) == 0  # in seconds the slow machine's run looks slower than it is
+    assert "| grown | 1 | 56.00% | 23.0 |" in capsys.readouterr().out

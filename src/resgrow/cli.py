@@ -169,6 +169,9 @@ def _compare_parser(sub, methods: bool) -> None:
     c.add_argument("--frontier", action="store_true", help="hold every run against the fixed-size baseline's "
                    "accuracy-time frontier, from plain baseline runs of the net at several --epochs (seeds averaged): "
                    "the baseline's accuracy at each run's time and its time for each run's accuracy; --plot draws it")
+    c.add_argument("--clock", default="seconds", choices=("seconds", "epochs"), help="what time is measured in: "
+                   "training seconds (default), or epochs of the final net on each run's own machine (its seconds over "
+                   "its median plain epoch at the final size), so that runs timed on different machines compare")
 
 
 def _catalogue_parsers(sub, methods: bool) -> None:
@@ -211,14 +214,20 @@ def _methods(args) -> int:
 
 
 def _compare(args) -> int:
-    from .report.compare import load_run, stages_table
+    from .report.compare import load_run, on_epoch_clock, stages_table
 
     runs = [load_run(d) for d in args.runs]
-    rc = _frontier(args, runs) if args.frontier else _table(args, runs)
+    timed = on_epoch_clock(runs) if args.clock == "epochs" else runs
+    rc = _frontier(args, timed) if args.frontier else _table(args, timed)
     if args.stages:
         print()
-        print(stages_table(runs))
+        print(stages_table(runs))  # seconds: a stage's share of one run's own clock
     return rc
+
+
+def _clock_skips(args) -> tuple[str, ...]:
+    """On the epoch clock each run is timed on its own machine: machines and speeds may differ."""
+    return ("device", "speed") if args.clock == "epochs" else ()
 
 
 def _table(args, runs) -> int:
@@ -228,7 +237,7 @@ def _table(args, runs) -> int:
     if args.seeds:
         print()
         print(seeds_table(runs))
-    warnings = protocol_warnings(runs)
+    warnings = protocol_warnings(runs, skip=_clock_skips(args))
     if warnings:
         print()
         for w in warnings:
@@ -248,7 +257,7 @@ def _frontier(args, runs) -> int:
     from .report.frontier import frontier_table, plot_frontier
 
     print(frontier_table(runs))
-    for w in protocol_warnings(runs, skip=("epochs",)):
+    for w in protocol_warnings(runs, skip=("epochs", *_clock_skips(args))):
         print(f"> warning: {w}")
     if args.plot:
         try:

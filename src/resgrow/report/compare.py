@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from statistics import mean, median
@@ -24,6 +24,7 @@ from ..errors import ResgrowError
 from ..events import event_text, is_growth
 from ..models.spec import dashed
 from ..options import Column
+from ..train.device import machine_text
 from .metrics import MetricsLog
 
 
@@ -36,6 +37,7 @@ class RunSummary:
     flops: float  # sum over epochs of FLOPs per image
     log: list[dict]
     info: dict | None = None  # run.json, when the run has one
+    clock: str = "s"  # the unit of train_seconds (and the log's): seconds, or EPOCH_CLOCK (on_epoch_clock)
 
     @property
     def shared(self) -> bool:
@@ -75,6 +77,28 @@ class RunSummary:
         after = self.log[changed[-1] + 1:] if changed else self.log
         return [r["epoch_seconds"] for prev, r in zip(after, after[1:])
                 if size(r) == size(prev) == size(self.log[-1]) and r.get("epoch_seconds") is not None]
+
+    @property
+    def plain_epoch(self) -> float | None:
+        """Median steady epoch whose steps were the fixed-size net's own (one gradient of the final net each, as the
+        log's work says): the run's machine's time for one epoch of the final net trained plainly. None when there are
+        fewer than STEADY_NEEDED such epochs, or the method's steps at the final size are its own (MG/OPT's cycles)."""
+        changed = [i for i, r in enumerate(self.log) if r.get("events")]
+        after = self.log[changed[-1] + 2:] if changed else self.log[1:]  # the first epoch after a change captures
+        plain = [r["epoch_seconds"] for r in after if r.get("epoch_seconds") and r.get("steps")
+                 and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]
+        return median(plain) if len(plain) >= STEADY_NEEDED else None
+
+    @property
+    def machine(self) -> str | None:
+        """The GPU or CPU the run trained on (run.json)."""
+        info = self.info or {}
+        return info.get("gpu") or info.get("cpu") or info.get("device")
+
+    @property
+    def machines(self) -> list[dict]:
+        """Where the run trained, when it was resumed on another machine: run.json's history, one entry each."""
+        return (self.info or {}).get("machines") or []
 
     @property
     def steady_epoch(self) -> float | None:
@@ -147,7 +171,8 @@ def load_run(path: str | Path) -> RunSummary:
 # What must match for a ratio against the first run to mean what it says. The schedule and the
 # method may differ (that is what is compared); a growth method's final arch is the run's --arch.
 _SAME = [
-    ("device", lambda i: i.get("gpu") or i.get("device"), "training seconds compare machines, not methods"),
+    ("device", lambda i: i.get("gpu") or i.get("cpu") or i.get("device"),
+     "training seconds compare machines, not methods: --clock epochs times each run on its own machine"),
     ("torch", lambda i: i.get("torch"), "kernels and speed can change between versions"),
     ("data", lambda i: i.get("dataset"), "accuracies are not comparable"),
     ("final arch", lambda i: _arch(i.get("spec")) or i.get("model_class"), None),
@@ -176,11 +201,14 @@ def _fast(fp: dict | None) -> str | None:
 def protocol_warnings(runs: list[RunSummary], skip: tuple[str, ...] = ()) -> list[str]:
     """Where a run's setup differs from the first run's (device, data, arch, recipe, fast path):
     one line per difference, so that a table never silently compares unlike runs. `skip`: what may differ
-    (a frontier's budgets differ in epochs)."""
+    (a frontier's budgets differ in epochs; on the epoch clock, the device and the speed)."""
     out = [f"{r.name} has no run.json: its setup is not checked" for r in runs if r.info is None]
     out += [f"{r.name} is unfinished: it has trained {r.epochs} of its {planned} epochs, so its numbers are not final"
             for r in runs
             if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
+    out += [f"{r.name} trained on {len(r.machines)} machines ("
+            + "; ".join(f"{machine_text(m)} from epoch {m['from_epoch']}" for m in r.machines)
+            + "): its time mixes their speeds" for r in runs if len(r.machines) > 1]
     out += [f"{r.name} trained alongside {', '.join(Path(o).name for o in shared)} on one device (resgrow together): "
             "its training seconds count their time too; compare its accuracy, not its time"
             for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]
@@ -192,7 +220,7 @@ def protocol_warnings(runs: list[RunSummary], skip: tuple[str, ...] = ()) -> lis
         if len({repr(v) for v in values.values()}) > 1:
             each = "; ".join(f"{name} {v}" for name, v in values.items())
             out.append(f"not the same {what}: {each}" + (f" ({why})" if why else ""))
-    return out + speed_warnings(runs)
+    return out + ([] if "speed" in skip else speed_warnings(runs))
 
 
 STEADY_TOLERANCE = 0.01  # above the run-to-run spread of one net's steady epoch on one machine (BENCHMARKS.md)
@@ -221,6 +249,35 @@ def speed_warnings(runs: list[RunSummary], tolerance: float = STEADY_TOLERANCE) 
     return out
 
 
+EPOCH_CLOCK = "final-net epochs"
+
+
+def on_epoch_clock(runs: list[RunSummary]) -> list[RunSummary]:
+    """The runs with their time in epochs of the final net on each run's own machine: every clock reading divided by
+    the run's plain_epoch, or, for a run without one (MG/OPT), by that of the runs that end at the same net on the same
+    machine. Runs timed on different machines then compare; what the unit assumes is that a machine's speed on the
+    smaller nets a growth trains scales like its speed on the final one."""
+    units = {}
+    for r in runs:
+        if r.plain_epoch:
+            units.setdefault((r.final_size, r.machine), []).append(r.plain_epoch)
+    out = []
+    for r in runs:
+        unit = r.plain_epoch or (median(units[key]) if (key := (r.final_size, r.machine)) in units else None)
+        if unit is None:
+            raise ResgrowError(f"--clock epochs: {r.name} has no plain epochs at its final size to time it with, and "
+                               f"no other run ends at that net on its machine ({r.machine}): add such a run")
+        log = [dict(x, train_seconds=x["train_seconds"] / unit,
+                    **({"epoch_seconds": x["epoch_seconds"] / unit} if x.get("epoch_seconds") else {})) for x in r.log]
+        out.append(replace(r, train_seconds=r.train_seconds / unit, log=log, clock=EPOCH_CLOCK))
+    return out
+
+
+def time_unit(runs: list[RunSummary]) -> str:
+    """What the runs' time is in, for a header: s, or the epoch clock's unit."""
+    return runs[0].clock
+
+
 SHARED = " (shared GPU)"  # a time measured while other runs trained on the same device: no ratio is taken
 
 
@@ -229,10 +286,10 @@ def compare_table(runs: list[RunSummary], gap: float = 0.3) -> str:
     base = runs[0]
     target = base.test_acc - gap / 100
     extra = list({c.title: c for r in runs for c in r.columns}.values())  # the methods' own columns, each once
-    head = ["run", "epochs", "final test acc", "vs first (points)", "training s", "time vs first", "training FLOPs vs "
-            "first",
-            "param-epochs vs first", f"time to {target:.2%} (s, epoch)", "growths", *(c.title for c in extra),
-            "steady epoch at final size (s)", "lr schedule"]
+    u = time_unit(runs)
+    head = ["run", "epochs", "final test acc", "vs first (points)", f"training {u}", "time vs first",
+            "training FLOPs vs first", "param-epochs vs first", f"time to {target:.2%} ({u}, epoch)", "growths",
+            *(c.title for c in extra), f"steady epoch at final size ({u})", "lr schedule"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         own = {c.title: c for c in r.columns}
@@ -310,7 +367,8 @@ def plot_runs(runs: list[RunSummary], path: str | Path, gap: float = 0.3) -> Non
     target = 100 * runs[0].test_acc - gap
     if scaled:
         _plot_lr_scales(axes[3], scaled, runs)
-    for ax, xlabel in zip(axes, ("training seconds", "epoch", "training seconds", "epoch")):
+    clock = "training seconds" if time_unit(runs) == "s" else f"training time ({time_unit(runs)})"
+    for ax, xlabel in zip(axes, (clock, "epoch", clock, "epoch")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     for ax in axes[:2]:
@@ -375,8 +433,8 @@ def seeds_table(runs: list[RunSummary]) -> str:
     base = next(iter(groups.values()))
     b_acc, b_sec = mean(r.test_acc for r in base), mean(r.train_seconds for r in base)
     b_flops, b_pe = mean(r.flops for r in base), mean(r.param_epochs for r in base)
-    lines = ["| runs | seeds | final test acc, mean (each seed) | vs first (points) | training s, mean | time vs first "
-             "| training FLOPs vs first | param-epochs vs first | growth epochs per seed |",
+    lines = [f"| runs | seeds | final test acc, mean (each seed) | vs first (points) | training {time_unit(runs)}, "
+             "mean | time vs first | training FLOPs vs first | param-epochs vs first | growth epochs per seed |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, rs in groups.items():
         acc, sec = mean(r.test_acc for r in rs), mean(r.train_seconds for r in rs)

@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import mean
 
 from ..errors import ResgrowError
-from .compare import RunSummary, pyplot, seed_groups
+from .compare import RunSummary, pyplot, seed_groups, time_unit
 
 
 @dataclass
@@ -107,22 +107,24 @@ def verdict(frontier: list[Point], p: Point) -> str:
 
 def frontier_table(runs: list[RunSummary]) -> str:
     frontier, points = split_runs(runs)
-    lines = ["| baseline budget | runs | final test acc, mean (lowest, highest) | training s, mean |",
+    u = time_unit(runs)
+    lines = [f"| baseline budget | runs | final test acc, mean (lowest, highest) | training {u}, mean |",
              "|---|---|---|---|"]
     for f in frontier:
         lo, hi = f.spread
-        lines.append(f"| {f.epochs} epochs | {len(f.runs)} | {f.acc:.2%} ({lo:.2%}, {hi:.2%}) | {f.seconds:.1f} |")
-    lines += ["", "| run | seeds | final test acc | training s | baseline acc at this time | vs frontier (points) | "
+        lines.append(f"| {f.epochs} epochs | {len(f.runs)} | {f.acc:.2%} ({lo:.2%}, {hi:.2%}) | {_t(f.seconds, u)} |")
+    lines += ["", f"| run | seeds | final test acc | training {u} | baseline acc at this time | vs frontier (points) | "
               "baseline time for this acc | time vs baseline | verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         at, need = acc_at(frontier, p.seconds), time_for(frontier, p.acc)
-        need_text = "not reached" if p.acc > max(f.acc for f in frontier) else "-" if need is None else f"{need:.1f}"
-        lines.append(f"| {p.name} | {len(p.runs)} | {p.acc:.2%} | {p.seconds:.1f} | {_pct(at)} | "
+        need_text = "not reached" if p.acc > max(f.acc for f in frontier) else "-" if need is None else _t(need, u)
+        lines.append(f"| {p.name} | {len(p.runs)} | {p.acc:.2%} | {_t(p.seconds, u)} | {_pct(at)} | "
                      f"{'-' if at is None else f'{100 * (p.acc - at):+.2f}'} | {need_text} | "
                      f"{'-' if need is None else f'{p.seconds / need:.2f}x'} | {verdict(frontier, p)} |")
-    lines += ["", "The frontier is linear in seconds between neighbouring budgets and not extrapolated beyond them; "
-              "'-' marks a value outside the measured budgets, 'not reached' an accuracy above every budget's."]
-    return "\n".join(lines + ["", *_work_table(frontier, points), "", *_target_table(frontier, points)])
+    lines += ["", f"The frontier is linear in {'seconds' if u == 's' else u} between neighbouring budgets and not "
+              "extrapolated beyond them; '-' marks a value outside the measured budgets, 'not reached' an accuracy "
+              "above every budget's."]
+    return "\n".join(lines + ["", *_work_table(frontier, points), "", *_target_table(frontier, points, u)])
 
 
 def _work_table(frontier: list[Point], points: list[Point]) -> list[str]:
@@ -147,18 +149,18 @@ def _work_table(frontier: list[Point], points: list[Point]) -> list[str]:
 TARGET_BELOW = 0.003  # time to the longest budget's accuracy minus 0.3 points: "as good", allowing for seed noise
 
 
-def _target_table(frontier: list[Point], points: list[Point]) -> list[str]:
-    """When each run first reached the longest budget's final accuracy minus TARGET_BELOW, in training seconds."""
+def _target_table(frontier: list[Point], points: list[Point], u: str = "s") -> list[str]:
+    """When each run first reached the longest budget's final accuracy minus TARGET_BELOW, in training time."""
     longest = max(frontier, key=lambda f: f.epochs)
     target = longest.acc - TARGET_BELOW
     ref = _mean_time_to(longest, target)
     lines = [f"Time to {target:.2%} (the {longest.epochs}-epoch baseline's final accuracy minus "
              f"{100 * TARGET_BELOW:.1f} points; the first evaluated epoch at or above it, mean over the seeds):", "",
-             "| run | seeds | training s to it | vs the baseline's |", "|---|---|---|---|"]
+             f"| run | seeds | training {u} to it | vs the baseline's |", "|---|---|---|---|"]
     for name, p in [*((f"baseline {f.epochs} epochs", f) for f in frontier), *((p.name, p) for p in points)]:
         t = _mean_time_to(p, target)
         missed = sum(r.time_to(target) is None for r in p.runs)
-        text = f"not reached by {missed} of {len(p.runs)}" if t is None else f"{t:.1f}"
+        text = f"not reached by {missed} of {len(p.runs)}" if t is None else _t(t, u)
         lines.append(f"| {name} | {len(p.runs)} | {text} | {'-' if t is None or not ref else f'{t / ref:.2f}x'} |")
     return lines
 
@@ -166,6 +168,11 @@ def _target_table(frontier: list[Point], points: list[Point]) -> list[str]:
 def _mean_time_to(p: Point, target: float) -> float | None:
     times = [r.time_to(target) for r in p.runs]
     return None if any(t is None for t in times) else mean(t[0] for t in times)
+
+
+def _t(x: float, unit: str) -> str:
+    """A time: seconds to a tenth, epochs to a hundredth."""
+    return f"{x:.1f}" if unit == "s" else f"{x:.2f}"
 
 
 def _pct(x: float | None) -> str:
@@ -186,7 +193,8 @@ def plot_frontier(runs: list[RunSummary], path: str | Path) -> None:
         ax.scatter([r.train_seconds for r in p.runs], [100 * r.test_acc for r in p.runs], color=f"C{k % 10}",
                    alpha=0.4, s=14)
         ax.scatter([p.seconds], [100 * p.acc], color=f"C{k % 10}", marker="*", s=140, label=p.name, zorder=3)
-    ax.set_xlabel("training seconds")
+    u = time_unit(runs)
+    ax.set_xlabel("training seconds" if u == "s" else f"training time ({u}, each run on its own machine)")
     ax.set_ylabel("final test accuracy (%)")
     ax.set_title("Accuracy against training time: each method against the baseline's frontier")
     ax.grid(alpha=0.3)

@@ -56,6 +56,11 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
+def machine_text(m: dict) -> str:
+    """A machine as run.json records it, in words: the GPU or CPU, its threads and torch."""
+    return f"{m.get('gpu') or m.get('cpu') or '?'}, {m.get('threads', '?')} threads, torch {m.get('torch', '?')}"
+
+
 def precision_note(amp: bool, device: torch.device) -> str:
     """The precision a run trains in, and on a CPU why: for its first line and run.json."""
     if device.type != "cpu":

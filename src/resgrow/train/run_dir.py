@@ -120,6 +120,21 @@ class RunDirectory:
         if self.writes and path.is_file():
             self.write_info(dict(json.loads(path.read_text()), **fields))
 
+    def note_machine(self, machine: dict, epoch: int) -> dict | None:
+        """Record in run.json where the run goes on training from `epoch` when that differs from where it trained so
+        far (`machines`: each machine with the epoch it started from). Returns the machine before, or None."""
+        import json
+
+        path = self.path / "run.json"
+        if not self.writes or not path.is_file():
+            return None
+        info = json.loads(path.read_text())
+        history = info.get("machines") or [dict({k: info.get(k) for k in machine}, from_epoch=0)]
+        if all(history[-1].get(k) == v for k, v in machine.items()):
+            return None
+        self.write_info(dict(info, machines=[*history, dict(machine, from_epoch=epoch)]))
+        return history[-1]
+
     def save(self, state: dict) -> None:
         from .checkpoint import save_checkpoint
 

@@ -36,6 +36,7 @@ from .device import (
     bf16_autocast,
     channels_last_suits,
     cpu_name,
+    machine_text,
     precision_note,
     set_up_device,
 )
@@ -406,6 +407,10 @@ class Trainer:
         self.history = [r for r in self.run_dir.rows() if r["epoch"] <= self.epoch]
         self.resume = False
         self.say(f"resumed {self.out} at epoch {self.epoch}/{self.cfg.epochs} ({self.train_seconds:.1f}s trained)")
+        before = self.run_dir.note_machine(self._machine(), self.epoch)
+        if before is not None:
+            self.say(f"resumed on another machine than epochs {before['from_epoch'] + 1}-{self.epoch} trained on "
+                     f"({machine_text(before)}): the run's training seconds mix both speeds (run.json: machines)")
         if self.run_info.get("shared_device"):  # resumed in `together` (train/together.py): run.json says so
             self.run_dir.update_info(shared_device=self.run_info["shared_device"])
 
@@ -562,11 +567,14 @@ class Trainer:
                     method=self.method.describe(), reference_flops=self._reference_flops, world_size=self.ranks.world,
                     global_batch_size=self.cfg.batch_size * self.ranks.world,
                     report_columns=[dataclasses.asdict(c) for c in self.method.report_columns],
-                    dataset=self.data.summary(), device=str(self.device), torch=torch.__version__,
-                    python=platform.python_version(),
-                    gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
+                    dataset=self.data.summary(), device=str(self.device), python=platform.python_version(),
+                    **self._machine(), precision=precision_note(self.amp, self.device), fast_path=fast_path)
+
+    def _machine(self) -> dict:
+        """Where this process trains, for its clock (run.json; its history when resumed elsewhere)."""
+        return dict(gpu=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
                     cpu=cpu_name() if self.device.type == "cpu" else None, threads=torch.get_num_threads(),
-                    precision=precision_note(self.amp, self.device), fast_path=fast_path)
+                    torch=torch.__version__)
 
     def _sync(self) -> None:
         """Wait for this run's GPU work, for the clock: its stream, not the device, so that runs trained

@@ -29,9 +29,11 @@
 #             10 15 20 30 epochs; multilevel (3 -> 6 blocks, h halved), stacking (multilevel --deepen-mode stack:
 #             the stack repeated, G_stack) and widen (heads and MLP from a quarter, lr adaptation on the updates).
 #
-# Wall-clock ratios are honest only on an otherwise idle machine. Before every row the recipe appends the CPU, the
-# thread count, torch's version, how busy the CPU was in the second before and the load average to
-# OUTDIR/machine.log, and warns when it was busy (above BUSY_WARN percent, default 10: something else runs; the
+# Wall-clock ratios are honest only on an otherwise idle machine; when the rows ran on more than one machine (their
+# run.json), the table compares them with `--clock epochs`: each row's time in epochs of the final net on its own
+# machine (in seconds, with a warning, where a row has too few epochs at the final size to be timed so). Before every
+# row the recipe appends the CPU, the thread count, torch's version, how busy the CPU was in the second before and
+# the load average to OUTDIR/machine.log, and warns when it was busy (above BUSY_WARN percent, default 10: something else runs; the
 # load average still counts the row before). A probe (one epoch of the table's net, batch 128) runs at the start and at
 # the end of every invocation, so that drift shows (OUTDIR/probes.log). Each row is one `resgrow train` in
 # OUTDIR/<row>; the same command again skips finished rows and resumes a stopped one. Environment: DATA (default
@@ -143,4 +145,13 @@ methods=()  # every row but the frontier's own (the restart baselines are held a
 for d in "$out"/*_s*; do
   [[ -f $d/metrics.jsonl && $(basename "$d") != baseline_"${arch}"_*ep_s* ]] && methods+=("$d")
 done
-resgrow compare --frontier --plot "$out/frontier.png" "$out"/baseline_"${arch}"_*ep_s* "${methods[@]}" | tee "$out/frontier.md"
+# rows timed on more than one machine (a table that outlived its machine) compare on the epoch clock
+machines=$(python3 -c 'import json, sys; print(len({(lambda i: i.get("gpu") or i.get("cpu"))(json.load(open(f)))
+                                                   for f in sys.argv[1:]}))' "$out"/*_s*/run.json)
+runs=("$out"/baseline_"${arch}"_*ep_s* "${methods[@]}")
+if [[ $machines -gt 1 ]] && resgrow compare --frontier --clock epochs --plot "$out/frontier.png" "${runs[@]}" \
+     > "$out/frontier.md"; then
+  cat "$out/frontier.md"
+else
+  resgrow compare --frontier --plot "$out/frontier.png" "${runs[@]}" | tee "$out/frontier.md"
+fi

@@ -187,8 +187,8 @@ MUTATIONS = [
     # comparisons
     ("report/compare.py", 'r["test_acc"] >= target:', 'r["test_acc"] > target:', "tests/test_compare.py"),
     ("report/compare.py", "if size(r) == size(prev) == size(self.log[-1])", "if size(r) == size(self.log[-1])", "tests/test_compare.py"),
-    ("report/compare.py", '    ("device", lambda i: i.get("gpu") or i.get("cpu") or i.get("device"),\n',
-     '    ("device", lambda i: i.get("gpu") or i.get("device"),\n', "tests/test_compare.py"),
+    ("report/compare.py", 'return info.get("gpu") or info.get("cpu") or info.get("device")',
+     'return info.get("gpu") or info.get("device")', "tests/test_compare.py"),
     # runs timed on different machines: the epoch clock, a resume on another machine
     ("report/compare.py", 'and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]', "]",
      "tests/test_compare.py"),

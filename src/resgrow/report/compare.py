@@ -69,31 +69,33 @@ class RunSummary:
         return f"{last['blocks']} x {last.get('widths', '?')}" if last.get("blocks") else None
 
     @cached_property
-    def steady_epochs(self) -> list[float]:
-        """Epoch times at the final size after the run's last change (a growth, a method's phase: its event), without
-        the first epoch after it (which captures the graph)."""
+    def _steady_rows(self) -> list[dict]:
+        """The log rows of the epochs at the final size after the run's last change (a growth, a method's phase: its
+        event), without the first epoch after it (which captures the graph)."""
         size = lambda r: (r.get("blocks"), r.get("widths"))  # noqa: E731
         changed = [i for i, r in enumerate(self.log) if r.get("events")]
         after = self.log[changed[-1] + 1:] if changed else self.log
-        return [r["epoch_seconds"] for prev, r in zip(after, after[1:])
+        return [r for prev, r in zip(after, after[1:])
                 if size(r) == size(prev) == size(self.log[-1]) and r.get("epoch_seconds") is not None]
+
+    @property
+    def steady_epochs(self) -> list[float]:
+        """Epoch times of `_steady_rows`."""
+        return [r["epoch_seconds"] for r in self._steady_rows]
 
     @property
     def plain_epoch(self) -> float | None:
         """Median steady epoch whose steps were the fixed-size net's own (one gradient of the final net each, as the
         log's work says): the run's machine's time for one epoch of the final net trained plainly. None when there are
         fewer than STEADY_NEEDED such epochs, or the method's steps at the final size are its own (MG/OPT's cycles)."""
-        changed = [i for i, r in enumerate(self.log) if r.get("events")]
-        after = self.log[changed[-1] + 2:] if changed else self.log[1:]  # the first epoch after a change captures
-        plain = [r["epoch_seconds"] for r in after if r.get("epoch_seconds") and r.get("steps")
+        plain = [r["epoch_seconds"] for r in self._steady_rows if r.get("steps")
                  and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]
         return median(plain) if len(plain) >= STEADY_NEEDED else None
 
     @property
     def machine(self) -> str | None:
         """The GPU or CPU the run trained on (run.json)."""
-        info = self.info or {}
-        return info.get("gpu") or info.get("cpu") or info.get("device")
+        return machine_of(self.info or {})
 
     @property
     def machines(self) -> list[dict]:
@@ -168,10 +170,15 @@ def load_run(path: str | Path) -> RunSummary:
     return RunSummary(d.name, log[-1]["epoch"], log[-1]["test_acc"], log[-1]["train_seconds"], flops, log, info)
 
 
+def machine_of(info: dict) -> str | None:
+    """The GPU or CPU a run's run.json names (the device where it names neither)."""
+    return info.get("gpu") or info.get("cpu") or info.get("device")
+
+
 # What must match for a ratio against the first run to mean what it says. The schedule and the
 # method may differ (that is what is compared); a growth method's final arch is the run's --arch.
 _SAME = [
-    ("device", lambda i: i.get("gpu") or i.get("cpu") or i.get("device"),
+    ("device", machine_of,
      "training seconds compare machines, not methods: --clock epochs times each run on its own machine"),
     ("torch", lambda i: i.get("torch"), "kernels and speed can change between versions"),
     ("data", lambda i: i.get("dataset"), "accuracies are not comparable"),

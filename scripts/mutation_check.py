@@ -325,6 +325,12 @@ MUTATIONS = [
     ("methods/mgopt.py", "        with kept_buffers(model):\n            loss, _ = self._objective(model, x, y, v, step)\n            grads",
      "        with torch.enable_grad():\n            loss, _ = self._objective(model, x, y, v, step)\n            grads",
      "tests/test_mgopt.py"),
+    # --no-lr-restarts: the growths leave the schedule alone, and compare says so
+    ("methods/multilevel.py", "for e in grow_at if self.opts.lr_restarts else ():", "for e in grow_at:", GROW),
+    ("methods/lipgrow.py", "        if self.opts.lr_restarts:  # anneal", "        if True:  # anneal", GROW),
+    ("methods/compound.py", "if a.blocks != b.blocks and self.opts.lr_restarts:", "if a.blocks != b.blocks:", GROW),
+    ("methods/depth.py", "    if lr_restarts and schedule not in COSINES:", "    if schedule not in COSINES:", GROW),
+    ("report/compare.py", 'if self.grow_rows and restarted else ""', 'if self.grow_rows else ""', "tests/test_compare.py"),
 ]
 
 

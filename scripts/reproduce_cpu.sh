@@ -14,10 +14,13 @@
 # depth:      cifar_resnet50 (8-8-8) grown from 2-2-2 (START), 20 epochs: the frontier at 6 10 14 20 epochs;
 #             multilevel, lipgrow (--lip-window LIP_WINDOW, default 2: its 10 of 164 epochs scaled to 20, rounded
 #             up to a window that still smooths), the restart baselines (multilevel's restarts, LipGrow's where
-#             its row grew), multilevel grown late and its restart baseline (rows of scripts/reproduce_depth.sh),
-#             and MG/OPT with 2 levels in two cheap configurations: mgopt_cheap (--nu-pre 0 --nu-post 0 --nu-c 1
-#             --line-search best) and mgopt_every4 (--mg-every 4); and mgopt_shared, the cheapest cycle with its fine
-#             gradient also taking the fine step (--nu-pre 0 --nu-post 0 --nu-c 1 --line-search fixed --shared-step).
+#             its row grew), multilevel grown late, its restart baseline and itself without lr restarts (rows of
+#             scripts/reproduce_depth.sh), and MG/OPT with 2 levels in two cheap configurations: mgopt_cheap
+#             (--nu-pre 0 --nu-post 0 --nu-c 1 --line-search best) and mgopt_every4 (--mg-every 4); and mgopt_shared,
+#             the cheapest cycle with its fine gradient also taking the fine step (--nu-pre 0 --nu-post 0 --nu-c 1
+#             --line-search fixed --shared-step). An MG/OPT step costs 2 to 4 plain steps, so each MG/OPT row gets the
+#             epochs that its cost (scripts/profile_mgopt.py) fits into about 14 of the fixed-size net's: 4, 8 and 7
+#             of 20 (MG_EPOCHS="4 8 7" sets them): it lands inside the frontier and is held against it at equal time.
 # compound:   the depth table's net, length and frontier (one OUTDIR can hold both tables); compound growth from
 #             half the blocks and widths (the defaults), at the same growths (compound) and by turns
 #             (compound_alternate); from START (two doublings, as the depth rows) at half the widths
@@ -50,7 +53,8 @@ case $table in
                rows="frontier wide2narrow" ;;
   depth) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
          LIP_WINDOW=${LIP_WINDOW:-2}
-         rows="frontier multilevel lipgrow restarts restarts_lip multilevel_late restarts_late mgopt_cheap mgopt_every4 mgopt_shared" ;;
+         rows="frontier multilevel lipgrow restarts restarts_lip multilevel_late restarts_late multilevel_late_no_restarts
+               mgopt_cheap mgopt_every4 mgopt_shared" ;;
   compound) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
             LIP_WINDOW=${LIP_WINDOW:-2}
             rows="frontier compound compound_alternate compound_deep compound_deep_alternate compound_lip" ;;
@@ -120,12 +124,17 @@ for seed in ${seeds//,/ }; do
   if [[ $table == depth ]]; then
     depth_rows row "$seed"
     mg=("${m[@]}" --method mgopt --levels 2)
+    read -r e_cheap e_every4 e_shared <<< "${MG_EPOCHS:-4 8 7}"
     if want mgopt_cheap; then
-      row "mgopt_cheap_${tag}_s$seed" "${mg[@]}" --nu-pre 0 --nu-post 0 --nu-c 1 --line-search best
+      E=$e_cheap row "mgopt_cheap_${tag}_${e_cheap}ep_s$seed" "${mg[@]}" --epochs "$e_cheap" --nu-pre 0 --nu-post 0 \
+        --nu-c 1 --line-search best
     fi
-    if want mgopt_every4; then row "mgopt_every4_${tag}_s$seed" "${mg[@]}" --mg-every 4; fi
+    if want mgopt_every4; then
+      E=$e_every4 row "mgopt_every4_${tag}_${e_every4}ep_s$seed" "${mg[@]}" --epochs "$e_every4" --mg-every 4
+    fi
     if want mgopt_shared; then  # the cheapest cycle whose fine gradient also takes the fine step, alpha 1
-      row "mgopt_shared_${tag}_s$seed" "${mg[@]}" --nu-pre 0 --nu-post 0 --nu-c 1 --line-search fixed --shared-step
+      E=$e_shared row "mgopt_shared_${tag}_${e_shared}ep_s$seed" "${mg[@]}" --epochs "$e_shared" --nu-pre 0 \
+        --nu-post 0 --nu-c 1 --line-search fixed --shared-step
     fi
   fi
   c=("${m[@]}" --method compound)

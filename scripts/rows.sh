@@ -38,7 +38,8 @@ table() {  # table BASELINE_PREFIX: every row so far, the baselines first, to OU
 
 depth_rows() {  # depth_rows RUN SEED: the depth-growth rows (reproduce_depth.sh, and reproduce_cpu.sh's depth table),
   # each started by RUN (train, or the CPU recipe's row, which logs the machine first). Needs tag, start, E, here;
-  # LIP_WINDOW. Multilevel grows at 37.5% and 68.75% of the run (its default) or, "late", at 56% and 78%.
+  # LIP_WINDOW. Multilevel grows at 37.5% and 68.75% of the run (its default) or, "late", at 56% and 78% (also
+  # without its lr restarts: multilevel_late_no_restarts).
   local run=$1 seed=$2 lip restarts late
   local s=(--seed "$2")
   restarts=$(python3 -c "print(f'{round($E*0.375)},{round($E*0.6875)}')")
@@ -58,5 +59,9 @@ depth_rows() {  # depth_rows RUN SEED: the depth-growth rows (reproduce_depth.sh
   fi
   if want restarts_late; then
     $run "baseline_restarts_late_${tag}_s$seed" "${s[@]}" --schedule cosine_restarts --restarts "$late"
+  fi
+  if want multilevel_late_no_restarts; then  # grown late, the lr one cosine over the run as the fixed-size net's
+    $run "multilevel_late_no_restarts_${tag}_s$seed" "${s[@]}" --method multilevel --start-blocks "$start" \
+      --grow-at "$late" --no-lr-restarts
   fi
 }

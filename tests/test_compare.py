@@ -147,6 +147,10 @@ def test_compare_warns_when_runs_are_not_comparable(capsys, tmp_path):
         (d / "run.json").write_text(json.dumps(info))
     assert load_run(dirs["bare"]).lr_schedule == "cosine_reset 27,83"
     assert load_run(grown).lr_schedule == "cosine + restart at each growth"
+    kept = _run(tmp_path / "kept", _rows([0.5, 0.9], [5, 10], [1, 4], {
+        1: [{"kind": "start", "text": "start 1-1-1", "lr_restarts": False}], 2: ["grew 1-1-1 -> 2-2-2 (epoch 2)"]}))
+    (kept / "run.json").write_text(json.dumps(_info()))
+    assert load_run(kept).lr_schedule == "cosine"  # --no-lr-restarts: the growths left the lr alone
     (dirs["bare"] / "run.json").unlink()
     w = protocol_warnings([load_run(dirs[n]) for n in ("base", "other_gpu", "short", "bare")])
     assert w[0] == "bare has no run.json: its setup is not checked"

@@ -451,6 +451,23 @@ def test_methods_reach_the_final_depth_and_resume_after_growth(small, tmp_path, 
     assert what(resumed.method) == what(full.method) and len(full.method.grows) == 1 and resumed.method.grows_left == 0
 
 
+@pytest.mark.parametrize("name,options", [("multilevel", {}), ("lipgrow", {"lip_window": 1, "reserve": 1}),
+                                          ("compound", {})])
+def test_no_lr_restarts_keeps_the_runs_schedule_through_the_growths(small, tmp_path, name, options):
+    """--no-lr-restarts: the growths happen and the lr follows the run's one cosine, with no jump back to its peak."""
+    t = _run(small, build_method(name, lr_restarts=False, **options), tmp_path / name, epochs=4)
+    rows = MetricsLog(tmp_path / name).rows()
+    assert any(e["kind"] == "grow" for r in rows for e in r["events"]) and t.model.spec.blocks == (2, 2, 2)
+    assert t.schedule.kind == "cosine" and t.schedule.restarts == []
+    lrs = [r["lr"] for r in rows]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    start = rows[0]["events"][0]
+    assert start["lr_restarts"] is False and "not restarted" in start["text"] and "no lr restarts" in t.method.describe()
+    with pytest.raises(ResgrowError, match="--no-lr-restarts"):  # a step schedule has no cosine to restart
+        build_method(name, **options).prepare(FINAL, 4, "step")
+    build_method(name, lr_restarts=False, **options).prepare(FINAL, 4, "step")  # left as it is: any schedule goes
+
+
 def test_partial_growth_reaches_a_depth_no_doubling_reaches_and_resumes_between_growths(small, tmp_path):
     final = ArchSpec("basic", (3, 2, 1), (8, 16, 32), stem_width=8)  # no start doubles up to it
 

@@ -208,18 +208,19 @@ def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_st
 def test_reproduce_cpu_depth_trains_the_frontier_the_depth_rows_and_mgopt_and_holds_them_against_it(small_zip, tmp_path):
     out = tmp_path / "depth"
     env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet26", START="1-1-1", EPOCHS="3", BUDGETS="2 3",
-               ROWS="frontier multilevel restarts mgopt_every4", BUSY_WARN="1000")
+               ROWS="frontier multilevel restarts mgopt_every4", BUSY_WARN="1000", MG_EPOCHS="1 2 1")
     said = _script("reproduce_cpu.sh", out, "depth", 0, env=env)
     assert said.count(": training\n") == 5
     logs = _logs(out)
     assert sorted(logs) == ["baseline_cifar_resnet26_2ep_s0", "baseline_cifar_resnet26_3ep_s0",
-                            "baseline_restarts_r26_s0", "mgopt_every4_r26_s0", "multilevel_r26_s0"]
+                            "baseline_restarts_r26_s0", "mgopt_every4_r26_2ep_s0", "multilevel_r26_s0"]
     run = {d: json.loads((out / d / "run.json").read_text()) for d in logs}
     assert run["multilevel_r26_s0"]["method"].startswith("multilevel") and "1-1-1" in run["multilevel_r26_s0"]["command"]
     assert run["baseline_restarts_r26_s0"]["config"]["restarts"] == [1.0, 2.0]  # 37.5% and 68.75% of 3 epochs
-    assert "--mg-every 4" in run["mgopt_every4_r26_s0"]["command"] and "--levels 2" in run["mgopt_every4_r26_s0"]["command"]
+    mg = run["mgopt_every4_r26_2ep_s0"]  # its own epochs (MG_EPOCHS), so that it lands inside the frontier
+    assert "--mg-every 4" in mg["command"] and "--levels 2" in mg["command"] and mg["config"]["epochs"] == 2
     table = (out / "frontier.md").read_text()  # the restart baseline is held against the frontier, not part of it
-    assert all(name in table for name in ("baseline_restarts_r26_s0", "multilevel_r26_s0", "mgopt_every4_r26_s0"))
+    assert all(name in table for name in ("baseline_restarts_r26_s0", "multilevel_r26_s0", "mgopt_every4_r26_2ep_s0"))
 
 
 @bash

@@ -8,7 +8,8 @@ cancelling pairs, variance transfer: `grow.widen`'s "vt"); a growth that changes
 deepening first, so that a copied block's new channels are drawn apart from its source's. Learning-rate
 adaptation follows widen's rule (every width growth opens an lr group at ||W_t|| / ||W_0||; a copied block's
 elements keep their source's groups), and the learning rate is a cosine restarted at every growth that deepens
-(multilevel's cycles; a growth that only widens keeps the cycle, as widen keeps its one cosine).
+(multilevel's cycles; a growth that only widens keeps the cycle, as widen keeps its one cosine); with
+--no-lr-restarts the run's schedule goes on through every growth.
 
 Stages: the depth path doubles every stage from --start-blocks (as multilevel; capped at the final blocks with
 --partial-growth), the width path is widen's schedule from --start-width in --width-growths steps. With
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import COSINES
 from ..errors import ResgrowError
 from ..events import GROW, event
 from ..grow.resize import resize
@@ -42,7 +42,17 @@ from ..measure.lipschitz import LipschitzMeter
 from ..models.resnet import ResNet
 from ..models.spec import ArchSpec, dashed
 from .base import Change, Column, GroupedLr, Method, MethodOptions, floats, option
-from .depth import PARTIAL_GROWTH, PARTIAL_HINT, epochs_str, fixed_epochs, growth_path, parse_blocks
+from .depth import (
+    LR_RESTARTS,
+    PARTIAL_GROWTH,
+    PARTIAL_HINT,
+    epochs_str,
+    fixed_epochs,
+    growth_path,
+    no_restarts_said,
+    parse_blocks,
+    restarts_checked,
+)
 from .lipgrow import LipGrowTrigger, check_options, lipschitz_step
 from .widen import GrowthGroups, adapted_batch, spec_schedule
 
@@ -114,6 +124,7 @@ class CompoundOptions(MethodOptions):
     batch_adapt: bool = option(False, "larger batches while the net is small: --batch-size times the largest power of "
                                       "two up to 8 that keeps a step's FLOPs at most the final net's, the lr scaled "
                                       "alike")
+    lr_restarts: bool = LR_RESTARTS
     partial_growth: bool = PARTIAL_GROWTH
 
     def normalize(self):
@@ -170,9 +181,7 @@ class Compound(Method, GroupedLr):
     def plan(self, final: ArchSpec, schedule: str) -> list[ArchSpec]:
         if not isinstance(final, ArchSpec):
             raise ResgrowError(f"method compound grows a ResNet's stages and widths, not a {final.block} net's")
-        if schedule not in COSINES:
-            raise ResgrowError("method compound restarts a cosine schedule at every growth that deepens; use "
-                               "--schedule cosine")
+        restarts_checked(self.opts.lr_restarts, schedule, self.name)
         o = self.opts
         start = o.start_blocks or half_blocks(final.blocks, o.partial_growth)
         return compound_plan(final, start, o.start_width, o.width_growths, o.grow_order, o.widen_init,
@@ -208,17 +217,18 @@ class Compound(Method, GroupedLr):
         if self.opts.trigger == "fixed":
             self.at = list(self.opts.grow_at)
             for e, (a, b) in zip(self.at, zip(self.specs, self.specs[1:])):
-                if a.blocks != b.blocks:
+                if a.blocks != b.blocks and self.opts.lr_restarts:
                     ctx.schedule.add_restart(e)
             when = f"grows at {epochs_str(self.at)}"
         else:
             self.trigger = self._trigger(len(self.specs) - 1, ctx.epochs)
             when = (f"grows when the smoothed Lipschitz ratio > {self.trigger.threshold}, at the latest after "
                     f"{epochs_str(self.trigger.deadlines())}")
-        return Change(start, {}, event("start", f"start {stage_str(self.specs[0])}; stages {stages}; {when}",
-                                       blocks=start.spec.blocks_str(), widths=start.spec.widths_str(),
-                                       stages=[stage_str(s) for s in self.specs], grow_at=list(self.at)),
-                      self.batch_for(start.spec, ctx.image_size))
+        said = event("start", f"start {stage_str(self.specs[0])}; stages {stages}; {when}",
+                     blocks=start.spec.blocks_str(), widths=start.spec.widths_str(),
+                     stages=[stage_str(s) for s in self.specs], grow_at=list(self.at))
+        no_restarts_said(said, self.opts.lr_restarts)
+        return Change(start, {}, said, self.batch_for(start.spec, ctx.image_size))
 
     def on_epoch_end(self, ctx):
         if self.opts.lr_adapt:
@@ -250,7 +260,7 @@ class Compound(Method, GroupedLr):
         self.meter.follow(pmap)  # warm starts follow copied convs; a widened conv's starts cold
         if self.opts.lr_adapt and widens:  # every older group's scale from the grown net too
             ctx.set_lr_scales(dict(zip(self.groups.names()[:-1], self.groups.scales(new)[:-1])))
-        if deepens and self.opts.trigger == "lipschitz":
+        if deepens and self.opts.trigger == "lipschitz" and self.opts.lr_restarts:
             ctx.schedule.add_restart(ctx.epoch, reset=True)  # anneal over the rest: the next growth is unknown
         why = f"{why}, growth {self.done} of {len(self.specs) - 1}"
         old = stage_str(now)
@@ -294,7 +304,7 @@ class Compound(Method, GroupedLr):
         return (f"compound(start {start} at {o.start_width:g} of the widths, {o.width_growths} width growth"
                 f"{'s' * (o.width_growths != 1)}, {o.grow_order}, {when}, init {o.widen_init}, lr adaptation "
                 f"{'on' if o.lr_adapt else 'off'}{', batch adaptation' if o.batch_adapt else ''}"
-                f"{', partial growth' if o.partial_growth else ''})")
+                f"{', no lr restarts' if not o.lr_restarts else ''}{', partial growth' if o.partial_growth else ''})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), specs=[s.to_dict() for s in self.specs], at=self.at, done=self.done,

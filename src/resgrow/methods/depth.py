@@ -118,12 +118,33 @@ PARTIAL_GROWTH = option(False, "let a growth add fewer blocks than double: every
                         "doubles every stage, as the papers do")
 
 
+# Declared by each method that restarts the lr at a growth, before PARTIAL_GROWTH
+LR_RESTARTS = option(True, "restart the cosine lr at every growth that deepens, as the papers do; off: the run's "
+                     "schedule goes on through the growths unchanged (a restart baseline shows what the restarts "
+                     "cost)")
+
+
+def restarts_checked(lr_restarts: bool, schedule: str, name: str) -> None:
+    """Refuse a schedule the method cannot restart: any schedule goes when it does not restart it."""
+    if lr_restarts and schedule not in COSINES:
+        raise ResgrowError(f"method {name} restarts a cosine schedule at every growth that deepens; use --schedule "
+                           "cosine, or --no-lr-restarts to keep the schedule as it is")
+
+
+def no_restarts_said(event: dict, lr_restarts: bool) -> None:
+    """The start event says when the lr is not restarted: `compare` shows the run's lr from it."""
+    if not lr_restarts:
+        event["text"] += "; the lr is not restarted at growths"
+        event["lr_restarts"] = False
+
+
 @dataclass(frozen=True)
 class DepthOptions(MethodOptions):
     """What every depth-growth method takes: the start blocks here, `partial_growth` (PARTIAL_GROWTH) in each."""
 
     start_blocks: tuple | None = option(None, "blocks per stage to start from, e.g. 3-3-3", str,
                                         "the final blocks / 4, or / 2 where a stage's blocks do not divide by 4")
+    lr_restarts = True  # each method's field (LR_RESTARTS) where it restarts the lr
     partial_growth = False  # the field is each method's (PARTIAL_GROWTH), declared after its own options
 
     def normalize(self):
@@ -146,8 +167,7 @@ class DepthGrowth(Method):
 
     def plan(self, final_blocks: tuple[int, ...], schedule: str) -> tuple[tuple[int, ...], int]:
         """(start blocks, growths) for this final depth; errors for what cannot be grown."""
-        if schedule not in COSINES:
-            raise ResgrowError(f"method {self.name} restarts a cosine schedule at every growth; use --schedule cosine")
+        restarts_checked(self.opts.lr_restarts, schedule, self.name)
         partial = self.opts.partial_growth
         start = self.opts.start_blocks or default_start(final_blocks, partial)
         k = len(growth_path(start, final_blocks, partial))
@@ -184,6 +204,9 @@ class DepthGrowth(Method):
         start = self.opts.start_blocks
         text = self.marked("start_blocks", dashed(start)) if start else "default"
         return text + (", partial growth" if self.opts.partial_growth else "")
+
+    def restarts_str(self) -> str:
+        return "" if self.opts.lr_restarts else ", no lr restarts"
 
     @property
     def grows_left(self) -> int:

@@ -8,7 +8,8 @@ its first smoothed value since the last (re)start, L0. Grows that have not trigg
 so that the final model still gets `reserve` epochs. At each grow the cosine learning rate
 restarts at its peak and anneals over the remaining epochs (the run's schedule becomes
 `cosine_reset`; `--schedule cosine_reset --restarts <its grow epochs>` gives a fixed-size net the
-same learning rate: its restart baseline).
+same learning rate: its restart baseline). With --no-lr-restarts (ours) the run's schedule goes on
+through the grows.
 
 Forcing rule (ours; the paper gives only the reserve): grow number g of G must happen by epoch
 E - reserve - (G - g) * s with s = window + 1, so that a forced grow still leaves a later one the
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
 from .base import Column, option
-from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str
+from .depth import LR_RESTARTS, PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, no_restarts_said
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
@@ -140,6 +141,7 @@ class LipGrowOptions(DepthOptions):
     lip_threshold: float = option(1.4, "grow when the smoothed score over its first value L0 exceeds this")
     lip_window: int = option(10, "smoothing window in epochs")
     reserve: int | None = option(None, "epochs the final model must get, at least 1", int, "30 of 164, scaled")
+    lr_restarts: bool = LR_RESTARTS
     partial_growth: bool = PARTIAL_GROWTH
 
     def normalize(self):
@@ -183,13 +185,15 @@ class LipGrow(DepthGrowth):
         if t.deadline() <= t.window:  # a ratio above 1 needs window + 1 scores
             change.event["text"] += (f" (too short for --lip-window {t.window}: a grow before epoch {t.window + 1} can "
                                      "only be forced)")
+        no_restarts_said(change.event, self.opts.lr_restarts)
         return change
 
     def on_epoch_end(self, ctx):
         grow, why = lipschitz_step(self.meter, self.trigger, ctx)
         if not grow:  # reserve >= 1 puts every grow before the last epoch
             return None
-        ctx.schedule.add_restart(ctx.epoch, reset=True)  # anneal over the rest of the run: the next grow is unknown
+        if self.opts.lr_restarts:  # anneal over the rest of the run: the next grow is unknown
+            ctx.schedule.add_restart(ctx.epoch, reset=True)
         return self.grow(ctx, why)
 
     def progress(self, row: dict) -> str:
@@ -208,7 +212,7 @@ class LipGrow(DepthGrowth):
         o = self.opts
         reserve = self.marked("reserve", str(o.reserve)) if o.reserve is not None else "30/164 of the run"
         return (f"lipgrow(start {self.start_str()}, threshold {o.lip_threshold}, window {o.lip_window}, "
-                f"reserve {reserve})")
+                f"reserve {reserve}{self.restarts_str()})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), trigger=self.trigger.state_dict() if self.trigger else None,

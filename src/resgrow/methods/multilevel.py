@@ -4,7 +4,7 @@ dynamical systems view", ICLR 2018).
 What it does: trains a shallow ResNet, and at fixed epochs interpolates it to twice the depth:
 a copy of every block is inserted after it and h is halved (1 -> 0.5 -> 0.25), so the deeper net
 starts as a finer discretisation of the same ODE. The learning rate is a cosine restarted at every
-interpolation (one cycle per level).
+interpolation (one cycle per level); with --no-lr-restarts (ours) the run's schedule goes on through them.
 
 Defaults: 3 cycles over 160 epochs, interpolations at epochs 60 and 110, scaled to --epochs
 (first cycle 37.5% of the run, the rest split evenly); start blocks = final / 4 (3-3-3 for
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from ..errors import ResgrowError
 from ..models.spec import dashed
 from .base import floats, option
-from .depth import PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, fixed_epochs
+from .depth import LR_RESTARTS, PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, fixed_epochs, no_restarts_said
 
 DEEPEN_MODES = ("interpolate", "stack")
 
@@ -37,6 +37,7 @@ class MultilevelOptions(DepthOptions):
     deepen_mode: str = option("interpolate", "how a growth deepens: interpolate (a copy after every block, h halved: "
                                              "the paper's) | stack (a ViT's whole stack repeated on top of itself, h "
                                              "kept: G_stack, Du et al. 2024)")
+    lr_restarts: bool = LR_RESTARTS
     partial_growth: bool = PARTIAL_GROWTH
 
     def check(self):
@@ -80,10 +81,11 @@ class Multilevel(DepthGrowth):
     def on_run_start(self, ctx):
         change = super().on_run_start(ctx)  # prepares: grow_at is resolved
         grow_at = self.opts.grow_at
-        for e in grow_at:
+        for e in grow_at if self.opts.lr_restarts else ():
             ctx.schedule.add_restart(e)
         change.event["text"] += f"; grows at {epochs_str(grow_at)}"
         change.event["grow_at"] = list(grow_at)
+        no_restarts_said(change.event, self.opts.lr_restarts)
         return change
 
     def on_epoch_end(self, ctx):
@@ -94,5 +96,5 @@ class Multilevel(DepthGrowth):
     def describe(self) -> str:
         at = self.opts.grow_at
         at = self.marked("grow_at", str(list(at))) if at else "default"
-        how = ", stacking" if self.opts.deepen_mode == "stack" else ""
+        how = (", stacking" if self.opts.deepen_mode == "stack" else "") + self.restarts_str()
         return f"multilevel(start {self.start_str()}, grow at {at}{how})"

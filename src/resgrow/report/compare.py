@@ -21,7 +21,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from ..errors import ResgrowError
-from ..events import event_text, is_growth
+from ..events import as_event, event_text, is_growth
 from ..models.spec import dashed
 from ..options import Column
 from ..train.device import machine_text
@@ -110,13 +110,15 @@ class RunSummary:
     @property
     def lr_schedule(self) -> str:
         """The lr the run trained with, from run.json: schedule and restarts as given, and the restart a
-        growth method makes at each growth (multilevel: cycles ending at the next one; lipgrow: resets).
+        growth method makes at each growth (multilevel: cycles ending at the next one; lipgrow: resets) unless its
+        start event says it made none (--no-lr-restarts).
         Restart baselines differ from the plain one only here, so a table shows it."""
         cfg = (self.info or {}).get("config") or {}
         if "schedule" not in cfg:
             return "-"
         restarts = ",".join(f"{x:g}" for x in cfg.get("restarts") or ())
-        growths = " + restart at each growth" if self.grow_rows else ""
+        restarted = all(as_event(e).get("lr_restarts", True) for r in self.log[:1] for e in r.get("events", ()))
+        growths = " + restart at each growth" if self.grow_rows and restarted else ""
         return cfg["schedule"] + (f" {restarts}" if restarts else "") + growths
 
     @property

@@ -52,6 +52,7 @@ from .depth import (
     no_restarts_said,
     parse_blocks,
     restarts_checked,
+    restarts_str,
 )
 from .lipgrow import LipGrowTrigger, check_options, lipschitz_step
 from .widen import GrowthGroups, adapted_batch, spec_schedule
@@ -304,7 +305,7 @@ class Compound(Method, GroupedLr):
         return (f"compound(start {start} at {o.start_width:g} of the widths, {o.width_growths} width growth"
                 f"{'s' * (o.width_growths != 1)}, {o.grow_order}, {when}, init {o.widen_init}, lr adaptation "
                 f"{'on' if o.lr_adapt else 'off'}{', batch adaptation' if o.batch_adapt else ''}"
-                f"{', no lr restarts' if not o.lr_restarts else ''}{', partial growth' if o.partial_growth else ''})")
+                f"{restarts_str(o.lr_restarts)}{', partial growth' if o.partial_growth else ''})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), specs=[s.to_dict() for s in self.specs], at=self.at, done=self.done,

@@ -131,6 +131,11 @@ def restarts_checked(lr_restarts: bool, schedule: str, name: str) -> None:
                            "cosine, or --no-lr-restarts to keep the schedule as it is")
 
 
+def restarts_str(lr_restarts: bool) -> str:
+    """What a method's description adds when the lr is not restarted."""
+    return "" if lr_restarts else ", no lr restarts"
+
+
 def no_restarts_said(event: dict, lr_restarts: bool) -> None:
     """The start event says when the lr is not restarted: `compare` shows the run's lr from it."""
     if not lr_restarts:
@@ -204,10 +209,6 @@ class DepthGrowth(Method):
         start = self.opts.start_blocks
         text = self.marked("start_blocks", dashed(start)) if start else "default"
         return text + (", partial growth" if self.opts.partial_growth else "")
-
-    def restarts_str(self) -> str:
-        return "" if self.opts.lr_restarts else ", no lr restarts"
-
     @property
     def grows_left(self) -> int:
         return (self.k or 0) - len(self.grows)

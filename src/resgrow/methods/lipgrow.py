@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from ..errors import ResgrowError
 from ..measure.lipschitz import LipschitzMeter
 from .base import Column, option
-from .depth import LR_RESTARTS, PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, no_restarts_said
+from .depth import LR_RESTARTS, PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, no_restarts_said, restarts_str
 
 
 def check_options(threshold: float, window: int, reserve: int | None) -> None:
@@ -212,7 +212,7 @@ class LipGrow(DepthGrowth):
         o = self.opts
         reserve = self.marked("reserve", str(o.reserve)) if o.reserve is not None else "30/164 of the run"
         return (f"lipgrow(start {self.start_str()}, threshold {o.lip_threshold}, window {o.lip_window}, "
-                f"reserve {reserve}{self.restarts_str()})")
+                f"reserve {reserve}{restarts_str(o.lr_restarts)})")
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), trigger=self.trigger.state_dict() if self.trigger else None,

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from ..errors import ResgrowError
 from ..models.spec import dashed
 from .base import floats, option
-from .depth import LR_RESTARTS, PARTIAL_GROWTH, DepthGrowth, DepthOptions, epochs_str, fixed_epochs, no_restarts_said
+from .depth import (
+    LR_RESTARTS,
+    PARTIAL_GROWTH,
+    DepthGrowth,
+    DepthOptions,
+    epochs_str,
+    fixed_epochs,
+    no_restarts_said,
+    restarts_str,
+)
 
 DEEPEN_MODES = ("interpolate", "stack")
 
@@ -96,5 +105,5 @@ class Multilevel(DepthGrowth):
     def describe(self) -> str:
         at = self.opts.grow_at
         at = self.marked("grow_at", str(list(at))) if at else "default"
-        how = (", stacking" if self.opts.deepen_mode == "stack" else "") + self.restarts_str()
+        how = (", stacking" if self.opts.deepen_mode == "stack" else "") + restarts_str(self.opts.lr_restarts)
         return f"multilevel(start {self.start_str()}, grow at {at}{how})"

@@ -17,10 +17,11 @@
 #             its row grew), multilevel grown late, its restart baseline and itself without lr restarts (rows of
 #             scripts/reproduce_depth.sh), and MG/OPT with 2 levels in two cheap configurations: mgopt_cheap
 #             (--nu-pre 0 --nu-post 0 --nu-c 1 --line-search best) and mgopt_every4 (--mg-every 4); and mgopt_shared,
-#             the cheapest cycle with its fine gradient also taking the fine step (--nu-pre 0 --nu-post 0 --nu-c 1
-#             --line-search fixed --shared-step). An MG/OPT step costs 2 to 4 plain steps, so each MG/OPT row gets the
-#             epochs that its cost (scripts/profile_mgopt.py) fits into about 14 of the fixed-size net's: 4, 8 and 7
-#             of 20 (MG_EPOCHS="4 8 7" sets them): it lands inside the frontier and is held against it at equal time.
+#             the cheapest cycle with its fine gradient also taking the fine step, its correction checked by Armijo
+#             (--nu-pre 0 --nu-post 0 --nu-c 1 --line-search armijo --shared-step; taken unchecked, alpha 1 fixed, it
+#             lost the net in its first epoch). An MG/OPT step costs 2 to 4 plain steps, so each MG/OPT row gets the
+#             epochs that its cost (scripts/profile_mgopt.py) fits into about 14 of the fixed-size net's: 4, 8 and 5
+#             of 20 (MG_EPOCHS="4 8 5" sets them): it lands inside the frontier and is held against it at equal time.
 # compound:   the depth table's net, length and frontier (one OUTDIR can hold both tables); compound growth from
 #             half the blocks and widths (the defaults), at the same growths (compound) and by turns
 #             (compound_alternate); from START (two doublings, as the depth rows) at half the widths
@@ -124,7 +125,7 @@ for seed in ${seeds//,/ }; do
   if [[ $table == depth ]]; then
     depth_rows row "$seed"
     mg=("${m[@]}" --method mgopt --levels 2)
-    read -r e_cheap e_every4 e_shared <<< "${MG_EPOCHS:-4 8 7}"
+    read -r e_cheap e_every4 e_shared <<< "${MG_EPOCHS:-4 8 5}"
     if want mgopt_cheap; then
       E=$e_cheap row "mgopt_cheap_${tag}_${e_cheap}ep_s$seed" "${mg[@]}" --epochs "$e_cheap" --nu-pre 0 --nu-post 0 \
         --nu-c 1 --line-search best
@@ -132,9 +133,9 @@ for seed in ${seeds//,/ }; do
     if want mgopt_every4; then
       E=$e_every4 row "mgopt_every4_${tag}_${e_every4}ep_s$seed" "${mg[@]}" --epochs "$e_every4" --mg-every 4
     fi
-    if want mgopt_shared; then  # the cheapest cycle whose fine gradient also takes the fine step, alpha 1
+    if want mgopt_shared; then  # the cheapest cycle whose fine gradient also takes the fine step
       E=$e_shared row "mgopt_shared_${tag}_${e_shared}ep_s$seed" "${mg[@]}" --epochs "$e_shared" --nu-pre 0 \
-        --nu-post 0 --nu-c 1 --line-search fixed --shared-step
+        --nu-post 0 --nu-c 1 --line-search armijo --shared-step
     fi
   fi
   c=("${m[@]}" --method compound)

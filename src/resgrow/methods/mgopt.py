@@ -24,7 +24,8 @@ Shared step (--shared-step, ours; with --nu-pre 0): the gradient a V-cycle compu
 coarse objective's correction also takes the fine SGD step, after the restriction and before the correction,
 so that one fine gradient buys both; the line search then starts from the stepped weights (one more forward
 pass, none for --line-search fixed). Without it, the cheapest cycle computes that gradient for the correction
-alone (BENCHMARKS.md, "Where an MG/OPT step's time goes").
+alone (BENCHMARKS.md, "Where an MG/OPT step's time goes"). With --line-search fixed the correction is added
+unchecked on top of SGD's step, which at a large lr can throw the net off: check it (armijo or best).
 
 Cost: every epoch logs its work in fine-gradient equivalents (`grad_equivalents`): a fine step or gradient
 counts 1, a coarse one its FLOPs relative to the fine net, a forward pass alone a third of that.

@@ -209,6 +209,7 @@ class DepthGrowth(Method):
         start = self.opts.start_blocks
         text = self.marked("start_blocks", dashed(start)) if start else "default"
         return text + (", partial growth" if self.opts.partial_growth else "")
+
     @property
     def grows_left(self) -> int:
         return (self.k or 0) - len(self.grows)

@@ -23,11 +23,14 @@ def test_the_cpu_default_is_bf16_channels_last_where_the_cpu_has_native_bf16(mon
     assert bench_mod.train_default(cpu) == bench_mod.CPU_DEFAULT == "eager bf16 channels_last"
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: [])
     assert bench_mod.train_default(cpu) == bench_mod.CPU_FP32_DEFAULT == "eager fp32 channels_last"
-    # a net whose widths the CPU's channels_last batch norm is slow at trains NCHW (device.channels_last_suits)
+    # a net whose widths the CPU's channels_last batch norm is slow at trains NCHW where AMX runs the convolutions,
+    # channels_last elsewhere (device.channels_last_suits)
     full = bench_mod.build("cifar_resnet8")  # 16-32-64
     narrow = bench_mod.build(wider_spec(full.spec, (8, 16, 32)))
-    assert bench_mod.train_default(cpu, full) == "eager fp32 channels_last"
-    assert bench_mod.train_default(cpu, narrow) == "eager fp32"
+    assert bench_mod.train_default(cpu, full) == bench_mod.train_default(cpu, narrow) == "eager fp32 channels_last"
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
+    assert bench_mod.train_default(cpu, full) == "eager bf16 channels_last"
+    assert bench_mod.train_default(cpu, narrow) == "eager bf16"
     rows = [{"variant": "eager fp32", "img_per_s": 800.0, "ms_per_step": 160.0, "capture_s": None, "speedup": 1.0},
             {"variant": bench_mod.CPU_DEFAULT, "img_per_s": 1700.0, "ms_per_step": 75.3, "capture_s": None, "speedup": 2.125}]
     last = format_results("resnet20", 128, "cpu", rows, default=bench_mod.CPU_DEFAULT).splitlines()[-1]

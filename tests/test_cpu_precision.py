@@ -97,12 +97,14 @@ def _laid_out_channels_last(trainer) -> bool:
     return trainer.layout_channels_last
 
 
-def test_on_a_cpu_channels_last_is_used_only_at_widths_its_batch_norm_backward_is_fast_at(small):
+def test_on_a_cpu_with_amx_channels_last_is_used_only_at_widths_its_batch_norm_backward_is_fast_at(small, monkeypatch):
     """torch's channels_last BatchNorm backward on a CPU is slow where the width is not a multiple of the vector
-    width: a net trains NCHW there, and its inputs follow; a growth to such widths switches the layout."""
+    width; where AMX runs the convolutions, a net trains NCHW there, and its inputs follow; a growth to such widths
+    switches the layout."""
     from resgrow.methods.widen import Widen
     from resgrow.models import ArchSpec, ResNet
 
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["avx512_bf16", "amx_bf16"])
     assert not device.channels_last_suits(tiny(), CPU)  # 8-16-32
     assert device.channels_last_suits(tiny(), torch.device("cuda"))  # a GPU: always
     final = ArchSpec("basic", (1, 1, 1), (16, 32, 64), stem_width=16)
@@ -117,10 +119,21 @@ def test_on_a_cpu_channels_last_is_used_only_at_widths_its_batch_norm_backward_i
     assert not _laid_out_channels_last(Trainer(ResNet(final), small, cfg(epochs=1, channels_last=False)))
 
 
-def test_resgrow_eval_lays_a_net_out_as_its_training_did(small):
+@pytest.mark.parametrize("flags", [["avx512_bf16"], []])
+def test_on_a_cpu_without_amx_every_width_trains_channels_last(small, monkeypatch, flags):
+    """Without AMX, NCHW's convolutions cost more than channels_last's slow batch norm: a narrow net stays
+    channels_last, and the run says one layout."""
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: flags)
+    assert device.channels_last_suits(tiny(), CPU)  # 8-16-32
+    trainer = Trainer(tiny(), small, cfg(epochs=1))
+    assert _laid_out_channels_last(trainer) and trainer.layout_note == "channels_last"
+
+
+def test_resgrow_eval_lays_a_net_out_as_its_training_did(small, monkeypatch):
     """A run that asked for channels_last evaluates NCHW on a CPU where its widths would make it slow."""
     from resgrow.train.saved import evaluate_model
 
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
     narrow = tiny()  # 8-16-32
     evaluate_model(narrow, small, channels_last=True)
     assert all(m.weight.is_contiguous() for m in narrow.modules() if isinstance(m, torch.nn.Conv2d))

@@ -5,7 +5,9 @@ CPU variant (fp32 / bf16, NCHW / channels_last) at batch 128, and in bf16 at the
 size; then torch's BatchNorm2d backward alone, channels_last against NCHW, at the widths and resolutions the
 schedule meets. Writes narrow_steps.md and narrow_steps.json beside this file.
 
-    python benchmarks/cpu/narrow_steps/narrow_steps.py [--steps 40]
+    python benchmarks/cpu/narrow_steps/narrow_steps.py [--steps 40] [--name narrow_steps]
+
+--name names the two files (another CPU's table beside the first: `--name narrow_steps_epyc`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def bn_backward_ms(c: int, size: int, channels_last: bool, dtype=torch.bfloat16,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--name", default="narrow_steps", help="the files' name, without .md and .json")
     a = ap.parse_args()
     final = spec_for("resnet20")
     split = synthetic_split(10_000)
@@ -84,8 +87,8 @@ def main() -> None:
             bn.append({"channels": c, "size": size, "channels_last_ms": cl, "nchw_ms": nchw})
             lines.append(f"| {c} | {size}x{size} | {cl:.2f} | {nchw:.2f} |")
     record = {"machine": head, "steps": rows, "batch_norm": bn}
-    (HERE / "narrow_steps.json").write_text(json.dumps(record, indent=2) + "\n")
-    (HERE / "narrow_steps.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{a.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (HERE / f"{a.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -98,16 +98,27 @@ def bf16_autocast(precision: "str | bool", device: torch.device, say: bool = Tru
     return False
 
 
-# On a CPU, torch's channels_last BatchNorm backward vectorizes across channels and falls back to a slow path where the
-# channel count is not a multiple of the vector width (16 floats with AVX-512): 5 to 12x slower than NCHW at 6, 8, 12
-# or 22 channels, while NCHW's kernel does not care. Narrow nets of width growth hit it at every growth.
+# On a CPU, torch's channels_last BatchNorm backward vectorizes across channels and falls back to a slow path where
+# the channel count is not a multiple of the vector width (16 floats with AVX-512), while NCHW's kernel does not care.
+# Whether that outweighs NCHW's slower convolutions depends on the CPU: where AMX runs the convolutions (a Xeon of 4th
+# generation or later), NCHW trains the narrow nets of width growth faster; on a CPU without AMX (an AMD EPYC with
+# AVX-512 BF16), channels_last is about as fast or faster at every width measured (BENCHMARKS.md, "The CPU: bf16 and
+# channels_last"; `resgrow bench --widths` times both layouts on yours).
 CPU_CHANNELS_LAST_MULTIPLE = 16
+NCHW_AT_ODD_WIDTHS_FLAG = "amx_bf16"
+
+
+def nchw_at_odd_widths(device: torch.device) -> bool:
+    """Does `device` train NCHW where a batch norm's width is not a multiple of CPU_CHANNELS_LAST_MULTIPLE? Only a
+    CPU with AMX."""
+    return device.type == "cpu" and NCHW_AT_ODD_WIDTHS_FLAG in cpu_bf16_flags()
 
 
 def channels_last_suits(model: torch.nn.Module, device: torch.device) -> bool:
-    """Is channels_last the faster layout for `model` on `device`? Always on a GPU; on a CPU only when every batch
-    norm's channel count is a multiple of CPU_CHANNELS_LAST_MULTIPLE (NCHW otherwise)."""
-    if device.type != "cpu":
+    """Is channels_last the faster layout for `model` on `device`? Always on a GPU and on a CPU without AMX; on a
+    CPU with AMX only when every batch norm's channel count is a multiple of CPU_CHANNELS_LAST_MULTIPLE (NCHW
+    otherwise)."""
+    if not nchw_at_odd_widths(device):
         return True
     return all(m.num_features % CPU_CHANNELS_LAST_MULTIPLE == 0 for m in model.modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

@@ -37,6 +37,7 @@ from .device import (
     channels_last_suits,
     cpu_name,
     machine_text,
+    nchw_at_odd_widths,
     precision_note,
     set_up_device,
 )
@@ -199,7 +200,7 @@ class Trainer:
         """The memory layout rule of this run, for its first line and run.json."""
         if not self.channels_last:
             return "NCHW"
-        if self.device.type != "cpu":
+        if not nchw_at_odd_widths(self.device):
             return "channels_last"
         now = "channels_last" if self.layout_channels_last else "NCHW"
         return (f"channels_last where every batch norm's width is a multiple of {CPU_CHANNELS_LAST_MULTIPLE}, else "

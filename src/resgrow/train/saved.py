@@ -102,8 +102,8 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
 
     Uses `model.data_cfg` when it has one (checking image size and classes against `data`);
     otherwise normalises with `data`'s own training statistics, as the trainer does. `amp`
-    and `channels_last` default to what a GPU trains with (evaluate_run passes the run's own); on a CPU the layout
-    also follows the widths, as in training (`channels_last_suits`).
+    and `channels_last` default to what a GPU trains with (evaluate_run passes the run's own); on a CPU with AMX the
+    layout also follows the widths, as in training (`channels_last_suits`).
     """
     part = getattr(data, split, None)
     if part is None:
@@ -128,7 +128,7 @@ def evaluate_model(model: nn.Module, data: Dataset, split: str = "test", batch_s
     device = next(model.parameters()).device
     amp = device.type == "cuda" if amp is None else amp
     channels_last = (device.type == "cuda" if channels_last is None else channels_last) and \
-        channels_last_suits(model, device)  # the trainer's rule: on a CPU, NCHW at widths its batch norm is slow at
+        channels_last_suits(model, device)  # the trainer's rule (on a CPU with AMX, NCHW at some widths)
     loader = EvalLoader(part, batch_size, device, mean, std, channels_last=channels_last, what=split)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

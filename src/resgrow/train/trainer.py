@@ -191,8 +191,8 @@ class Trainer:
                 module.to(memory_format=torch.channels_last)
 
     def _channels_last_for(self, module: nn.Module) -> bool:
-        """channels_last where the run allows it and it is the faster layout for `module` here (on a CPU it depends
-        on the widths: `channels_last_suits`)."""
+        """channels_last where the run allows it and it is the faster layout for `module` here (on a CPU with AMX it
+        depends on the widths: `channels_last_suits`)."""
         return self.channels_last and channels_last_suits(module, self.device)
 
     @property

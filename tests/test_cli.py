@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from resgrow.cli import main
-from resgrow.train import CHECKPOINT, TrainConfig, load_checkpoint
+from resgrow.train import CHECKPOINT, TrainConfig, device, load_checkpoint
 
 ARCH = "cifar_resnet8"  # the smallest registry net: 1-1-1 blocks
 
@@ -546,7 +546,9 @@ def test_bench_on_a_cpu_times_its_variants_and_names_the_cpu(capsys):
                  "--widths", "8-16-32"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{ARCH} at 8-16-32 (stem 8)  batch 8")
-    assert out[6].startswith("resgrow train's default fast path on this CPU (eager ") and "channels_last" not in out[6]
+    assert out[6].startswith("resgrow train's default fast path on this CPU (eager ")
+    # at 8-16-32 NCHW only where the CPU has AMX (device.channels_last_suits)
+    assert ("channels_last" in out[6]) is not device.nchw_at_odd_widths(torch.device("cpu"))
     for bad, says in ((["--widths", "8-16"], "need one per stage"), (["--widths", "8-x-32"], "must look like 16-32-64"),
                       (["--widths", "0-16-32"], "must be positive")):
         one_line_error(*run(capsys, "bench", "--arch", ARCH, "--device", "cpu", *bad), says)

@@ -97,14 +97,14 @@ def _laid_out_channels_last(trainer) -> bool:
     return trainer.layout_channels_last
 
 
-def test_on_a_cpu_with_amx_channels_last_is_used_only_at_widths_its_batch_norm_backward_is_fast_at(small, monkeypatch):
+def test_on_a_cpu_with_amx_channels_last_is_used_only_at_widths_its_batch_norm_backward_is_fast_at(small, native):
     """torch's channels_last BatchNorm backward on a CPU is slow where the width is not a multiple of the vector
     width; where AMX runs the convolutions, a net trains NCHW there, and its inputs follow; a growth to such widths
     switches the layout."""
     from resgrow.methods.widen import Widen
     from resgrow.models import ArchSpec, ResNet
 
-    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["avx512_bf16", "amx_bf16"])
+    native(True)  # AMX
     assert not device.channels_last_suits(tiny(), CPU)  # 8-16-32
     assert device.channels_last_suits(tiny(), torch.device("cuda"))  # a GPU: always
     final = ArchSpec("basic", (1, 1, 1), (16, 32, 64), stem_width=16)
@@ -129,11 +129,11 @@ def test_on_a_cpu_without_amx_every_width_trains_channels_last(small, monkeypatc
     assert _laid_out_channels_last(trainer) and trainer.layout_note == "channels_last"
 
 
-def test_resgrow_eval_lays_a_net_out_as_its_training_did(small, monkeypatch):
+def test_resgrow_eval_lays_a_net_out_as_its_training_did(small, native):
     """A run that asked for channels_last evaluates NCHW on a CPU where its widths would make it slow."""
     from resgrow.train.saved import evaluate_model
 
-    monkeypatch.setattr(device, "cpu_bf16_flags", lambda cpuinfo=None: ["amx_bf16"])
+    native(True)  # AMX
     narrow = tiny()  # 8-16-32
     evaluate_model(narrow, small, channels_last=True)
     assert all(m.weight.is_contiguous() for m in narrow.modules() if isinstance(m, torch.nn.Conv2d))

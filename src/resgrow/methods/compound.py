@@ -26,6 +26,9 @@ one growth of both together, at 37.5% of the run; init vt, lr adaptation on, bat
 When it helps: where a step's time follows the net's FLOPs, the early stages cost a fraction of the final
 net's. On a device where a narrow net is not much faster per image than a wide one (a small net on a big GPU,
 or a CPU, `resgrow bench --widths`), width saves less than the FLOPs say and depth carries the saving.
+By turns, a widening inside a cycle costs little, but one that comes last, late in a cycle, leaves the wider net
+few epochs at a low lr: use alternate where the depth grows more often than the width (it then ends with a
+deepening, which restarts the lr), and together where both grow once (the defaults).
 Measured speed and accuracy: BENCHMARKS.md, "Compound growth".
 """
 

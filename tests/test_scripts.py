@@ -199,7 +199,7 @@ def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_st
     widen = out / "widen_cifar_resnet8_s0" / "run.json"  # a row timed on another machine: the epoch clock
     widen.write_text(json.dumps(dict(json.loads(widen.read_text()), cpu="Another CPU")))
     said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, BUSY_WARN="-1"))  # finished: nothing trains
-    assert ": training" not in said
+    assert ": training" not in said and len((out / "probes.log").read_text().splitlines()) == 4  # nor probed
     # too few epochs at the final size for the epoch clock (it says why on stderr): seconds, with the warning
     assert "not the same device" in (out / "frontier.md").read_text() and "Another CPU" in (out / "frontier.md").read_text()
 

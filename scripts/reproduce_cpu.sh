@@ -38,10 +38,10 @@
 # machine (in seconds, with a warning, where a row has too few epochs at the final size to be timed so). Before every
 # row the recipe appends the CPU, the thread count, torch's version, how busy the CPU was in the second before and
 # the load average to OUTDIR/machine.log, and warns when it was busy (above BUSY_WARN percent, default 10: something else runs; the
-# load average still counts the row before). A probe (one epoch of the table's net, batch 128) runs before the first row an
-# invocation trains and at its end, so that drift shows (OUTDIR/probes.log); a finished table is not probed again. Each row is one `resgrow train` in
-# OUTDIR/<row>; the same command again skips finished rows and resumes a stopped one. Environment: DATA (default
-# .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names: frontier and the method rows), EXTRA (flags
+# load average still counts the row before). A probe (one epoch of the table's net, batch 128) runs before the first
+# row an invocation trains and at its end, so that drift shows (OUTDIR/probes.log); a finished table is not probed
+# again. Each row is one `resgrow train` in OUTDIR/<row>; the same command again skips finished rows and resumes a
+# stopped one. Environment: DATA (default .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names: frontier and the method rows), EXTRA (flags
 # for every row), METHOD_FLAGS (for the widen, wide2narrow and MG/OPT rows), STOP_AFTER; ARCH, EPOCHS, BUDGETS
 # (and START, LIP_WINDOW for depth) change the table's net, length and budgets (a smaller table: to try the recipe).
 set -euo pipefail
@@ -101,7 +101,7 @@ probe() {  # probe WHEN: one epoch of the table's net in a fresh directory; its 
 }
 
 probed=0
-row() {  # row NAME FLAGS...: a row, with the machine logged first; finished rows are skipped silently
+row() {  # row NAME FLAGS...: a row, with the machine logged (and the first trained row probed) first
   if finished "$out/$1"; then echo "$1: finished already"; return; fi
   if [[ $probed == 0 ]]; then probe start; probed=1; fi
   machine "$1"

@@ -7,7 +7,10 @@ import torch
 
 # CLI runs inside tests must not write decoded-data caches into the user's home.
 os.environ.setdefault("RESGROW_CACHE", tempfile.mkdtemp(prefix="resgrow-test-cache-"))
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
+# Under pytest-xdist (`-n auto`) the cores are shared among the workers: each takes its part, so that they do not
+# oversubscribe the CPU.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, (os.cpu_count() or 1) // _workers))))
 
 from resgrow.data import load_dataset  # noqa: E402
 from resgrow.models import ArchSpec  # noqa: E402

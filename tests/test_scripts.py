@@ -178,19 +178,19 @@ def test_growth_epochs_reads_where_a_finished_run_grew(capsys):
 @bash
 def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_stopped_table(small_zip, tmp_path):
     out = tmp_path / "cpu"
-    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet8", EPOCHS="3", BUDGETS="2 3", ROWS="frontier widen",
+    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet8", EPOCHS="3", BUDGETS="3", ROWS="frontier widen",
                METHOD_FLAGS="--growths 1 --widen-every 1", BUSY_WARN="1000")
     said = _script("reproduce_cpu.sh", out, "width", 0, env=dict(env, STOP_AFTER="1"))  # cut short
-    assert said.count(": training\n") == 3
+    assert said.count(": training\n") == 2
     said = _script("reproduce_cpu.sh", out, "width", 0, env=env)  # the same command goes on
-    assert said.count(": training (resumed)\n") == 3
+    assert said.count(": training (resumed)\n") == 2
     logs = _logs(out)
-    assert sorted(logs) == ["baseline_cifar_resnet8_2ep_s0", "baseline_cifar_resnet8_3ep_s0", "widen_cifar_resnet8_s0"]
-    assert [len(v) for v in logs.values()] == [2, 3, 3]
+    assert sorted(logs) == ["baseline_cifar_resnet8_3ep_s0", "widen_cifar_resnet8_s0"]
+    assert [len(v) for v in logs.values()] == [3, 3]
     runs = [json.loads((out / d / "run.json").read_text()) for d in logs]
     assert all(r["device"] == "cpu" and r["precision"] for r in runs)
     machine = (out / "machine.log").read_text().splitlines()
-    assert len(machine) == 2 + 3 + 2 + 3 and "probe (start)" in machine[0] and "load average" in machine[1]
+    assert len(machine) == 2 + 2 + 2 + 2 and "probe (start)" in machine[0] and "load average" in machine[1]
     assert all("threads, torch" in line and "% in the second before" in line for line in machine)
     probes = (out / "probes.log").read_text().splitlines()
     assert [p.split()[1] for p in probes] == ["start", "end"] * 2 and all(p.endswith(" img/s") for p in probes)
@@ -207,17 +207,17 @@ def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_st
 @bash
 def test_reproduce_cpu_depth_trains_the_frontier_the_depth_rows_and_mgopt_and_holds_them_against_it(small_zip, tmp_path):
     out = tmp_path / "depth"
-    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet26", START="1-1-1", EPOCHS="3", BUDGETS="2 3",
+    env = _env(tmp_path, DATA=str(small_zip), ARCH="cifar_resnet26", START="1-1-1", EPOCHS="3", BUDGETS="3",
                ROWS="frontier multilevel restarts mgopt_every4", BUSY_WARN="1000", MG_EPOCHS="1 2 1")
     said = _script("reproduce_cpu.sh", out, "depth", 0, env=env)
-    assert said.count(": training\n") == 5
+    assert said.count(": training\n") == 4
     logs = _logs(out)
-    assert sorted(logs) == ["baseline_cifar_resnet26_2ep_s0", "baseline_cifar_resnet26_3ep_s0",
+    assert sorted(logs) == ["baseline_cifar_resnet26_3ep_s0",
                             "baseline_restarts_r26_s0", "mgopt_every4_r26_2ep_s0", "multilevel_r26_s0"]
     run = {d: json.loads((out / d / "run.json").read_text()) for d in logs}
     assert run["multilevel_r26_s0"]["method"].startswith("multilevel") and "1-1-1" in run["multilevel_r26_s0"]["command"]
     assert run["baseline_restarts_r26_s0"]["config"]["restarts"] == [1.0, 2.0]  # 37.5% and 68.75% of 3 epochs
-    mg = run["mgopt_every4_r26_2ep_s0"]  # its own epochs (MG_EPOCHS), so that it lands inside the frontier
+    mg = run["mgopt_every4_r26_2ep_s0"]  # its own epochs (MG_EPOCHS), not the table's
     assert "--mg-every 4" in mg["command"] and "--levels 2" in mg["command"] and mg["config"]["epochs"] == 2
     table = (out / "frontier.md").read_text()  # the restart baseline is held against the frontier, not part of it
     assert all(name in table for name in ("baseline_restarts_r26_s0", "multilevel_r26_s0", "mgopt_every4_r26_2ep_s0"))

@@ -245,8 +245,11 @@ def test_reproduce_cpu_vit_trains_with_the_vit_recipe_and_stacks(small_zip, tmp_
     out = tmp_path / "vit"
     env = _env(tmp_path, DATA=str(small_zip), ARCH="vit2_64", EPOCHS="2", BUDGETS="2", ROWS="frontier stack",
                BUSY_WARN="1000")
-    said = _script("reproduce_cpu.sh", out, "vit", 0, env=env)
-    assert said.count(": training\n") == 2
+    said = _script("reproduce_cpu.sh", out, "vit", 0, env=dict(env, MAX_ROWS="1"))  # a job with time for one row
+    assert said.count(": training\n") == 1 and "stack_vit2_64_s0: left for the next invocation" in said
+    assert len((out / "probes.log").read_text().splitlines()) == 2 and (out / "frontier.md").is_file()  # probe, table
+    said = _script("reproduce_cpu.sh", out, "vit", 0, env=env)  # the next one trains the rest
+    assert said.count(": training\n") == 1 and "baseline_vit2_64_2ep_s0: finished already" in said
     run = {d: json.loads((out / d / "run.json").read_text()) for d in _logs(out)}
     assert sorted(run) == ["baseline_vit2_64_2ep_s0", "stack_vit2_64_s0"]
     assert all(r["config"]["optimizer"] == "adamw" and r["config"]["lr"] == 1e-3 for r in run.values())

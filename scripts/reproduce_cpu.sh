@@ -41,10 +41,11 @@
 # load average still counts the row before). A probe (one epoch of the table's net, batch 128) runs before the first
 # row an invocation trains and at its end, so that drift shows (OUTDIR/probes.log); a finished table is not probed
 # again. Each row is one `resgrow train` in OUTDIR/<row>; the same command again skips finished rows and resumes a
-# stopped one. Environment: DATA (default .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names: frontier and the method rows), EXTRA (flags
-# for every row), METHOD_FLAGS (for the widen, wide2narrow and MG/OPT rows), STOP_AFTER, MAX_ROWS (train at most
-# this many rows, then probe and table: a time-limited job ends between rows; the next invocation goes on);
-# ARCH, EPOCHS, BUDGETS (and START, LIP_WINDOW for depth) change the table's net, length and budgets (a smaller table: to try the recipe).
+# stopped one. Environment: DATA (default .data/cifar10-jpeg.zip), ROWS (a subset of the table's row names:
+# frontier and the method rows), EXTRA (flags for every row), METHOD_FLAGS (for the widen, wide2narrow and MG/OPT
+# rows), STOP_AFTER, MAX_ROWS (train at most this many rows, then probe and table: a time-limited job ends between
+# rows; the next invocation goes on); ARCH, EPOCHS, BUDGETS (and START, LIP_WINDOW for depth) change the table's
+# net, length and budgets (a smaller table: to try the recipe).
 set -euo pipefail
 out=${1:?usage: bash scripts/reproduce_cpu.sh OUTDIR TABLE [SEEDS]}; table=${2:?TABLE: width | wide2narrow | depth}
 seeds=${3:-0}
@@ -101,11 +102,11 @@ probe() {  # probe WHEN: one epoch of the table's net in a fresh directory; its 
   rm -rf "$d"
 }
 
-probed=0 trained=0
+trained=0
 row() {  # row NAME FLAGS...: a row, with the machine logged (and the first trained row probed) first
   if finished "$out/$1"; then echo "$1: finished already"; return; fi
   if [[ -n ${MAX_ROWS:-} && $trained -ge $MAX_ROWS ]]; then echo "$1: left for the next invocation (MAX_ROWS)"; return; fi
-  if [[ $probed == 0 ]]; then probe start; probed=1; fi
+  if [[ $trained == 0 ]]; then probe start; fi
   machine "$1"
   train "$@"
   trained=$((trained + 1))
@@ -153,7 +154,7 @@ for seed in ${seeds//,/ }; do
     row "compound_lip_${tag}_s$seed" "${c[@]}" --start-blocks "$start" --trigger lipschitz --lip-window "$LIP_WINDOW"
   fi
 done
-if [[ $probed == 1 ]]; then probe end; fi
+if [[ $trained -gt 0 ]]; then probe end; fi
 
 methods=()  # every row but the frontier's own (the restart baselines are held against it too)
 for d in "$out"/*_s*; do

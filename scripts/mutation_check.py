@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GROW = "tests/test_grow.py tests/test_trainer.py"
 ALL = "tests"
+# -x: the first failure is enough to call an entry caught; -n auto: the suite's own split over the cores
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-n", "auto"]
 
 # (file under src/resgrow, exact old text, new text, tests to run)
 MUTATIONS = [
@@ -368,8 +370,8 @@ def main() -> int:
     # A red suite would make every entry look caught: the tests the entries run must pass unmutated first.
     suites = sorted({MUTATIONS[i][3] for i in chosen})
     wanted = sorted({t for suite in suites for t in suite.split()})
-    clean = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                            *(["tests"] if "tests" in wanted else wanted)], cwd=ROOT, capture_output=True, text=True)
+    clean = subprocess.run([*PYTEST, *(["tests"] if "tests" in wanted else wanted)],
+                           cwd=ROOT, capture_output=True, text=True)
     if clean.returncode != 0:
         print("the unmutated tests fail, so no entry would tell anything; fix them first:\n" + clean.stdout[-2000:])
         return 2
@@ -385,8 +387,7 @@ def main() -> int:
         BACKUP.write_text(f"{f}\n{src}")  # a SIGKILL skips `finally`: the next run restores from this
         path.write_text(src.replace(old, new))
         try:
-            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
-                               cwd=ROOT, capture_output=True, text=True)
+            r = subprocess.run([*PYTEST, *tests.split()], cwd=ROOT, capture_output=True, text=True)
         finally:
             path.write_text(src)
             BACKUP.unlink()

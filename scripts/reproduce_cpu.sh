@@ -160,10 +160,10 @@ methods=()  # every row but the frontier's own (the restart baselines are held a
 for d in "$out"/*_s*; do
   [[ -f $d/metrics.jsonl && $(basename "$d") != baseline_"${arch}"_*ep_s* ]] && methods+=("$d")
 done
-# rows timed on more than one machine (a table that outlived its machine) compare on the epoch clock
-machines=$(python3 -c 'import json, sys; print(len({(lambda i: i.get("gpu") or i.get("cpu"))(json.load(open(f)))
-                                                   for f in sys.argv[1:]}))' "$out"/*_s*/run.json)
 runs=("$out"/baseline_"${arch}"_*ep_s* "${methods[@]}")
+# rows timed on more than one machine (a table or a row that outlived its machine) compare on the epoch clock
+machines=$(python3 -c 'import sys; from resgrow.report.compare import load_run
+print(len({r.machine_at(x["epoch"]) for r in map(load_run, sys.argv[1:]) for x in r.log}))' "${runs[@]}")
 if [[ $machines -gt 1 ]] && resgrow compare --frontier --clock epochs --plot "$out/frontier.png" "${runs[@]}" \
      > "$out/frontier.md"; then
   cat "$out/frontier.md"

@@ -351,6 +351,36 @@ def test_the_epoch_clock_times_each_run_in_epochs_of_the_final_net_on_its_own_ma
     assert rc != 0 and len(err.splitlines()) == 1 and "alone_s0 has no plain epochs" in err and "Third CPU" in err
 
 
+def test_the_epoch_clock_times_each_part_of_a_run_resumed_elsewhere_at_its_own_machines_rate(capsys, tmp_path):
+    from resgrow.report.compare import on_epoch_clock
+
+    _clocked(tmp_path / "fast_s0", [5.0, 2.0, 2.0, 2.0, 2.0], ["4-4-4"] * 5, "Fast CPU")
+    _clocked(tmp_path / "slow_s0", [9.0, 4.0, 4.0, 4.0, 4.0], ["4-4-4"] * 5, "Slow CPU")
+    # epochs 1-3 on the slow machine (the small net, then the first epoch of the final one), 4-7 on the fast one
+    _clocked(tmp_path / "moved_s0", [1.0, 1.0, 9.0, 3.0, 2.0, 2.0, 2.0], ["1-1-1"] * 2 + ["4-4-4"] * 5, "Fast CPU",
+             method="multilevel")
+    info = json.loads((tmp_path / "moved_s0" / "run.json").read_text())
+    info["machines"] = [{"cpu": "Slow CPU", "gpu": None, "from_epoch": 0}, {"cpu": "Fast CPU", "gpu": None, "from_epoch": 3}]
+    (tmp_path / "moved_s0" / "run.json").write_text(json.dumps(info))
+    fast, slow, moved = (load_run(tmp_path / n) for n in ("fast_s0", "slow_s0", "moved_s0"))
+    assert [moved.machine_at(e) for e in (1, 3, 4, 7)] == ["Slow CPU", "Slow CPU", "Fast CPU", "Fast CPU"]
+    assert moved.plain_epoch_by_machine == {"Fast CPU": 2.0}  # the slow machine trained too few plain epochs
+    timed = on_epoch_clock([fast, slow, moved])[2]
+    # 11 s on the slow machine at its 4 s an epoch (the slow baseline's), 9 s on the fast one at 2 s
+    assert [x["train_seconds"] for x in timed.log] == [0.25, 0.5, 2.75, 4.25, 5.25, 6.25, 7.25]
+    assert timed.train_seconds == 7.25 and timed.log[2]["epoch_seconds"] == 2.25 and timed.log[3]["epoch_seconds"] == 1.5
+
+    dirs = [str(tmp_path / n) for n in ("fast_s0", "moved_s0")]
+    rc = main(["compare", *dirs, "--clock", "epochs"])
+    err = capsys.readouterr().err.strip()  # without a run that times the slow machine, its part has no unit
+    assert rc != 0 and len(err.splitlines()) == 1 and "moved_s0 has no plain epochs" in err and "(Slow CPU)" in err
+    assert main(["compare", *dirs, str(tmp_path / "slow_s0"), "--clock", "epochs"]) == 0
+    out = capsys.readouterr().out
+    assert "| 7.2 | 1.12x |" in out and "mixes their speeds" not in out  # 7.25 against the fast baseline's 6.5
+    assert main(["compare", *dirs]) == 0
+    assert "moved_s0 trained on 2 machines" in capsys.readouterr().out  # in seconds it does mix them
+
+
 def test_the_frontier_on_the_epoch_clock_holds_runs_from_other_machines(capsys, tmp_path):
     for e, cpu in ((4, "Fast CPU"), (8, "Fast CPU")):
         _clocked(tmp_path / f"base_{e}ep_s0", [3.0] + [2.0] * (e - 1), ["4-4-4"] * e, cpu)

@@ -202,6 +202,14 @@ def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_st
     assert ": training" not in said and len((out / "probes.log").read_text().splitlines()) == 4  # nor probed
     # too few epochs at the final size for the epoch clock (it says why on stderr): seconds, with the warning
     assert "not the same device" in (out / "frontier.md").read_text() and "Another CPU" in (out / "frontier.md").read_text()
+    # a row resumed on another machine (run.json's history, not its own machine): the epoch clock is tried too
+    here = json.loads((out / "baseline_cifar_resnet8_3ep_s0" / "run.json").read_text())["cpu"]
+    moved = [{"cpu": here, "gpu": None, "from_epoch": 0}, {"cpu": "Another CPU", "gpu": None, "from_epoch": 2}]
+    widen.write_text(json.dumps(dict(json.loads(widen.read_text()), cpu=here, machines=moved)))
+    done = subprocess.run(["bash", "scripts/reproduce_cpu.sh", str(out), "width", "0"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "--clock epochs: " in done.stderr and "has no plain epochs" in done.stderr
+    assert "widen_cifar_resnet8_s0 trained on 2 machines" in (out / "frontier.md").read_text()  # seconds, warned
 
 
 @bash

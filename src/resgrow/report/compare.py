@@ -88,9 +88,21 @@ class RunSummary:
         """Median steady epoch whose steps were the fixed-size net's own (one gradient of the final net each, as the
         log's work says): the run's machine's time for one epoch of the final net trained plainly. None when there are
         fewer than STEADY_NEEDED such epochs, or the method's steps at the final size are its own (MG/OPT's cycles)."""
-        plain = [r["epoch_seconds"] for r in self._steady_rows if r.get("steps")
-                 and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]
+        plain = [r["epoch_seconds"] for r in self._plain_rows]
         return median(plain) if len(plain) >= STEADY_NEEDED else None
+
+    @property
+    def _plain_rows(self) -> list[dict]:
+        return [r for r in self._steady_rows if r.get("steps")
+                and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]
+
+    @property
+    def plain_epoch_by_machine(self) -> dict[str | None, float]:
+        """`plain_epoch` on each machine the run trained on, where it has STEADY_NEEDED plain epochs there."""
+        on: dict[str | None, list[float]] = {}
+        for r in self._plain_rows:
+            on.setdefault(self.machine_at(r["epoch"]), []).append(r["epoch_seconds"])
+        return {m: median(t) for m, t in on.items() if len(t) >= STEADY_NEEDED}
 
     @property
     def machine(self) -> str | None:
@@ -101,6 +113,10 @@ class RunSummary:
     def machines(self) -> list[dict]:
         """Where the run trained, when it was resumed on another machine: run.json's history, one entry each."""
         return (self.info or {}).get("machines") or []
+
+    def machine_at(self, epoch: int) -> str | None:
+        """The machine that trained epoch `epoch` (1-based): the run's own, or the history's entry for that epoch."""
+        return ([machine_of(m) for m in self.machines if m["from_epoch"] < epoch] or [self.machine])[-1]
 
     @property
     def steady_epoch(self) -> float | None:
@@ -217,7 +233,7 @@ def protocol_warnings(runs: list[RunSummary], skip: tuple[str, ...] = ()) -> lis
             if r.info is not None and (planned := r.info.get("config", {}).get("epochs")) and r.epochs < planned]
     out += [f"{r.name} trained on {len(r.machines)} machines ("
             + "; ".join(f"{machine_text(m)} from epoch {m['from_epoch']}" for m in r.machines)
-            + "): its time mixes their speeds" for r in runs if len(r.machines) > 1]
+            + "): its time mixes their speeds" for r in runs if len(r.machines) > 1 and "device" not in skip]
     out += [f"{r.name} trained alongside {', '.join(Path(o).name for o in shared)} on one device (resgrow together): "
             "its training seconds count their time too; compare its accuracy, not its time"
             for r in runs if r.info is not None and (shared := r.info.get("shared_device"))]
@@ -262,23 +278,34 @@ EPOCH_CLOCK = "final-net epochs"
 
 
 def on_epoch_clock(runs: list[RunSummary]) -> list[RunSummary]:
-    """The runs with their time in epochs of the final net on each run's own machine: every clock reading divided by
-    the run's plain_epoch, or, for a run without one (MG/OPT), by that of the runs that end at the same net on the same
-    machine. Runs timed on different machines then compare; what the unit assumes is that a machine's speed on the
-    smaller nets a growth trains scales like its speed on the final one."""
-    units = {}
+    """The runs with their time in epochs of the final net on each run's own machine: every epoch's share of the clock
+    divided by the plain epoch of the machine that trained it, the run's own there, or, for a run without one there
+    (MG/OPT; a run resumed on another machine), that of the runs that end at the same net on that machine. Runs timed
+    on different machines then compare, and so do the parts of a run resumed elsewhere; what the unit assumes is that
+    a machine's speed on the smaller nets a growth trains scales like its speed on the final one."""
+    units: dict[tuple, list[float]] = {}
     for r in runs:
-        if r.plain_epoch:
-            units.setdefault((r.final_size, r.machine), []).append(r.plain_epoch)
+        for machine, unit in r.plain_epoch_by_machine.items():
+            units.setdefault((r.final_size, machine), []).append(unit)
+
+    def unit(r: RunSummary, machine: str | None) -> float:
+        if (own := r.plain_epoch_by_machine.get(machine)) is not None:
+            return own
+        if (key := (r.final_size, machine)) in units:
+            return median(units[key])
+        raise ResgrowError(f"--clock epochs: {r.name} has no plain epochs at its final size to time it with, and "
+                           f"no other run ends at that net on its machine ({machine}): add such a run")
+
     out = []
     for r in runs:
-        unit = r.plain_epoch or (median(units[key]) if (key := (r.final_size, r.machine)) in units else None)
-        if unit is None:
-            raise ResgrowError(f"--clock epochs: {r.name} has no plain epochs at its final size to time it with, and "
-                               f"no other run ends at that net on its machine ({r.machine}): add such a run")
-        log = [dict(x, train_seconds=x["train_seconds"] / unit,
-                    **({"epoch_seconds": x["epoch_seconds"] / unit} if x.get("epoch_seconds") else {})) for x in r.log]
-        out.append(replace(r, train_seconds=r.train_seconds / unit, log=log, clock=EPOCH_CLOCK))
+        on = {m: unit(r, m) for m in {r.machine_at(x["epoch"]) for x in r.log}}
+        log, clock, before = [], 0.0, 0.0
+        for x in r.log:  # each epoch's share of the clock (its size change included) at its own machine's rate
+            u = on[r.machine_at(x["epoch"])]
+            clock, before = clock + (x["train_seconds"] - before) / u, x["train_seconds"]
+            log.append(dict(x, train_seconds=clock,
+                            **({"epoch_seconds": x["epoch_seconds"] / u} if x.get("epoch_seconds") else {})))
+        out.append(replace(r, train_seconds=clock, log=log, clock=EPOCH_CLOCK))
     return out
 
 

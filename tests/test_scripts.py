@@ -20,11 +20,12 @@ def _env(tmp_path: Path, **kw) -> dict:
     return dict(os.environ, PATH=path, PYTHONPATH=str(ROOT / "src"), RESGROW_CACHE=str(tmp_path / "cache"), **kw)
 
 
-def _script(name: str, *args, env: dict) -> str:
+def _script(name: str, *args, env: dict, stream: str = "stdout") -> str:
+    """Run scripts/NAME, which must succeed; its stdout (or `stream`)."""
     done = subprocess.run(["bash", f"scripts/{name}", *map(str, args)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return getattr(done, stream)
 
 
 def _logs(out: Path) -> dict:
@@ -206,9 +207,8 @@ def test_reproduce_cpu_logs_the_machine_probes_before_and_after_and_resumes_a_st
     here = json.loads((out / "baseline_cifar_resnet8_3ep_s0" / "run.json").read_text())["cpu"]
     moved = [{"cpu": here, "gpu": None, "from_epoch": 0}, {"cpu": "Another CPU", "gpu": None, "from_epoch": 2}]
     widen.write_text(json.dumps(dict(json.loads(widen.read_text()), cpu=here, machines=moved)))
-    done = subprocess.run(["bash", "scripts/reproduce_cpu.sh", str(out), "width", "0"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and "--clock epochs: " in done.stderr and "has no plain epochs" in done.stderr
+    err = _script("reproduce_cpu.sh", out, "width", 0, env=env, stream="stderr")
+    assert "--clock epochs: " in err and "has no plain epochs" in err
     assert "widen_cifar_resnet8_s0 trained on 2 machines" in (out / "frontier.md").read_text()  # seconds, warned
 
 

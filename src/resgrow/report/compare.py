@@ -96,7 +96,7 @@ class RunSummary:
         return [r for r in self._steady_rows if r.get("steps")
                 and abs(r.get("grad_equivalents", r["steps"]) - r["steps"]) <= 1e-3 * r["steps"]]
 
-    @property
+    @cached_property
     def plain_epoch_by_machine(self) -> dict[str | None, float]:
         """`plain_epoch` on each machine the run trained on, where it has STEADY_NEEDED plain epochs there."""
         on: dict[str | None, list[float]] = {}

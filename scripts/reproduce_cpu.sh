@@ -30,7 +30,7 @@
 #             BUDGETS="10 15 20 25 30" START=1-1-1 METHOD_FLAGS=--partial-growth (3-3-3 halves only with it).
 #
 # vit:        vit6_128 (6 blocks of width 128, 4 heads, MLP 512), 30 epochs with --recipe vit (AdamW): the frontier at
-#             10 15 20 30 epochs; multilevel (3 -> 6 blocks, h halved), stacking (multilevel --deepen-mode stack:
+#             10 15 20 25 30 epochs; multilevel (3 -> 6 blocks, h halved), stacking (multilevel --deepen-mode stack:
 #             the stack repeated, G_stack) and widen (heads and MLP from a quarter, lr adaptation on the updates).
 #
 # Wall-clock ratios are honest only on an otherwise idle machine; when the rows ran on more than one machine (their
@@ -61,7 +61,7 @@ case $table in
   compound) arch=${ARCH:-cifar_resnet50}; E=${EPOCHS:-20}; budgets=${BUDGETS:-"6 10 14 20"}; start=${START:-2-2-2}
             LIP_WINDOW=${LIP_WINDOW:-2}
             rows="frontier compound compound_alternate compound_deep compound_deep_alternate compound_lip" ;;
-  vit) arch=${ARCH:-vit6_128}; E=${EPOCHS:-30}; budgets=${BUDGETS:-"10 15 20 30"}; recipe="--recipe vit"
+  vit) arch=${ARCH:-vit6_128}; E=${EPOCHS:-30}; budgets=${BUDGETS:-"10 15 20 25 30"}; recipe="--recipe vit"
        rows="frontier multilevel stack widen" ;;
   *) echo "reproduce_cpu: unknown table $table (width | wide2narrow | depth | compound | vit)" >&2; exit 2 ;;
 esac
